@@ -1,0 +1,112 @@
+#include "datasets/file_io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+namespace captioner {
+
+std::string read_file(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    throw std::runtime_error("cannot read " + path.string() + ": it is a directory");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw std::runtime_error("cannot read " + path.string() + ": " + std::strerror(errno));
+  }
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) throw std::runtime_error("cannot read " + path.string() + ": I/O error");
+  return buffer.str();
+}
+
+void fsync_path(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+static fs::path temp_sibling(const fs::path& path) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  return dir / ("." + path.filename().string() + ".tmp-" + hex64(rng()).substr(0, 8));
+}
+
+AtomicFileWriter::AtomicFileWriter(fs::path path) : path_(std::move(path)), temp_(temp_sibling(path_)) {
+  out_.open(temp_, std::ios::binary | std::ios::trunc);
+  if (!out_) {
+    throw std::runtime_error("cannot write " + path_.string() + ": " + std::strerror(errno));
+  }
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (!committed_) {
+    out_.close();
+    std::error_code ec;
+    fs::remove(temp_, ec);
+  }
+}
+
+void AtomicFileWriter::commit() {
+  out_.flush();
+  if (!out_) throw std::runtime_error("cannot write " + path_.string() + ": write failed (disk full?)");
+  out_.close();
+  fsync_path(temp_);
+  std::error_code ec;
+  fs::rename(temp_, path_, ec);
+  if (ec) {
+    fs::remove(temp_, ec);
+    throw std::runtime_error("cannot write " + path_.string() + ": rename failed: " + ec.message());
+  }
+  committed_ = true;
+  fsync_path(path_.has_parent_path() ? path_.parent_path() : fs::path("."));
+}
+
+void write_file_atomic(const fs::path& path, std::string_view contents) {
+  AtomicFileWriter writer(path);
+  writer.stream().write(contents.data(), static_cast<std::streamsize>(contents.size()));
+  writer.commit();
+}
+
+void replace_directory(const fs::path& staged, const fs::path& dir) {
+  fs::path old = dir;
+  old += ".old";
+  std::error_code ec;
+  fs::remove_all(old, ec);
+  if (fs::exists(dir)) {
+    fs::rename(dir, old, ec);
+    if (ec) throw std::runtime_error("cannot replace " + dir.string() + ": " + ec.message());
+  }
+  fs::rename(staged, dir, ec);
+  if (ec) {
+    throw std::runtime_error("cannot move " + staged.string() + " to " + dir.string() + ": " +
+                             ec.message());
+  }
+  fsync_path(dir.has_parent_path() ? dir.parent_path() : fs::path("."));
+  fs::remove_all(old, ec);
+}
+
+uint64_t fnv1a64(std::string_view data, uint64_t seed) {
+  uint64_t h = seed;
+  for (unsigned char c : data) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+std::string hex64(uint64_t value) {
+  static const char* digits = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, value >>= 4) out[i] = digits[value & 0xF];
+  return out;
+}
+
+}  // namespace captioner

@@ -1,0 +1,52 @@
+// File helpers every module shares: whole-file reads whose errors name the file, and atomic writes
+// (temp file in the same folder, fsync, rename) so a crash never leaves a half-written output.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
+
+namespace captioner {
+
+namespace fs = std::filesystem;
+
+// Reads a whole file; throws std::runtime_error("cannot read F: reason").
+std::string read_file(const fs::path& path);
+
+// Replaces `path` with `contents` atomically: readers see the old file or the new one, never a mix.
+void write_file_atomic(const fs::path& path, std::string_view contents);
+
+// Streams into a temporary sibling of `path`; commit() makes it visible under `path` atomically.
+// Destroying the writer without commit() removes the temporary file and leaves `path` untouched.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(fs::path path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  std::ostream& stream() { return out_; }
+  const fs::path& temp_path() const { return temp_; }
+  void commit();
+
+ private:
+  fs::path path_;
+  fs::path temp_;
+  std::ofstream out_;
+  bool committed_ = false;
+};
+
+// fsyncs a file or directory so a rename survives power loss; best effort on filesystems without it.
+void fsync_path(const fs::path& path);
+
+// Replaces directory `dir` by the fully written directory `staged` (same parent) with renames, so
+// a reader never sees a half-written directory. A leftover `<dir>.old` from a crash is cleaned up.
+void replace_directory(const fs::path& staged, const fs::path& dir);
+
+// 64-bit FNV-1a: a stable fingerprint for cache keys (not a cryptographic hash).
+uint64_t fnv1a64(std::string_view data, uint64_t seed = 1469598103934665603ULL);
+std::string hex64(uint64_t value);
+
+}  // namespace captioner

@@ -1,0 +1,52 @@
+// Scores generated captions against references the way coco-caption's COCOEvalCap does:
+// PTB-tokenize both sides, then BLEU-1..4, CIDEr-D and ROUGE-L. Also reads COCO results files.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+#include "datasets/caption_dataset.h"
+
+namespace captioner {
+
+struct CaptionScores {
+  std::array<double, 4> bleu{};
+  double cider_d = 0;
+  double rouge_l = 0;
+  size_t images = 0;
+  std::vector<std::array<double, 4>> bleu_per_image;
+  std::vector<double> cider_per_image;
+  std::vector<double> rouge_per_image;
+};
+
+struct MetricsOptions {
+  bool bleu_only = false;  // skip CIDEr-D and ROUGE-L (validation during training)
+};
+
+// Raw captions in, scores out: hypotheses[i] against references[i].
+CaptionScores score_captions(const std::vector<std::string>& hypotheses,
+                             const std::vector<std::vector<std::string>>& references,
+                             const MetricsOptions& options = {});
+
+// {"BLEU-1":..,"BLEU-2":..,"BLEU-3":..,"BLEU-4":..,"CIDEr-D":..,"ROUGE-L":..,"images":N}
+nlohmann::json scores_to_json(const CaptionScores& scores);
+std::string scores_table(const CaptionScores& scores);
+
+struct CaptionResult {
+  int64_t image_id = 0;
+  std::string caption;
+};
+
+// A COCO results file: [{"image_id": <id>, "caption": "..."}, ...]; each image at most once.
+std::vector<CaptionResult> load_coco_results(const std::filesystem::path& path);
+
+// Scores results against a dataset's references. Every result must name an image of the dataset
+// and every image of the dataset must have a result; otherwise the error lists the first few.
+CaptionScores evaluate_results(const std::vector<CaptionResult>& results, const CaptionDataset& references,
+                               const std::string& results_origin, const MetricsOptions& options = {});
+
+}  // namespace captioner

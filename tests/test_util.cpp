@@ -1,0 +1,59 @@
+#include "tests/test_util.h"
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace captioner::test {
+
+fs::path shared_dir() {
+  if (const char* env = std::getenv("CAPTIONER_SHARED")) {
+    return fs::is_directory(env) ? fs::path(env) : fs::path();
+  }
+  fs::path p = fs::path(CAPTIONER_SHARED_DIR);
+  std::error_code ec;
+  return fs::is_directory(p / "datasets", ec) ? fs::canonical(p) : fs::path();
+}
+
+TempDir::TempDir() {
+  std::random_device rd;
+  path_ = fs::temp_directory_path() / ("captioner-test-" + std::to_string(rd()) + std::to_string(rd()));
+  fs::create_directories(path_);
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+static std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+CommandResult run_shell(const std::string& command) {
+  TempDir tmp;
+  std::string cmd = command + " >" + (tmp / "out").string() + " 2>" + (tmp / "err").string();
+  int status = std::system(cmd.c_str());
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(tmp / "out");
+  r.err = slurp(tmp / "err");
+  return r;
+}
+
+CommandResult run_cli(const std::string& args) {
+  return run_shell(std::string("'") + CAPTIONER_BINARY + "' " + args);
+}
+
+}  // namespace captioner::test

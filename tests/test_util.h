@@ -1,0 +1,45 @@
+// Helpers shared by the tests: where ../shared is, scratch directories, running the CLI.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace captioner::test {
+
+namespace fs = std::filesystem;
+
+// ../shared beside the checkout (override with CAPTIONER_SHARED); empty when absent.
+fs::path shared_dir();
+
+// Skips the current test with a clear message when ../shared is absent.
+#define REQUIRE_SHARED()                                                                        \
+  do {                                                                                          \
+    if (::captioner::test::shared_dir().empty())                                                \
+      GTEST_SKIP() << "../shared not found beside the checkout (set CAPTIONER_SHARED to point " \
+                      "at it); this test needs its real data";                                  \
+  } while (0)
+
+// A fresh empty directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  fs::path path_;
+};
+
+void write_text(const fs::path& path, const std::string& text);
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs the built `captioner` binary with the given arguments (shell-quoted by the caller).
+CommandResult run_cli(const std::string& args);
+CommandResult run_shell(const std::string& command);
+
+}  // namespace captioner::test

@@ -1,0 +1,90 @@
+#include "vocab/vocabulary.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/test_util.h"
+
+using captioner::Vocabulary;
+using captioner::test::TempDir;
+using captioner::test::write_text;
+
+namespace {
+std::vector<std::vector<std::string>> corpus() {
+  return {{"a", "dog", "runs"}, {"a", "dog", "sits"}, {"a", "cat", "runs"}, {"the", "dog"}};
+}
+}  // namespace
+
+TEST(Vocabulary, SpecialTokensHaveFixedIds) {
+  Vocabulary v;
+  EXPECT_EQ(v.size(), 4u);
+  EXPECT_EQ(v.id("<pad>"), Vocabulary::kPad);
+  EXPECT_EQ(v.id("<start>"), Vocabulary::kStart);
+  EXPECT_EQ(v.id("<end>"), Vocabulary::kEnd);
+  EXPECT_EQ(v.id("<unk>"), Vocabulary::kUnk);
+}
+
+TEST(Vocabulary, BuildAppliesMinCountAndOrdersByFrequency) {
+  Vocabulary v = Vocabulary::build(corpus(), 2);
+  // a:3 dog:3 runs:2 (cat, sits, the: 1) -> ties alphabetical
+  ASSERT_EQ(v.size(), 7u);
+  EXPECT_EQ(v.token(4), "a");
+  EXPECT_EQ(v.token(5), "dog");
+  EXPECT_EQ(v.token(6), "runs");
+  EXPECT_EQ(v.count(4), 3);
+  EXPECT_EQ(v.id("cat"), Vocabulary::kUnk);
+  EXPECT_THROW(Vocabulary::build(corpus(), 0), std::invalid_argument);
+}
+
+TEST(Vocabulary, EncodeDecodeRoundTrip) {
+  Vocabulary v = Vocabulary::build(corpus(), 1);
+  auto ids = v.encode({"a", "dog", "zebra"});
+  ASSERT_EQ(ids.size(), 5u);
+  EXPECT_EQ(ids.front(), Vocabulary::kStart);
+  EXPECT_EQ(ids[3], Vocabulary::kUnk);
+  EXPECT_EQ(ids.back(), Vocabulary::kEnd);
+  EXPECT_EQ(v.decode(ids), "a dog <unk>");
+  // Decoding stops at <end> and skips padding.
+  EXPECT_EQ(v.decode({v.id("a"), Vocabulary::kPad, v.id("cat"), Vocabulary::kEnd, v.id("dog")}), "a cat");
+  EXPECT_THROW(v.token(999), std::out_of_range);
+}
+
+TEST(Vocabulary, SaveLoadRoundTrip) {
+  TempDir tmp;
+  Vocabulary v = Vocabulary::build(corpus(), 1);
+  v.save(tmp / "vocab.json");
+  Vocabulary w = Vocabulary::load(tmp / "vocab.json");
+  ASSERT_EQ(w.size(), v.size());
+  for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(w.token(static_cast<int64_t>(i)), v.token(static_cast<int64_t>(i)));
+  EXPECT_EQ(w.fingerprint(), v.fingerprint());
+  EXPECT_EQ(w.min_count(), 1);
+  EXPECT_NE(Vocabulary::build(corpus(), 2).fingerprint(), v.fingerprint());
+}
+
+TEST(Vocabulary, LoadRejectsCorruptOrMismatchedFiles) {
+  TempDir tmp;
+  auto expect_error = [&](const std::string& text, const std::string& fragment) {
+    write_text(tmp / "v.json", text);
+    try {
+      Vocabulary::load(tmp / "v.json");
+      ADD_FAILURE() << "no error for: " << text;
+    } catch (const std::runtime_error& e) {
+      std::string msg = e.what();
+      EXPECT_NE(msg.find((tmp / "v.json").string()), std::string::npos) << msg;
+      EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
+    }
+  };
+  expect_error("{\"format\": \"captioner-vocabulary\", \"version\": 1, \"tokens\": [", "invalid JSON");
+  expect_error("{\"tokens\": []}", "not a captioner vocabulary");
+  expect_error(R"({"format":"captioner-vocabulary","version":7,"min_count":5,"tokens":[]})", "newer");
+  expect_error(R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<end>","<start>","<unk>"]})",
+               "expected special token");
+  expect_error(R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<start>","<end>","<unk>","a","a"]})",
+               "duplicate token");
+  expect_error(R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<start>","<end>","<unk>",3]})",
+               "expected a string");
+  expect_error(R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<start>","<end>","<unk>"],"counts":[1]})",
+               "entries but tokens has");
+  EXPECT_THROW(Vocabulary::load(tmp / "missing.json"), std::runtime_error);
+}
