@@ -14,7 +14,4 @@ void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
 
-// LibTorch starts with one intra-op thread here; 0 means "all cores".
-void set_threads(int threads);
-
 }  // namespace captioner::cli

@@ -1,11 +1,14 @@
-// `captioner eval`: score a COCO results file against COCO annotations, or caption a split with a
-// model and score that.
+// `captioner eval`: score a COCO results file against reference captions, or caption a dataset's
+// images with a model and score that.
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "app/cli_util.h"
 #include "app/commands.h"
 #include "datasets/caption_dataset.h"
+#include "datasets/file_io.h"
 #include "datasets/metrics/caption_metrics.h"
+#include "decoder/caption_pipeline.h"
 
 namespace captioner::cli {
 
@@ -13,36 +16,127 @@ namespace {
 struct EvalOptions {
   std::string results;
   std::string annotations;
+  std::string model;
+  std::string images;
+  std::string split_list;
+  std::string karpathy_split = "val";
+  std::string output;
+  std::string device = "auto";
+  int beam = 0;
+  double length_penalty = -1;
+  int batch = 16;
+  int threads = 0;
+  int loader_threads = 2;
+  size_t max_images = 0;
   bool json = false;
+  bool quiet = false;
 };
 
-void run_eval(const EvalOptions& opt) {
-  DatasetOptions dopt;
-  dopt.check_images = false;
-  CaptionDataset refs = load_caption_file(opt.annotations, dopt);
-  auto results = load_coco_results(opt.results);
-  CaptionScores scores = evaluate_results(results, refs, opt.results);
-  if (opt.json) {
+void print_scores(const CaptionScores& scores, bool as_json) {
+  if (as_json) {
     std::cout << scores_to_json(scores).dump() << "\n";
   } else {
     std::cout << scores_table(scores);
   }
 }
+
+// Captions the dataset's images with a model; returns COCO-style results.
+std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset& refs) {
+  set_threads(o.threads);
+  torch::Device device = resolve_device(o.device);
+  ModelBundle model = ModelBundle::load(o.model.empty() ? default_model_dir() : std::filesystem::path(o.model), device);
+  Encoder encoder = Encoder::load(model.encoder_file, device);
+  CaptionPipelineOptions po;
+  po.batch_size = o.batch;
+  po.loader_threads = o.loader_threads;
+  po.search = model.search;
+  if (o.beam > 0) po.search.beam_size = o.beam;
+  if (o.length_penalty >= 0) po.search.length_penalty = o.length_penalty;
+  std::vector<std::filesystem::path> files;
+  for (const auto& r : refs.records) files.push_back(r.image_path);
+  std::vector<CaptionResult> results;
+  std::vector<bool> ok(files.size(), false);
+  ProgressBar bar("captioning", static_cast<int64_t>(files.size()), !o.quiet);
+  CaptionCallbacks cb;
+  cb.on_caption = [&](const CaptionedImage& c) {
+    results.push_back({refs.records[c.index].image_id, c.caption});
+    ok[c.index] = true;
+  };
+  cb.on_failure = [&](size_t, const ImageError& e) {
+    bar.finish();
+    std::cerr << "skipped " << e.what() << "\n";
+  };
+  cb.on_progress = [&](size_t done, size_t) { bar.update(static_cast<int64_t>(done)); };
+  size_t failed = CaptionPipeline(model, encoder, po).run(files, cb);
+  bar.finish();
+  if (failed > 0) {
+    std::cerr << "warning: " << failed << " of " << files.size() << " images could not be read; scoring the other "
+              << files.size() - failed << "\n";
+    std::vector<CaptionRecord> kept;
+    for (size_t i = 0; i < refs.records.size(); ++i) {
+      if (ok[i]) kept.push_back(std::move(refs.records[i]));
+    }
+    refs.records = std::move(kept);
+    g_exit_code = 1;
+  }
+  return results;
+}
+
+void run_eval(const EvalOptions& o) {
+  if (o.results.empty() == o.images.empty()) {
+    throw std::invalid_argument("give either --results (score a results file) or --images (caption with a model, then score)");
+  }
+  DatasetOptions dopt;
+  dopt.check_images = !o.images.empty();
+  dopt.image_dir = o.images;
+  dopt.split_list = o.split_list;
+  dopt.split = o.karpathy_split;
+  CaptionDataset refs = load_caption_file(o.annotations, dopt);
+  if (o.max_images > 0 && refs.records.size() > o.max_images) refs.records.resize(o.max_images);
+  for (const auto& w : refs.warnings) std::cerr << "warning: " << w << "\n";
+
+  std::vector<CaptionResult> results;
+  std::string origin = o.results;
+  if (!o.results.empty()) {
+    results = load_coco_results(o.results);
+  } else {
+    results = caption_dataset(o, refs);
+    origin = "captions of " + (o.model.empty() ? default_model_dir().string() : o.model);
+    if (!o.output.empty()) {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& r : results) out.push_back({{"image_id", r.image_id}, {"caption", r.caption}});
+      write_file_atomic(o.output, out.dump(1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+    }
+  }
+  print_scores(evaluate_results(results, refs, origin), o.json);
+}
 }  // namespace
 
 void add_eval_command(CLI::App& app) {
-  auto opt = std::make_shared<EvalOptions>();
-  auto* cmd = app.add_subcommand("eval", "Score captions against reference captions (BLEU-1..4, CIDEr-D, ROUGE-L)");
-  cmd->add_option("--results", opt->results, "COCO results file: [{\"image_id\": id, \"caption\": \"...\"}]")
-      ->check(CLI::ExistingFile);
-  cmd->add_option("--annotations", opt->annotations, "Reference captions (COCO JSON, Karpathy JSON or Flickr8k token file)")
+  auto o = std::make_shared<EvalOptions>();
+  auto* cmd = app.add_subcommand("eval", "Score captions against references (BLEU-1..4, CIDEr-D, ROUGE-L as coco-caption)");
+  cmd->option_defaults()->always_capture_default();
+  cmd->add_option("--annotations", o->annotations, "Reference captions: COCO JSON, Karpathy JSON or Flickr8k token file")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_flag("--json", opt->json, "Print one JSON object instead of a table");
-  cmd->callback([opt] {
-    if (opt->results.empty()) throw CLI::RequiredError("--results");
-    run_eval(*opt);
-  });
+  cmd->add_option("--results", o->results, "Score this COCO results file: [{\"image_id\": id, \"caption\": \"...\"}]")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--images", o->images, "Caption the annotated images in this folder with --model, then score")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--model", o->model, "Model directory (default: $CAPTIONER_MODEL, else models/default)");
+  cmd->add_option("--split-list", o->split_list, "Flickr8k token file only: list of the images to evaluate")->check(CLI::ExistingFile);
+  cmd->add_option("--karpathy-split", o->karpathy_split, "Karpathy JSON only: split to evaluate");
+  cmd->add_option("--max-images", o->max_images, "Evaluate only the first N images (0: all)");
+  cmd->add_option("--output", o->output, "With --images: also write the captions as a COCO results file");
+  cmd->add_option("--beam", o->beam, "Beam width (default: the model's)")->check(CLI::Range(1, 64));
+  cmd->add_option("--length-penalty", o->length_penalty, "Length penalty alpha (default: the model's)");
+  cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(1, 1024));
+  cmd->add_option("--threads", o->threads, "LibTorch threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64));
+  cmd->add_option("--device", o->device, "cpu, cuda or auto");
+  cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");
+  cmd->add_flag("--quiet,-q", o->quiet, "No progress bar");
+  cmd->callback([o] { run_eval(*o); });
 }
 
 }  // namespace captioner::cli

@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("captioner ") + CAPTIONER_VERSION);
   app.require_subcommand(1);
   app.fallthrough();
+  captioner::cli::add_caption_command(app);
+  captioner::cli::add_train_command(app);
   captioner::cli::add_eval_command(app);
   try {
     app.parse(argc, argv);

@@ -75,24 +75,6 @@ void write_file_atomic(const fs::path& path, std::string_view contents) {
   writer.commit();
 }
 
-void replace_directory(const fs::path& staged, const fs::path& dir) {
-  fs::path old = dir;
-  old += ".old";
-  std::error_code ec;
-  fs::remove_all(old, ec);
-  if (fs::exists(dir)) {
-    fs::rename(dir, old, ec);
-    if (ec) throw std::runtime_error("cannot replace " + dir.string() + ": " + ec.message());
-  }
-  fs::rename(staged, dir, ec);
-  if (ec) {
-    throw std::runtime_error("cannot move " + staged.string() + " to " + dir.string() + ": " +
-                             ec.message());
-  }
-  fsync_path(dir.has_parent_path() ? dir.parent_path() : fs::path("."));
-  fs::remove_all(old, ec);
-}
-
 uint64_t fnv1a64(std::string_view data, uint64_t seed) {
   uint64_t h = seed;
   for (unsigned char c : data) {

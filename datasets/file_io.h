@@ -41,10 +41,6 @@ class AtomicFileWriter {
 // fsyncs a file or directory so a rename survives power loss; best effort on filesystems without it.
 void fsync_path(const fs::path& path);
 
-// Replaces directory `dir` by the fully written directory `staged` (same parent) with renames, so
-// a reader never sees a half-written directory. A leftover `<dir>.old` from a crash is cleaned up.
-void replace_directory(const fs::path& staged, const fs::path& dir);
-
 // 64-bit FNV-1a: a stable fingerprint for cache keys (not a cryptographic hash).
 uint64_t fnv1a64(std::string_view data, uint64_t seed = 1469598103934665603ULL);
 std::string hex64(uint64_t value);

@@ -1,0 +1,168 @@
+// `captioner caption`: write a sentence for every photo in the given folders and files.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <unordered_set>
+
+#include "app/cli_util.h"
+#include "app/commands.h"
+#include "datasets/caption_writer.h"
+#include "decoder/caption_pipeline.h"
+#include "encoder/image_files.h"
+
+namespace captioner::cli {
+
+namespace {
+struct CaptionOptions {
+  std::vector<std::string> inputs;
+  std::string model;
+  std::string output;
+  std::string format;
+  std::string device = "auto";
+  int beam = 0;           // 0: the model's default
+  int max_len = 0;
+  double length_penalty = -1;
+  int block_ngram = -1;
+  bool sample = false;
+  double temperature = 1.0;
+  int top_k = 0;
+  uint64_t seed = 0;
+  int batch = 8;
+  int threads = 0;
+  int loader_threads = 2;
+  int64_t max_pixels = 100'000'000;
+  bool recursive = false;
+  bool resume = false;
+  bool quiet = false;
+};
+
+void run_caption(const CaptionOptions& o) {
+  set_threads(o.threads);
+  ImageFileList list = collect_images(o.inputs, o.recursive);
+  for (const auto& p : list.problems) std::cerr << "error: " << p << "\n";
+  bool any_failed = !list.problems.empty();
+  if (list.images.empty()) {
+    std::string where;
+    for (const auto& in : o.inputs) where += (where.empty() ? "" : ", ") + in;
+    throw std::runtime_error("no images found in " + where +
+                             (list.skipped_non_images ? " (" + std::to_string(list.skipped_non_images) + " other files)" : "") +
+                             (o.recursive ? "" : "; use --recursive to look in subfolders"));
+  }
+
+  std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
+  torch::Device device = resolve_device(o.device);
+  ModelBundle model = ModelBundle::load(model_dir, device);
+  Encoder encoder = Encoder::load(model.encoder_file, device);
+
+  CaptionPipelineOptions po;
+  po.batch_size = o.batch;
+  po.loader_threads = o.loader_threads;
+  po.image.max_pixels = o.max_pixels;
+  po.search = model.search;
+  if (o.beam > 0) po.search.beam_size = o.beam;
+  if (o.max_len > 0) po.search.max_length = o.max_len;
+  if (o.length_penalty >= 0) po.search.length_penalty = o.length_penalty;
+  if (o.block_ngram >= 0) po.search.block_ngram_repeat = o.block_ngram;
+  po.search.sample = o.sample;
+  po.search.temperature = o.temperature;
+  po.search.top_k = o.top_k;
+  po.search.seed = o.seed;
+
+  CaptionFormat format = !o.format.empty()    ? parse_caption_format(o.format)
+                         : !o.output.empty() ? caption_format_for(o.output)
+                                             : CaptionFormat::kText;
+  // --resume: keep what an earlier run already wrote and caption only the rest.
+  std::vector<CaptionRow> previous;
+  std::vector<std::filesystem::path> todo = list.images;
+  if (o.resume && !o.output.empty() && std::filesystem::exists(o.output)) {
+    previous = read_caption_file(o.output);
+    std::unordered_set<std::string> done;
+    for (const auto& r : previous) done.insert(r.file_name);
+    todo.clear();
+    for (const auto& f : list.images) {
+      if (!done.count(f.string())) todo.push_back(f);
+    }
+    std::cerr << "resuming: " << previous.size() << " images already in " << o.output << ", " << todo.size()
+              << " to caption\n";
+  }
+  std::unique_ptr<CaptionWriter> writer = o.output.empty() ? std::make_unique<CaptionWriter>(std::cout, format)
+                                                           : std::make_unique<CaptionWriter>(std::filesystem::path(o.output), format);
+  for (const auto& r : previous) writer->write(r);
+
+  install_stop_handlers();
+  ProgressBar bar("captioning", static_cast<int64_t>(todo.size()), !o.quiet && !o.output.empty());
+  auto t0 = std::chrono::steady_clock::now();
+  auto last_snapshot = t0;
+  size_t captioned = 0;
+  CaptionPipeline pipeline(model, encoder, po);
+  CaptionCallbacks cb;
+  cb.on_caption = [&](const CaptionedImage& c) {
+    writer->write({c.file.string(), image_id_from_name(c.file, static_cast<int64_t>(previous.size() + c.index + 1)),
+                   c.caption, c.log_prob});
+    ++captioned;
+  };
+  cb.on_failure = [&](size_t, const ImageError& e) {
+    bar.finish();
+    std::cerr << "skipped " << e.what() << "\n";
+  };
+  cb.on_progress = [&](size_t done, size_t) {
+    bar.update(static_cast<int64_t>(done));
+    auto now = std::chrono::steady_clock::now();
+    if (!o.output.empty() && now - last_snapshot > std::chrono::seconds(30)) {
+      writer->snapshot();  // a crash now loses at most 30 s of work (see --resume)
+      last_snapshot = now;
+    }
+  };
+  cb.should_stop = [] { return stop_requested().load(); };
+  size_t failed = pipeline.run(todo, cb);
+  bar.finish();
+  writer->finish();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (stop_requested()) {
+    std::cerr << "interrupted: " << captioned << " captions saved" << (o.output.empty() ? "" : " to " + o.output)
+              << "; run again with --resume to continue\n";
+    g_exit_code = 130;
+    return;
+  }
+  if (!o.quiet || failed > 0) {
+    char line[200];
+    std::snprintf(line, sizeof line, "captioned %zu images in %.1f s (%.1f images/s)%s", captioned, secs,
+                  captioned / std::max(secs, 1e-9), failed ? (", " + std::to_string(failed) + " unreadable").c_str() : "");
+    std::cerr << line << (o.output.empty() ? "" : "; wrote " + o.output) << "\n";
+  }
+  if (failed > 0 || any_failed) g_exit_code = 1;
+}
+}  // namespace
+
+void add_caption_command(CLI::App& app) {
+  auto o = std::make_shared<CaptionOptions>();
+  auto* cmd = app.add_subcommand("caption", "Write a caption for every image in the given folders and files");
+  cmd->option_defaults()->always_capture_default();
+  cmd->add_option("inputs", o->inputs, "Image files and folders")->required();
+  cmd->add_option("--model", o->model, "Model directory (default: $CAPTIONER_MODEL, else models/default)");
+  cmd->add_option("--output,-o", o->output, "Write captions to this file (atomically) instead of stdout");
+  cmd->add_option("--format", o->format, "json, jsonl, csv or text (default: from --output's extension; text on stdout)")
+      ->check(CLI::IsMember({"json", "jsonl", "csv", "text"}));
+  cmd->add_flag("--recursive,-r", o->recursive, "Also caption images in subfolders");
+  cmd->add_flag("--resume", o->resume, "Skip images already captioned in --output and add the rest");
+  auto search = "Decoding (defaults: the model's)";
+  cmd->add_option("--beam", o->beam, "Beam width (1: greedy)")->check(CLI::Range(1, 64))->group(search);
+  cmd->add_option("--max-len", o->max_len, "Maximum words per caption")->check(CLI::Range(1, 200))->group(search);
+  cmd->add_option("--length-penalty", o->length_penalty, "Rank beams by log-prob / (words+1)^alpha")->group(search);
+  cmd->add_option("--block-ngram", o->block_ngram, "Never repeat an n-gram of this size (0: off)")->group(search);
+  cmd->add_flag("--sample", o->sample, "Sample captions instead of searching for the most likely")->group(search);
+  cmd->add_option("--temperature", o->temperature, "Sampling temperature")->check(CLI::PositiveNumber)->group(search);
+  cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")->check(CLI::NonNegativeNumber)->group(search);
+  cmd->add_option("--seed", o->seed, "Sampling seed")->group(search);
+  auto run = "Running";
+  cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(1, 1024))->group(run);
+  cmd->add_option("--threads", o->threads, "LibTorch threads (0: all cores)")->check(CLI::NonNegativeNumber)->group(run);
+  cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64))->group(run);
+  cmd->add_option("--max-pixels", o->max_pixels, "Refuse larger images before decoding them")->check(CLI::PositiveNumber)->group(run);
+  cmd->add_option("--device", o->device, "cpu, cuda or auto (cuda when available)")->group(run);
+  cmd->add_flag("--quiet,-q", o->quiet, "No progress bar or summary")->group(run);
+  cmd->callback([o] { run_caption(*o); });
+}
+
+}  // namespace captioner::cli

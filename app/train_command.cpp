@@ -1,0 +1,150 @@
+// `captioner train`: fit a decoder on a caption dataset with a frozen encoder's cached features.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "app/cli_util.h"
+#include "app/commands.h"
+#include "decoder/train_job.h"
+
+namespace captioner::cli {
+
+namespace {
+struct TrainCommandOptions {
+  TrainJob job;
+  std::string injection = "every-step";
+  int threads = 0;
+  bool quiet = false;
+};
+
+void run_train(TrainCommandOptions& o, const std::string& command_line) {
+  set_threads(o.threads);
+  auto& job = o.job;
+  job.decoder.image_every_step = o.injection != "init";
+  job.decoder.image_init_state = o.injection != "every-step";
+  job.command_line = command_line;
+  if (job.encoder_file.empty()) job.encoder_file = default_encoder_file();
+  if (job.val_images.empty()) job.val_images = job.train_images;
+  install_stop_handlers();
+  job.trainer.stop = &stop_requested();
+
+  std::unique_ptr<ProgressBar> bar;
+  std::string bar_label;
+  TrainJobCallbacks cb;
+  cb.on_features = [&](const std::string& what, size_t done, size_t total) {
+    if (!bar || bar_label != what) {
+      bar = std::make_unique<ProgressBar>("encoding " + what, static_cast<int64_t>(total), !o.quiet);
+      bar_label = what;
+    }
+    bar->update(static_cast<int64_t>(done));
+    if (done == total) bar.reset();
+  };
+  cb.trainer.on_message = [&](const std::string& m) {
+    if (bar) bar->finish();
+    std::cerr << m << "\n";
+  };
+  cb.trainer.on_batch = [&](int epoch, int64_t b, int64_t nb, double loss, double rate) {
+    if (!bar || bar_label != "epoch " + std::to_string(epoch)) {
+      bar_label = "epoch " + std::to_string(epoch);
+      bar = std::make_unique<ProgressBar>(bar_label, nb, !o.quiet);
+    }
+    char extra[64];
+    std::snprintf(extra, sizeof extra, "loss %.3f  %.0f captions/s", loss, rate);
+    bar->update(b, extra);
+  };
+  cb.trainer.on_epoch = [&](const EpochReport& r) {
+    if (bar) bar->finish();
+    bar.reset();
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "[epoch %d/%d] loss %.4f  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
+                  r.epoch, job.trainer.epochs, r.train_loss, r.bleu[0], r.bleu[3], r.improved ? " *" : "  ",
+                  r.best_bleu4, r.best_epoch, r.learning_rate, format_duration(r.seconds).c_str(), r.captions_per_second);
+    std::cerr << line << std::endl;
+  };
+  TrainResult result = run_train_job(job, cb);
+  if (result.interrupted) {
+    g_exit_code = 130;
+    return;
+  }
+  std::fprintf(stderr, "done: best validation BLEU-1 %.4f BLEU-4 %.4f at epoch %d; model in %s\n", result.best_bleu[0],
+               result.best_bleu[3], result.best_epoch, job.output_dir.c_str());
+}
+}  // namespace
+
+void add_train_command(CLI::App& app) {
+  auto o = std::make_shared<TrainCommandOptions>();
+  auto& job = o->job;
+  job.cache_dir = default_cache_dir();
+  auto* cmd = app.add_subcommand("train", "Train a caption decoder on COCO-style, Karpathy or Flickr8k captions");
+  cmd->option_defaults()->always_capture_default();
+  auto data = "Data";
+  cmd->add_option("--train-captions", job.train_captions, "Training captions (COCO JSON, Karpathy JSON, Flickr8k token file)")
+      ->required()->check(CLI::ExistingFile)->group(data);
+  cmd->add_option("--train-images", job.train_images, "Folder of the training images")->required()->check(CLI::ExistingDirectory)->group(data);
+  cmd->add_option("--val-captions", job.val_captions, "Validation captions (same formats)")->required()->check(CLI::ExistingFile)->group(data);
+  cmd->add_option("--val-images", job.val_images, "Folder of the validation images (default: --train-images)")->check(CLI::ExistingDirectory)->group(data);
+  cmd->add_option("--train-split", job.train_split, "Flickr8k token file only: list of training images")->check(CLI::ExistingFile)->group(data);
+  cmd->add_option("--val-split", job.val_split, "Flickr8k token file only: list of validation images")->check(CLI::ExistingFile)->group(data);
+  cmd->add_option("--karpathy-train-split", job.karpathy_train_split, "Karpathy JSON only: split(s) to train on, e.g. train+restval")->group(data);
+  cmd->add_option("--karpathy-val-split", job.karpathy_val_split, "Karpathy JSON only: validation split")->group(data);
+  cmd->add_option("--max-train-images", job.max_train_images, "Use only the first N training images (0: all)")->group(data);
+  cmd->add_option("--max-val-images", job.max_val_images, "Use only the first N validation images (0: all)")->group(data);
+  cmd->add_option("--min-word-count", job.min_word_count, "Words seen fewer times become <unk>")->check(CLI::PositiveNumber)->group(data);
+  cmd->add_option("--max-caption-length", job.max_caption_length, "Longer training captions are cut to this many words")->check(CLI::PositiveNumber)->group(data);
+
+  auto model = "Model";
+  cmd->add_option("--encoder", job.encoder_file, "TorchScript encoder with its .json sidecar (default: models/encoders/mobilenet_v2.pt)")->group(model);
+  cmd->add_option("--cell", job.decoder.cell, "Recurrent cell")->check(CLI::IsMember({"lstm", "gru", "rnn"}))->group(model);
+  cmd->add_option("--embed", job.decoder.embed_dim, "Word embedding size")->check(CLI::PositiveNumber)->group(model);
+  cmd->add_option("--hidden", job.decoder.hidden_dim, "Recurrent state size")->check(CLI::PositiveNumber)->group(model);
+  cmd->add_option("--image-dim", job.decoder.image_dim, "Image projection size (0: raw features into the gates)")->check(CLI::NonNegativeNumber)->group(model);
+  cmd->add_option("--layers", job.decoder.num_layers, "Stacked recurrent layers")->check(CLI::Range(1, 8))->group(model);
+  cmd->add_option("--dropout", job.decoder.dropout, "Dropout probability")->check(CLI::Range(0.0, 0.95))->group(model);
+  cmd->add_option("--image-injection", o->injection, "Where the image enters: every step's gates, the initial state, or both")
+      ->check(CLI::IsMember({"every-step", "init", "both"}))->group(model);
+
+  auto train = "Training";
+  auto& t = job.trainer;
+  cmd->add_option("--output", job.output_dir, "Model directory to write (best model, checkpoint.pt, metrics.jsonl)")->required()->group(train);
+  cmd->add_option("--epochs", t.epochs, "Maximum epochs")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_option("--batch", t.batch_size, "Captions per batch")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_option("--lr", t.learning_rate, "Adam learning rate")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_option("--lr-decay", t.lr_decay, "Learning rate factor applied every --lr-decay-every epochs")->check(CLI::Range(0.0, 1.0))->group(train);
+  cmd->add_option("--lr-decay-every", t.lr_decay_every, "Epochs between learning rate decays")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_option("--weight-decay", t.weight_decay, "L2 weight decay")->check(CLI::NonNegativeNumber)->group(train);
+  cmd->add_option("--clip", t.grad_clip, "Clip the gradient norm to this (0: off)")->check(CLI::NonNegativeNumber)->group(train);
+  cmd->add_option("--label-smoothing", t.label_smoothing, "Cross-entropy label smoothing")->check(CLI::Range(0.0, 0.5))->group(train);
+  cmd->add_option("--patience", t.patience, "Stop after this many epochs without a better validation BLEU-4")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_flag("--flip-augment", t.flip_augment, "Also train on mirrored photos (features computed once)")->group(train);
+  cmd->add_option("--seed", t.seed, "Random seed (initialisation, batches, dropout)")->group(train);
+  cmd->add_option("--checkpoint-every", t.checkpoint_every, "Batches between checkpoints (also after every epoch)")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_flag("--resume", t.resume, "Continue from <output>/checkpoint.pt")->group(train);
+  cmd->add_flag("--fp16", t.fp16_bundle, "Store the model's weights as float16 (half the size)")->group(train);
+
+  auto decoding = "Decoding defaults stored with the model";
+  cmd->add_option("--beam", job.search.beam_size, "Beam width")->check(CLI::Range(1, 64))->group(decoding);
+  cmd->add_option("--max-len", job.search.max_length, "Maximum caption length in words")->check(CLI::Range(1, 200))->group(decoding);
+  cmd->add_option("--length-penalty", job.search.length_penalty, "Rank beams by log-prob / (words+1)^alpha")->check(CLI::NonNegativeNumber)->group(decoding);
+  cmd->add_option("--block-ngram", job.search.block_ngram_repeat, "Never repeat an n-gram of this size (0: off)")->check(CLI::NonNegativeNumber)->group(decoding);
+
+  auto run = "Running";
+  cmd->add_option("--cache-dir", job.cache_dir, "Where image features are cached")->group(run);
+  cmd->add_option("--threads", o->threads, "LibTorch threads (0: all cores)")->check(CLI::NonNegativeNumber)->group(run);
+  cmd->add_option("--loader-threads", job.loader_threads, "Image decoding threads")->check(CLI::PositiveNumber)->group(run);
+  cmd->add_option("--device", job.device, "cpu, cuda or auto (cuda when available)")->group(run);
+  cmd->add_flag("--quiet,-q", o->quiet, "No progress bars")->group(run);
+  cmd->callback([o, cmd] {
+    std::string line = "captioner train";
+    for (const auto& opt : cmd->get_options()) {
+      if (opt->count() == 0 || opt->get_name() == "--help") continue;
+      line += " " + opt->get_name();
+      if (opt->get_type_size() != 0) {
+        for (const auto& r : opt->results()) line += " " + r;
+      }
+    }
+    run_train(*o, line);
+  });
+}
+
+}  // namespace captioner::cli

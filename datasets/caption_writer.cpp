@@ -1,0 +1,187 @@
+#include "datasets/caption_writer.h"
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "datasets/json_util.h"
+
+namespace captioner {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+CaptionFormat parse_caption_format(const std::string& name) {
+  if (name == "json") return CaptionFormat::kJson;
+  if (name == "jsonl") return CaptionFormat::kJsonl;
+  if (name == "csv") return CaptionFormat::kCsv;
+  if (name == "text" || name == "txt") return CaptionFormat::kText;
+  throw std::invalid_argument("unknown output format \"" + name + "\" (json, jsonl, csv or text)");
+}
+
+CaptionFormat caption_format_for(const fs::path& file) {
+  std::string ext = file.extension().string();
+  if (ext == ".jsonl") return CaptionFormat::kJsonl;
+  if (ext == ".csv") return CaptionFormat::kCsv;
+  if (ext == ".txt") return CaptionFormat::kText;
+  return CaptionFormat::kJson;
+}
+
+namespace {
+json row_json(const CaptionRow& r) {
+  return json{{"file_name", r.file_name}, {"image_id", r.image_id}, {"caption", r.caption}, {"log_prob", r.log_prob}};
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+// Splits one CSV record (RFC 4180 quoting) starting at `pos`; advances `pos` past it.
+std::vector<std::string> csv_record(const std::string& text, size_t& pos) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (; pos < text.size(); ++pos) {
+    char c = text[pos];
+    if (quoted) {
+      if (c == '"' && pos + 1 < text.size() && text[pos + 1] == '"') {
+        fields.back() += '"';
+        ++pos;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        fields.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+    } else if (c == '\n') {
+      ++pos;
+      break;
+    } else if (c != '\r') {
+      fields.back() += c;
+    }
+  }
+  return fields;
+}
+}  // namespace
+
+CaptionWriter::CaptionWriter(std::ostream& out, CaptionFormat format) : format_(format), out_(&out) {
+  if (format_ == CaptionFormat::kJson) *out_ << "[";
+  if (format_ == CaptionFormat::kCsv) *out_ << "file_name,image_id,caption,log_prob\n";
+}
+
+CaptionWriter::CaptionWriter(const fs::path& file, CaptionFormat format)
+    : format_(format), file_writer_(std::make_unique<AtomicFileWriter>(file)), file_(file), out_(&file_writer_->stream()) {
+  if (format_ == CaptionFormat::kJson) *out_ << "[";
+  if (format_ == CaptionFormat::kCsv) *out_ << "file_name,image_id,caption,log_prob\n";
+}
+
+CaptionWriter::~CaptionWriter() = default;  // an unfinished file output is discarded
+
+std::string CaptionWriter::footer() const {
+  if (format_ != CaptionFormat::kJson) return "";
+  return rows_ ? "\n]\n" : "]\n";
+}
+
+void CaptionWriter::write(const CaptionRow& r) {
+  switch (format_) {
+    case CaptionFormat::kJson:
+      *out_ << (rows_ ? ",\n " : "\n ") << dump(row_json(r));
+      break;
+    case CaptionFormat::kJsonl:
+      *out_ << dump(row_json(r)) << "\n";
+      break;
+    case CaptionFormat::kCsv: {
+      char lp[32];
+      std::snprintf(lp, sizeof lp, "%.6f", r.log_prob);
+      *out_ << csv_field(r.file_name) << "," << r.image_id << "," << csv_field(r.caption) << "," << lp << "\n";
+      break;
+    }
+    case CaptionFormat::kText:
+      *out_ << r.file_name << "\t" << r.caption << "\n";
+      break;
+  }
+  ++rows_;
+  if (!file_writer_) out_->flush();
+}
+
+void CaptionWriter::snapshot() {
+  if (!file_writer_ || finished_) return;
+  out_->flush();
+  std::string body = read_file(file_writer_->temp_path());
+  write_file_atomic(file_, body + footer());
+}
+
+void CaptionWriter::finish() {
+  if (finished_) return;
+  *out_ << footer();
+  if (file_writer_) {
+    file_writer_->commit();
+  } else {
+    out_->flush();
+  }
+  finished_ = true;
+}
+
+std::vector<CaptionRow> read_caption_file(const fs::path& file) {
+  std::string text = read_file(file);
+  std::vector<CaptionRow> rows;
+  auto from_json = [&](const json& j, const std::string& where) {
+    JsonView v(j, file.string(), where);
+    CaptionRow r;
+    r.file_name = v.at("file_name").as_string();
+    r.caption = v.at("caption").as_string();
+    if (v.has("image_id")) r.image_id = v.at("image_id").as_int();
+    if (v.has("log_prob")) r.log_prob = v.at("log_prob").as_number();
+    return r;
+  };
+  switch (caption_format_for(file)) {
+    case CaptionFormat::kJson: {
+      json doc = parse_json_text(text, file.string());
+      JsonView root(doc, file.string(), "");
+      for (size_t i = 0; i < root.array_size(); ++i) rows.push_back(from_json(doc[i], "[" + std::to_string(i) + "]"));
+      break;
+    }
+    case CaptionFormat::kJsonl: {
+      std::istringstream in(text);
+      std::string line;
+      size_t n = 0;
+      while (std::getline(in, line)) {
+        ++n;
+        if (line.empty()) continue;
+        rows.push_back(from_json(parse_json_text(line, file.string() + ":" + std::to_string(n)), "line " + std::to_string(n)));
+      }
+      break;
+    }
+    case CaptionFormat::kCsv: {
+      size_t pos = 0;
+      csv_record(text, pos);  // header
+      while (pos < text.size()) {
+        auto f = csv_record(text, pos);
+        if (f.size() == 1 && f[0].empty()) continue;
+        if (f.size() != 4) throw std::runtime_error(file.string() + ": CSV row with " + std::to_string(f.size()) + " fields, expected 4");
+        rows.push_back({f[0], std::stoll(f[1]), f[2], std::stod(f[3])});
+      }
+      break;
+    }
+    case CaptionFormat::kText: {
+      std::istringstream in(text);
+      std::string line;
+      while (std::getline(in, line)) {
+        auto tab = line.find('\t');
+        if (tab == std::string::npos) continue;
+        rows.push_back({line.substr(0, tab), 0, line.substr(tab + 1), 0});
+      }
+      break;
+    }
+  }
+  return rows;
+}
+
+}  // namespace captioner

@@ -1,0 +1,55 @@
+// Writes captions as JSON (a COCO-results-like list), JSON lines, CSV or plain text, one row at a
+// time so memory stays flat; reads such files back for `caption --resume`.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "datasets/file_io.h"
+
+namespace captioner {
+
+enum class CaptionFormat { kJson, kJsonl, kCsv, kText };
+
+CaptionFormat parse_caption_format(const std::string& name);               // throws on unknown names
+CaptionFormat caption_format_for(const std::filesystem::path& file);       // by extension; JSON if unknown
+
+struct CaptionRow {
+  std::string file_name;
+  int64_t image_id = 0;
+  std::string caption;
+  double log_prob = 0;
+};
+
+class CaptionWriter {
+ public:
+  // Writes to `out` (e.g. stdout).
+  CaptionWriter(std::ostream& out, CaptionFormat format);
+  // Writes to `file` atomically: the file appears (or is replaced) only on finish(), or as a
+  // complete snapshot of the rows so far on snapshot().
+  CaptionWriter(const std::filesystem::path& file, CaptionFormat format);
+  ~CaptionWriter();
+
+  void write(const CaptionRow& row);
+  void snapshot();   // file output only: publish the rows written so far as a complete file
+  void finish();     // closes the list and, for files, commits
+
+ private:
+  std::string footer() const;
+
+  CaptionFormat format_;
+  std::unique_ptr<AtomicFileWriter> file_writer_;
+  std::filesystem::path file_;
+  std::ostream* out_;
+  size_t rows_ = 0;
+  bool finished_ = false;
+};
+
+// Rows of an existing output file in any of the formats (text rows have no id or log-prob).
+std::vector<CaptionRow> read_caption_file(const std::filesystem::path& file);
+
+}  // namespace captioner

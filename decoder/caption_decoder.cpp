@@ -1,0 +1,201 @@
+#include "decoder/caption_decoder.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "datasets/json_util.h"
+#include "vocab/vocabulary.h"
+
+namespace captioner {
+
+using nlohmann::json;
+namespace F = torch::nn::functional;
+
+int64_t DecoderConfig::gates() const { return cell == "lstm" ? 4 : cell == "gru" ? 3 : 1; }
+
+void DecoderConfig::validate() const {
+  auto bad = [](const std::string& m) { throw std::invalid_argument("decoder config: " + m); };
+  if (cell != "lstm" && cell != "gru" && cell != "rnn") bad("cell must be lstm, gru or rnn, not \"" + cell + "\"");
+  if (vocab_size <= Vocabulary::kNumSpecial) bad("vocabulary of " + std::to_string(vocab_size) + " tokens is too small");
+  if (feature_dim <= 0) bad("feature_dim must be positive");
+  if (embed_dim <= 0 || hidden_dim <= 0) bad("embed_dim and hidden_dim must be positive");
+  if (image_dim < 0) bad("image_dim must be >= 0");
+  if (num_layers < 1 || num_layers > 8) bad("num_layers must be 1..8");
+  if (dropout < 0 || dropout >= 1) bad("dropout must be in [0, 1)");
+  if (!image_every_step && !image_init_state) bad("the image must enter every step, the initial state, or both");
+}
+
+json DecoderConfig::to_json() const {
+  return json{{"vocab_size", vocab_size}, {"feature_dim", feature_dim},   {"embed_dim", embed_dim},
+              {"hidden_dim", hidden_dim}, {"image_dim", image_dim},       {"num_layers", num_layers},
+              {"cell", cell},             {"dropout", dropout},           {"image_every_step", image_every_step},
+              {"image_init_state", image_init_state}};
+}
+
+DecoderConfig DecoderConfig::from_json(const json& j, const std::string& origin) {
+  JsonView v(j, origin, "decoder");
+  DecoderConfig c;
+  c.vocab_size = v.at("vocab_size").as_int();
+  c.feature_dim = v.at("feature_dim").as_int();
+  c.embed_dim = v.at("embed_dim").as_int();
+  c.hidden_dim = v.at("hidden_dim").as_int();
+  c.image_dim = v.at("image_dim").as_int();
+  c.num_layers = v.at("num_layers").as_int();
+  c.cell = v.at("cell").as_string();
+  c.dropout = v.at("dropout").as_number();
+  c.image_every_step = v.at("image_every_step").as_bool();
+  c.image_init_state = v.at("image_init_state").as_bool();
+  try {
+    c.validate();
+  } catch (const std::invalid_argument& e) {
+    v.fail(e.what());
+  }
+  return c;
+}
+
+RecurrentLayerImpl::RecurrentLayerImpl(const std::string& cell_, int64_t input_dim, int64_t image_dim, int64_t hidden)
+    : cell(cell_), hidden_dim(hidden) {
+  const int64_t g = cell == "lstm" ? 4 : cell == "gru" ? 3 : 1;
+  input_proj = register_module("input_proj", torch::nn::Linear(input_dim, g * hidden));
+  image_proj = register_module("image_proj", torch::nn::Linear(torch::nn::LinearOptions(image_dim, g * hidden).bias(false)));
+  hidden_proj = register_module("hidden_proj", torch::nn::Linear(torch::nn::LinearOptions(hidden, g * hidden).bias(cell == "gru")));
+  // PyTorch's recurrent initialisation, and a forget-gate bias of 1 so early training remembers.
+  const double k = 1.0 / std::sqrt(static_cast<double>(hidden));
+  torch::NoGradGuard no_grad;
+  for (auto& p : parameters()) p.uniform_(-k, k);
+  if (cell == "lstm") input_proj->bias.narrow(0, hidden, hidden).fill_(1.0);
+}
+
+torch::Tensor RecurrentLayerImpl::project_inputs(const torch::Tensor& inputs) { return input_proj(inputs); }
+
+torch::Tensor RecurrentLayerImpl::project_image(const torch::Tensor& image) { return image_proj(image); }
+
+void RecurrentLayerImpl::step(const torch::Tensor& pre, torch::Tensor& h, torch::Tensor& c) {
+  const int64_t H = hidden_dim;
+  if (cell == "lstm") {
+    // Gate order (input, forget, output, cell): the three sigmoids run as one op.
+    auto gates = torch::addmm(pre, h, hidden_proj->weight.t());
+    auto sig = torch::sigmoid(gates.narrow(1, 0, 3 * H));
+    auto g = torch::tanh(gates.narrow(1, 3 * H, H));
+    c = sig.narrow(1, H, H) * c + sig.narrow(1, 0, H) * g;
+    h = sig.narrow(1, 2 * H, H) * torch::tanh(c);
+  } else if (cell == "gru") {
+    auto hg = hidden_proj(h).chunk(3, 1);  // reset, update, candidate
+    auto xg = pre.chunk(3, 1);
+    auto r = torch::sigmoid(xg[0] + hg[0]);
+    auto z = torch::sigmoid(xg[1] + hg[1]);
+    auto n = torch::tanh(xg[2] + r * hg[2]);
+    h = (1 - z) * n + z * h;
+  } else {
+    h = torch::tanh(torch::addmm(pre, h, hidden_proj->weight.t()));
+  }
+}
+
+void DecoderState::select(const torch::Tensor& rows) {
+  for (auto* v : {&h, &c, &image_term}) {
+    for (auto& t : *v) {
+      if (t.defined()) t = t.index_select(0, rows);
+    }
+  }
+}
+
+CaptionDecoderImpl::CaptionDecoderImpl(DecoderConfig config) : config_(std::move(config)) {
+  config_.validate();
+  const auto& c = config_;
+  embed = register_module("embed", torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.embed_dim)
+                                                            .padding_idx(Vocabulary::kPad)));
+  int64_t image_width = c.feature_dim;
+  if (c.image_dim > 0) {
+    image_in = register_module("image_in", torch::nn::Linear(c.feature_dim, c.image_dim));
+    image_width = c.image_dim;
+  }
+  if (c.image_init_state) {
+    init_h = register_module("init_h", torch::nn::Linear(image_width, c.num_layers * c.hidden_dim));
+    if (c.cell == "lstm") init_c = register_module("init_c", torch::nn::Linear(image_width, c.num_layers * c.hidden_dim));
+  }
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    layers->push_back(RecurrentLayer(c.cell, l == 0 ? c.embed_dim : c.hidden_dim, image_width, c.hidden_dim));
+  }
+  output = register_module("output", torch::nn::Linear(c.hidden_dim, c.vocab_size));
+  dropout = register_module("dropout", torch::nn::Dropout(c.dropout));
+}
+
+torch::Tensor CaptionDecoderImpl::image_features(const torch::Tensor& features) {
+  if (features.dim() != 2 || features.size(1) != config_.feature_dim) {
+    throw std::invalid_argument("decoder expects image features of shape (B, " + std::to_string(config_.feature_dim) +
+                                "), got " + c10::str(features.sizes()));
+  }
+  if (!image_in) return dropout(features);
+  return dropout(torch::relu(image_in(features)));
+}
+
+void CaptionDecoderImpl::init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c) {
+  const int64_t B = image.size(0), H = config_.hidden_dim, L = config_.num_layers;
+  h.assign(L, torch::Tensor());
+  c.assign(L, torch::Tensor());
+  torch::Tensor h0, c0;
+  if (config_.image_init_state) {
+    h0 = torch::tanh(init_h(image)).view({B, L, H});
+    if (init_c) c0 = torch::tanh(init_c(image)).view({B, L, H});
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    h[l] = h0.defined() ? h0.select(1, l) : torch::zeros({B, H}, image.options());
+    if (config_.cell == "lstm") c[l] = c0.defined() ? c0.select(1, l) : torch::zeros({B, H}, image.options());
+  }
+}
+
+torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const torch::Tensor& tokens) {
+  const int64_t T = tokens.size(1);
+  auto image = image_features(features);                 // (B, I)
+  std::vector<torch::Tensor> h, c;
+  init_state(image, h, c);
+  auto x = dropout(embed(tokens));                       // (B, T, E)
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    auto& layer = *layers[l]->as<RecurrentLayerImpl>();
+    auto pre = layer.project_inputs(x);                  // (B, T, G*H), one product for all steps
+    if (config_.image_every_step) pre = pre + layer.project_image(image).unsqueeze(1);
+    std::vector<torch::Tensor> outs;
+    outs.reserve(T);
+    for (int64_t t = 0; t < T; ++t) {
+      layer.step(pre.select(1, t), h[l], c[l]);
+      outs.push_back(h[l]);
+    }
+    x = dropout(torch::stack(outs, 1));                  // (B, T, H)
+  }
+  return output(x);                                      // (B, T, V)
+}
+
+torch::Tensor CaptionDecoderImpl::loss(const torch::Tensor& features, const torch::Tensor& tokens, double label_smoothing) {
+  auto inputs = tokens.narrow(1, 0, tokens.size(1) - 1);
+  auto targets = tokens.narrow(1, 1, tokens.size(1) - 1);
+  auto logits = forward(features, inputs);
+  return F::cross_entropy(logits.reshape({-1, config_.vocab_size}), targets.reshape({-1}),
+                          F::CrossEntropyFuncOptions().ignore_index(Vocabulary::kPad).label_smoothing(label_smoothing));
+}
+
+DecoderState CaptionDecoderImpl::start(const torch::Tensor& features) {
+  DecoderState s;
+  auto image = image_features(features);
+  init_state(image, s.h, s.c);
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    auto& layer = *layers[l]->as<RecurrentLayerImpl>();
+    s.image_term.push_back(config_.image_every_step ? layer.project_image(image) : torch::Tensor());
+  }
+  return s;
+}
+
+torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState& s) {
+  auto x = dropout(embed(tokens));                       // (R, E)
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    auto& layer = *layers[l]->as<RecurrentLayerImpl>();
+    auto pre = layer.project_inputs(x);
+    if (s.image_term[l].defined()) pre = pre + s.image_term[l];
+    layer.step(pre, s.h[l], s.c[l]);
+    x = dropout(s.h[l]);
+  }
+  return torch::log_softmax(output(x), -1);              // (R, V)
+}
+
+}  // namespace captioner

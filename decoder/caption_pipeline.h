@@ -1,0 +1,51 @@
+// Files in, captions out: loader threads decode and preprocess batches while the encoder and the
+// decoder run, and results are handed back in input order as soon as each batch is done, so a
+// folder of any size is captioned in constant memory.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "decoder/model_bundle.h"
+#include "encoder/encoder.h"
+#include "encoder/image_loader.h"
+
+namespace captioner {
+
+struct CaptionedImage {
+  size_t index = 0;             // position in the input list
+  std::filesystem::path file;
+  std::string caption;
+  double log_prob = 0;
+};
+
+struct CaptionPipelineOptions {
+  int batch_size = 8;
+  int loader_threads = 2;
+  int prefetch = 4;
+  SearchOptions search;         // usually the bundle's defaults with command-line overrides
+  ImageLoaderOptions image;
+};
+
+struct CaptionCallbacks {
+  std::function<void(const CaptionedImage&)> on_caption;
+  std::function<void(size_t index, const ImageError&)> on_failure;
+  std::function<void(size_t done, size_t total)> on_progress;
+  std::function<bool()> should_stop;  // checked between batches: true ends the run early
+};
+
+class CaptionPipeline {
+ public:
+  CaptionPipeline(const ModelBundle& model, Encoder& encoder, CaptionPipelineOptions options);
+  // Captions `files` in order; returns how many failed to load.
+  size_t run(const std::vector<std::filesystem::path>& files, const CaptionCallbacks& callbacks);
+
+ private:
+  const ModelBundle& model_;
+  Encoder& encoder_;
+  CaptionPipelineOptions options_;
+};
+
+}  // namespace captioner

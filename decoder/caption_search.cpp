@@ -1,0 +1,294 @@
+#include "decoder/caption_search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "vocab/vocabulary.h"
+
+namespace captioner {
+
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+double ranked(double log_prob, size_t words, double alpha) {
+  return alpha == 0 ? log_prob : log_prob / std::pow(static_cast<double>(words + 1), alpha);
+}
+
+void check_inputs(const FeatureViews& views, const SearchOptions& o) {
+  if (views.empty() || !views[0].defined() || views[0].dim() != 2) {
+    throw std::invalid_argument("caption search needs image features of shape (B, D)");
+  }
+  if (o.beam_size < 1) throw std::invalid_argument("beam size must be >= 1");
+  if (o.max_length < 1) throw std::invalid_argument("max length must be >= 1");
+  if (o.block_ngram_repeat < 0) throw std::invalid_argument("block_ngram_repeat must be >= 0");
+  if (o.sample && !(o.temperature > 0)) throw std::invalid_argument("temperature must be positive");
+}
+
+// Log-probabilities with every token the rules forbid at step t set to -inf. Other entries keep
+// their value, so the best surviving candidates still carry their true log-probabilities.
+torch::Tensor mask_step(const torch::Tensor& logp, const std::vector<std::vector<int64_t>>& history, int t,
+                        const SearchOptions& o) {
+  auto masked = logp.clone();
+  const float ninf = -std::numeric_limits<float>::infinity();
+  masked.select(1, Vocabulary::kPad).fill_(ninf);
+  masked.select(1, Vocabulary::kStart).fill_(ninf);
+  if (o.suppress_unk) masked.select(1, Vocabulary::kUnk).fill_(ninf);
+  if (t < o.min_length) masked.select(1, Vocabulary::kEnd).fill_(ninf);
+  if (t >= o.max_length) {  // out of words: only <end> remains
+    auto end_col = masked.select(1, Vocabulary::kEnd).clone();
+    masked.fill_(ninf);
+    masked.select(1, Vocabulary::kEnd).copy_(end_col.clamp_min(-1e30));
+    return masked;
+  }
+  const int64_t R = logp.size(0);
+  std::vector<int64_t> ban_rows, ban_cols;
+  const size_t n = static_cast<size_t>(o.block_ngram_repeat);
+  for (int64_t r = 0; r < R; ++r) {
+    const auto& h = history[r];
+    if (h.empty()) continue;
+    if (o.block_consecutive_repeat) {
+      ban_rows.push_back(r);
+      ban_cols.push_back(h.back());
+    }
+    // Ban w if (last n-1 words, w) already occurred: find earlier matches of the last n-1 words.
+    if (n >= 1 && h.size() >= n) {
+      const size_t k = n - 1;
+      for (size_t i = 0; i + k < h.size(); ++i) {
+        if (std::equal(h.end() - k, h.end(), h.begin() + i)) {
+          ban_rows.push_back(r);
+          ban_cols.push_back(h[i + k]);
+        }
+      }
+    }
+  }
+  if (!ban_rows.empty()) {
+    masked.index_put_({torch::tensor(ban_rows), torch::tensor(ban_cols)}, ninf);
+  }
+  return masked;
+}
+
+torch::Tensor as_index(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
+
+}  // namespace
+
+std::vector<Caption> greedy_search(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
+  check_inputs(views, o);
+  torch::NoGradGuard no_grad;
+  const int64_t B = views[0].size(0);
+  std::vector<Caption> out(B);
+  scorer.start(views);
+  std::vector<int64_t> active(B);
+  for (int64_t i = 0; i < B; ++i) active[i] = i;
+  std::vector<std::vector<int64_t>> history(B);
+  auto tokens = torch::full({B}, Vocabulary::kStart, torch::kLong);
+  for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
+    auto logp = scorer.step(tokens).to(torch::kFloat);
+    auto masked = mask_step(logp, history, t, o);
+    auto next = masked.argmax(1);
+    auto chosen = logp.gather(1, next.unsqueeze(1)).squeeze(1).to(torch::kDouble);
+    auto next_a = next.accessor<int64_t, 1>();
+    auto chosen_a = chosen.accessor<double, 1>();
+    std::vector<int64_t> keep, keep_tokens, still_active;
+    std::vector<std::vector<int64_t>> kept_history;
+    for (size_t r = 0; r < active.size(); ++r) {
+      Caption& c = out[active[r]];
+      c.log_prob += chosen_a[r];
+      if (next_a[r] == Vocabulary::kEnd) {
+        c.tokens = std::move(history[r]);
+        c.score = ranked(c.log_prob, c.tokens.size(), o.length_penalty);
+      } else {
+        history[r].push_back(next_a[r]);
+        keep.push_back(static_cast<int64_t>(r));
+        keep_tokens.push_back(next_a[r]);
+        still_active.push_back(active[r]);
+        kept_history.push_back(std::move(history[r]));
+      }
+    }
+    if (keep.size() != active.size() && !keep.empty()) scorer.select(as_index(keep));
+    active = std::move(still_active);
+    history = std::move(kept_history);
+    tokens = as_index(keep_tokens);
+  }
+  return out;
+}
+
+std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
+  check_inputs(views, o);
+  torch::NoGradGuard no_grad;
+  const int64_t B = views[0].size(0);
+  const int64_t K = o.beam_size;
+  const int64_t V = scorer.vocab_size();
+  scorer.start(views);
+  scorer.select(torch::arange(B).repeat_interleave(K));   // row a*K + k: beam k of active image a
+
+  std::vector<int64_t> active(B);                         // image of each active slot
+  for (int64_t i = 0; i < B; ++i) active[i] = i;
+  std::vector<std::vector<Caption>> finished(B);
+  std::vector<std::vector<int64_t>> history(B * K);
+  std::vector<double> beam_logp(B * K, kNegInf);
+  for (int64_t a = 0; a < B; ++a) beam_logp[a * K] = 0;  // one live beam per image at the start
+  auto tokens = torch::full({B * K}, Vocabulary::kStart, torch::kLong);
+
+  for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
+    const int64_t A = static_cast<int64_t>(active.size());
+    auto logp = scorer.step(tokens).to(torch::kFloat);
+    auto masked = mask_step(logp, history, t, o);
+    auto prior = torch::tensor(beam_logp, torch::kDouble).to(torch::kFloat).unsqueeze(1);
+    auto cand = (masked + prior).view({A, K * V});
+    const int64_t take = std::min<int64_t>(2 * K, K * V);
+    auto top = cand.topk(take, 1);
+    auto values = std::get<0>(top).to(torch::kDouble);
+    auto indices = std::get<1>(top);
+    auto va = values.accessor<double, 2>();
+    auto ia = indices.accessor<int64_t, 2>();
+    // The float sums above only rank; the exact log-probability is accumulated in double.
+    auto logp_d = logp.accessor<float, 2>();
+
+    std::vector<int64_t> rows, next_tokens, next_active;
+    std::vector<double> next_logp;
+    std::vector<std::vector<int64_t>> next_history;
+    for (int64_t a = 0; a < A; ++a) {
+      const int64_t img = active[a];
+      std::vector<std::pair<int64_t, int64_t>> live;  // (row, token)
+      std::vector<double> live_logp;
+      for (int64_t j = 0; j < take; ++j) {
+        if (!std::isfinite(va[a][j])) break;
+        const int64_t beam = ia[a][j] / V, tok = ia[a][j] % V;
+        const int64_t row = a * K + beam;
+        const double lp = beam_logp[row] + logp_d[row][tok];
+        if (tok == Vocabulary::kEnd) {
+          // Only an <end> that ranks among the top K candidates finishes a caption, as in the
+          // usual formulation; with K = 1 this makes beam search exactly greedy.
+          if (j < K) finished[img].push_back({history[row], lp, ranked(lp, history[row].size(), o.length_penalty)});
+        } else if (static_cast<int64_t>(live.size()) < K) {
+          live.emplace_back(row, tok);
+          live_logp.push_back(lp);
+        }
+        if (static_cast<int64_t>(live.size()) == K && static_cast<int64_t>(finished[img].size()) >= K) break;
+      }
+      bool done = live.empty() || static_cast<int64_t>(finished[img].size()) >= K;
+      if (!done && o.length_penalty == 0 && !finished[img].empty()) {
+        // Without a length penalty scores only fall as captions grow: a finished caption that
+        // beats every live beam cannot be overtaken.
+        double best_done = kNegInf;
+        for (const auto& c : finished[img]) best_done = std::max(best_done, c.score);
+        done = best_done >= *std::max_element(live_logp.begin(), live_logp.end());
+      }
+      if (done) continue;
+      next_active.push_back(img);
+      for (int64_t k = 0; k < K; ++k) {
+        bool real = k < static_cast<int64_t>(live.size());
+        auto [row, tok] = live[real ? k : 0];
+        rows.push_back(row);
+        next_tokens.push_back(tok);
+        next_logp.push_back(real ? live_logp[k] : kNegInf);  // padding beams never win
+        auto h = history[row];
+        h.push_back(tok);
+        next_history.push_back(std::move(h));
+      }
+    }
+    if (next_active.empty()) break;
+    scorer.select(as_index(rows));
+    active = std::move(next_active);
+    history = std::move(next_history);
+    beam_logp = std::move(next_logp);
+    tokens = as_index(next_tokens);
+  }
+
+  std::vector<Caption> out(B);
+  for (int64_t i = 0; i < B; ++i) {
+    if (finished[i].empty()) throw std::logic_error("beam search finished an image without a caption");
+    out[i] = *std::max_element(finished[i].begin(), finished[i].end(),
+                               [](const Caption& x, const Caption& y) { return x.score < y.score; });
+  }
+  return out;
+}
+
+std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
+  check_inputs(views, o);
+  torch::NoGradGuard no_grad;
+  const int64_t B = views[0].size(0);
+  auto gen = at::detail::createCPUGenerator(o.seed);
+  std::vector<Caption> out(B);
+  scorer.start(views);
+  std::vector<int64_t> active(B);
+  for (int64_t i = 0; i < B; ++i) active[i] = i;
+  std::vector<std::vector<int64_t>> history(B);
+  auto tokens = torch::full({B}, Vocabulary::kStart, torch::kLong);
+  for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
+    auto logp = scorer.step(tokens).to(torch::kFloat);
+    auto masked = mask_step(logp, history, t, o) / o.temperature;
+    if (o.top_k > 0 && o.top_k < masked.size(1)) {
+      auto kth = std::get<0>(masked.topk(o.top_k, 1)).select(1, o.top_k - 1).unsqueeze(1);
+      masked = masked.masked_fill(masked < kth, -std::numeric_limits<float>::infinity());
+    }
+    auto next = torch::multinomial(torch::softmax(masked, 1), 1, false, gen).squeeze(1);
+    auto chosen = logp.gather(1, next.unsqueeze(1)).squeeze(1).to(torch::kDouble);
+    auto next_a = next.accessor<int64_t, 1>();
+    auto chosen_a = chosen.accessor<double, 1>();
+    std::vector<int64_t> keep, keep_tokens, still_active;
+    std::vector<std::vector<int64_t>> kept_history;
+    for (size_t r = 0; r < active.size(); ++r) {
+      Caption& c = out[active[r]];
+      c.log_prob += chosen_a[r];
+      if (next_a[r] == Vocabulary::kEnd) {
+        c.tokens = std::move(history[r]);
+        c.score = ranked(c.log_prob, c.tokens.size(), o.length_penalty);
+      } else {
+        history[r].push_back(next_a[r]);
+        keep.push_back(static_cast<int64_t>(r));
+        keep_tokens.push_back(next_a[r]);
+        still_active.push_back(active[r]);
+        kept_history.push_back(std::move(history[r]));
+      }
+    }
+    if (keep.size() != active.size() && !keep.empty()) scorer.select(as_index(keep));
+    active = std::move(still_active);
+    history = std::move(kept_history);
+    tokens = as_index(keep_tokens);
+  }
+  return out;
+}
+
+std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
+  if (o.sample) return sample_captions(scorer, views, o);
+  if (o.beam_size <= 1) return greedy_search(scorer, views, o);
+  auto beams = beam_search(scorer, views, o);
+  auto greedy = greedy_search(scorer, views, o);
+  for (size_t i = 0; i < beams.size(); ++i) {
+    if (greedy[i].score > beams[i].score) beams[i] = std::move(greedy[i]);
+  }
+  return beams;
+}
+
+std::vector<double> caption_log_probs(SequenceScorer& scorer, const FeatureViews& views,
+                                      const std::vector<std::vector<int64_t>>& captions) {
+  torch::NoGradGuard no_grad;
+  const int64_t B = views[0].size(0);
+  if (static_cast<int64_t>(captions.size()) != B) throw std::invalid_argument("one caption per image expected");
+  size_t T = 0;
+  for (const auto& c : captions) T = std::max(T, c.size() + 1);
+  scorer.start(views);
+  std::vector<double> total(B, 0.0);
+  auto tokens = torch::full({B}, Vocabulary::kStart, torch::kLong);
+  for (size_t t = 0; t < T; ++t) {
+    auto logp = scorer.step(tokens).to(torch::kFloat);
+    std::vector<int64_t> next(B);
+    for (int64_t i = 0; i < B; ++i) {
+      const auto& c = captions[i];
+      if (t < c.size()) {
+        next[i] = c[t];
+      } else {
+        next[i] = Vocabulary::kEnd;  // past the end: feed <end>, add nothing more
+      }
+      if (t <= c.size()) total[i] += logp[i][next[i]].item<float>();
+    }
+    tokens = as_index(next);
+  }
+  return total;
+}
+
+}  // namespace captioner

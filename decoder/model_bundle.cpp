@@ -1,0 +1,225 @@
+#include "decoder/model_bundle.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include "datasets/file_io.h"
+#include "datasets/json_util.h"
+
+namespace captioner {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+size_t ModelBundle::num_views() const {
+  size_t n = 1;
+  for (const auto& m : members) n = std::max(n, m.view + 1);
+  return n;
+}
+
+std::unique_ptr<SequenceScorer> ModelBundle::make_scorer() const {
+  std::vector<std::unique_ptr<SequenceScorer>> scorers;
+  for (const auto& m : members) scorers.push_back(std::make_unique<DecoderScorer>(m.decoder, m.view));
+  if (scorers.size() == 1) return std::move(scorers.front());
+  return std::make_unique<EnsembleScorer>(std::move(scorers));
+}
+
+void save_decoder_weights(CaptionDecoder& decoder, const fs::path& file, bool fp16) {
+  torch::serialize::OutputArchive archive;
+  for (const auto& p : decoder->named_parameters()) {
+    archive.write(p.key(), p.value().detach().to(torch::kCPU, fp16 ? torch::kHalf : torch::kFloat));
+  }
+  fs::path tmp = file;
+  tmp += ".tmp";
+  archive.save_to(tmp.string());
+  fsync_path(tmp);
+  fs::rename(tmp, file);
+}
+
+void load_decoder_weights(CaptionDecoder& decoder, const fs::path& file) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(file.string());
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot read decoder weights " + file.string() + ": " + e.what_without_backtrace() +
+                             " (truncated or not a weights file)");
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& p : decoder->named_parameters()) {
+    torch::Tensor t;
+    if (!archive.try_read(p.key(), t)) {
+      throw std::runtime_error(file.string() + ": missing weight \"" + p.key() + "\" (written for another decoder layout)");
+    }
+    if (t.sizes() != p.value().sizes()) {
+      throw std::runtime_error(file.string() + ": weight \"" + p.key() + "\" has shape " + c10::str(t.sizes()) +
+                               " but the config needs " + c10::str(p.value().sizes()));
+    }
+    p.value().copy_(t.to(p.value().dtype()));
+  }
+}
+
+json search_options_to_json(const SearchOptions& o) {
+  return json{{"beam_size", o.beam_size},
+              {"max_length", o.max_length},
+              {"min_length", o.min_length},
+              {"length_penalty", o.length_penalty},
+              {"block_ngram_repeat", o.block_ngram_repeat},
+              {"block_consecutive_repeat", o.block_consecutive_repeat},
+              {"suppress_unk", o.suppress_unk}};
+}
+
+SearchOptions search_options_from_json(const json& j, const std::string& origin) {
+  SearchOptions o;
+  JsonView v(j, origin, "search");
+  if (v.has("beam_size")) o.beam_size = static_cast<int>(v.at("beam_size").as_int());
+  if (v.has("max_length")) o.max_length = static_cast<int>(v.at("max_length").as_int());
+  if (v.has("min_length")) o.min_length = static_cast<int>(v.at("min_length").as_int());
+  if (v.has("length_penalty")) o.length_penalty = v.at("length_penalty").as_number();
+  if (v.has("block_ngram_repeat")) o.block_ngram_repeat = static_cast<int>(v.at("block_ngram_repeat").as_int());
+  if (v.has("block_consecutive_repeat")) o.block_consecutive_repeat = v.at("block_consecutive_repeat").as_bool();
+  if (v.has("suppress_unk")) o.suppress_unk = v.at("suppress_unk").as_bool();
+  return o;
+}
+
+void ModelBundle::save(const fs::path& dir, bool fp16) const {
+  if (members.empty()) throw std::invalid_argument("cannot save a model bundle without a decoder");
+  fs::path target = fs::absolute(dir);
+  fs::create_directories(target);
+  // Every file is replaced atomically, config.json last: a crash leaves the previous bundle, or
+  // the previous config with weights of the same layout from a later epoch; never a torn file.
+  vocab.save(target / "vocab.json");
+  json jm = json::array();
+  for (size_t i = 0; i < members.size(); ++i) {
+    std::string name = members[i].weights_file.empty()
+                           ? (members.size() == 1 ? "decoder.pt" : "decoder-" + std::to_string(i + 1) + ".pt")
+                           : members[i].weights_file;
+    auto decoder = members[i].decoder;
+    save_decoder_weights(decoder, target / name, fp16);
+    jm.push_back({{"weights", name}, {"dtype", fp16 ? "float16" : "float32"}, {"view", members[i].view},
+                  {"decoder", members[i].decoder->config().to_json()}});
+  }
+  // The encoder is referenced, not copied: relative to the bundle when it lives nearby.
+  fs::path enc = fs::absolute(encoder_file).lexically_normal();
+  fs::path rel = enc.lexically_relative(target);
+  json je = encoder.to_json();
+  je["file"] = (!rel.empty() && rel.native().rfind("../../../", 0) != 0) ? rel.string() : enc.string();
+  je["fingerprint"] = encoder.fingerprint();
+  json config{{"format", "captioner-model"},
+              {"version", kFormatVersion},
+              {"vocabulary", {{"file", "vocab.json"}, {"size", vocab.size()}, {"fingerprint", hex64(vocab.fingerprint())}}},
+              {"encoder", je},
+              {"members", jm},
+              {"search", search_options_to_json(search)},
+              {"training", training}};
+  write_file_atomic(target / "config.json", config.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
+}
+
+ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
+  fs::path config_file = dir / "config.json";
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    throw std::runtime_error("model " + dir.string() + " not found (expected a directory with config.json; " +
+                             "train one with `captioner train` or set --model)");
+  }
+  if (!fs::exists(config_file, ec)) throw std::runtime_error("model " + dir.string() + " has no config.json");
+  json config = load_json_file(config_file);
+  const std::string origin = config_file.string();
+  JsonView root(config, origin, "");
+  if (!root.has("format") || root.at("format").as_string() != "captioner-model") {
+    root.fail("not a captioner model (expected \"format\": \"captioner-model\")");
+  }
+  int64_t version = root.at("version").as_int();
+  if (version > kFormatVersion) {
+    root.at("version").fail("model format " + std::to_string(version) + " is newer than this captioner supports (" +
+                            std::to_string(kFormatVersion) + "); upgrade captioner");
+  }
+
+  ModelBundle b;
+  auto jv = root.at("vocabulary");
+  b.vocab = Vocabulary::load(dir / jv.at("file").as_string());
+  if (static_cast<int64_t>(b.vocab.size()) != jv.at("size").as_int() ||
+      hex64(b.vocab.fingerprint()) != jv.at("fingerprint").as_string()) {
+    jv.fail("vocabulary file " + (dir / jv.at("file").as_string()).string() + " (" + std::to_string(b.vocab.size()) +
+            " tokens) is not the one this model was trained with (" + std::to_string(jv.at("size").as_int()) + " tokens)");
+  }
+
+  auto je = root.at("encoder");
+  b.encoder = EncoderInfo::from_json(config["encoder"], origin);
+  fs::path enc = je.at("file").as_string();
+  b.encoder_file = enc.is_absolute() ? enc : (dir / enc).lexically_normal();
+  if (!fs::exists(b.encoder_file, ec)) {
+    throw std::runtime_error("model " + dir.string() + " needs encoder " + b.encoder_file.string() +
+                             ", which does not exist: run scripts/setup.sh to build the default encoder");
+  }
+  EncoderInfo actual = EncoderInfo::load_sidecar(b.encoder_file);
+  if (actual.fingerprint() != b.encoder.fingerprint()) {
+    throw std::runtime_error("model " + dir.string() + " was trained on features of encoder \"" + b.encoder.name +
+                             "\" but " + b.encoder_file.string() + " is \"" + actual.name +
+                             "\" (different weights or preprocessing); use the encoder it was trained with");
+  }
+  b.encoder.model_file = b.encoder_file;
+
+  auto members = root.at("members");
+  if (members.array_size() == 0) members.fail("no decoders listed");
+  for (size_t i = 0; i < members.array_size(); ++i) {
+    auto jm = members.at(i);
+    DecoderConfig dc = DecoderConfig::from_json(jm.at("decoder").value(), origin);
+    if (dc.vocab_size != static_cast<int64_t>(b.vocab.size())) {
+      jm.at("decoder").fail("decoder has " + std::to_string(dc.vocab_size) + " outputs but the vocabulary has " +
+                            std::to_string(b.vocab.size()) + " tokens");
+    }
+    if (dc.feature_dim != b.encoder.feature_dim) {
+      jm.at("decoder").fail("decoder expects " + std::to_string(dc.feature_dim) + "-d image features but the encoder gives " +
+                            std::to_string(b.encoder.feature_dim));
+    }
+    BundleMember m;
+    m.decoder = CaptionDecoder(dc);
+    m.weights_file = jm.at("weights").as_string();
+    m.view = jm.has("view") ? static_cast<size_t>(jm.at("view").as_int()) : 0;
+    if (m.view > 1) jm.at("view").fail("view must be 0 (photo) or 1 (mirrored)");
+    load_decoder_weights(m.decoder, dir / m.weights_file);
+    m.decoder->to(device);
+    m.decoder->eval();
+    b.members.push_back(std::move(m));
+  }
+  if (root.has("search")) b.search = search_options_from_json(config["search"], origin);
+  if (root.has("training")) b.training = config["training"];
+  return b;
+}
+
+namespace {
+// First of <exe>/../<rel>, <exe>/../share/captioner/<rel>, ./<rel> where `probe` exists.
+fs::path find_project_file(const fs::path& rel, const fs::path& probe) {
+  std::vector<fs::path> candidates;
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    fs::path exe_dir = fs::path(std::string(buf, static_cast<size_t>(n))).parent_path();
+    candidates.push_back(exe_dir / ".." / rel);                     // build/captioner in the source tree
+    candidates.push_back(exe_dir / "../share/captioner" / rel);     // installed
+  }
+  candidates.push_back(fs::current_path() / rel);
+  for (const auto& c : candidates) {
+    std::error_code ec;
+    if (fs::exists(probe.empty() ? c : c / probe, ec)) return c.lexically_normal();
+  }
+  return candidates.front().lexically_normal();
+}
+}  // namespace
+
+fs::path default_model_dir() {
+  if (const char* env = std::getenv("CAPTIONER_MODEL"); env && *env) return env;
+  return find_project_file("models/default", "config.json");
+}
+
+fs::path default_encoder_file() { return find_project_file("models/encoders/mobilenet_v2.pt", ""); }
+
+fs::path default_cache_dir() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "captioner";
+  if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache/captioner";
+  return fs::temp_directory_path() / "captioner-cache";
+}
+
+}  // namespace captioner

@@ -1,0 +1,64 @@
+// A trained captioning model as a self-describing directory: config.json (decoder dimensions,
+// encoder file and preprocessing, vocabulary fingerprint, decoding defaults, how it was trained),
+// vocab.json and the decoder weights. Loading refuses parts that do not belong together.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "decoder/caption_decoder.h"
+#include "decoder/caption_search.h"
+#include "encoder/preprocess_spec.h"
+#include "vocab/vocabulary.h"
+
+namespace captioner {
+
+struct BundleMember {
+  CaptionDecoder decoder{nullptr};
+  size_t view = 0;              // feature view it reads: 0 the photo, 1 mirrored
+  std::string weights_file;     // relative to the bundle directory
+};
+
+struct ModelBundle {
+  static constexpr int kFormatVersion = 1;
+
+  Vocabulary vocab;
+  EncoderInfo encoder;          // as recorded when the model was trained
+  std::filesystem::path encoder_file;  // resolved path of the TorchScript encoder
+  std::vector<BundleMember> members;   // one decoder, or an ensemble
+  SearchOptions search;         // decoding defaults chosen on validation data
+  nlohmann::json training = nlohmann::json::object();  // command, data, epochs, scores...
+
+  size_t num_views() const;     // 1, or 2 when a member reads the mirrored photo
+  std::unique_ptr<SequenceScorer> make_scorer() const;
+
+  // Writes the bundle to `dir` atomically (a staged directory swapped in). fp16 halves the size.
+  void save(const std::filesystem::path& dir, bool fp16 = false) const;
+  // Loads and cross-checks every part; decoders are put on `device` in eval mode.
+  static ModelBundle load(const std::filesystem::path& dir, torch::Device device = torch::kCPU);
+};
+
+// Decoder weights alone (named tensors), optionally stored as float16.
+void save_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file, bool fp16);
+void load_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file);
+
+nlohmann::json search_options_to_json(const SearchOptions& o);
+SearchOptions search_options_from_json(const nlohmann::json& j, const std::string& origin);
+
+// The model `captioner caption` uses without --model: $CAPTIONER_MODEL, else models/default next
+// to the executable's source tree or the current directory.
+std::filesystem::path default_model_dir();
+
+// The encoder `captioner train` uses without --encoder: models/encoders/mobilenet_v2.pt (what
+// scripts/setup.sh builds), found like default_model_dir().
+std::filesystem::path default_encoder_file();
+
+// $XDG_CACHE_HOME/captioner, or ~/.cache/captioner.
+std::filesystem::path default_cache_dir();
+
+}  // namespace captioner

@@ -1,0 +1,49 @@
+#include "decoder/sequence_scorer.h"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace captioner {
+
+void DecoderScorer::start(const FeatureViews& views) {
+  if (view_ >= views.size()) {
+    throw std::invalid_argument("decoder wants feature view " + std::to_string(view_) + " but only " +
+                                std::to_string(views.size()) + " were computed");
+  }
+  device_ = decoder_->parameters().front().device();
+  state_ = decoder_->start(views[view_].to(device_));
+}
+
+// Search bookkeeping runs on the CPU; only the decoder's tensors live on its device.
+torch::Tensor DecoderScorer::step(const torch::Tensor& tokens) {
+  return decoder_->step(tokens.to(device_), state_).to(torch::kCPU);
+}
+
+void DecoderScorer::select(const torch::Tensor& rows) { state_.select(rows.to(device_)); }
+
+EnsembleScorer::EnsembleScorer(std::vector<std::unique_ptr<SequenceScorer>> members) : members_(std::move(members)) {
+  if (members_.empty()) throw std::invalid_argument("an ensemble needs at least one member");
+  for (const auto& m : members_) {
+    if (m->vocab_size() != members_.front()->vocab_size()) {
+      throw std::invalid_argument("ensemble members disagree on the vocabulary size");
+    }
+  }
+}
+
+void EnsembleScorer::start(const FeatureViews& views) {
+  for (auto& m : members_) m->start(views);
+}
+
+torch::Tensor EnsembleScorer::step(const torch::Tensor& tokens) {
+  if (members_.size() == 1) return members_[0]->step(tokens);
+  std::vector<torch::Tensor> logp;
+  logp.reserve(members_.size());
+  for (auto& m : members_) logp.push_back(m->step(tokens));
+  return torch::logsumexp(torch::stack(logp), 0) - std::log(static_cast<double>(members_.size()));
+}
+
+void EnsembleScorer::select(const torch::Tensor& rows) {
+  for (auto& m : members_) m->select(rows);
+}
+
+}  // namespace captioner

@@ -1,0 +1,55 @@
+// What caption search needs from a model: start a batch of images, then next-word
+// log-probabilities per row, with rows re-selectable as beams are re-ranked. One decoder, or an
+// ensemble of decoders and feature views (e.g. the mirrored photo) averaged in probability space.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "decoder/caption_decoder.h"
+
+namespace captioner {
+
+// Feature views of the same images: view 0 the photo as is, view 1 (if any) mirrored. (B, D) each.
+using FeatureViews = std::vector<torch::Tensor>;
+
+class SequenceScorer {
+ public:
+  virtual ~SequenceScorer() = default;
+  virtual int64_t vocab_size() const = 0;
+  virtual void start(const FeatureViews& views) = 0;            // B rows, one per image
+  virtual torch::Tensor step(const torch::Tensor& tokens) = 0;  // (R,) int64 -> (R, V) log-probs
+  virtual void select(const torch::Tensor& rows) = 0;           // (R',) int64 rows to keep
+};
+
+class DecoderScorer : public SequenceScorer {
+ public:
+  explicit DecoderScorer(CaptionDecoder decoder, size_t view = 0) : decoder_(std::move(decoder)), view_(view) {}
+  int64_t vocab_size() const override { return decoder_->config().vocab_size; }
+  void start(const FeatureViews& views) override;
+  torch::Tensor step(const torch::Tensor& tokens) override;
+  void select(const torch::Tensor& rows) override;
+
+ private:
+  CaptionDecoder decoder_;
+  size_t view_;
+  torch::Device device_ = torch::kCPU;
+  DecoderState state_;
+};
+
+// log(mean_m p_m(w | prefix)): members vote with probabilities, as ensembles usually do.
+class EnsembleScorer : public SequenceScorer {
+ public:
+  explicit EnsembleScorer(std::vector<std::unique_ptr<SequenceScorer>> members);
+  int64_t vocab_size() const override { return members_.front()->vocab_size(); }
+  void start(const FeatureViews& views) override;
+  torch::Tensor step(const torch::Tensor& tokens) override;
+  void select(const torch::Tensor& rows) override;
+
+ private:
+  std::vector<std::unique_ptr<SequenceScorer>> members_;
+};
+
+}  // namespace captioner

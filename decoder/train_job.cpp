@@ -1,0 +1,150 @@
+#include "decoder/train_job.h"
+
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "datasets/caption_dataset.h"
+#include "encoder/feature_cache.h"
+#include "vocab/tokenizer.h"
+
+namespace captioner {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+CaptionDataset load_split(const fs::path& file, const fs::path& images, const fs::path& split_list,
+                          const std::string& karpathy_split, size_t limit) {
+  DatasetOptions o;
+  o.image_dir = images;
+  o.split_list = split_list;
+  o.split = karpathy_split;
+  CaptionDataset ds = load_caption_file(file, o);
+  if (limit > 0 && ds.records.size() > limit) ds.records.resize(limit);
+  if (ds.records.empty()) throw std::runtime_error(file.string() + ": no captioned images");
+  return ds;
+}
+
+std::vector<fs::path> image_paths(const CaptionDataset& ds) {
+  std::vector<fs::path> paths;
+  for (const auto& r : ds.records) paths.push_back(r.image_path);
+  return paths;
+}
+
+// Drops images that could not be read, reporting each.
+void keep_readable(CaptionDataset& ds, FeatureSet& fs_, const std::function<void(const std::string&)>& say) {
+  for (const auto& f : fs_.failures) {
+    if (say) say("skipped unreadable image: " + f);
+  }
+  if (fs_.failures.empty()) return;
+  std::vector<int64_t> keep;
+  std::vector<CaptionRecord> records;
+  for (size_t i = 0; i < ds.records.size(); ++i) {
+    if (fs_.ok[i]) {
+      keep.push_back(static_cast<int64_t>(i));
+      records.push_back(std::move(ds.records[i]));
+    }
+  }
+  if (keep.empty()) throw std::runtime_error(ds.source.string() + ": none of the images could be read");
+  auto idx = torch::tensor(keep);
+  fs_.features = fs_.features.index_select(0, idx);
+  if (fs_.flipped.defined()) fs_.flipped = fs_.flipped.index_select(0, idx);
+  ds.records = std::move(records);
+}
+
+}  // namespace
+
+TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
+  auto say = cb.trainer.on_message;
+  CaptionDataset train = load_split(job.train_captions, job.train_images, job.train_split, job.karpathy_train_split,
+                                    job.max_train_images);
+  CaptionDataset val = load_split(job.val_captions, job.val_images, job.val_split, job.karpathy_val_split,
+                                  job.max_val_images);
+  for (const auto* ds : {&train, &val}) {
+    for (const auto& w : ds->warnings) {
+      if (say) say("warning: " + w);
+    }
+  }
+
+  torch::Device device = resolve_device(job.device);
+  Encoder encoder = Encoder::load(job.encoder_file, device);
+  FeatureCacheOptions fo;
+  fo.cache_dir = job.cache_dir;
+  fo.batch_size = job.encoder_batch;
+  fo.workers = job.loader_threads;
+  fo.with_flipped = job.trainer.flip_augment;
+  fo.progress = [&](size_t done, size_t total) {
+    if (cb.on_features) cb.on_features("train images", done, total);
+  };
+  FeatureSet train_feats = compute_features(encoder, image_paths(train), fo);
+  fo.with_flipped = false;
+  fo.progress = [&](size_t done, size_t total) {
+    if (cb.on_features) cb.on_features("validation images", done, total);
+  };
+  FeatureSet val_feats = compute_features(encoder, image_paths(val), fo);
+  keep_readable(train, train_feats, say);
+  keep_readable(val, val_feats, say);
+
+  // Vocabulary from the training captions only; bracket tokens carry no meaning for a caption.
+  TokenizerOptions topt;
+  topt.keep_bracket_tokens = false;
+  std::vector<std::vector<std::string>> tokenized;
+  std::vector<int64_t> caption_image;
+  for (size_t i = 0; i < train.records.size(); ++i) {
+    for (const auto& c : train.records[i].captions) {
+      auto tokens = tokenize_caption(c, topt);
+      if (tokens.empty()) continue;
+      if (static_cast<int>(tokens.size()) > job.max_caption_length) tokens.resize(job.max_caption_length);
+      tokenized.push_back(std::move(tokens));
+      caption_image.push_back(static_cast<int64_t>(i));
+    }
+  }
+  ModelBundle model;
+  model.vocab = Vocabulary::build(tokenized, job.min_word_count);
+  if (model.vocab.size() <= Vocabulary::kNumSpecial) {
+    throw std::runtime_error("no word occurs " + std::to_string(job.min_word_count) +
+                             " times in the training captions: lower --min-word-count or add data");
+  }
+  model.encoder = encoder.info();
+  model.encoder_file = job.encoder_file;
+  model.search = job.search;
+
+  TrainingData data;
+  data.features = train_feats.features;
+  data.flipped = train_feats.flipped;
+  data.caption_image = std::move(caption_image);
+  for (const auto& t : tokenized) data.captions.push_back(model.vocab.encode(t));
+  ValidationData vdata;
+  vdata.features = val_feats.features;
+  for (const auto& r : val.records) vdata.references.push_back(r.captions);
+
+  DecoderConfig dc = job.decoder;
+  dc.vocab_size = static_cast<int64_t>(model.vocab.size());
+  dc.feature_dim = encoder.info().feature_dim;
+  torch::manual_seed(job.trainer.seed);
+  BundleMember member;
+  member.decoder = CaptionDecoder(dc);
+  member.decoder->to(device);
+  model.members.push_back(member);
+
+  const auto& t = job.trainer;
+  model.training = {
+      {"command", job.command_line},
+      {"train", {{"captions", job.train_captions.string()}, {"images", train.records.size()}, {"captions_used", data.captions.size()}}},
+      {"validation", {{"captions", job.val_captions.string()}, {"images", val.records.size()}}},
+      {"options", {{"epochs", t.epochs}, {"batch_size", t.batch_size}, {"learning_rate", t.learning_rate},
+                   {"lr_decay", t.lr_decay}, {"lr_decay_every", t.lr_decay_every}, {"weight_decay", t.weight_decay},
+                   {"grad_clip", t.grad_clip}, {"label_smoothing", t.label_smoothing}, {"patience", t.patience},
+                   {"flip_augment", t.flip_augment}, {"seed", t.seed}, {"min_word_count", job.min_word_count},
+                   {"max_caption_length", job.max_caption_length}}}};
+  if (say) {
+    say("training on " + std::to_string(data.captions.size()) + " captions of " + std::to_string(train.records.size()) +
+        " images; validating on " + std::to_string(val.records.size()) + " images; vocabulary " +
+        std::to_string(model.vocab.size()) + " words; " + (device.is_cuda() ? "GPU" : "CPU"));
+  }
+  Trainer trainer(std::move(model), std::move(data), std::move(vdata), job.trainer, job.output_dir);
+  return trainer.run(cb.trainer);
+}
+
+}  // namespace captioner

@@ -1,0 +1,47 @@
+// Everything `captioner train` does, as a library call: read caption files, build the vocabulary,
+// encode (or load cached) image features, then run the Trainer. Tests call this directly.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "decoder/trainer.h"
+
+namespace captioner {
+
+struct TrainJob {
+  std::filesystem::path train_captions;   // COCO JSON, Karpathy JSON or Flickr8k token file
+  std::filesystem::path val_captions;
+  std::filesystem::path train_images;     // folder the file names resolve against
+  std::filesystem::path val_images;
+  std::filesystem::path train_split;      // Flickr8k token file: list of the split's images
+  std::filesystem::path val_split;
+  std::string karpathy_train_split = "train";
+  std::string karpathy_val_split = "val";
+  std::filesystem::path encoder_file;
+  std::filesystem::path output_dir;
+  std::filesystem::path cache_dir;        // image features are cached here; empty: no cache
+  int min_word_count = 5;
+  int max_caption_length = 30;            // words; longer training captions are cut
+  size_t max_train_images = 0;            // 0: all (a first N for quick experiments)
+  size_t max_val_images = 0;
+  int loader_threads = 2;
+  int encoder_batch = 8;
+  std::string device = "auto";
+  std::string command_line;               // recorded in the model bundle
+  DecoderConfig decoder;                  // vocab_size and feature_dim are filled in
+  TrainerOptions trainer;
+  SearchOptions search;                   // decoding defaults written into the bundle
+};
+
+struct TrainJobCallbacks {
+  TrainerCallbacks trainer;
+  std::function<void(const std::string& what, size_t done, size_t total)> on_features;
+};
+
+TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& callbacks = {});
+
+}  // namespace captioner

@@ -1,0 +1,354 @@
+#include "decoder/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+#include "datasets/file_io.h"
+#include "datasets/metrics/caption_metrics.h"
+
+namespace captioner {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+constexpr int kBucketBatches = 50;  // batches whose captions are sorted by length together
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+json report_json(const EpochReport& r) {
+  return json{{"type", "epoch"},       {"epoch", r.epoch},      {"train_loss", r.train_loss},
+              {"bleu1", r.bleu[0]},    {"bleu2", r.bleu[1]},    {"bleu3", r.bleu[2]},
+              {"bleu4", r.bleu[3]},    {"lr", r.learning_rate}, {"seconds", r.seconds},
+              {"captions_per_second", r.captions_per_second},   {"improved", r.improved},
+              {"best_epoch", r.best_epoch}, {"best_bleu4", r.best_bleu4}};
+}
+
+EpochReport report_from_json(const json& j) {
+  EpochReport r;
+  r.epoch = j.at("epoch");
+  r.train_loss = j.at("train_loss");
+  r.bleu = {j.at("bleu1"), j.at("bleu2"), j.at("bleu3"), j.at("bleu4")};
+  r.learning_rate = j.at("lr");
+  r.seconds = j.at("seconds");
+  r.captions_per_second = j.at("captions_per_second");
+  r.improved = j.at("improved");
+  r.best_epoch = j.at("best_epoch");
+  r.best_bleu4 = j.at("best_bleu4");
+  return r;
+}
+}  // namespace
+
+Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, TrainerOptions options, fs::path output_dir)
+    : model_(std::move(model)), train_(std::move(train)), val_(std::move(val)), options_(options), out_(std::move(output_dir)) {
+  if (model_.members.size() != 1) throw std::invalid_argument("the trainer trains exactly one decoder");
+  decoder_ = model_.members[0].decoder;
+  if (train_.captions.empty()) throw std::invalid_argument("no training captions");
+  if (train_.captions.size() != train_.caption_image.size()) throw std::invalid_argument("caption/image index mismatch");
+  if (val_.features.size(0) != static_cast<int64_t>(val_.references.size())) {
+    throw std::invalid_argument("validation features and references differ in count");
+  }
+  if (options_.batch_size < 1 || options_.epochs < 1) throw std::invalid_argument("batch size and epochs must be >= 1");
+  if (options_.flip_augment && !train_.flipped.defined()) throw std::invalid_argument("flip augmentation needs mirrored features");
+  fs::create_directories(out_);
+  device_ = decoder_->parameters().front().device();
+  optimizer_ = std::make_unique<torch::optim::Adam>(
+      decoder_->parameters(), torch::optim::AdamOptions(options_.learning_rate).weight_decay(options_.weight_decay));
+}
+
+std::vector<std::vector<int64_t>> Trainer::epoch_batches(int epoch) const {
+  // A fixed function of (seed, epoch): resuming rebuilds exactly the same batches.
+  std::mt19937_64 rng(options_.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+  std::vector<int64_t> order(train_.captions.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  std::shuffle(order.begin(), order.end(), rng);
+  // Sort captions of similar length into the same batch (within buckets, so batches stay random).
+  const size_t bucket = static_cast<size_t>(options_.batch_size) * kBucketBatches;
+  for (size_t start = 0; start < order.size(); start += bucket) {
+    auto end = order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), start + bucket));
+    std::stable_sort(order.begin() + static_cast<std::ptrdiff_t>(start), end, [&](int64_t a, int64_t b) {
+      return train_.captions[a].size() < train_.captions[b].size();
+    });
+  }
+  std::vector<std::vector<int64_t>> batches;
+  for (size_t start = 0; start < order.size(); start += options_.batch_size) {
+    batches.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(start),
+                         order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), start + options_.batch_size)));
+  }
+  std::shuffle(batches.begin(), batches.end(), rng);
+  return batches;
+}
+
+Trainer::Batch Trainer::make_batch(const std::vector<int64_t>& ids, int epoch, int64_t batch_index) const {
+  size_t T = 0;
+  for (int64_t id : ids) T = std::max(T, train_.captions[id].size());
+  const int64_t B = static_cast<int64_t>(ids.size());
+  auto tokens = torch::zeros({B, static_cast<int64_t>(T)}, torch::kLong);  // <pad> = 0
+  auto ta = tokens.accessor<int64_t, 2>();
+  std::vector<int64_t> images(B);
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& c = train_.captions[ids[b]];
+    for (size_t t = 0; t < c.size(); ++t) ta[b][t] = c[t];
+    images[b] = train_.caption_image[ids[b]];
+  }
+  auto index = torch::tensor(images);
+  Batch batch{train_.features.index_select(0, index), tokens};
+  batch.tokens = batch.tokens.to(device_);
+  if (options_.flip_augment) {
+    std::mt19937_64 rng(options_.seed ^ (static_cast<uint64_t>(epoch) << 40) ^ static_cast<uint64_t>(batch_index));
+    std::vector<uint8_t> flip(B);
+    for (auto& f : flip) f = static_cast<uint8_t>(rng() & 1);
+    auto mask = torch::tensor(std::vector<int64_t>(flip.begin(), flip.end())).to(torch::kBool).unsqueeze(1);
+    batch.features = torch::where(mask, train_.flipped.index_select(0, index), batch.features);
+  }
+  batch.features = batch.features.to(device_);
+  return batch;
+}
+
+std::string Trainer::fingerprint() const {
+  // What must not change between a checkpoint and its resumption.
+  uint64_t h = model_.vocab.fingerprint();
+  h = fnv1a64(decoder_->config().to_json().dump(), h);
+  h = fnv1a64(model_.encoder.fingerprint(), h);
+  for (size_t i = 0; i < train_.captions.size(); ++i) {
+    h = fnv1a64(std::string_view(reinterpret_cast<const char*>(train_.captions[i].data()),
+                                 train_.captions[i].size() * sizeof(int64_t)), h);
+    h = fnv1a64(std::to_string(train_.caption_image[i]), h);
+  }
+  json o{{"batch", options_.batch_size}, {"lr", options_.learning_rate}, {"decay", options_.lr_decay},
+         {"every", options_.lr_decay_every}, {"wd", options_.weight_decay}, {"clip", options_.grad_clip},
+         {"smooth", options_.label_smoothing}, {"flip", options_.flip_augment}, {"seed", options_.seed},
+         {"n_train", train_.features.size(0)}, {"n_val", val_.features.size(0)}};
+  return hex64(fnv1a64(o.dump(), h));
+}
+
+void Trainer::save_checkpoint(int epoch, int64_t next_batch, const json& state_in) {
+  json state = state_in;
+  state["epoch"] = epoch;
+  state["next_batch"] = next_batch;
+  state["fingerprint"] = fingerprint();
+  torch::serialize::OutputArchive archive;
+  for (const auto& p : decoder_->named_parameters()) archive.write("model." + p.key(), p.value().detach().to(torch::kCPU));
+  torch::serialize::OutputArchive opt;
+  optimizer_->save(opt);
+  archive.write("optimizer", opt);
+  auto gen = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    archive.write("rng", gen.get_state());
+  }
+  archive.write("state", c10::IValue(state.dump()));
+  fs::path file = out_ / "checkpoint.pt";
+  fs::path tmp = out_ / ".checkpoint.pt.tmp";
+  archive.save_to(tmp.string());
+  fsync_path(tmp);
+  fs::rename(tmp, file);
+  fsync_path(out_);
+}
+
+bool Trainer::load_checkpoint(json& state) {
+  fs::path file = out_ / "checkpoint.pt";
+  if (!fs::exists(file)) return false;
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(file.string());
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot read checkpoint " + file.string() + ": " + e.what_without_backtrace());
+  }
+  c10::IValue s;
+  archive.read("state", s);
+  state = json::parse(s.toStringRef());
+  if (state.at("fingerprint").get<std::string>() != fingerprint()) {
+    throw std::runtime_error("checkpoint " + file.string() +
+                             " was written for other data, vocabulary, model or training options; rerun with the "
+                             "same arguments to resume, or without --resume (and another --output) to start over");
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& p : decoder_->named_parameters()) {
+    torch::Tensor t;
+    archive.read("model." + p.key(), t);
+    p.value().copy_(t.to(p.value().device()));
+  }
+  torch::serialize::InputArchive opt;
+  archive.read("optimizer", opt);
+  optimizer_->load(opt);  // Adam's moments, step counts
+  if (device_ != torch::kCPU) {
+    for (auto& st : optimizer_->state()) {
+      auto& a = static_cast<torch::optim::AdamParamState&>(*st.second);
+      a.exp_avg(a.exp_avg().to(device_));
+      a.exp_avg_sq(a.exp_avg_sq().to(device_));
+    }
+  }
+  torch::Tensor rng;
+  archive.read("rng", rng);
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(rng);
+  return true;
+}
+
+void Trainer::append_metrics(const json& line) {
+  std::ofstream out(out_ / "metrics.jsonl", std::ios::app);
+  out << line.dump() << "\n";
+}
+
+void Trainer::truncate_metrics(int64_t step) {
+  // Lines logged after the checkpoint will be logged again by the resumed run.
+  fs::path file = out_ / "metrics.jsonl";
+  if (!fs::exists(file)) return;
+  std::istringstream in(read_file(file));
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded()) continue;  // a line torn by a crash
+    if (j.value("step", int64_t(0)) <= step) kept += line + "\n";
+  }
+  write_file_atomic(file, kept);
+}
+
+std::array<double, 4> Trainer::validate() {
+  decoder_->eval();
+  DecoderScorer scorer(decoder_);
+  std::vector<std::string> hyps;
+  const int64_t M = val_.features.size(0);
+  for (int64_t start = 0; start < M; start += options_.val_batch) {
+    auto feats = val_.features.narrow(0, start, std::min<int64_t>(options_.val_batch, M - start));
+    for (const auto& c : search_captions(scorer, {feats}, options_.val_search)) hyps.push_back(model_.vocab.decode(c.tokens));
+  }
+  MetricsOptions mo;
+  mo.bleu_only = true;
+  return score_captions(hyps, val_.references, mo).bleu;
+}
+
+TrainResult Trainer::run(const TrainerCallbacks& cb) {
+  auto say = [&](const std::string& m) {
+    if (cb.on_message) cb.on_message(m);
+  };
+  TrainResult result;
+  json state{{"step", 0}, {"best_bleu4", -1.0}, {"best_epoch", 0}, {"bad_epochs", 0}, {"epoch_loss_sum", 0.0},
+             {"epoch_loss_count", 0}, {"epoch_seconds", 0.0}, {"history", json::array()}};
+  int start_epoch = 0;
+  int64_t start_batch = 0;
+  if (options_.resume && load_checkpoint(state)) {
+    start_epoch = state.at("epoch");
+    start_batch = state.at("next_batch");
+    truncate_metrics(state.at("step"));
+    say("resuming from " + (out_ / "checkpoint.pt").string() + " at epoch " + std::to_string(start_epoch + 1) +
+        ", batch " + std::to_string(start_batch));
+  } else {
+    if (options_.resume) say("no checkpoint in " + out_.string() + ": starting from scratch");
+    std::error_code ec;
+    fs::remove(out_ / "metrics.jsonl", ec);
+  }
+  for (const auto& h : state.at("history")) result.history.push_back(report_from_json(h));
+  if (state.value("finished", false)) {
+    say("training already finished; nothing to resume");
+    result.epochs_completed = start_epoch;
+    result.best_epoch = state.at("best_epoch");
+    for (const auto& r : result.history) if (r.epoch == result.best_epoch) result.best_bleu = r.bleu;
+    return result;
+  }
+
+  for (int epoch = start_epoch; epoch < options_.epochs; ++epoch) {
+    const double lr = options_.learning_rate * std::pow(options_.lr_decay, epoch / std::max(1, options_.lr_decay_every));
+    for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+    auto batches = epoch_batches(epoch);
+    const int64_t nb = static_cast<int64_t>(batches.size());
+    auto t0 = std::chrono::steady_clock::now();
+    double seconds_before = epoch == start_epoch ? state.value("epoch_seconds", 0.0) : 0.0;
+    if (epoch != start_epoch || start_batch == 0) {
+      state["epoch_loss_sum"] = 0.0;
+      state["epoch_loss_count"] = 0;
+    }
+    int64_t captions_done = 0;
+    decoder_->train();
+    for (int64_t b = (epoch == start_epoch ? start_batch : 0); b < nb; ++b) {
+      if (options_.stop && options_.stop->load()) {
+        state["epoch_seconds"] = seconds_before + seconds_since(t0);
+        save_checkpoint(epoch, b, state);
+        say("interrupted: checkpoint saved to " + (out_ / "checkpoint.pt").string() + "; continue with --resume");
+        result.interrupted = true;
+        result.epochs_completed = epoch;
+        return result;
+      }
+      Batch batch = make_batch(batches[b], epoch, b);
+      optimizer_->zero_grad();
+      auto loss = decoder_->loss(batch.features, batch.tokens, options_.label_smoothing);
+      loss.backward();
+      if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
+      optimizer_->step();
+      double l = loss.item<double>();
+      if (!std::isfinite(l)) throw std::runtime_error("training diverged (loss " + std::to_string(l) + "); lower --lr");
+      int64_t step = state.at("step").get<int64_t>() + 1;
+      state["step"] = step;
+      state["epoch_loss_sum"] = state.at("epoch_loss_sum").get<double>() + l * static_cast<double>(batches[b].size());
+      state["epoch_loss_count"] = state.at("epoch_loss_count").get<int64_t>() + static_cast<int64_t>(batches[b].size());
+      captions_done += static_cast<int64_t>(batches[b].size());
+      double rate = captions_done / std::max(1e-9, seconds_since(t0));
+      if (cb.on_batch) cb.on_batch(epoch + 1, b + 1, nb, l, rate);
+      if (options_.log_every > 0 && step % options_.log_every == 0) {
+        append_metrics({{"type", "batch"}, {"epoch", epoch + 1}, {"batch", b + 1}, {"step", step}, {"loss", l}, {"lr", lr}});
+      }
+      if (options_.checkpoint_every > 0 && (b + 1) % options_.checkpoint_every == 0 && b + 1 < nb) {
+        state["epoch_seconds"] = seconds_before + seconds_since(t0);
+        save_checkpoint(epoch, b + 1, state);
+      }
+    }
+    double train_seconds = seconds_before + seconds_since(t0);
+
+    EpochReport r;
+    r.epoch = epoch + 1;
+    r.train_loss = state.at("epoch_loss_sum").get<double>() / std::max<int64_t>(1, state.at("epoch_loss_count").get<int64_t>());
+    r.learning_rate = lr;
+    r.captions_per_second = static_cast<double>(train_.captions.size()) / std::max(1e-9, train_seconds);
+    r.bleu = validate();
+    r.seconds = train_seconds;
+    double best = state.at("best_bleu4");
+    r.improved = r.bleu[3] > best;
+    if (r.improved) {
+      state["best_bleu4"] = r.bleu[3];
+      state["best_epoch"] = r.epoch;
+      state["bad_epochs"] = 0;
+      model_.training["best_epoch"] = r.epoch;
+      model_.training["validation_greedy_bleu"] = r.bleu;
+      model_.training["epochs_run"] = r.epoch;
+      model_.save(out_, options_.fp16_bundle);
+    } else {
+      state["bad_epochs"] = state.at("bad_epochs").get<int>() + 1;
+    }
+    r.best_epoch = state.at("best_epoch");
+    r.best_bleu4 = state.at("best_bleu4");
+    state["history"].push_back(report_json(r));
+    json line = report_json(r);
+    line["step"] = state.at("step");
+    append_metrics(line);
+    result.history.push_back(r);
+    if (cb.on_epoch) cb.on_epoch(r);
+
+    bool stop_early = state.at("bad_epochs").get<int>() >= options_.patience;
+    bool last = epoch + 1 == options_.epochs || stop_early;
+    if (last) state["finished"] = true;
+    save_checkpoint(epoch + 1, 0, state);
+    result.epochs_completed = epoch + 1;
+    if (stop_early) {
+      result.stopped_early = true;
+      say("no better validation BLEU-4 for " + std::to_string(options_.patience) + " epochs: stopping early");
+      break;
+    }
+  }
+  result.best_epoch = state.at("best_epoch");
+  for (const auto& r : result.history) {
+    if (r.epoch == result.best_epoch) result.best_bleu = r.bleu;
+  }
+  return result;
+}
+
+}  // namespace captioner

@@ -1,0 +1,116 @@
+// Trains a CaptionDecoder on cached image features with teacher forcing: Adam, gradient clipping,
+// step learning-rate decay, greedy validation BLEU every epoch, the best model kept as a bundle,
+// early stopping. Checkpoints every few hundred batches and at every epoch end (atomically), so
+// Ctrl-C, SIGTERM, kill -9 or a crash lose at most one interval; `resume` continues bit-for-bit.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <array>
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "decoder/model_bundle.h"
+
+namespace captioner {
+
+struct TrainingData {
+  torch::Tensor features;                        // (N, D) image features
+  torch::Tensor flipped;                         // (N, D) of the mirrored images, or undefined
+  std::vector<std::vector<int64_t>> captions;    // <start> w1 .. wn <end>
+  std::vector<int64_t> caption_image;            // row of `features` for each caption
+};
+
+struct ValidationData {
+  torch::Tensor features;                        // (M, D)
+  std::vector<std::vector<std::string>> references;  // raw reference captions per image
+};
+
+struct TrainerOptions {
+  int epochs = 30;
+  int batch_size = 64;
+  double learning_rate = 5e-4;
+  double lr_decay = 0.8;          // learning rate multiplied by this every lr_decay_every epochs
+  int lr_decay_every = 2;
+  double weight_decay = 0.0;
+  double grad_clip = 5.0;         // max global L2 norm of the gradients
+  double label_smoothing = 0.0;
+  int patience = 5;               // epochs without a better validation BLEU-4 before stopping
+  bool flip_augment = false;      // train on the mirrored photo's features half of the time
+  uint64_t seed = 1;
+  int checkpoint_every = 500;     // batches (and at every epoch end)
+  int log_every = 50;             // batches between loss lines in metrics.jsonl
+  int val_batch = 500;
+  SearchOptions val_search;       // greedy (beam 1) unless changed
+  bool resume = false;
+  bool fp16_bundle = false;
+  const std::atomic<bool>* stop = nullptr;  // set by a signal handler: checkpoint and return
+};
+
+struct EpochReport {
+  int epoch = 0;                  // 1-based
+  double train_loss = 0;
+  std::array<double, 4> bleu{};
+  double learning_rate = 0;
+  double seconds = 0;
+  double captions_per_second = 0;
+  bool improved = false;
+  int best_epoch = 0;
+  double best_bleu4 = 0;
+};
+
+struct TrainerCallbacks {
+  std::function<void(int epoch, int64_t batch, int64_t batches, double loss, double captions_per_second)> on_batch;
+  std::function<void(const EpochReport&)> on_epoch;
+  std::function<void(const std::string&)> on_message;
+};
+
+struct TrainResult {
+  int epochs_completed = 0;
+  int best_epoch = 0;
+  std::array<double, 4> best_bleu{};
+  bool stopped_early = false;
+  bool interrupted = false;       // stop flag seen: a checkpoint was written, resume to continue
+  std::vector<EpochReport> history;
+};
+
+class Trainer {
+ public:
+  // `model` supplies the vocabulary, encoder, decoding defaults and one decoder (its weights are
+  // the starting point). Output: <output_dir>/{config.json, vocab.json, decoder.pt} (best so
+  // far), checkpoint.pt (latest state) and metrics.jsonl (one JSON object per line).
+  Trainer(ModelBundle model, TrainingData train, ValidationData val, TrainerOptions options,
+          std::filesystem::path output_dir);
+
+  TrainResult run(const TrainerCallbacks& callbacks = {});
+
+  // Validation BLEU-1..4 of the current decoder (greedy unless options.val_search says otherwise).
+  std::array<double, 4> validate();
+
+ private:
+  struct Batch {
+    torch::Tensor features;  // (B, D)
+    torch::Tensor tokens;    // (B, T)
+  };
+  std::vector<std::vector<int64_t>> epoch_batches(int epoch) const;
+  Batch make_batch(const std::vector<int64_t>& caption_ids, int epoch, int64_t batch_index) const;
+  std::string fingerprint() const;
+  void save_checkpoint(int epoch, int64_t next_batch, const nlohmann::json& state);
+  bool load_checkpoint(nlohmann::json& state);
+  void truncate_metrics(int64_t step);
+  void append_metrics(const nlohmann::json& line);
+
+  ModelBundle model_;
+  CaptionDecoder decoder_{nullptr};
+  TrainingData train_;
+  ValidationData val_;
+  TrainerOptions options_;
+  std::filesystem::path out_;
+  std::unique_ptr<torch::optim::Adam> optimizer_;
+  torch::Device device_ = torch::kCPU;
+};
+
+}  // namespace captioner

@@ -1,0 +1,39 @@
+// A pretrained CNN with its classifier removed, loaded from TorchScript: images in, one feature
+// vector per image out. Its EncoderInfo (sidecar) says how images must be preprocessed for it.
+#pragma once
+
+#include <torch/script.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "encoder/preprocess_spec.h"
+
+namespace captioner {
+
+// "cuda" when LibTorch sees a GPU, else "cpu"; resolves "auto".
+torch::Device resolve_device(const std::string& name);
+
+class Encoder {
+ public:
+  // Loads <model_file> and its sidecar <model_file>.json and runs optimize_for_inference on the
+  // loaded module (a module saved after optimising does not reload, so it is done here).
+  static Encoder load(const std::filesystem::path& model_file, torch::Device device = torch::kCPU);
+
+  const EncoderInfo& info() const { return info_; }
+  torch::Device device() const { return device_; }
+
+  // images: (N, 3, H, W) float32 preprocessed per info().spec -> (N, D) float32 on the CPU.
+  torch::Tensor encode(const torch::Tensor& images);
+
+ private:
+  Encoder(std::shared_ptr<torch::jit::Module> module, EncoderInfo info, torch::Device device)
+      : module_(std::move(module)), info_(std::move(info)), device_(device) {}
+
+  std::shared_ptr<torch::jit::Module> module_;
+  EncoderInfo info_;
+  torch::Device device_;
+};
+
+}  // namespace captioner

@@ -1,0 +1,136 @@
+#include "encoder/feature_cache.h"
+
+#include <torch/torch.h>
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "datasets/file_io.h"
+#include "encoder/image_batcher.h"
+
+namespace captioner {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+constexpr char kMagic[8] = {'C', 'A', 'P', 'F', 'E', 'A', 'T', '1'};
+
+uint64_t inputs_key(const Encoder& encoder, const std::vector<fs::path>& images, bool flipped) {
+  uint64_t h = fnv1a64(encoder.info().fingerprint());
+  h = fnv1a64(flipped ? "flipped" : "plain", h);
+  for (const auto& p : images) {
+    std::error_code ec;
+    fs::path abs = fs::absolute(p, ec);
+    h = fnv1a64(abs.string(), h);
+    auto size = fs::file_size(p, ec);
+    h = fnv1a64(std::to_string(ec ? 0 : size), h);
+    auto mtime = fs::last_write_time(p, ec);
+    h = fnv1a64(std::to_string(ec ? 0 : mtime.time_since_epoch().count()), h);
+  }
+  return h;
+}
+
+bool read_cache(const fs::path& file, const std::string& key, size_t n, int64_t dim, bool flipped, FeatureSet& out) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return false;
+  char magic[8];
+  uint64_t header_len = 0;
+  if (!in.read(magic, 8) || std::memcmp(magic, kMagic, 8) != 0) return false;
+  if (!in.read(reinterpret_cast<char*>(&header_len), 8) || header_len > (64u << 20)) return false;
+  std::string header(header_len, '\0');
+  if (!in.read(header.data(), static_cast<std::streamsize>(header_len))) return false;
+  json h = json::parse(header, nullptr, false);
+  if (h.is_discarded() || h.value("key", "") != key || h.value("count", size_t(0)) != n || h.value("dim", int64_t(0)) != dim ||
+      h.value("flipped", false) != flipped) {
+    return false;
+  }
+  out.features = torch::empty({static_cast<int64_t>(n), dim});
+  size_t bytes = n * static_cast<size_t>(dim) * sizeof(float);
+  if (!in.read(reinterpret_cast<char*>(out.features.data_ptr<float>()), static_cast<std::streamsize>(bytes))) return false;
+  if (flipped) {
+    out.flipped = torch::empty({static_cast<int64_t>(n), dim});
+    if (!in.read(reinterpret_cast<char*>(out.flipped.data_ptr<float>()), static_cast<std::streamsize>(bytes))) return false;
+  }
+  out.ok.assign(n, true);
+  try {
+    for (const auto& f : h.at("failed")) {
+      out.ok.at(f.at(0).get<size_t>()) = false;
+      out.failures.push_back(f.at(1).get<std::string>());
+    }
+  } catch (const std::exception&) {
+    return false;  // a damaged header: recompute
+  }
+  out.from_cache = true;
+  return true;
+}
+
+void write_cache(const fs::path& file, const std::string& key, const FeatureSet& fs_) {
+  json failed = json::array();
+  for (size_t i = 0, k = 0; i < fs_.ok.size(); ++i) {
+    if (!fs_.ok[i]) failed.push_back({i, fs_.failures.at(k++)});
+  }
+  json h{{"key", key},
+         {"count", fs_.ok.size()},
+         {"dim", fs_.features.size(1)},
+         {"flipped", fs_.flipped.defined()},
+         {"failed", failed}};
+  std::string header = h.dump(-1, ' ', false, json::error_handler_t::replace);
+  uint64_t len = header.size();
+  fs::create_directories(file.parent_path());
+  AtomicFileWriter w(file);
+  w.stream().write(kMagic, 8);
+  w.stream().write(reinterpret_cast<const char*>(&len), 8);
+  w.stream().write(header.data(), static_cast<std::streamsize>(len));
+  auto write_tensor = [&](const torch::Tensor& t) {
+    auto c = t.contiguous();
+    w.stream().write(reinterpret_cast<const char*>(c.data_ptr<float>()), static_cast<std::streamsize>(c.numel() * sizeof(float)));
+  };
+  write_tensor(fs_.features);
+  if (fs_.flipped.defined()) write_tensor(fs_.flipped);
+  w.commit();
+}
+}  // namespace
+
+fs::path feature_cache_file(const Encoder& encoder, const std::vector<fs::path>& images, const FeatureCacheOptions& options) {
+  return options.cache_dir / ("features-" + hex64(inputs_key(encoder, images, options.with_flipped)) + ".bin");
+}
+
+FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& images, const FeatureCacheOptions& options) {
+  const size_t n = images.size();
+  const int64_t dim = encoder.info().feature_dim;
+  std::string key = hex64(inputs_key(encoder, images, options.with_flipped));
+  fs::path file = feature_cache_file(encoder, images, options);
+  FeatureSet out;
+  if (!options.cache_dir.empty() && read_cache(file, key, n, dim, options.with_flipped, out)) {
+    if (options.progress) options.progress(n, n);
+    return out;
+  }
+  out = FeatureSet{};
+  out.features = torch::zeros({static_cast<int64_t>(n), dim});
+  if (options.with_flipped) out.flipped = torch::zeros({static_cast<int64_t>(n), dim});
+  out.ok.assign(n, false);
+  ImageBatcherOptions bopt;
+  bopt.batch_size = options.batch_size;
+  bopt.workers = options.workers;
+  bopt.with_flipped = options.with_flipped;
+  ImageBatcher batcher(images, ImageLoader(encoder.info().spec), bopt);
+  ImageBatch batch;
+  size_t done = 0;
+  while (batcher.next(batch)) {
+    done += batch.indices.size() + batch.failures.size();
+    for (const auto& f : batch.failures) out.failures.push_back(f.what());
+    if (!batch.indices.empty()) {
+      auto idx = torch::tensor(std::vector<int64_t>(batch.indices.begin(), batch.indices.end()));
+      out.features.index_copy_(0, idx, encoder.encode(batch.pixels));
+      if (options.with_flipped) out.flipped.index_copy_(0, idx, encoder.encode(batch.flipped));
+      for (size_t i : batch.indices) out.ok[i] = true;
+    }
+    if (options.progress) options.progress(done, n);
+  }
+  if (!options.cache_dir.empty()) write_cache(file, key, out);
+  return out;
+}
+
+}  // namespace captioner

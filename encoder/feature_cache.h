@@ -1,0 +1,40 @@
+// Encodes a dataset's images once and keeps the features on disk, so training epochs and later
+// runs reuse them. The cache file is keyed by the encoder's fingerprint and by every image's path,
+// size and modification time: a different encoder or image set can never be mixed in.
+#pragma once
+
+#include <torch/types.h>
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "encoder/encoder.h"
+
+namespace captioner {
+
+struct FeatureSet {
+  torch::Tensor features;             // (N, D) float32; rows of failed images are zero
+  torch::Tensor flipped;              // (N, D) features of the mirrored images, when asked for
+  std::vector<bool> ok;               // ok[i]: image i was read and encoded
+  std::vector<std::string> failures;  // one line per unreadable image
+  bool from_cache = false;
+};
+
+struct FeatureCacheOptions {
+  std::filesystem::path cache_dir;    // empty: compute without caching
+  bool with_flipped = false;
+  int batch_size = 8;
+  int workers = 2;
+  std::function<void(size_t done, size_t total)> progress;  // called after each batch
+};
+
+FeatureSet compute_features(Encoder& encoder, const std::vector<std::filesystem::path>& images,
+                            const FeatureCacheOptions& options);
+
+// The cache file that compute_features would use for these inputs.
+std::filesystem::path feature_cache_file(const Encoder& encoder, const std::vector<std::filesystem::path>& images,
+                                         const FeatureCacheOptions& options);
+
+}  // namespace captioner

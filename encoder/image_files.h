@@ -1,0 +1,23 @@
+// Expands the command line's files and folders into the list of images to caption: folders are
+// scanned (recursively on request) for files that are images by extension or by content; files
+// named explicitly are always taken, so a bad one is reported rather than silently dropped.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace captioner {
+
+struct ImageFileList {
+  std::vector<std::filesystem::path> images;   // sorted within each folder, inputs in given order
+  std::vector<std::string> problems;           // inputs that do not exist or cannot be listed
+  size_t skipped_non_images = 0;               // files in scanned folders that are not images
+};
+
+ImageFileList collect_images(const std::vector<std::string>& inputs, bool recursive);
+
+// A COCO-style numeric id from a file name like 000000493652.jpg, else `fallback`.
+int64_t image_id_from_name(const std::filesystem::path& file, int64_t fallback);
+
+}  // namespace captioner

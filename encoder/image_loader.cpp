@@ -1,0 +1,175 @@
+#include "encoder/image_loader.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "encoder/image_probe.h"
+
+namespace captioner {
+
+namespace fs = std::filesystem;
+
+ImageLoader::ImageLoader(PreprocessSpec spec, ImageLoaderOptions options)
+    : spec_(std::move(spec)), options_(options) {}
+
+bool has_image_extension(const fs::path& file) {
+  std::string ext = file.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (const char* e : {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff"}) {
+    if (ext == e) return true;
+  }
+  return false;
+}
+
+namespace {
+
+// Composites a 4-channel BGRA image over white: transparent regions would otherwise keep whatever
+// colour the encoder happened to store there (often black).
+cv::Mat over_white(const cv::Mat& bgra) {
+  cv::Mat f;
+  bgra.convertTo(f, CV_32F, 1.0 / 255);
+  std::vector<cv::Mat> ch;
+  cv::split(f, ch);
+  cv::Mat out;
+  std::vector<cv::Mat> bgr(3);
+  cv::Mat inv = 1.0 - ch[3];
+  for (int c = 0; c < 3; ++c) bgr[c] = ch[c].mul(ch[3]) + inv;
+  cv::merge(bgr, out);
+  out.convertTo(out, CV_8U, 255.0);
+  return out;
+}
+
+cv::Mat to_8bit(const cv::Mat& m) {
+  if (m.depth() == CV_8U) return m;
+  cv::Mat out;
+  switch (m.depth()) {
+    case CV_16U: m.convertTo(out, CV_8U, 255.0 / 65535.0); break;
+    case CV_16S: m.convertTo(out, CV_8U, 255.0 / 32767.0); break;
+    case CV_32F: case CV_64F: m.convertTo(out, CV_8U, 255.0); break;  // floats are 0..1
+    default: m.convertTo(out, CV_8U); break;
+  }
+  return out;
+}
+
+}  // namespace
+
+cv::Mat ImageLoader::decode_bytes(const std::string& bytes, const fs::path& file) const {
+  if (bytes.empty()) throw ImageError(file, "empty file (0 bytes)");
+  ImageHeader h = probe_image(bytes);
+  if (h.format.empty()) {
+    std::string hint;
+    if (bytes.compare(0, 5, "%PDF-") == 0) hint = " (it is a PDF)";
+    throw ImageError(file, "not an image: unrecognised format" + hint);
+  }
+  if (h.format == "gif") throw ImageError(file, "GIF images are not supported (convert to PNG or JPEG)");
+  if (h.width <= 0 || h.height <= 0) throw ImageError(file, "corrupt " + h.format + " header (no image size)");
+  if (h.width * h.height > options_.max_pixels) {
+    throw ImageError(file, std::to_string(h.width) + "x" + std::to_string(h.height) + " " + h.format + " exceeds the limit of " +
+                               std::to_string(options_.max_pixels) + " pixels (raise --max-pixels to allow it)");
+  }
+  if (!looks_complete(h, bytes)) throw ImageError(file, "truncated " + h.format + " (the file is cut short)");
+
+  cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
+  cv::Mat img;
+  try {
+    if (h.format == "jpeg" || h.format == "bmp") {
+      // IMREAD_COLOR applies EXIF orientation and converts grayscale and CMYK JPEGs to BGR.
+      img = cv::imdecode(raw, cv::IMREAD_COLOR);
+    } else {
+      // Keep alpha and 16-bit samples to composite and scale them properly.
+      img = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+      if (!img.empty()) {
+        img = to_8bit(img);
+        if (img.channels() == 4) {
+          img = over_white(img);
+        } else if (img.channels() == 1) {
+          cv::cvtColor(img, img, cv::COLOR_GRAY2BGR);
+        } else if (img.channels() == 2) {  // gray + alpha
+          std::vector<cv::Mat> ch;
+          cv::split(img, ch);
+          cv::Mat bgra;
+          cv::merge(std::vector<cv::Mat>{ch[0], ch[0], ch[0], ch[1]}, bgra);
+          img = over_white(bgra);
+        } else if (img.channels() != 3) {
+          throw ImageError(file, "unsupported " + std::to_string(img.channels()) + "-channel " + h.format);
+        }
+      }
+    }
+  } catch (const cv::Exception& e) {
+    throw ImageError(file, "cannot decode " + h.format + ": " + e.err);
+  }
+  if (img.empty()) throw ImageError(file, "cannot decode " + h.format + " (corrupt or truncated data)");
+  cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
+  return img;
+}
+
+cv::Mat ImageLoader::decode(const fs::path& file) const {
+  std::error_code ec;
+  auto status = fs::status(file, ec);
+  if (ec || !fs::exists(status)) throw ImageError(file, "no such file");
+  if (fs::is_directory(status)) throw ImageError(file, "is a directory");
+  auto size = fs::file_size(file, ec);
+  if (!ec && static_cast<int64_t>(size) > options_.max_file_bytes) {
+    throw ImageError(file, "file of " + std::to_string(size >> 20) + " MiB exceeds the limit of " +
+                               std::to_string(options_.max_file_bytes >> 20) + " MiB");
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw ImageError(file, std::string("cannot open: ") + std::strerror(errno));
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw ImageError(file, "read error");
+  return decode_bytes(bytes, file);
+}
+
+void ImageLoader::preprocess(const cv::Mat& rgb, float* chw, bool flip) const {
+  const int H = static_cast<int>(spec_.input_height), W = static_cast<int>(spec_.input_width);
+  cv::Mat sized;
+  auto interp = [](int from_w, int from_h, int to_w, int to_h) {
+    // Area averaging when shrinking avoids aliasing; bilinear when enlarging.
+    return (to_w < from_w || to_h < from_h) ? cv::INTER_AREA : cv::INTER_LINEAR;
+  };
+  if (spec_.resize == PreprocessSpec::Resize::kStretch) {
+    if (rgb.cols == W && rgb.rows == H) {
+      sized = rgb;
+    } else {
+      cv::resize(rgb, sized, cv::Size(W, H), 0, 0, interp(rgb.cols, rgb.rows, W, H));
+    }
+  } else {
+    double scale = static_cast<double>(spec_.resize_size) / std::min(rgb.cols, rgb.rows);
+    int rw = std::max(W, static_cast<int>(std::lround(rgb.cols * scale)));
+    int rh = std::max(H, static_cast<int>(std::lround(rgb.rows * scale)));
+    cv::Mat resized;
+    cv::resize(rgb, resized, cv::Size(rw, rh), 0, 0, interp(rgb.cols, rgb.rows, rw, rh));
+    sized = resized(cv::Rect((rw - W) / 2, (rh - H) / 2, W, H));
+  }
+  if (flip) {
+    cv::Mat flipped;
+    cv::flip(sized, flipped, 1);
+    sized = flipped;
+  }
+  // (x / 255 - mean) / std, channel planes in the network's order.
+  const size_t plane = static_cast<size_t>(H) * W;
+  float scale[3], shift[3];
+  for (int c = 0; c < 3; ++c) {
+    scale[c] = 1.0f / (255.0f * spec_.std[c]);
+    shift[c] = -spec_.mean[c] / spec_.std[c];
+  }
+  for (int y = 0; y < H; ++y) {
+    const unsigned char* row = sized.ptr<unsigned char>(y);
+    for (int x = 0; x < W; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        int dst_c = spec_.bgr ? 2 - c : c;
+        chw[dst_c * plane + static_cast<size_t>(y) * W + x] = row[3 * x + c] * scale[c] + shift[c];
+      }
+    }
+  }
+}
+
+void ImageLoader::load_into(const fs::path& file, float* chw, bool flip) const {
+  preprocess(decode(file), chw, flip);
+}
+
+}  // namespace captioner

@@ -1,0 +1,59 @@
+// Turns image files into the float tensors an encoder expects. Decodes JPEG, PNG, BMP, WebP and
+// TIFF (grayscale, alpha, 16-bit, CMYK) into 8-bit RGB with EXIF orientation applied, then resizes
+// and normalises per the encoder's PreprocessSpec. Bad files raise ImageError naming the file.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <opencv2/core/mat.hpp>
+#include <stdexcept>
+#include <string>
+
+#include "encoder/preprocess_spec.h"
+
+namespace captioner {
+
+class ImageError : public std::runtime_error {
+ public:
+  ImageError(const std::filesystem::path& file, const std::string& problem)
+      : std::runtime_error(file.string() + ": " + problem), file_(file), problem_(problem) {}
+  const std::filesystem::path& file() const { return file_; }
+  const std::string& problem() const { return problem_; }
+
+ private:
+  std::filesystem::path file_;
+  std::string problem_;
+};
+
+struct ImageLoaderOptions {
+  int64_t max_pixels = 100'000'000;  // refused before decoding: a 20000x20000 image needs 1.2 GB
+  int64_t max_file_bytes = 256LL << 20;
+};
+
+class ImageLoader {
+ public:
+  explicit ImageLoader(PreprocessSpec spec, ImageLoaderOptions options = {});
+
+  const PreprocessSpec& spec() const { return spec_; }
+  int64_t floats_per_image() const { return 3 * spec_.input_height * spec_.input_width; }
+
+  // File -> 8-bit RGB (H, W, 3), upright. Throws ImageError.
+  cv::Mat decode(const std::filesystem::path& file) const;
+  // Encoded bytes -> 8-bit RGB; `file` only names the source in errors.
+  cv::Mat decode_bytes(const std::string& bytes, const std::filesystem::path& file) const;
+
+  // RGB image -> normalised (3, H, W) float32 written to `chw`, optionally mirrored left-right.
+  void preprocess(const cv::Mat& rgb, float* chw, bool flip = false) const;
+
+  // decode + preprocess.
+  void load_into(const std::filesystem::path& file, float* chw, bool flip = false) const;
+
+ private:
+  PreprocessSpec spec_;
+  ImageLoaderOptions options_;
+};
+
+// True for the file extensions a folder scan treats as images.
+bool has_image_extension(const std::filesystem::path& file);
+
+}  // namespace captioner

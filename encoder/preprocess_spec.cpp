@@ -1,0 +1,111 @@
+#include "encoder/preprocess_spec.h"
+
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "datasets/file_io.h"
+#include "datasets/json_util.h"
+
+namespace captioner {
+
+using nlohmann::json;
+
+json PreprocessSpec::to_json() const {
+  return json{{"input_size", {input_height, input_width}},
+              {"resize", resize == Resize::kStretch ? "stretch" : "shorter_side_crop"},
+              {"resize_size", resize_size},
+              {"mean", mean},
+              {"std", std},
+              {"channel_order", bgr ? "BGR" : "RGB"}};
+}
+
+PreprocessSpec PreprocessSpec::from_json(const json& j, const std::string& origin) {
+  JsonView root(j, origin, "");
+  PreprocessSpec s;
+  auto size = root.at("input_size");
+  if (size.array_size() != 2) size.fail("expected [height, width]");
+  s.input_height = size.at(size_t{0}).as_int();
+  s.input_width = size.at(size_t{1}).as_int();
+  if (s.input_height < 8 || s.input_width < 8 || s.input_height > 4096 || s.input_width > 4096) {
+    size.fail("input size out of range");
+  }
+  std::string resize = root.at("resize").as_string();
+  if (resize == "stretch") {
+    s.resize = Resize::kStretch;
+  } else if (resize == "shorter_side_crop") {
+    s.resize = Resize::kShorterSideCrop;
+  } else {
+    root.at("resize").fail("expected \"stretch\" or \"shorter_side_crop\", found \"" + resize + "\"");
+  }
+  s.resize_size = root.has("resize_size") ? root.at("resize_size").as_int() : std::max(s.input_height, s.input_width);
+  for (const char* key : {"mean", "std"}) {
+    auto arr = root.at(key);
+    if (arr.array_size() != 3) arr.fail("expected 3 values (R, G, B)");
+    auto& dst = std::string(key) == "mean" ? s.mean : s.std;
+    for (size_t c = 0; c < 3; ++c) dst[c] = static_cast<float>(arr.at(c).as_number());
+  }
+  for (float v : s.std) {
+    if (!(v > 0)) root.at("std").fail("standard deviations must be positive");
+  }
+  std::string order = root.has("channel_order") ? root.at("channel_order").as_string() : "RGB";
+  if (order != "RGB" && order != "BGR") root.at("channel_order").fail("expected \"RGB\" or \"BGR\"");
+  s.bgr = order == "BGR";
+  return s;
+}
+
+bool PreprocessSpec::operator==(const PreprocessSpec& o) const {
+  return input_height == o.input_height && input_width == o.input_width && resize == o.resize &&
+         (resize == Resize::kStretch || resize_size == o.resize_size) && mean == o.mean && std == o.std && bgr == o.bgr;
+}
+
+std::string EncoderInfo::fingerprint() const {
+  json id = spec.to_json();
+  id["arch"] = arch;
+  id["feature_dim"] = feature_dim;
+  id["source_sha256"] = source_sha256;
+  id["name"] = name;
+  return hex64(fnv1a64(id.dump()));
+}
+
+json EncoderInfo::to_json() const {
+  json j = spec.to_json();
+  j["format"] = "captioner-encoder";
+  j["version"] = 1;
+  j["name"] = name;
+  j["arch"] = arch;
+  j["feature_dim"] = feature_dim;
+  if (!source_sha256.empty()) j["source"] = {{"sha256", source_sha256}};
+  return j;
+}
+
+EncoderInfo EncoderInfo::from_json(const json& j, const std::string& origin) {
+  JsonView root(j, origin, "");
+  root.expect_object();
+  if (!root.has("format") || root.at("format").as_string() != "captioner-encoder") {
+    root.fail("not a captioner encoder sidecar (expected \"format\": \"captioner-encoder\")");
+  }
+  if (root.at("version").as_int() > 1) root.fail("encoder sidecar version is newer than this captioner understands");
+  EncoderInfo info;
+  info.name = root.has("name") ? root.at("name").as_string() : "";
+  info.arch = root.has("arch") ? root.at("arch").as_string() : "";
+  info.feature_dim = root.at("feature_dim").as_int();
+  if (info.feature_dim <= 0) root.at("feature_dim").fail("must be positive");
+  info.spec = PreprocessSpec::from_json(j, origin);
+  if (root.has("source") && root.at("source").has("sha256")) info.source_sha256 = root.at("source").at("sha256").as_string();
+  return info;
+}
+
+EncoderInfo EncoderInfo::load_sidecar(const std::filesystem::path& model_file) {
+  std::filesystem::path sidecar = model_file;
+  sidecar += ".json";
+  std::error_code ec;
+  if (!std::filesystem::exists(sidecar, ec)) {
+    throw std::runtime_error("encoder " + model_file.string() + " has no preprocessing sidecar " + sidecar.string() +
+                             ": create encoders with scripts/export_encoder.py or scripts/make_default_encoder.sh");
+  }
+  EncoderInfo info = from_json(load_json_file(sidecar), sidecar.string());
+  info.model_file = model_file;
+  return info;
+}
+
+}  // namespace captioner

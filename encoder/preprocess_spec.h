@@ -1,0 +1,48 @@
+// How an encoder wants its pixels: size, resize mode, value scaling and channel order. It travels
+// with the encoder in a JSON sidecar (<model>.pt.json), so no image is ever preprocessed for one
+// network the way another expects.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+
+namespace captioner {
+
+struct PreprocessSpec {
+  enum class Resize { kStretch, kShorterSideCrop };
+  int64_t input_height = 224;
+  int64_t input_width = 224;
+  Resize resize = Resize::kStretch;  // stretch to the input size, or shorter side + centre crop
+  int64_t resize_size = 256;         // shorter side before the crop (kShorterSideCrop only)
+  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};  // applied to values in [0, 1], RGB order
+  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  bool bgr = false;                  // feed channels as BGR (Caffe-style networks)
+
+  nlohmann::json to_json() const;
+  // Reads the spec fields of an encoder sidecar; errors name `origin`.
+  static PreprocessSpec from_json(const nlohmann::json& j, const std::string& origin);
+  bool operator==(const PreprocessSpec& o) const;
+  bool operator!=(const PreprocessSpec& o) const { return !(*this == o); }
+};
+
+// Everything known about an encoder file: its sidecar.
+struct EncoderInfo {
+  std::string name;
+  std::string arch;
+  int64_t feature_dim = 0;
+  PreprocessSpec spec;
+  std::string source_sha256;  // of the weights it was made from, when known
+  std::filesystem::path model_file;
+
+  // Identifies the encoder's output: same fingerprint, same features for the same image.
+  std::string fingerprint() const;
+  nlohmann::json to_json() const;  // the sidecar
+  static EncoderInfo from_json(const nlohmann::json& j, const std::string& origin);
+  // Reads <model_file>.json; a clear error when it is missing or malformed.
+  static EncoderInfo load_sidecar(const std::filesystem::path& model_file);
+};
+
+}  // namespace captioner

@@ -1,0 +1,137 @@
+#include "decoder/model_bundle.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "datasets/file_io.h"
+#include "datasets/json_util.h"
+#include "tests/model_fixtures.h"
+#include "tests/test_util.h"
+
+using namespace captioner;
+using captioner::test::TempDir;
+using nlohmann::json;
+
+namespace {
+const std::vector<std::string> kWords = {"a", "dog", "cat", "runs", "on", "the", "grass", "sits"};
+
+std::vector<Caption> captions_of(const ModelBundle& b) {
+  torch::manual_seed(3);
+  FeatureViews f{torch::randn({6, 3})};
+  auto scorer = b.make_scorer();
+  SearchOptions o;
+  o.beam_size = 3;
+  return search_captions(*scorer, f, o);
+}
+
+template <typename Fn>
+void expect_load_error(Fn fn, const std::string& fragment) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected " << fragment;
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+void edit_config(const std::filesystem::path& dir, const std::function<void(json&)>& edit) {
+  json j = load_json_file(dir / "config.json");
+  edit(j);
+  write_file_atomic(dir / "config.json", j.dump(1));
+}
+}  // namespace
+
+TEST(ModelBundle, SaveLoadRoundTripGivesIdenticalCaptions) {
+  TempDir tmp;
+  auto enc = test::make_tiny_encoder(tmp / "enc");
+  for (const char* cell : {"lstm", "gru", "rnn"}) {
+    auto b = test::make_bundle(enc, test::make_vocab(kWords), cell);
+    b.search.beam_size = 4;
+    b.search.length_penalty = 0.7;
+    b.training = {{"note", "unit test"}};
+    b.save(tmp / cell);
+    auto loaded = ModelBundle::load(tmp / cell);
+    EXPECT_EQ(loaded.search.beam_size, 4);
+    EXPECT_DOUBLE_EQ(loaded.search.length_penalty, 0.7);
+    EXPECT_EQ(loaded.training["note"], "unit test");
+    EXPECT_EQ(loaded.members[0].decoder->config().cell, cell);
+    auto a = captions_of(b), c = captions_of(loaded);
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].tokens, c[i].tokens);
+      EXPECT_DOUBLE_EQ(a[i].log_prob, c[i].log_prob);
+    }
+  }
+}
+
+TEST(ModelBundle, Float16StorageHalvesTheFileAndKeepsCaptions) {
+  TempDir tmp;
+  auto enc = test::make_tiny_encoder(tmp / "enc");
+  auto b = test::make_bundle(enc, test::make_vocab(kWords), "lstm", 1, 256);
+  b.save(tmp / "f32");
+  b.save(tmp / "f16", /*fp16=*/true);
+  EXPECT_LT(std::filesystem::file_size(tmp / "f16/decoder.pt"), std::filesystem::file_size(tmp / "f32/decoder.pt") * 6 / 10);
+  auto a = captions_of(b), c = captions_of(ModelBundle::load(tmp / "f16"));
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i].log_prob, c[i].log_prob, 0.05);
+}
+
+TEST(ModelBundle, EncoderPathIsRelativeWhenNearby) {
+  TempDir tmp;
+  auto enc = test::make_tiny_encoder(tmp / "encoders");
+  test::make_bundle(enc, test::make_vocab(kWords)).save(tmp / "models/m");
+  EXPECT_EQ(load_json_file(tmp / "models/m/config.json")["encoder"]["file"], "../../encoders/mean_rgb.pt");
+  // The pair still loads after the whole tree moves.
+  std::filesystem::rename(tmp.path(), tmp.path().string() + "-moved");
+  auto moved = std::filesystem::path(tmp.path().string() + "-moved");
+  EXPECT_NO_THROW(ModelBundle::load(moved / "models/m"));
+  std::filesystem::rename(moved, tmp.path());
+}
+
+TEST(ModelBundle, RefusesPartsThatDoNotBelongTogether) {
+  TempDir tmp;
+  auto enc = test::make_tiny_encoder(tmp / "enc");
+  auto other_enc = test::make_tiny_encoder(tmp / "enc2", "other");
+  auto fresh = [&](const std::string& name) {
+    test::make_bundle(enc, test::make_vocab(kWords)).save(tmp / name);
+    return tmp / name;
+  };
+  expect_load_error([&] { ModelBundle::load(tmp / "nowhere"); }, "not found");
+
+  auto d = fresh("vocab");
+  test::make_vocab({"x", "y"}).save(d / "vocab.json");
+  expect_load_error([&] { ModelBundle::load(d); }, "not the one this model was trained with");
+
+  d = fresh("version");
+  edit_config(d, [](json& j) { j["version"] = 99; });
+  expect_load_error([&] { ModelBundle::load(d); }, "newer than this captioner");
+
+  d = fresh("featdim");
+  edit_config(d, [](json& j) { j["members"][0]["decoder"]["feature_dim"] = 7; });
+  expect_load_error([&] { ModelBundle::load(d); }, "expects 7-d image features but the encoder gives 3");
+
+  d = fresh("vocabsize");
+  edit_config(d, [](json& j) { j["members"][0]["decoder"]["vocab_size"] = 5; });
+  expect_load_error([&] { ModelBundle::load(d); }, "outputs but the vocabulary has");
+
+  d = fresh("truncated");
+  auto bytes = read_file(d / "decoder.pt");
+  write_file_atomic(d / "decoder.pt", bytes.substr(0, bytes.size() / 2));
+  expect_load_error([&] { ModelBundle::load(d); }, "cannot read decoder weights");
+
+  d = fresh("layout");
+  edit_config(d, [](json& j) { j["members"][0]["decoder"]["hidden_dim"] = 40; });
+  expect_load_error([&] { ModelBundle::load(d); }, "has shape");
+
+  d = fresh("noencoder");
+  edit_config(d, [](json& j) { j["encoder"]["file"] = "/nonexistent/enc.pt"; });
+  expect_load_error([&] { ModelBundle::load(d); }, "scripts/setup.sh");
+
+  d = fresh("otherencoder");
+  edit_config(d, [&](json& j) { j["encoder"]["file"] = other_enc.string(); });
+  expect_load_error([&] { ModelBundle::load(d); }, "was trained on features of encoder");
+
+  d = fresh("garbage");
+  write_file_atomic(d / "config.json", "{ not json");
+  expect_load_error([&] { ModelBundle::load(d); }, "invalid JSON");
+}

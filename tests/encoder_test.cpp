@@ -1,0 +1,183 @@
+// Tests of the real default encoder (built by scripts/setup.sh) and of exported torchvision ones.
+#include "encoder/encoder.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+#include <nlohmann/json.hpp>
+
+#include "datasets/json_util.h"
+#include "encoder/image_batcher.h"
+#include "encoder/feature_cache.h"
+#include "tests/model_fixtures.h"
+#include "tests/test_util.h"
+
+using namespace captioner;
+using captioner::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+fs::path default_encoder() { return fs::path(CAPTIONER_SOURCE_DIR) / "models/encoders/mobilenet_v2.pt"; }
+
+#define REQUIRE_DEFAULT_ENCODER()                                                          \
+  do {                                                                                     \
+    if (!fs::exists(default_encoder()))                                                    \
+      GTEST_SKIP() << default_encoder() << " not built: run scripts/setup.sh (it converts " \
+                      "the MobileNetV2 from ../shared or downloads it)";                   \
+  } while (0)
+}  // namespace
+
+TEST(Encoder, MatchesThePythonConversionOnAReferenceImage) {
+  REQUIRE_DEFAULT_ENCODER();
+  // The converter saved a PNG and the features PyTorch computed for it; the C++ path (OpenCV
+  // decoding, preprocessing, optimize_for_inference) must give the same vector.
+  auto ref = load_json_file(default_encoder().string() + ".reference.json");
+  Encoder enc = Encoder::load(default_encoder());
+  EXPECT_EQ(enc.info().feature_dim, 1280);
+  ImageLoader loader(enc.info().spec);
+  auto x = torch::empty({1, 3, 224, 224});
+  loader.load_into(default_encoder().parent_path() / ref["image"].get<std::string>(), x.data_ptr<float>());
+  auto f = enc.encode(x)[0];
+  auto expected = torch::tensor(ref["features"].get<std::vector<float>>());
+  EXPECT_LT((f - expected).abs().max().item<double>(), 2e-3);
+}
+
+TEST(Encoder, RecognisesRealPhotosWithItsClassifier) {
+  REQUIRE_DEFAULT_ENCODER();
+  REQUIRE_SHARED();
+  if (!fs::exists("/usr/share/darknet/data/eagle.jpg")) GTEST_SKIP() << "darknet's sample photos not installed";
+  std::vector<std::string> labels;
+  std::ifstream in(test::shared_dir() / "models/mobilenet_v2_coral/imagenet_labels.txt");
+  for (std::string l; std::getline(in, l);) labels.push_back(l);
+  ASSERT_EQ(labels.size(), 1001u);
+  // The classifier is kept as a second method of the TorchScript module (forward drops it).
+  auto module = torch::jit::load(default_encoder().string());
+  module.eval();
+  PreprocessSpec s = EncoderInfo::load_sidecar(default_encoder()).spec;
+  s.resize = PreprocessSpec::Resize::kShorterSideCrop;  // ImageNet's evaluation view
+  s.resize_size = 256;
+  ImageLoader loader(s);
+  auto top1 = [&](const std::string& photo) {
+    auto x = torch::empty({1, 3, 224, 224});
+    loader.load_into(photo, x.data_ptr<float>());
+    torch::NoGradGuard g;
+    auto logits = module.get_method("classify")({x}).toTensor();
+    return labels[logits.argmax(1).item<int64_t>()];
+  };
+  EXPECT_NE(top1("/usr/share/darknet/data/eagle.jpg").find("bald eagle"), std::string::npos);
+  EXPECT_NE(top1("/usr/share/darknet/data/dog.jpg").find("malamute"), std::string::npos);
+}
+
+TEST(Encoder, RefusesMissingOrInconsistentSidecars) {
+  TempDir tmp;
+  auto enc = test::make_tiny_encoder(tmp.path());
+  EXPECT_NO_THROW(Encoder::load(enc));
+  fs::remove(enc.string() + ".json");
+  try {
+    Encoder::load(enc);
+    ADD_FAILURE();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("no preprocessing sidecar"), std::string::npos) << e.what();
+  }
+  enc = test::make_tiny_encoder(tmp.path());
+  auto j = load_json_file(enc.string() + ".json");
+  j["feature_dim"] = 5;
+  std::ofstream(enc.string() + ".json") << j.dump();
+  try {
+    Encoder::load(enc);
+    ADD_FAILURE();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("sidecar says 5-d"), std::string::npos) << e.what();
+  }
+  test::write_text(tmp / "junk.pt", "not torchscript");
+  std::ofstream(tmp / "junk.pt.json") << j.dump();
+  EXPECT_THROW(Encoder::load(tmp / "junk.pt"), std::runtime_error);
+}
+
+TEST(ImageBatcher, KeepsInputOrderAndReportsFailures) {
+  TempDir tmp;
+  PreprocessSpec s;
+  s.input_height = s.input_width = 4;
+  std::vector<fs::path> files;
+  for (int i = 0; i < 23; ++i) {
+    auto p = tmp / ("img" + std::to_string(i) + ".png");
+    if (i % 7 == 3) {
+      test::write_text(p, "broken");
+    } else {
+      cv::Mat m(5, 5, CV_8UC3, cv::Scalar(i, i, i));
+      cv::imwrite(p.string(), m);
+    }
+    files.push_back(p);
+  }
+  ImageBatcherOptions o;
+  o.batch_size = 4;
+  o.workers = 3;
+  o.prefetch = 2;
+  ImageBatcher batcher(files, ImageLoader(s), o);
+  ImageBatch b;
+  std::vector<size_t> seen, failed;
+  while (batcher.next(b)) {
+    for (size_t k = 0; k < b.indices.size(); ++k) {
+      seen.push_back(b.indices[k]);
+      // Pixel value identifies the image: (i/255 - 0.485) / 0.229 in the first plane.
+      float v = b.pixels[static_cast<int64_t>(k)][0][0][0].item<float>();
+      EXPECT_NEAR(v, (b.indices[k] / 255.0 - 0.485) / 0.229, 1e-4);
+    }
+    failed.insert(failed.end(), b.failed_indices.begin(), b.failed_indices.end());
+  }
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  EXPECT_EQ(seen.size() + failed.size(), files.size());
+  EXPECT_EQ(failed, (std::vector<size_t>{3, 10, 17}));
+}
+
+TEST(FeatureCache, ReusesFeaturesAndNoticesChanges) {
+  TempDir tmp;
+  auto enc_file = test::make_tiny_encoder(tmp / "enc");
+  Encoder enc = Encoder::load(enc_file);
+  std::vector<fs::path> files;
+  for (int i = 0; i < 5; ++i) {
+    files.push_back(tmp / ("i" + std::to_string(i) + ".png"));
+    cv::imwrite(files.back().string(), cv::Mat(6, 6, CV_8UC3, cv::Scalar(10 * i, 20, 30)));
+  }
+  test::write_text(tmp / "bad.png", "nope");
+  files.push_back(tmp / "bad.png");
+  FeatureCacheOptions o;
+  o.cache_dir = tmp / "cache";
+  o.with_flipped = true;
+  auto a = compute_features(enc, files, o);
+  EXPECT_FALSE(a.from_cache);
+  EXPECT_EQ(a.features.sizes(), (std::vector<int64_t>{6, 3}));
+  EXPECT_EQ(a.failures.size(), 1u);
+  EXPECT_FALSE(a.ok[5]);
+  auto b = compute_features(enc, files, o);
+  EXPECT_TRUE(b.from_cache);
+  EXPECT_TRUE(torch::equal(a.features, b.features));
+  EXPECT_TRUE(torch::equal(a.flipped, b.flipped));
+  EXPECT_EQ(b.failures, a.failures);
+  // A changed image is a different cache entry.
+  cv::imwrite(files[0].string(), cv::Mat(6, 6, CV_8UC3, cv::Scalar(200, 20, 30)));
+  auto c = compute_features(enc, files, o);
+  EXPECT_FALSE(c.from_cache);
+  EXPECT_FALSE(torch::equal(a.features[0], c.features[0]));
+}
+
+TEST(ExportEncoder, TorchvisionEncodersLoadWithTheirClassifierRemoved) {
+  if (std::system("/usr/bin/python3 -c 'import torchvision' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 with torchvision not installed (scripts/setup.sh installs it)";
+  }
+  TempDir tmp;
+  // Only random weights can be had offline: enough to check the plumbing and the output width.
+  for (auto [arch, dim] : {std::pair<std::string, int64_t>{"resnet50", 2048}, {"vgg16", 4096}}) {
+    auto out = tmp / (arch + ".pt");
+    auto r = test::run_shell("/usr/bin/python3 " + std::string(CAPTIONER_SOURCE_DIR) + "/scripts/export_encoder.py --arch " +
+                             arch + " --allow-random --output " + out.string());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    Encoder enc = Encoder::load(out);
+    EXPECT_EQ(enc.info().feature_dim, dim);
+    EXPECT_EQ(enc.info().spec.resize, PreprocessSpec::Resize::kShorterSideCrop);
+    auto f = enc.encode(torch::randn({2, 3, 224, 224}));
+    EXPECT_EQ(f.sizes(), (std::vector<int64_t>{2, dim})) << arch << ": classifier not removed";
+    fs::remove(out);
+  }
+}

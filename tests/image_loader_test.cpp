@@ -1,0 +1,215 @@
+#include "encoder/image_loader.h"
+
+#include <gtest/gtest.h>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "encoder/image_probe.h"
+#include "tests/test_util.h"
+
+using namespace captioner;
+using captioner::test::TempDir;
+using captioner::test::write_text;
+
+namespace {
+// 40 wide, 20 high: left half red, right half blue (BGR for OpenCV).
+cv::Mat red_blue_bgr(int depth = CV_8U) {
+  cv::Mat m(20, 40, CV_8UC3, cv::Scalar(0, 0, 255));
+  m(cv::Rect(20, 0, 20, 20)).setTo(cv::Scalar(255, 0, 0));
+  if (depth == CV_16U) m.convertTo(m, CV_16U, 257.0);
+  return m;
+}
+
+std::string encode(const cv::Mat& m, const std::string& ext) {
+  std::vector<uchar> buf;
+  EXPECT_TRUE(cv::imencode(ext, m, buf)) << ext;
+  return std::string(buf.begin(), buf.end());
+}
+
+void expect_rgb(const cv::Mat& rgb, int y, int x, int r, int g, int b, int tol = 12) {
+  auto p = rgb.at<cv::Vec3b>(y, x);
+  EXPECT_NEAR(p[0], r, tol) << "R at " << x << "," << y;
+  EXPECT_NEAR(p[1], g, tol) << "G at " << x << "," << y;
+  EXPECT_NEAR(p[2], b, tol) << "B at " << x << "," << y;
+}
+
+// Inserts an EXIF APP1 segment with the given orientation right after the JPEG's SOI marker.
+std::string with_exif_orientation(const std::string& jpeg, uint16_t orientation) {
+  std::string tiff = std::string("II*\0", 4) + std::string("\x08\0\0\0", 4);  // little-endian, IFD at 8
+  tiff += std::string("\x01\0", 2);                                           // one entry
+  tiff += std::string("\x12\x01\x03\0\x01\0\0\0", 8);                         // 0x0112 SHORT count 1
+  tiff += static_cast<char>(orientation & 0xFF);
+  tiff += std::string("\0\0\0", 3);
+  tiff += std::string("\0\0\0\0", 4);  // no next IFD
+  std::string payload = std::string("Exif\0\0", 6) + tiff;
+  uint16_t len = static_cast<uint16_t>(payload.size() + 2);
+  std::string app1 = "\xFF\xE1";
+  app1 += static_cast<char>(len >> 8);
+  app1 += static_cast<char>(len & 0xFF);
+  return jpeg.substr(0, 2) + app1 + payload + jpeg.substr(2);
+}
+
+ImageLoader loader(PreprocessSpec::Resize resize = PreprocessSpec::Resize::kStretch) {
+  PreprocessSpec s;
+  s.input_height = s.input_width = 8;
+  s.resize = resize;
+  s.resize_size = 8;
+  s.mean = {0, 0, 0};
+  s.std = {1, 1, 1};
+  return ImageLoader(s);
+}
+
+template <typename Fn>
+void expect_image_error(Fn fn, const std::string& file, const std::string& fragment) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected " << fragment;
+  } catch (const ImageError& e) {
+    EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
+    EXPECT_NE(e.problem().find(fragment), std::string::npos) << e.what();
+  }
+}
+}  // namespace
+
+TEST(ImageLoader, DecodesEveryFormatToUprightRgb) {
+  TempDir tmp;
+  auto L = loader();
+  for (const char* ext : {".jpg", ".png", ".bmp", ".webp", ".tiff"}) {
+    auto path = tmp / (std::string("img") + ext);
+    write_text(path, encode(red_blue_bgr(), ext));
+    cv::Mat rgb = L.decode(path);
+    ASSERT_EQ(rgb.type(), CV_8UC3) << ext;
+    ASSERT_EQ(rgb.cols, 40);
+    ASSERT_EQ(rgb.rows, 20);
+    expect_rgb(rgb, 10, 5, 255, 0, 0);   // red stays red: BGR was converted
+    expect_rgb(rgb, 10, 35, 0, 0, 255);
+  }
+}
+
+TEST(ImageLoader, HandlesGrayAlphaAnd16Bit) {
+  TempDir tmp;
+  auto L = loader();
+  cv::Mat gray(10, 10, CV_8UC1, cv::Scalar(77));
+  write_text(tmp / "gray.png", encode(gray, ".png"));
+  expect_rgb(L.decode(tmp / "gray.png"), 5, 5, 77, 77, 77, 0);
+
+  cv::Mat gray16(10, 10, CV_16UC1, cv::Scalar(65535));
+  write_text(tmp / "gray16.png", encode(gray16, ".png"));
+  expect_rgb(L.decode(tmp / "gray16.png"), 5, 5, 255, 255, 255, 0);
+
+  write_text(tmp / "rgb16.png", encode(red_blue_bgr(CV_16U), ".png"));
+  expect_rgb(L.decode(tmp / "rgb16.png"), 10, 5, 255, 0, 0, 1);
+
+  // Transparent pixels become white, opaque ones keep their colour.
+  cv::Mat bgra(10, 10, CV_8UC4, cv::Scalar(0, 0, 255, 255));
+  bgra(cv::Rect(0, 0, 5, 10)).setTo(cv::Scalar(0, 0, 0, 0));
+  write_text(tmp / "alpha.png", encode(bgra, ".png"));
+  cv::Mat rgb = L.decode(tmp / "alpha.png");
+  expect_rgb(rgb, 5, 2, 255, 255, 255, 1);
+  expect_rgb(rgb, 5, 8, 255, 0, 0, 1);
+}
+
+TEST(ImageLoader, HandlesCmykJpeg) {
+  auto path = std::filesystem::path(CAPTIONER_SOURCE_DIR) / "tests/data/cmyk_red_blue.jpg";
+  cv::Mat rgb = loader().decode(path);
+  ASSERT_EQ(rgb.cols, 16);
+  expect_rgb(rgb, 4, 2, 255, 0, 0, 30);
+  expect_rgb(rgb, 4, 13, 0, 0, 255, 30);
+}
+
+TEST(ImageLoader, HonoursExifOrientation) {
+  TempDir tmp;
+  std::string jpeg = encode(red_blue_bgr(), ".jpg");
+  write_text(tmp / "rot.jpg", with_exif_orientation(jpeg, 6));  // display rotated 90 degrees clockwise
+  cv::Mat rgb = loader().decode(tmp / "rot.jpg");
+  ASSERT_EQ(rgb.cols, 20);  // width and height swap
+  ASSERT_EQ(rgb.rows, 40);
+  expect_rgb(rgb, 5, 10, 255, 0, 0);   // the left (red) half is now on top
+  expect_rgb(rgb, 35, 10, 0, 0, 255);
+}
+
+TEST(ImageLoader, ReportsBadFilesByName) {
+  TempDir tmp;
+  auto L = loader();
+  write_text(tmp / "empty.jpg", "");
+  expect_image_error([&] { L.decode(tmp / "empty.jpg"); }, "empty.jpg", "empty file");
+  write_text(tmp / "notes.jpg", "just some text, not a picture\n");
+  expect_image_error([&] { L.decode(tmp / "notes.jpg"); }, "notes.jpg", "not an image");
+  write_text(tmp / "doc.png", "%PDF-1.4\n%binary\n");
+  expect_image_error([&] { L.decode(tmp / "doc.png"); }, "doc.png", "PDF");
+  std::string jpeg = encode(red_blue_bgr(), ".jpg");
+  write_text(tmp / "cut.jpg", jpeg.substr(0, jpeg.size() / 2));
+  expect_image_error([&] { L.decode(tmp / "cut.jpg"); }, "cut.jpg", "truncated");
+  std::string png = encode(red_blue_bgr(), ".png");
+  write_text(tmp / "cut.png", png.substr(0, png.size() / 2));
+  expect_image_error([&] { L.decode(tmp / "cut.png"); }, "cut.png", "truncated");
+  std::string webp = encode(red_blue_bgr(), ".webp");
+  write_text(tmp / "cut.webp", webp.substr(0, webp.size() - 10));
+  expect_image_error([&] { L.decode(tmp / "cut.webp"); }, "cut.webp", "truncated");
+  expect_image_error([&] { L.decode(tmp / "missing.jpg"); }, "missing.jpg", "no such file");
+  expect_image_error([&] { L.decode(tmp.path()); }, tmp.path().string(), "directory");
+  write_text(tmp / "anim.gif", std::string("GIF89a\x10\0\x10\0", 10) + std::string(20, '\0'));
+  expect_image_error([&] { L.decode(tmp / "anim.gif"); }, "anim.gif", "GIF");
+}
+
+TEST(ImageLoader, RefusesHugeImagesBeforeDecoding) {
+  TempDir tmp;
+  // A real PNG header claiming 20000 x 20000 pixels; the data after it is never read.
+  std::string png = encode(cv::Mat(1, 1, CV_8UC3, cv::Scalar(0)), ".png");
+  auto put32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) png[at + i] = static_cast<char>((v >> (24 - 8 * i)) & 0xFF);
+  };
+  put32(16, 20000);
+  put32(20, 20000);
+  write_text(tmp / "huge.png", png);
+  expect_image_error([&] { loader().decode(tmp / "huge.png"); }, "huge.png", "20000x20000");
+  EXPECT_EQ(probe_image(png).width, 20000);
+}
+
+TEST(ImageLoader, AcceptsWrongExtensionsTinyImagesAndUnicodeNames) {
+  TempDir tmp;
+  auto L = loader();
+  write_text(tmp / "actually_png.jpg", encode(red_blue_bgr(), ".png"));
+  EXPECT_EQ(L.decode(tmp / "actually_png.jpg").cols, 40);
+  write_text(tmp / "one.png", encode(cv::Mat(1, 1, CV_8UC3, cv::Scalar(0, 255, 0)), ".png"));
+  std::vector<float> chw(3 * 8 * 8);
+  L.load_into(tmp / "one.png", chw.data());
+  EXPECT_NEAR(chw[64 + 10], 1.0f, 1e-6);  // green plane everywhere 255 -> 1.0
+  auto unicode = tmp / "caf\xC3\xA9 photo \xE2\x9C\x93.png";
+  write_text(unicode, encode(red_blue_bgr(), ".png"));
+  EXPECT_EQ(L.decode(unicode).rows, 20);
+}
+
+TEST(ImageLoader, NormalisesResizesCropsAndFlips) {
+  PreprocessSpec s;
+  s.input_height = s.input_width = 4;
+  s.mean = {0.5f, 0.25f, 0.0f};
+  s.std = {0.5f, 0.25f, 1.0f};
+  ImageLoader stretch(s);
+  cv::Mat rgb(20, 40, CV_8UC3, cv::Scalar(255, 0, 51));  // R=255 G=0 B=51 (already RGB)
+  std::vector<float> out(3 * 16);
+  stretch.preprocess(rgb, out.data());
+  EXPECT_NEAR(out[0], (1.0 - 0.5) / 0.5, 1e-5);
+  EXPECT_NEAR(out[16], (0.0 - 0.25) / 0.25, 1e-5);
+  EXPECT_NEAR(out[32], 51 / 255.0, 1e-5);
+
+  // Left red / right blue, 40x20: a centre crop of the resized image keeps both halves; flipping
+  // swaps them.
+  cv::Mat rb;
+  cv::cvtColor(red_blue_bgr(), rb, cv::COLOR_BGR2RGB);
+  s.mean = {0, 0, 0};
+  s.std = {1, 1, 1};
+  s.resize = PreprocessSpec::Resize::kShorterSideCrop;
+  s.resize_size = 4;  // 40x20 -> 8x4, centre 4x4 crop spans columns 2..5
+  ImageLoader crop(s);
+  crop.preprocess(rb, out.data());
+  EXPECT_NEAR(out[0 * 16 + 0], 1.0, 0.05);   // R plane, left column: red
+  EXPECT_NEAR(out[2 * 16 + 3], 1.0, 0.05);   // B plane, right column: blue
+  crop.preprocess(rb, out.data(), /*flip=*/true);
+  EXPECT_NEAR(out[2 * 16 + 0], 1.0, 0.05);   // mirrored: blue on the left
+  s.bgr = true;
+  ImageLoader bgr(s);
+  bgr.preprocess(rb, out.data());
+  EXPECT_NEAR(out[2 * 16 + 0], 1.0, 0.05);   // BGR order: plane 2 is red
+}

@@ -1,0 +1,48 @@
+#include "tests/model_fixtures.h"
+
+#include <torch/script.h>
+
+#include <fstream>
+
+namespace captioner::test {
+
+std::filesystem::path make_tiny_encoder(const std::filesystem::path& dir, const std::string& name) {
+  std::filesystem::create_directories(dir);
+  torch::jit::Module m(name);
+  m.define(R"(
+    def forward(self, x):
+        return x.mean(dim=[2, 3])
+  )");
+  auto file = dir / (name + ".pt");
+  m.save(file.string());
+  std::ofstream(file.string() + ".json") << R"({"format": "captioner-encoder", "version": 1, "name": ")" << name
+                                         << R"(", "arch": "mean_rgb", "feature_dim": 3, "input_size": [32, 32],
+    "resize": "stretch", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "channel_order": "RGB"})";
+  return file;
+}
+
+Vocabulary make_vocab(const std::vector<std::string>& words) { return Vocabulary::build({words}, 1); }
+
+ModelBundle make_bundle(const std::filesystem::path& encoder_file, const Vocabulary& vocab, const std::string& cell,
+                        uint64_t seed, int64_t hidden) {
+  ModelBundle b;
+  b.vocab = vocab;
+  b.encoder = EncoderInfo::load_sidecar(encoder_file);
+  b.encoder_file = encoder_file;
+  DecoderConfig c;
+  c.vocab_size = static_cast<int64_t>(vocab.size());
+  c.feature_dim = b.encoder.feature_dim;
+  c.embed_dim = 16;
+  c.hidden_dim = hidden;
+  c.image_dim = 8;
+  c.cell = cell;
+  c.dropout = 0.0;
+  torch::manual_seed(seed);
+  BundleMember m;
+  m.decoder = CaptionDecoder(c);
+  m.decoder->eval();
+  b.members.push_back(m);
+  return b;
+}
+
+}  // namespace captioner::test

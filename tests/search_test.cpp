@@ -1,0 +1,169 @@
+#include "decoder/caption_search.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "vocab/vocabulary.h"
+
+using namespace captioner;
+
+namespace {
+// A randomly initialised decoder with peaked distributions, so searches make real choices.
+CaptionDecoder random_decoder(const std::string& cell, uint64_t seed, int64_t vocab = 20) {
+  torch::manual_seed(seed);
+  DecoderConfig c;
+  c.vocab_size = vocab;
+  c.feature_dim = 6;
+  c.embed_dim = 8;
+  c.hidden_dim = 16;
+  c.image_dim = 8;
+  c.cell = cell;
+  c.dropout = 0.0;
+  CaptionDecoder d(c);
+  torch::NoGradGuard g;
+  for (auto& p : d->parameters()) p.mul_(3.0);
+  d->eval();
+  return d;
+}
+
+FeatureViews features(int64_t B, uint64_t seed) {
+  torch::manual_seed(seed);
+  return {torch::randn({B, 6})};
+}
+
+SearchOptions opts(int beam) {
+  SearchOptions o;
+  o.beam_size = beam;
+  o.max_length = 12;
+  o.block_consecutive_repeat = false;
+  return o;
+}
+}  // namespace
+
+TEST(Search, BeamOfWidthOneEqualsGreedy) {
+  for (const char* cell : {"lstm", "gru", "rnn"}) {
+    auto d = random_decoder(cell, 10);
+    DecoderScorer s(d);
+    auto f = features(16, 11);
+    auto greedy = greedy_search(s, f, opts(1));
+    auto beam = beam_search(s, f, opts(1));
+    for (size_t i = 0; i < greedy.size(); ++i) {
+      EXPECT_EQ(beam[i].tokens, greedy[i].tokens) << cell << " image " << i;
+      EXPECT_NEAR(beam[i].log_prob, greedy[i].log_prob, 1e-4);
+    }
+  }
+}
+
+TEST(Search, BeamIsNeverWorseThanGreedyByTheModelsOwnLogProb) {
+  int strictly_better = 0;
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    auto d = random_decoder(seed % 2 ? "gru" : "lstm", 20 + seed);
+    DecoderScorer s(d);
+    auto f = features(32, 30 + seed);
+    auto greedy = greedy_search(s, f, opts(1));
+    for (int beam : {2, 3, 5}) {
+      auto best = search_captions(s, f, opts(beam));
+      for (size_t i = 0; i < best.size(); ++i) {
+        EXPECT_GE(best[i].log_prob, greedy[i].log_prob - 1e-6) << "beam " << beam << " image " << i;
+        strictly_better += best[i].log_prob > greedy[i].log_prob + 1e-6;
+      }
+    }
+  }
+  EXPECT_GT(strictly_better, 0) << "beam search never found anything better than greedy: it is not searching";
+}
+
+TEST(Search, ReportedLogProbIsTheModelsLogProbOfTheCaption) {
+  auto d = random_decoder("lstm", 40);
+  DecoderScorer s(d);
+  auto f = features(8, 41);
+  for (int beam : {1, 3}) {
+    auto caps = search_captions(s, f, opts(beam));
+    std::vector<std::vector<int64_t>> tokens;
+    for (const auto& c : caps) tokens.push_back(c.tokens);
+    auto rescored = caption_log_probs(s, f, tokens);
+    for (size_t i = 0; i < caps.size(); ++i) EXPECT_NEAR(caps[i].log_prob, rescored[i], 1e-4);
+  }
+}
+
+TEST(Search, ImagesInABatchDoNotInfluenceEachOther) {
+  auto d = random_decoder("gru", 50);
+  DecoderScorer s(d);
+  auto f = features(6, 51);
+  for (int beam : {1, 4}) {
+    auto together = search_captions(s, f, opts(beam));
+    for (int64_t i = 0; i < 6; ++i) {
+      auto alone = search_captions(s, {f[0].narrow(0, i, 1)}, opts(beam));
+      EXPECT_EQ(alone[0].tokens, together[i].tokens) << "beam " << beam << " image " << i;
+    }
+  }
+}
+
+TEST(Search, RespectsLengthAndTokenRules) {
+  auto d = random_decoder("lstm", 60);
+  DecoderScorer s(d);
+  auto f = features(24, 61);
+  for (int beam : {1, 3}) {
+    auto o = opts(beam);
+    o.max_length = 5;
+    o.min_length = 2;
+    o.block_consecutive_repeat = true;
+    o.block_ngram_repeat = 2;
+    for (const auto& c : search_captions(s, f, o)) {
+      EXPECT_LE(c.tokens.size(), 5u);
+      EXPECT_GE(c.tokens.size(), 2u);
+      std::set<std::pair<int64_t, int64_t>> bigrams;
+      for (size_t k = 0; k < c.tokens.size(); ++k) {
+        EXPECT_GE(c.tokens[k], Vocabulary::kNumSpecial) << "special token emitted";
+        if (k > 0) {
+          EXPECT_NE(c.tokens[k], c.tokens[k - 1]) << "word repeated";
+          EXPECT_TRUE(bigrams.insert({c.tokens[k - 1], c.tokens[k]}).second) << "bigram repeated";
+        }
+      }
+    }
+  }
+}
+
+TEST(Search, LengthPenaltyFavoursLongerCaptions) {
+  auto d = random_decoder("lstm", 70);
+  DecoderScorer s(d);
+  auto f = features(32, 71);
+  auto plain = opts(4), penalised = opts(4);
+  penalised.length_penalty = 1.0;
+  size_t a = 0, b = 0;
+  for (const auto& c : search_captions(s, f, plain)) a += c.tokens.size();
+  for (const auto& c : search_captions(s, f, penalised)) b += c.tokens.size();
+  EXPECT_GE(b, a);
+}
+
+TEST(Search, SamplingIsSeededAndTopKLimited) {
+  auto d = random_decoder("rnn", 80);
+  DecoderScorer s(d);
+  auto f = features(8, 81);
+  auto o = opts(1);
+  o.sample = true;
+  o.seed = 7;
+  auto a = search_captions(s, f, o);
+  auto b = search_captions(s, f, o);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].tokens, b[i].tokens);
+  o.top_k = 1;  // sampling among one word is greedy
+  auto greedy = greedy_search(s, f, opts(1));
+  auto top1 = search_captions(s, f, o);
+  for (size_t i = 0; i < greedy.size(); ++i) EXPECT_EQ(top1[i].tokens, greedy[i].tokens);
+}
+
+TEST(Search, EnsembleOfOneModelWithItselfIsThatModel) {
+  auto d = random_decoder("lstm", 90);
+  DecoderScorer single(d);
+  std::vector<std::unique_ptr<SequenceScorer>> members;
+  members.push_back(std::make_unique<DecoderScorer>(d));
+  members.push_back(std::make_unique<DecoderScorer>(d));
+  EnsembleScorer twice(std::move(members));
+  auto f = features(10, 91);
+  auto a = search_captions(single, f, opts(3));
+  auto b = search_captions(twice, f, opts(3));
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].tokens, b[i].tokens);
+    EXPECT_NEAR(a[i].log_prob, b[i].log_prob, 1e-4);
+  }
+}

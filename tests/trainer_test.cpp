@@ -1,0 +1,152 @@
+#include "decoder/trainer.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tests/model_fixtures.h"
+#include "tests/test_util.h"
+
+using namespace captioner;
+using captioner::test::TempDir;
+
+namespace {
+// A learnable toy task: the image's first feature says whether the caption is about a dog or a
+// cat, so validation BLEU can rise.
+struct Toy {
+  ModelBundle model;
+  TrainingData train;
+  ValidationData val;
+};
+
+Toy make_toy(const std::filesystem::path& dir) {
+  Toy t;
+  auto vocab = test::make_vocab({"a", "dog", "cat", "runs", "sits", "on", "the", "grass", "mat"});
+  t.model = test::make_bundle(test::make_tiny_encoder(dir / "enc"), vocab, "lstm", 7, 32);
+  t.model.members[0].decoder->train();
+  torch::manual_seed(11);
+  const int64_t N = 60;
+  t.train.features = torch::randn({N, 3});
+  t.train.flipped = t.train.features.flip({1});
+  for (int64_t i = 0; i < N; ++i) {
+    bool dog = t.train.features[i][0].item<float>() > 0;
+    for (int k = 0; k < 3; ++k) {
+      std::vector<std::string> w = dog ? std::vector<std::string>{"a", "dog", "runs", "on", "the", "grass"}
+                                       : std::vector<std::string>{"a", "cat", "sits", "on", "the", "mat"};
+      if (k == 1) w.resize(3);
+      t.train.captions.push_back(vocab.encode(w));
+      t.train.caption_image.push_back(i);
+    }
+  }
+  t.val.features = torch::tensor({{1.5f, 0.f, 0.f}, {-1.5f, 0.f, 0.f}});
+  t.val.references = {{"a dog runs on the grass"}, {"a cat sits on the mat"}};
+  return t;
+}
+
+TrainerOptions options() {
+  TrainerOptions o;
+  o.epochs = 3;
+  o.batch_size = 16;
+  o.learning_rate = 0.01;
+  o.checkpoint_every = 4;
+  o.log_every = 2;
+  o.seed = 5;
+  o.flip_augment = true;
+  o.patience = 10;
+  return o;
+}
+
+std::vector<torch::Tensor> params(const std::filesystem::path& dir) {
+  std::vector<torch::Tensor> out;
+  torch::serialize::InputArchive a;
+  a.load_from((dir / "checkpoint.pt").string());
+  auto toy = make_toy(dir.parent_path() / "probe");
+  for (const auto& p : toy.model.members[0].decoder->named_parameters()) {
+    torch::Tensor t;
+    a.read("model." + p.key(), t);
+    out.push_back(t);
+  }
+  return out;
+}
+}  // namespace
+
+TEST(Trainer, LearnsTheToyTaskAndKeepsTheBestModel) {
+  TempDir tmp;
+  auto toy = make_toy(tmp.path());
+  auto o = options();
+  o.epochs = 12;
+  Trainer trainer(toy.model, toy.train, toy.val, o, tmp / "out");
+  auto r = trainer.run();
+  ASSERT_EQ(r.history.size(), 12u);
+  EXPECT_LT(r.history.back().train_loss, r.history.front().train_loss * 0.5);
+  EXPECT_GT(r.best_bleu[3], 0.9) << "the toy captions are fully determined by the image";
+  auto best = ModelBundle::load(tmp / "out");
+  EXPECT_EQ(best.training["best_epoch"], r.best_epoch);
+  // metrics.jsonl: loss lines and one line per epoch.
+  std::ifstream in(tmp / "out/metrics.jsonl");
+  int epochs = 0, batches = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    epochs += j["type"] == "epoch";
+    batches += j["type"] == "batch";
+  }
+  EXPECT_EQ(epochs, 12);
+  EXPECT_GT(batches, 12);
+}
+
+TEST(Trainer, ResumeContinuesBitForBit) {
+  TempDir tmp;
+  auto toy = make_toy(tmp.path());
+  {
+    Trainer straight(toy.model, toy.train, toy.val, options(), tmp / "straight");
+    straight.run();
+  }
+  // Same start, stopped mid-epoch 2 (as by Ctrl-C), then resumed by a fresh process-like trainer.
+  auto toy2 = make_toy(tmp.path());
+  std::atomic<bool> stop{false};
+  auto o = options();
+  o.stop = &stop;
+  int64_t seen = 0;
+  TrainerCallbacks cb;
+  cb.on_batch = [&](int epoch, int64_t, int64_t, double, double) {
+    if (epoch == 2 && ++seen == 5) stop = true;
+  };
+  Trainer first(toy2.model, toy2.train, toy2.val, o, tmp / "resumed");
+  auto r1 = first.run(cb);
+  ASSERT_TRUE(r1.interrupted);
+  torch::manual_seed(999);  // a new process starts with other random state; the checkpoint restores it
+  auto toy3 = make_toy(tmp.path());
+  auto o2 = options();
+  o2.resume = true;
+  Trainer second(toy3.model, toy3.train, toy3.val, o2, tmp / "resumed");
+  auto r2 = second.run();
+  EXPECT_FALSE(r2.interrupted);
+  EXPECT_EQ(r2.epochs_completed, 3);
+  auto a = params(tmp / "straight"), b = params(tmp / "resumed");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i << " differs";
+  // Resuming a finished run does nothing.
+  auto toy4 = make_toy(tmp.path());
+  Trainer third(toy4.model, toy4.train, toy4.val, o2, tmp / "resumed");
+  EXPECT_EQ(third.run().epochs_completed, 3);
+}
+
+TEST(Trainer, RefusesToResumeWithOtherData) {
+  TempDir tmp;
+  auto toy = make_toy(tmp.path());
+  auto o = options();
+  o.epochs = 1;
+  Trainer(toy.model, toy.train, toy.val, o, tmp / "out").run();
+  auto other = make_toy(tmp.path());
+  other.train.captions.pop_back();
+  other.train.caption_image.pop_back();
+  o.resume = true;
+  Trainer t(other.model, other.train, other.val, o, tmp / "out");
+  try {
+    t.run();
+    ADD_FAILURE() << "resumed a checkpoint made for other data";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("other data"), std::string::npos) << e.what();
+  }
+}
