@@ -12,6 +12,7 @@ extern int g_exit_code;
 void add_caption_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_ensemble_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
 
 }  // namespace captioner::cli

@@ -8,7 +8,8 @@
 #include "datasets/caption_dataset.h"
 #include "datasets/file_io.h"
 #include "datasets/metrics/caption_metrics.h"
-#include "decoder/caption_pipeline.h"
+#include "decoder/model_bundle.h"
+#include "encoder/feature_cache.h"
 
 namespace captioner::cli {
 
@@ -24,6 +25,8 @@ struct EvalOptions {
   std::string device = "auto";
   int beam = 0;
   double length_penalty = -1;
+  int block_ngram = -1;
+  std::filesystem::path cache_dir = default_cache_dir();
   int batch = 16;
   int threads = 0;
   int loader_threads = 2;
@@ -40,45 +43,63 @@ void print_scores(const CaptionScores& scores, bool as_json) {
   }
 }
 
-// Captions the dataset's images with a model; returns COCO-style results.
+// Captions the dataset's images with a model; returns COCO-style results. Features go through
+// the feature cache, so evaluating several decoding settings encodes the images only once.
 std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset& refs) {
   set_threads(o.threads);
   torch::Device device = resolve_device(o.device);
   ModelBundle model = ModelBundle::load(o.model.empty() ? default_model_dir() : std::filesystem::path(o.model), device);
   Encoder encoder = Encoder::load(model.encoder_file, device);
-  CaptionPipelineOptions po;
-  po.batch_size = o.batch;
-  po.loader_threads = o.loader_threads;
-  po.search = model.search;
-  if (o.beam > 0) po.search.beam_size = o.beam;
-  if (o.length_penalty >= 0) po.search.length_penalty = o.length_penalty;
+  SearchOptions search = model.search;
+  if (o.beam > 0) search.beam_size = o.beam;
+  if (o.length_penalty >= 0) search.length_penalty = o.length_penalty;
+  if (o.block_ngram >= 0) search.block_ngram_repeat = o.block_ngram;
+
   std::vector<std::filesystem::path> files;
   for (const auto& r : refs.records) files.push_back(r.image_path);
-  std::vector<CaptionResult> results;
-  std::vector<bool> ok(files.size(), false);
-  ProgressBar bar("captioning", static_cast<int64_t>(files.size()), !o.quiet);
-  CaptionCallbacks cb;
-  cb.on_caption = [&](const CaptionedImage& c) {
-    results.push_back({refs.records[c.index].image_id, c.caption});
-    ok[c.index] = true;
-  };
-  cb.on_failure = [&](size_t, const ImageError& e) {
-    bar.finish();
-    std::cerr << "skipped " << e.what() << "\n";
-  };
-  cb.on_progress = [&](size_t done, size_t) { bar.update(static_cast<int64_t>(done)); };
-  size_t failed = CaptionPipeline(model, encoder, po).run(files, cb);
-  bar.finish();
-  if (failed > 0) {
-    std::cerr << "warning: " << failed << " of " << files.size() << " images could not be read; scoring the other "
-              << files.size() - failed << "\n";
-    std::vector<CaptionRecord> kept;
-    for (size_t i = 0; i < refs.records.size(); ++i) {
-      if (ok[i]) kept.push_back(std::move(refs.records[i]));
+  FeatureCacheOptions fo;
+  fo.cache_dir = o.cache_dir;
+  fo.batch_size = o.batch;
+  fo.workers = o.loader_threads;
+  fo.with_flipped = model.num_views() > 1;
+  std::unique_ptr<ProgressBar> bar = std::make_unique<ProgressBar>("encoding", static_cast<int64_t>(files.size()), !o.quiet);
+  fo.progress = [&](size_t done, size_t) { bar->update(static_cast<int64_t>(done)); };
+  FeatureSet feats = compute_features(encoder, files, fo);
+  bar->finish();
+  for (const auto& f : feats.failures) std::cerr << "skipped " << f << "\n";
+
+  std::vector<int64_t> rows;
+  std::vector<CaptionRecord> kept;
+  for (size_t i = 0; i < refs.records.size(); ++i) {
+    if (feats.ok[i]) {
+      rows.push_back(static_cast<int64_t>(i));
+      kept.push_back(std::move(refs.records[i]));
     }
-    refs.records = std::move(kept);
+  }
+  if (!feats.failures.empty()) {
+    std::cerr << "warning: " << feats.failures.size() << " of " << files.size()
+              << " images could not be read; scoring the other " << kept.size() << "\n";
     g_exit_code = 1;
   }
+  refs.records = std::move(kept);
+  auto index = torch::tensor(rows);
+  FeatureViews views{feats.features.index_select(0, index)};
+  if (fo.with_flipped) views.push_back(feats.flipped.index_select(0, index));
+
+  auto scorer = model.make_scorer();
+  std::vector<CaptionResult> results;
+  bar = std::make_unique<ProgressBar>("captioning", static_cast<int64_t>(rows.size()), !o.quiet);
+  const int64_t n = static_cast<int64_t>(rows.size()), step = 100;
+  for (int64_t start = 0; start < n; start += step) {
+    FeatureViews chunk;
+    for (const auto& v : views) chunk.push_back(v.narrow(0, start, std::min(step, n - start)));
+    auto captions = search_captions(*scorer, chunk, search);
+    for (size_t i = 0; i < captions.size(); ++i) {
+      results.push_back({refs.records[static_cast<size_t>(start) + i].image_id, model.vocab.decode(captions[i].tokens)});
+    }
+    bar->update(start + static_cast<int64_t>(captions.size()));
+  }
+  bar->finish();
   return results;
 }
 
@@ -130,6 +151,8 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--output", o->output, "With --images: also write the captions as a COCO results file");
   cmd->add_option("--beam", o->beam, "Beam width (default: the model's)")->check(CLI::Range(1, 64));
   cmd->add_option("--length-penalty", o->length_penalty, "Length penalty alpha (default: the model's)");
+  cmd->add_option("--block-ngram", o->block_ngram, "Never repeat an n-gram of this size (default: the model's)");
+  cmd->add_option("--cache-dir", o->cache_dir, "Where image features are cached (empty: no cache)");
   cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(1, 1024));
   cmd->add_option("--threads", o->threads, "LibTorch threads (0: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64));

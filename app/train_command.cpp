@@ -13,12 +13,10 @@ namespace {
 struct TrainCommandOptions {
   TrainJob job;
   std::string injection = "every-step";
-  int threads = 0;
   bool quiet = false;
 };
 
 void run_train(TrainCommandOptions& o, const std::string& command_line) {
-  set_threads(o.threads);
   auto& job = o.job;
   job.decoder.image_every_step = o.injection != "init";
   job.decoder.image_init_state = o.injection != "every-step";
@@ -130,7 +128,7 @@ void add_train_command(CLI::App& app) {
 
   auto run = "Running";
   cmd->add_option("--cache-dir", job.cache_dir, "Where image features are cached")->group(run);
-  cmd->add_option("--threads", o->threads, "LibTorch threads (0: all cores)")->check(CLI::NonNegativeNumber)->group(run);
+  cmd->add_option("--threads", job.threads, "LibTorch threads (0: all cores to encode, 1 to train: fastest here)")->check(CLI::NonNegativeNumber)->group(run);
   cmd->add_option("--loader-threads", job.loader_threads, "Image decoding threads")->check(CLI::PositiveNumber)->group(run);
   cmd->add_option("--device", job.device, "cpu, cuda or auto (cuda when available)")->group(run);
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bars")->group(run);

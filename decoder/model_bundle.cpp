@@ -26,6 +26,31 @@ std::unique_ptr<SequenceScorer> ModelBundle::make_scorer() const {
   return std::make_unique<EnsembleScorer>(std::move(scorers));
 }
 
+ModelBundle make_ensemble(std::vector<ModelBundle> parts, bool flip_tta) {
+  if (parts.empty()) throw std::invalid_argument("an ensemble needs at least one model");
+  ModelBundle out = std::move(parts.front());
+  std::vector<BundleMember> decoders = std::move(out.members);
+  for (size_t i = 1; i < parts.size(); ++i) {
+    if (parts[i].vocab.fingerprint() != out.vocab.fingerprint()) {
+      throw std::invalid_argument("model " + std::to_string(i + 1) + " has another vocabulary: ensemble members must be trained on the same captions with the same --min-word-count");
+    }
+    if (parts[i].encoder.fingerprint() != out.encoder.fingerprint()) {
+      throw std::invalid_argument("model " + std::to_string(i + 1) + " was trained with another encoder");
+    }
+    for (auto& m : parts[i].members) decoders.push_back(std::move(m));
+  }
+  for (const auto& m : decoders) {
+    if (m.view == 0) out.members.push_back({m.decoder, 0, ""});
+  }
+  if (flip_tta) {
+    for (const auto& m : decoders) {
+      if (m.view == 0) out.members.push_back({m.decoder, 1, ""});
+    }
+  }
+  out.training["ensemble"] = {{"members", decoders.size()}, {"flip_tta", flip_tta}};
+  return out;
+}
+
 void save_decoder_weights(CaptionDecoder& decoder, const fs::path& file, bool fp16) {
   torch::serialize::OutputArchive archive;
   for (const auto& p : decoder->named_parameters()) {
@@ -91,12 +116,19 @@ void ModelBundle::save(const fs::path& dir, bool fp16) const {
   // the previous config with weights of the same layout from a later epoch; never a torn file.
   vocab.save(target / "vocab.json");
   json jm = json::array();
+  std::vector<std::pair<const CaptionDecoderImpl*, std::string>> written;  // a decoder shared by views is stored once
   for (size_t i = 0; i < members.size(); ++i) {
-    std::string name = members[i].weights_file.empty()
-                           ? (members.size() == 1 ? "decoder.pt" : "decoder-" + std::to_string(i + 1) + ".pt")
-                           : members[i].weights_file;
-    auto decoder = members[i].decoder;
-    save_decoder_weights(decoder, target / name, fp16);
+    const CaptionDecoderImpl* impl = members[i].decoder.get();
+    std::string name;
+    for (const auto& [d, file] : written) {
+      if (d == impl) name = file;
+    }
+    if (name.empty()) {
+      name = "decoder" + (written.empty() ? std::string() : "-" + std::to_string(written.size() + 1)) + ".pt";
+      auto decoder = members[i].decoder;
+      save_decoder_weights(decoder, target / name, fp16);
+      written.emplace_back(impl, name);
+    }
     jm.push_back({{"weights", name}, {"dtype", fp16 ? "float16" : "float32"}, {"view", members[i].view},
                   {"decoder", members[i].decoder->config().to_json()}});
   }
@@ -175,13 +207,18 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
                             std::to_string(b.encoder.feature_dim));
     }
     BundleMember m;
-    m.decoder = CaptionDecoder(dc);
     m.weights_file = jm.at("weights").as_string();
     m.view = jm.has("view") ? static_cast<size_t>(jm.at("view").as_int()) : 0;
     if (m.view > 1) jm.at("view").fail("view must be 0 (photo) or 1 (mirrored)");
-    load_decoder_weights(m.decoder, dir / m.weights_file);
-    m.decoder->to(device);
-    m.decoder->eval();
+    for (const auto& prev : b.members) {
+      if (prev.weights_file == m.weights_file) m.decoder = prev.decoder;  // one decoder, two views
+    }
+    if (!m.decoder) {
+      m.decoder = CaptionDecoder(dc);
+      load_decoder_weights(m.decoder, dir / m.weights_file);
+      m.decoder->to(device);
+      m.decoder->eval();
+    }
     b.members.push_back(std::move(m));
   }
   if (root.has("search")) b.search = search_options_from_json(config["search"], origin);

@@ -43,6 +43,11 @@ struct ModelBundle {
   static ModelBundle load(const std::filesystem::path& dir, torch::Device device = torch::kCPU);
 };
 
+// Combines trained bundles that share a vocabulary and encoder into one ensemble whose members
+// vote at every decoding step; with flip_tta every decoder also reads the mirrored photo.
+// Decoding defaults and the training record come from the first bundle.
+ModelBundle make_ensemble(std::vector<ModelBundle> parts, bool flip_tta);
+
 // Decoder weights alone (named tensors), optionally stored as float16.
 void save_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file, bool fp16);
 void load_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file);

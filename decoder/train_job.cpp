@@ -1,10 +1,12 @@
 #include "decoder/train_job.h"
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 
 #include "datasets/caption_dataset.h"
 #include "encoder/feature_cache.h"
+#include "encoder/threading.h"
 #include "vocab/tokenizer.h"
 
 namespace captioner {
@@ -68,6 +70,8 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   }
 
   torch::Device device = resolve_device(job.device);
+  const ThreadPlan threads = ThreadPlan::choose(job.threads);
+  std::optional<ScopedTorchThreads> encoder_threads(std::in_place, threads.encoder);
   Encoder encoder = Encoder::load(job.encoder_file, device);
   FeatureCacheOptions fo;
   fo.cache_dir = job.cache_dir;
@@ -83,6 +87,8 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
     if (cb.on_features) cb.on_features("validation images", done, total);
   };
   FeatureSet val_feats = compute_features(encoder, image_paths(val), fo);
+  encoder_threads.reset();
+  ScopedTorchThreads decoder_threads(threads.decoder);
   keep_readable(train, train_feats, say);
   keep_readable(val, val_feats, say);
 

@@ -29,6 +29,7 @@ struct TrainJob {
   size_t max_train_images = 0;            // 0: all (a first N for quick experiments)
   size_t max_val_images = 0;
   int loader_threads = 2;
+  int threads = 0;                        // LibTorch threads; 0: ThreadPlan::choose's split
   int encoder_batch = 8;
   std::string device = "auto";
   std::string command_line;               // recorded in the model bundle

@@ -44,7 +44,11 @@ struct TrainerOptions {
   int checkpoint_every = 500;     // batches (and at every epoch end)
   int log_every = 50;             // batches between loss lines in metrics.jsonl
   int val_batch = 500;
-  SearchOptions val_search;       // greedy (beam 1) unless changed
+  SearchOptions val_search = [] {  // greedy unless changed
+    SearchOptions s;
+    s.beam_size = 1;
+    return s;
+  }();
   bool resume = false;
   bool fp16_bundle = false;
   const std::atomic<bool>* stop = nullptr;  // set by a signal handler: checkpoint and return
