@@ -3,11 +3,17 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "app/cli_util.h"
 #include "app/commands.h"
+#include "datasets/caption_dataset.h"
 #include "datasets/caption_writer.h"
+#include "datasets/html_report.h"
+#include "datasets/metrics/bleu.h"
+#include "datasets/metrics/caption_metrics.h"
+#include "vocab/tokenizer.h"
 #include "decoder/caption_pipeline.h"
 #include "encoder/image_files.h"
 
@@ -19,6 +25,8 @@ struct CaptionOptions {
   std::string model;
   std::string output;
   std::string format;
+  std::string html;
+  std::string annotations;
   std::string device = "auto";
   int beam = 0;           // 0: the model's default
   int max_len = 0;
@@ -56,6 +64,7 @@ void run_caption(const CaptionOptions& o) {
   Encoder encoder = Encoder::load(model.encoder_file, device);
 
   CaptionPipelineOptions po;
+  po.thumbnail_size = o.html.empty() ? 0 : 320;
   po.batch_size = o.batch;
   po.loader_threads = o.loader_threads;
   po.image.max_pixels = o.max_pixels;
@@ -90,6 +99,22 @@ void run_caption(const CaptionOptions& o) {
                                                            : std::make_unique<CaptionWriter>(std::filesystem::path(o.output), format);
   for (const auto& r : previous) writer->write(r);
 
+  // --html: a page with thumbnails; with --annotations also references and per-image BLEU-4.
+  std::unique_ptr<HtmlReport> report;
+  std::unordered_map<std::string, const CaptionRecord*> refs_by_name;
+  CaptionDataset refs;
+  std::vector<std::string> scored_hyps;
+  std::vector<std::vector<std::string>> scored_refs;
+  if (!o.html.empty()) {
+    report = std::make_unique<HtmlReport>(std::filesystem::path(o.html), "captioner: " + std::to_string(todo.size()) + " images");
+    if (!o.annotations.empty()) {
+      DatasetOptions dopt;
+      dopt.check_images = false;
+      refs = load_caption_file(o.annotations, dopt);
+      for (const auto& r : refs.records) refs_by_name[std::filesystem::path(r.file_name).filename().string()] = &r;
+    }
+  }
+
   install_stop_handlers();
   ProgressBar bar("captioning", static_cast<int64_t>(todo.size()), !o.quiet && !o.output.empty());
   auto t0 = std::chrono::steady_clock::now();
@@ -101,6 +126,19 @@ void run_caption(const CaptionOptions& o) {
     writer->write({c.file.string(), image_id_from_name(c.file, static_cast<int64_t>(previous.size() + c.index + 1)),
                    c.caption, c.log_prob});
     ++captioned;
+    if (report) {
+      ReportRow row{c.file.string(), c.caption, c.log_prob, c.thumbnail_jpeg, {}, std::nullopt};
+      auto it = refs_by_name.find(c.file.filename().string());
+      if (it != refs_by_name.end()) {
+        row.references = it->second->captions;
+        std::vector<std::string> tok_refs;
+        for (const auto& r : row.references) tok_refs.push_back(tokenize_caption_joined(r));
+        row.bleu4 = metrics::compute_bleu({tokenize_caption_joined(c.caption)}, {tok_refs}).per_image[0][3];
+        scored_hyps.push_back(c.caption);
+        scored_refs.push_back(row.references);
+      }
+      report->add(row);
+    }
   };
   cb.on_failure = [&](size_t, const ImageError& e) {
     bar.finish();
@@ -118,6 +156,19 @@ void run_caption(const CaptionOptions& o) {
   size_t failed = pipeline.run(todo, cb);
   bar.finish();
   writer->finish();
+  if (report) {
+    std::vector<std::string> summary;
+    if (!scored_hyps.empty()) {
+      auto sc = score_captions(scored_hyps, scored_refs);
+      char line[160];
+      std::snprintf(line, sizeof line, "%zu images with references: BLEU-1 %.4f  BLEU-4 %.4f  CIDEr-D %.4f  ROUGE-L %.4f",
+                    scored_hyps.size(), sc.bleu[0], sc.bleu[3], sc.cider_d, sc.rouge_l);
+      summary.push_back(line);
+    } else if (!o.annotations.empty()) {
+      summary.push_back("no captioned image is named in " + o.annotations);
+    }
+    report->finish(summary);
+  }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (stop_requested()) {
     std::cerr << "interrupted: " << captioned << " captions saved" << (o.output.empty() ? "" : " to " + o.output)
@@ -145,6 +196,9 @@ void add_caption_command(CLI::App& app) {
   cmd->add_option("--format", o->format, "json, jsonl, csv or text (default: from --output's extension; text on stdout)")
       ->check(CLI::IsMember({"json", "jsonl", "csv", "text"}));
   cmd->add_flag("--recursive,-r", o->recursive, "Also caption images in subfolders");
+  cmd->add_option("--html", o->html, "Also write a self-contained HTML page with a thumbnail and the caption of every image");
+  cmd->add_option("--annotations", o->annotations, "With --html: show these reference captions and each image's BLEU-4 (matched by file name)")
+      ->check(CLI::ExistingFile);
   cmd->add_flag("--resume", o->resume, "Skip images already captioned in --output and add the rest");
   auto search = "Decoding (defaults: the model's)";
   cmd->add_option("--beam", o->beam, "Beam width (1: greedy)")->check(CLI::Range(1, 64))->group(search);

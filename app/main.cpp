@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   captioner::cli::add_train_command(app);
   captioner::cli::add_eval_command(app);
   captioner::cli::add_ensemble_command(app);
+  captioner::cli::add_plot_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -53,10 +53,12 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
   cb.trainer.on_epoch = [&](const EpochReport& r) {
     if (bar) bar->finish();
     bar.reset();
-    char line[256];
+    char line[320];
     std::snprintf(line, sizeof line,
-                  "[epoch %d/%d] loss %.4f  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
-                  r.epoch, job.trainer.epochs, r.train_loss, r.bleu[0], r.bleu[3], r.improved ? " *" : "  ",
+                  "[epoch %d/%d] loss %.4f%s  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
+                  r.epoch, job.trainer.epochs, r.train_loss,
+                  job.trainer.objective == "scst" ? (" reward " + std::to_string(r.train_reward).substr(0, 6)).c_str() : "",
+                  r.bleu[0], r.bleu[3], r.improved ? " *" : "  ",
                   r.best_bleu4, r.best_epoch, r.learning_rate, format_duration(r.seconds).c_str(), r.captions_per_second);
     std::cerr << line << std::endl;
   };
@@ -119,6 +121,12 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--checkpoint-every", t.checkpoint_every, "Batches between checkpoints (also after every epoch)")->check(CLI::PositiveNumber)->group(train);
   cmd->add_flag("--resume", t.resume, "Continue from <output>/checkpoint.pt")->group(train);
   cmd->add_flag("--fp16", t.fp16_bundle, "Store the model's weights as float16 (half the size)")->group(train);
+  cmd->add_option("--objective", t.objective, "xe: cross-entropy; scst: self-critical training with a CIDEr-D reward (use with --init-from)")
+      ->check(CLI::IsMember({"xe", "scst"}))->group(train);
+  cmd->add_option("--init-from", job.init_from, "Start from this trained model (its vocabulary and decoder)")->check(CLI::ExistingDirectory)->group(train);
+  cmd->add_option("--scst-samples", t.scst_samples, "scst: captions sampled per image")->check(CLI::Range(2, 32))->group(train);
+  cmd->add_option("--scst-images", t.scst_images, "scst: images per batch")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_option("--scst-max-len", t.scst_max_length, "scst: maximum words of a sampled caption")->check(CLI::Range(1, 100))->group(train);
 
   auto decoding = "Decoding defaults stored with the model";
   cmd->add_option("--beam", job.search.beam_size, "Beam width")->check(CLI::Range(1, 64))->group(decoding);

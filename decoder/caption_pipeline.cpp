@@ -17,6 +17,7 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
   bo.workers = options_.loader_threads;
   bo.prefetch = options_.prefetch;
   bo.with_flipped = model_.num_views() > 1;
+  bo.thumbnail_size = options_.thumbnail_size;
   ImageBatcher batcher(files, ImageLoader(encoder_.info().spec, options_.image), bo);
   auto scorer = model_.make_scorer();
   size_t failed = 0, done = 0;
@@ -36,6 +37,7 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
         out.file = files[out.index];
         out.caption = model_.vocab.decode(captions[i].tokens);
         out.log_prob = captions[i].log_prob;
+        if (i < batch.thumbnails.size()) out.thumbnail_jpeg = std::move(batch.thumbnails[i]);
         if (cb.on_caption) cb.on_caption(out);
       }
     }

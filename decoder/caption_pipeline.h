@@ -19,6 +19,7 @@ struct CaptionedImage {
   std::filesystem::path file;
   std::string caption;
   double log_prob = 0;
+  std::string thumbnail_jpeg;   // when CaptionPipelineOptions::thumbnail_size > 0
 };
 
 struct CaptionPipelineOptions {
@@ -26,6 +27,7 @@ struct CaptionPipelineOptions {
   int loader_threads = 2;
   int prefetch = 4;
   SearchOptions search;         // usually the bundle's defaults with command-line overrides
+  int thumbnail_size = 0;       // > 0: hand back a JPEG thumbnail with each caption (HTML report)
   ImageLoaderOptions image;
 };
 

@@ -107,10 +107,33 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
     }
   }
   ModelBundle model;
-  model.vocab = Vocabulary::build(tokenized, job.min_word_count);
-  if (model.vocab.size() <= Vocabulary::kNumSpecial) {
-    throw std::runtime_error("no word occurs " + std::to_string(job.min_word_count) +
-                             " times in the training captions: lower --min-word-count or add data");
+  if (!job.init_from.empty()) {
+    // Fine-tuning: the starting model fixes the vocabulary and the decoder's shape.
+    ModelBundle init = ModelBundle::load(job.init_from, device);
+    if (init.members.size() != 1 || init.members[0].view != 0) {
+      throw std::runtime_error("--init-from " + job.init_from.string() + ": can only continue from a single model, not an ensemble");
+    }
+    if (init.encoder.fingerprint() != encoder.info().fingerprint()) {
+      throw std::runtime_error("--init-from " + job.init_from.string() + " was trained with another encoder than " +
+                               job.encoder_file.string());
+    }
+    model.vocab = init.vocab;
+    model.members.push_back(init.members[0]);
+    model.members[0].decoder->train();
+  } else {
+    model.vocab = Vocabulary::build(tokenized, job.min_word_count);
+    if (model.vocab.size() <= Vocabulary::kNumSpecial) {
+      throw std::runtime_error("no word occurs " + std::to_string(job.min_word_count) +
+                               " times in the training captions: lower --min-word-count or add data");
+    }
+    DecoderConfig dc = job.decoder;
+    dc.vocab_size = static_cast<int64_t>(model.vocab.size());
+    dc.feature_dim = encoder.info().feature_dim;
+    torch::manual_seed(job.trainer.seed);
+    BundleMember member;
+    member.decoder = CaptionDecoder(dc);
+    member.decoder->to(device);
+    model.members.push_back(member);
   }
   model.encoder = encoder.info();
   model.encoder_file = job.encoder_file;
@@ -125,15 +148,6 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   vdata.features = val_feats.features;
   for (const auto& r : val.records) vdata.references.push_back(r.captions);
 
-  DecoderConfig dc = job.decoder;
-  dc.vocab_size = static_cast<int64_t>(model.vocab.size());
-  dc.feature_dim = encoder.info().feature_dim;
-  torch::manual_seed(job.trainer.seed);
-  BundleMember member;
-  member.decoder = CaptionDecoder(dc);
-  member.decoder->to(device);
-  model.members.push_back(member);
-
   const auto& t = job.trainer;
   model.training = {
       {"command", job.command_line},
@@ -143,7 +157,8 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
                    {"lr_decay", t.lr_decay}, {"lr_decay_every", t.lr_decay_every}, {"weight_decay", t.weight_decay},
                    {"grad_clip", t.grad_clip}, {"label_smoothing", t.label_smoothing}, {"patience", t.patience},
                    {"flip_augment", t.flip_augment}, {"seed", t.seed}, {"min_word_count", job.min_word_count},
-                   {"max_caption_length", job.max_caption_length}}}};
+                   {"max_caption_length", job.max_caption_length}, {"objective", t.objective},
+                   {"init_from", job.init_from.string()}}}};
   if (say) {
     say("training on " + std::to_string(data.captions.size()) + " captions of " + std::to_string(train.records.size()) +
         " images; validating on " + std::to_string(val.records.size()) + " images; vocabulary " +

@@ -23,6 +23,7 @@ struct TrainJob {
   std::string karpathy_val_split = "val";
   std::filesystem::path encoder_file;
   std::filesystem::path output_dir;
+  std::filesystem::path init_from;        // start from this model (its vocabulary and decoder), e.g. for scst
   std::filesystem::path cache_dir;        // image features are cached here; empty: no cache
   int min_word_count = 5;
   int max_caption_length = 30;            // words; longer training captions are cut

@@ -25,7 +25,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 json report_json(const EpochReport& r) {
-  return json{{"type", "epoch"},       {"epoch", r.epoch},      {"train_loss", r.train_loss},
+  return json{{"type", "epoch"},       {"epoch", r.epoch},      {"train_loss", r.train_loss}, {"train_reward", r.train_reward},
               {"bleu1", r.bleu[0]},    {"bleu2", r.bleu[1]},    {"bleu3", r.bleu[2]},
               {"bleu4", r.bleu[3]},    {"lr", r.learning_rate}, {"seconds", r.seconds},
               {"captions_per_second", r.captions_per_second},   {"improved", r.improved},
@@ -36,6 +36,7 @@ EpochReport report_from_json(const json& j) {
   EpochReport r;
   r.epoch = j.at("epoch");
   r.train_loss = j.at("train_loss");
+  r.train_reward = j.value("train_reward", 0.0);
   r.bleu = {j.at("bleu1"), j.at("bleu2"), j.at("bleu3"), j.at("bleu4")};
   r.learning_rate = j.at("lr");
   r.seconds = j.at("seconds");
@@ -60,6 +61,19 @@ Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, Trai
   if (options_.flip_augment && !train_.flipped.defined()) throw std::invalid_argument("flip augmentation needs mirrored features");
   fs::create_directories(out_);
   device_ = decoder_->parameters().front().device();
+  if (options_.objective != "xe" && options_.objective != "scst") {
+    throw std::invalid_argument("objective must be xe or scst, not " + options_.objective);
+  }
+  if (options_.objective == "scst") {
+    if (options_.scst_samples < 2) throw std::invalid_argument("scst needs at least 2 samples per image");
+    // The reward's references: every training caption of the image, as word ids.
+    std::vector<std::vector<std::vector<int64_t>>> refs(static_cast<size_t>(train_.features.size(0)));
+    for (size_t i = 0; i < train_.captions.size(); ++i) {
+      const auto& c = train_.captions[i];
+      refs.at(static_cast<size_t>(train_.caption_image[i])).emplace_back(c.begin() + 1, c.end() - 1);
+    }
+    reward_ = std::make_unique<metrics::CiderReward>(refs);
+  }
   optimizer_ = std::make_unique<torch::optim::Adam>(
       decoder_->parameters(), torch::optim::AdamOptions(options_.learning_rate).weight_decay(options_.weight_decay));
 }
@@ -67,6 +81,17 @@ Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, Trai
 std::vector<std::vector<int64_t>> Trainer::epoch_batches(int epoch) const {
   // A fixed function of (seed, epoch): resuming rebuilds exactly the same batches.
   std::mt19937_64 rng(options_.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+  if (options_.objective == "scst") {  // batches of images
+    std::vector<int64_t> images(static_cast<size_t>(train_.features.size(0)));
+    for (size_t i = 0; i < images.size(); ++i) images[i] = static_cast<int64_t>(i);
+    std::shuffle(images.begin(), images.end(), rng);
+    std::vector<std::vector<int64_t>> batches;
+    for (size_t start = 0; start < images.size(); start += options_.scst_images) {
+      batches.emplace_back(images.begin() + static_cast<std::ptrdiff_t>(start),
+                           images.begin() + static_cast<std::ptrdiff_t>(std::min(images.size(), start + options_.scst_images)));
+    }
+    return batches;
+  }
   std::vector<int64_t> order(train_.captions.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
   std::shuffle(order.begin(), order.end(), rng);
@@ -87,6 +112,19 @@ std::vector<std::vector<int64_t>> Trainer::epoch_batches(int epoch) const {
   return batches;
 }
 
+torch::Tensor Trainer::image_features(const std::vector<int64_t>& images, int epoch, int64_t batch_index) const {
+  auto index = torch::tensor(images);
+  auto feats = train_.features.index_select(0, index);
+  if (options_.flip_augment) {
+    std::mt19937_64 rng(options_.seed ^ (static_cast<uint64_t>(epoch) << 40) ^ static_cast<uint64_t>(batch_index));
+    std::vector<int64_t> flip(images.size());
+    for (auto& f : flip) f = static_cast<int64_t>(rng() & 1);
+    auto mask = torch::tensor(flip).to(torch::kBool).unsqueeze(1);
+    feats = torch::where(mask, train_.flipped.index_select(0, index), feats);
+  }
+  return feats.to(device_);
+}
+
 Trainer::Batch Trainer::make_batch(const std::vector<int64_t>& ids, int epoch, int64_t batch_index) const {
   size_t T = 0;
   for (int64_t id : ids) T = std::max(T, train_.captions[id].size());
@@ -99,18 +137,70 @@ Trainer::Batch Trainer::make_batch(const std::vector<int64_t>& ids, int epoch, i
     for (size_t t = 0; t < c.size(); ++t) ta[b][t] = c[t];
     images[b] = train_.caption_image[ids[b]];
   }
-  auto index = torch::tensor(images);
-  Batch batch{train_.features.index_select(0, index), tokens};
-  batch.tokens = batch.tokens.to(device_);
-  if (options_.flip_augment) {
-    std::mt19937_64 rng(options_.seed ^ (static_cast<uint64_t>(epoch) << 40) ^ static_cast<uint64_t>(batch_index));
-    std::vector<uint8_t> flip(B);
-    for (auto& f : flip) f = static_cast<uint8_t>(rng() & 1);
-    auto mask = torch::tensor(std::vector<int64_t>(flip.begin(), flip.end())).to(torch::kBool).unsqueeze(1);
-    batch.features = torch::where(mask, train_.flipped.index_select(0, index), batch.features);
+  return Batch{image_features(images, epoch, batch_index), tokens.to(device_)};
+}
+
+std::pair<double, double> Trainer::train_step(const std::vector<int64_t>& items, int epoch, int64_t b) {
+  if (options_.objective == "scst") return scst_step(items, epoch, b);
+  decoder_->train();
+  Batch batch = make_batch(items, epoch, b);
+  optimizer_->zero_grad();
+  auto loss = decoder_->loss(batch.features, batch.tokens, options_.label_smoothing);
+  loss.backward();
+  if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
+  optimizer_->step();
+  return {loss.item<double>(), 0.0};
+}
+
+std::pair<double, double> Trainer::scst_step(const std::vector<int64_t>& images, int epoch, int64_t b) {
+  const int64_t n = options_.scst_samples;
+  const int64_t B = static_cast<int64_t>(images.size());
+  // Dropout off: the captions are sampled from, and credited to, the same policy.
+  decoder_->eval();
+  auto feats = image_features(images, epoch, b).repeat_interleave(n, 0);  // (B*n, D)
+  SearchOptions so;
+  so.sample = true;
+  so.max_length = options_.scst_max_length;
+  so.seed = options_.seed * 7919ULL + (static_cast<uint64_t>(epoch) << 32) + static_cast<uint64_t>(b);
+  std::vector<Caption> samples;
+  {
+    DecoderScorer scorer(decoder_);
+    samples = sample_captions(scorer, {feats}, so);
   }
-  batch.features = batch.features.to(device_);
-  return batch;
+  // Rewards, and each sample's baseline: the mean reward of the image's other samples.
+  std::vector<double> reward(samples.size()), advantage(samples.size());
+  double mean_reward = 0;
+  for (int64_t i = 0; i < B * n; ++i) {
+    reward[i] = reward_->score(samples[i].tokens, static_cast<size_t>(images[i / n]));
+    mean_reward += reward[i];
+  }
+  for (int64_t img = 0; img < B; ++img) {
+    double sum = 0;
+    for (int64_t k = 0; k < n; ++k) sum += reward[img * n + k];
+    for (int64_t k = 0; k < n; ++k) advantage[img * n + k] = reward[img * n + k] - (sum - reward[img * n + k]) / (n - 1);
+  }
+  // log p(sample) with gradients: teacher forcing over <start> sample <end>.
+  size_t T = 0;
+  for (const auto& c : samples) T = std::max(T, c.tokens.size() + 2);
+  auto tokens = torch::zeros({B * n, static_cast<int64_t>(T)}, torch::kLong);
+  auto ta = tokens.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < B * n; ++i) {
+    ta[i][0] = Vocabulary::kStart;
+    for (size_t t = 0; t < samples[i].tokens.size(); ++t) ta[i][t + 1] = samples[i].tokens[t];
+    ta[i][samples[i].tokens.size() + 1] = Vocabulary::kEnd;
+  }
+  tokens = tokens.to(device_);
+  optimizer_->zero_grad();
+  auto inputs = tokens.narrow(1, 0, tokens.size(1) - 1);
+  auto targets = tokens.narrow(1, 1, tokens.size(1) - 1);
+  auto logp = torch::log_softmax(decoder_->forward(feats, inputs), -1).gather(2, targets.unsqueeze(2)).squeeze(2);
+  auto seq_logp = (logp * (targets != Vocabulary::kPad).to(logp.dtype())).sum(1);
+  auto adv = torch::tensor(advantage, torch::kDouble).to(seq_logp.dtype()).to(device_);
+  auto loss = -(adv * seq_logp).mean();
+  loss.backward();
+  if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
+  optimizer_->step();
+  return {loss.item<double>(), mean_reward / static_cast<double>(B * n)};
 }
 
 std::string Trainer::fingerprint() const {
@@ -123,7 +213,8 @@ std::string Trainer::fingerprint() const {
                                  train_.captions[i].size() * sizeof(int64_t)), h);
     h = fnv1a64(std::to_string(train_.caption_image[i]), h);
   }
-  json o{{"batch", options_.batch_size}, {"lr", options_.learning_rate}, {"decay", options_.lr_decay},
+  json o{{"objective", options_.objective}, {"samples", options_.scst_samples}, {"images", options_.scst_images},
+         {"scst_len", options_.scst_max_length}, {"batch", options_.batch_size}, {"lr", options_.learning_rate}, {"decay", options_.lr_decay},
          {"every", options_.lr_decay_every}, {"wd", options_.weight_decay}, {"clip", options_.grad_clip},
          {"smooth", options_.label_smoothing}, {"flip", options_.flip_augment}, {"seed", options_.seed},
          {"n_train", train_.features.size(0)}, {"n_val", val_.features.size(0)}};
@@ -265,11 +356,11 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
     auto t0 = std::chrono::steady_clock::now();
     double seconds_before = epoch == start_epoch ? state.value("epoch_seconds", 0.0) : 0.0;
     if (epoch != start_epoch || start_batch == 0) {
+      state["epoch_reward_sum"] = 0.0;
       state["epoch_loss_sum"] = 0.0;
       state["epoch_loss_count"] = 0;
     }
     int64_t captions_done = 0;
-    decoder_->train();
     for (int64_t b = (epoch == start_epoch ? start_batch : 0); b < nb; ++b) {
       if (options_.stop && options_.stop->load()) {
         state["epoch_seconds"] = seconds_before + seconds_since(t0);
@@ -279,23 +370,20 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
         result.epochs_completed = epoch;
         return result;
       }
-      Batch batch = make_batch(batches[b], epoch, b);
-      optimizer_->zero_grad();
-      auto loss = decoder_->loss(batch.features, batch.tokens, options_.label_smoothing);
-      loss.backward();
-      if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
-      optimizer_->step();
-      double l = loss.item<double>();
+      auto [l, reward] = train_step(batches[b], epoch, b);
       if (!std::isfinite(l)) throw std::runtime_error("training diverged (loss " + std::to_string(l) + "); lower --lr");
       int64_t step = state.at("step").get<int64_t>() + 1;
       state["step"] = step;
       state["epoch_loss_sum"] = state.at("epoch_loss_sum").get<double>() + l * static_cast<double>(batches[b].size());
       state["epoch_loss_count"] = state.at("epoch_loss_count").get<int64_t>() + static_cast<int64_t>(batches[b].size());
-      captions_done += static_cast<int64_t>(batches[b].size());
+      state["epoch_reward_sum"] = state.value("epoch_reward_sum", 0.0) + reward * static_cast<double>(batches[b].size());
+      captions_done += static_cast<int64_t>(batches[b].size()) * (reward_ ? options_.scst_samples : 1);
       double rate = captions_done / std::max(1e-9, seconds_since(t0));
       if (cb.on_batch) cb.on_batch(epoch + 1, b + 1, nb, l, rate);
       if (options_.log_every > 0 && step % options_.log_every == 0) {
-        append_metrics({{"type", "batch"}, {"epoch", epoch + 1}, {"batch", b + 1}, {"step", step}, {"loss", l}, {"lr", lr}});
+        json line{{"type", "batch"}, {"epoch", epoch + 1}, {"batch", b + 1}, {"step", step}, {"loss", l}, {"lr", lr}};
+        if (reward_) line["reward"] = reward;
+        append_metrics(line);
       }
       if (options_.checkpoint_every > 0 && (b + 1) % options_.checkpoint_every == 0 && b + 1 < nb) {
         state["epoch_seconds"] = seconds_before + seconds_since(t0);
@@ -307,8 +395,11 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
     EpochReport r;
     r.epoch = epoch + 1;
     r.train_loss = state.at("epoch_loss_sum").get<double>() / std::max<int64_t>(1, state.at("epoch_loss_count").get<int64_t>());
+    r.train_reward = state.value("epoch_reward_sum", 0.0) / std::max<int64_t>(1, state.at("epoch_loss_count").get<int64_t>());
     r.learning_rate = lr;
-    r.captions_per_second = static_cast<double>(train_.captions.size()) / std::max(1e-9, train_seconds);
+    r.captions_per_second = static_cast<double>(reward_ ? train_.features.size(0) * options_.scst_samples
+                                                        : static_cast<int64_t>(train_.captions.size())) /
+                            std::max(1e-9, train_seconds);
     r.bleu = validate();
     r.seconds = train_seconds;
     double best = state.at("best_bleu4");

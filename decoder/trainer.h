@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "datasets/metrics/cider_reward.h"
 #include "decoder/model_bundle.h"
 
 namespace captioner {
@@ -51,12 +52,20 @@ struct TrainerOptions {
   }();
   bool resume = false;
   bool fp16_bundle = false;
+  // "xe": cross-entropy with teacher forcing. "scst": self-critical sequence training (Rennie et
+  // al. 2017) with CIDEr-D on the training captions as the reward and the mean reward of the
+  // image's other samples as the baseline (Luo 2020); start it from an xe-trained model.
+  std::string objective = "xe";
+  int scst_samples = 5;           // captions sampled per image
+  int scst_images = 32;           // images per batch
+  int scst_max_length = 16;
   const std::atomic<bool>* stop = nullptr;  // set by a signal handler: checkpoint and return
 };
 
 struct EpochReport {
   int epoch = 0;                  // 1-based
   double train_loss = 0;
+  double train_reward = 0;        // scst: mean CIDEr-D of the sampled captions
   std::array<double, 4> bleu{};
   double learning_rate = 0;
   double seconds = 0;
@@ -101,6 +110,10 @@ class Trainer {
   };
   std::vector<std::vector<int64_t>> epoch_batches(int epoch) const;
   Batch make_batch(const std::vector<int64_t>& caption_ids, int epoch, int64_t batch_index) const;
+  // One optimisation step; returns (loss, reward). `items` are captions (xe) or images (scst).
+  std::pair<double, double> train_step(const std::vector<int64_t>& items, int epoch, int64_t batch_index);
+  std::pair<double, double> scst_step(const std::vector<int64_t>& images, int epoch, int64_t batch_index);
+  torch::Tensor image_features(const std::vector<int64_t>& images, int epoch, int64_t batch_index) const;
   std::string fingerprint() const;
   void save_checkpoint(int epoch, int64_t next_batch, const nlohmann::json& state);
   bool load_checkpoint(nlohmann::json& state);
@@ -115,6 +128,7 @@ class Trainer {
   std::filesystem::path out_;
   std::unique_ptr<torch::optim::Adam> optimizer_;
   torch::Device device_ = torch::kCPU;
+  std::unique_ptr<metrics::CiderReward> reward_;  // scst only
 };
 
 }  // namespace captioner

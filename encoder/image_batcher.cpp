@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 namespace captioner {
 
@@ -27,6 +29,17 @@ ImageBatcher::~ImageBatcher() {
   for (auto& t : threads_) t.join();
 }
 
+std::string make_thumbnail(const cv::Mat& rgb, int longer_side) {
+  double scale = std::min(1.0, static_cast<double>(longer_side) / std::max(rgb.cols, rgb.rows));
+  cv::Mat small, bgr;
+  cv::resize(rgb, small, cv::Size(std::max(1, static_cast<int>(rgb.cols * scale)), std::max(1, static_cast<int>(rgb.rows * scale))),
+             0, 0, cv::INTER_AREA);
+  cv::cvtColor(small, bgr, cv::COLOR_RGB2BGR);
+  std::vector<uchar> buf;
+  cv::imencode(".jpg", bgr, buf, {cv::IMWRITE_JPEG_QUALITY, 80});
+  return std::string(buf.begin(), buf.end());
+}
+
 ImageBatch ImageBatcher::load_batch(size_t number) const {
   const size_t begin = number * options_.batch_size;
   const size_t end = std::min(files_.size(), begin + options_.batch_size);
@@ -44,6 +57,7 @@ ImageBatch ImageBatcher::load_batch(size_t number) const {
       cv::Mat rgb = loader_.decode(files_[i]);
       loader_.preprocess(rgb, pixels.data_ptr<float>() + row * stride);
       if (flipped.defined()) loader_.preprocess(rgb, flipped.data_ptr<float>() + row * stride, true);
+      if (options_.thumbnail_size > 0) batch.thumbnails.push_back(make_thumbnail(rgb, options_.thumbnail_size));
       batch.indices.push_back(i);
       ++row;
     } catch (const ImageError& e) {

@@ -24,6 +24,7 @@ struct ImageBatch {
   torch::Tensor flipped;              // same, mirrored left-right; defined only when asked for
   std::vector<ImageError> failures;   // inputs of this batch that did not load
   std::vector<size_t> failed_indices; // their positions in the input list
+  std::vector<std::string> thumbnails;  // JPEG thumbnails of the loaded images, when asked for
 };
 
 struct ImageBatcherOptions {
@@ -31,7 +32,11 @@ struct ImageBatcherOptions {
   int workers = 2;
   int prefetch = 4;           // batches loaded ahead of the consumer
   bool with_flipped = false;  // also produce mirrored copies (test-time augmentation, training)
+  int thumbnail_size = 0;     // > 0: also a JPEG thumbnail whose longer side is this many pixels
 };
+
+// A JPEG of `rgb` scaled so its longer side is at most `longer_side` pixels.
+std::string make_thumbnail(const cv::Mat& rgb, int longer_side);
 
 class ImageBatcher {
  public:

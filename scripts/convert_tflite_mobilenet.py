@@ -60,13 +60,16 @@ class ConvLayer(nn.Module):
 
 
 class MobileNetV2Encoder(nn.Module):
-    def __init__(self, layers: List[ConvLayer], classifier: nn.Linear):
+    pyramid: torch.jit.Final[bool]
+
+    def __init__(self, layers: List[ConvLayer], classifier: nn.Linear, pyramid: bool = False):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.classifier = classifier
+        self.pyramid = pyramid
 
-    def forward(self, x):
-        """x: (N, 3, H, W) float RGB in [-1, 1] -> (N, 1280) pooled features."""
+    def feature_map(self, x):
+        """x: (N, 3, H, W) float RGB in [-1, 1] -> (N, 1280, H/32, W/32), before pooling."""
         residual = x
         for layer in self.layers:
             if layer.save_input:
@@ -74,15 +77,25 @@ class MobileNetV2Encoder(nn.Module):
             x = layer(x)
             if layer.add_residual:
                 x = x + residual
-        return x.mean(dim=[2, 3])
+        return x
+
+    def forward(self, x):
+        """(N, 3, H, W) -> (N, 1280) globally pooled features; with pyramid pooling also the
+        averages of the 2x2 quadrants: (N, 1280 * 5), global first."""
+        fmap = self.feature_map(x)
+        pooled = fmap.mean(dim=[2, 3])
+        if self.pyramid:
+            quads = F.adaptive_avg_pool2d(fmap, 2).flatten(1)
+            return torch.cat([pooled, quads], dim=1)
+        return pooled
 
     @torch.jit.export
     def classify(self, x):
         """(N, 3, H, W) -> (N, 1001) ImageNet logits, index 0 = background."""
-        return self.classifier(self.forward(x))
+        return self.classifier(self.feature_map(x).mean(dim=[2, 3]))
 
 
-def build(model: tflite_reader.Model) -> MobileNetV2Encoder:
+def build(model: tflite_reader.Model, pyramid: bool = False) -> MobileNetV2Encoder:
     ops = model.operators
     t = model.tensors
     const = lambda i: t[i].data is not None  # noqa: E731
@@ -154,7 +167,7 @@ def build(model: tflite_reader.Model) -> MobileNetV2Encoder:
             raise ValueError("unsupported operator %s" % op.type)
     if classifier is None:
         raise ValueError("no classifier found after the pooling layer")
-    return MobileNetV2Encoder(layers, classifier)
+    return MobileNetV2Encoder(layers, classifier, pyramid)
 
 
 def load_image(path, size=224):
@@ -209,18 +222,21 @@ def main():
     ap.add_argument("--output", required=True)
     ap.add_argument("--check", nargs="*", default=[], help="photos whose top-5 ImageNet labels to print")
     ap.add_argument("--reference-image", default="", help="write <output>.reference.{png,json} from this photo for tests")
+    ap.add_argument("--pooling", choices=["global", "pyramid"], default="global",
+                    help="global: 1280-d average; pyramid: global + 2x2 quadrant averages (6400-d)")
     args = ap.parse_args()
 
     digest = sha256(args.tflite)
     if digest != EXPECTED_SHA256:
         print("warning: %s has sha256 %s, not the expected %s" % (args.tflite, digest, EXPECTED_SHA256), file=sys.stderr)
     model = tflite_reader.Model(args.tflite)
-    encoder = build(model).eval()
+    encoder = build(model, args.pooling == "pyramid").eval()
+    dim = 1280 * (5 if args.pooling == "pyramid" else 1)
     scripted = torch.jit.script(encoder)
 
     with torch.no_grad():
         feats = scripted(torch.zeros(2, 3, 224, 224))
-        if tuple(feats.shape) != (2, 1280):
+        if tuple(feats.shape) != (2, dim):
             raise SystemExit("unexpected feature shape %s" % (tuple(feats.shape),))
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -231,8 +247,8 @@ def main():
         "format": "captioner-encoder",
         "version": 1,
         "name": "mobilenet_v2_1.0_224 (ImageNet, TF-slim QAT, converted from TFLite)",
-        "arch": "mobilenet_v2",
-        "feature_dim": 1280,
+        "arch": "mobilenet_v2" + ("_pyramid" if args.pooling == "pyramid" else ""),
+        "feature_dim": dim,
         "input_size": [224, 224],
         "resize": "stretch",
         "resize_size": 224,
@@ -246,7 +262,7 @@ def main():
         json.dump(sidecar, f, indent=1)
         f.write("\n")
     os.replace(args.output + ".json.tmp", args.output + ".json")
-    print("wrote %s (%d conv layers, 1280-d features) and %s.json" % (args.output, len(encoder.layers), args.output))
+    print("wrote %s (%d conv layers, %d-d features) and %s.json" % (args.output, len(encoder.layers), dim, args.output))
 
     if args.reference_image:
         write_reference(scripted, args.reference_image, args.output)

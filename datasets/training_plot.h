@@ -1,0 +1,13 @@
+// Draws a training run's metrics.jsonl (written by the Trainer) as a PNG: the training loss per
+// logged batch and per epoch on the left, validation BLEU-1 and BLEU-4 per epoch on the right.
+#pragma once
+
+#include <filesystem>
+
+namespace captioner {
+
+// Reads `metrics_jsonl` and writes `png` (atomically). Throws with the file name on bad input.
+void plot_training_metrics(const std::filesystem::path& metrics_jsonl, const std::filesystem::path& png,
+                           int width = 1100, int height = 440);
+
+}  // namespace captioner
