@@ -1,4 +1,6 @@
 // `captioner caption`: write a sentence for every photo in the given folders and files.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -116,7 +118,8 @@ void run_caption(const CaptionOptions& o) {
   }
 
   install_stop_handlers();
-  ProgressBar bar("captioning", static_cast<int64_t>(todo.size()), !o.quiet && !o.output.empty());
+  // On a terminal that also shows the captions, a progress bar would tangle with them.
+  ProgressBar bar("captioning", static_cast<int64_t>(todo.size()), !o.quiet && (!o.output.empty() || !::isatty(STDOUT_FILENO)));
   auto t0 = std::chrono::steady_clock::now();
   auto last_snapshot = t0;
   size_t captioned = 0;

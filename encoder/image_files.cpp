@@ -37,7 +37,11 @@ ImageFileList collect_images(const std::vector<std::string>& inputs, bool recurs
     std::vector<fs::path> found;
     auto consider = [&](const fs::directory_entry& e) {
       std::error_code ec2;
-      if (!e.is_regular_file(ec2)) return;  // follows symlinks; skips sockets, broken links...
+      if (e.is_symlink(ec2) && !fs::exists(e.path(), ec2)) {
+        out.problems.push_back(e.path().string() + ": broken symbolic link");
+        return;
+      }
+      if (!e.is_regular_file(ec2)) return;  // follows symlinks; skips folders, sockets, devices
       if (looks_like_image(e.path())) {
         found.push_back(e.path());
       } else {

@@ -85,8 +85,14 @@ class MobileNetV2Encoder(nn.Module):
         fmap = self.feature_map(x)
         pooled = fmap.mean(dim=[2, 3])
         if self.pyramid:
-            quads = F.adaptive_avg_pool2d(fmap, 2).flatten(1)
-            return torch.cat([pooled, quads], dim=1)
+            # Quadrants as adaptive pooling to 2x2 would cut them (overlapping by the middle row
+            # and column when the map is odd-sized), sliced by hand: the frozen graph
+            # optimiser rejects adaptive pooling to sizes that do not divide the input.
+            h, w = fmap.size(2), fmap.size(3)
+            hs, ws = (h + 1) // 2, (w + 1) // 2
+            top, bottom = fmap[:, :, :hs], fmap[:, :, h - hs:]
+            quads = [top[:, :, :, :ws], top[:, :, :, w - ws:], bottom[:, :, :, :ws], bottom[:, :, :, w - ws:]]
+            return torch.cat([pooled] + [q.mean(dim=[2, 3]) for q in quads], dim=1)
         return pooled
 
     @torch.jit.export

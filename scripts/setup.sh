@@ -15,6 +15,7 @@ PACKAGES=(
   libopencv-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
   python3-torch python3-torchvision python3-numpy   # scripts/ only: converting and exporting encoders
   darknet                                    # its sample photos (dog, eagle, horses...) for the README demo
+  chromium                                   # tests open the HTML report in a real headless browser
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

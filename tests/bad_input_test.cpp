@@ -1,0 +1,214 @@
+// The CLI facing a real, messy folder: every bad file gets one clear line naming it, the rest is
+// captioned, and the exit code says that something failed. Uses a tiny model (fast, no ../shared).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <sstream>
+
+#include "tests/model_fixtures.h"
+#include "tests/test_util.h"
+
+using namespace captioner;
+using namespace captioner::test;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+std::string png(cv::Scalar color, int w = 12, int h = 10, int type = CV_8UC3) {
+  std::vector<uchar> buf;
+  cv::imencode(".png", cv::Mat(h, w, type, color), buf);
+  return std::string(buf.begin(), buf.end());
+}
+std::string jpeg(cv::Scalar color) {
+  std::vector<uchar> buf;
+  cv::imencode(".jpg", cv::Mat(10, 12, CV_8UC3, color), buf);
+  return std::string(buf.begin(), buf.end());
+}
+
+struct Fixture {
+  TempDir tmp;
+  fs::path model;
+  Fixture() {
+    auto vocab = make_vocab({"a", "dog", "cat", "runs", "on", "the", "grass"});
+    make_bundle(make_tiny_encoder(tmp / "encoders"), vocab).save(tmp / "model");
+    model = tmp / "model";
+  }
+  CommandResult caption(const std::string& args) { return run_cli("caption " + args + " --model " + model.string() + " -q"); }
+};
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+}  // namespace
+
+TEST(BadInput, MessyFolderIsCaptionedAndEveryBadFileNamedOnce) {
+  Fixture f;
+  fs::path dir = f.tmp / "photos";
+  fs::create_directories(dir / "nested/deeper");
+  write_text(dir / "good.jpg", jpeg({0, 0, 255}));
+  write_text(dir / "gray.png", png({90}, 12, 10, CV_8UC1));
+  write_text(dir / "rgba.png", png({0, 255, 0, 128}, 12, 10, CV_8UC4));
+  write_text(dir / "deep16.png", png({30000, 1000, 50000}, 12, 10, CV_16UC3));
+  write_text(dir / "tiny.png", png({1, 2, 3}, 1, 1));
+  write_text(dir / "png_named.jpg", png({5, 5, 5}));
+  write_text(dir / "caf\xC3\xA9 with space.png", png({7, 8, 9}));
+  fs::copy_file(fs::path(CAPTIONER_SOURCE_DIR) / "tests/data/cmyk_red_blue.jpg", dir / "cmyk.jpg");
+  fs::create_symlink(dir / "good.jpg", dir / "link_to_good.jpg");
+  write_text(dir / "nested/inner.jpg", jpeg({10, 200, 10}));
+  write_text(dir / "nested/deeper/innermost.png", png({200, 10, 10}));
+  // The bad ones.
+  write_text(dir / "empty.jpg", "");
+  std::string j = jpeg({1, 2, 3});
+  write_text(dir / "half.jpg", j.substr(0, j.size() / 2));
+  write_text(dir / "notes.txt", "a text file");        // not an image: skipped silently in a folder scan
+  write_text(dir / "text_named.png", "hello, not a png");
+  write_text(dir / "paper.pdf.jpg", "%PDF-1.5 fake document");
+  std::string big = png({0});
+  for (int i = 0; i < 4; ++i) big[16 + i] = "\x00\x00\x4e\x20"[i];  // width 20000
+  for (int i = 0; i < 4; ++i) big[20 + i] = "\x00\x00\x4e\x20"[i];  // height 20000
+  write_text(dir / "huge.png", big);
+  fs::create_symlink(dir / "gone.jpg", dir / "broken_link.jpg");
+
+  auto r = f.caption(dir.string() + " --recursive --format jsonl");
+  EXPECT_EQ(r.exit_code, 1) << "failures must show in the exit code\n" << r.err;
+  std::set<std::string> captioned;
+  for (const auto& l : lines(r.out)) captioned.insert(fs::path(json::parse(l)["file_name"].get<std::string>()).filename().string());
+  for (const char* good : {"good.jpg", "gray.png", "rgba.png", "deep16.png", "tiny.png", "png_named.jpg",
+                           "caf\xC3\xA9 with space.png", "cmyk.jpg", "link_to_good.jpg", "inner.jpg", "innermost.png"}) {
+    EXPECT_TRUE(captioned.count(good)) << good << " was not captioned\n" << r.err;
+  }
+  EXPECT_EQ(captioned.size(), 11u);
+  auto err = lines(r.err);
+  auto mentioned = [&](const std::string& name, const std::string& problem) {
+    int n = 0;
+    for (const auto& l : err) n += l.find(name) != std::string::npos && l.find(problem) != std::string::npos;
+    EXPECT_EQ(n, 1) << name << " should be reported once with \"" << problem << "\"\n" << r.err;
+  };
+  mentioned("empty.jpg", "empty file");
+  mentioned("half.jpg", "truncated");
+  mentioned("text_named.png", "not an image");
+  mentioned("paper.pdf.jpg", "PDF");
+  mentioned("huge.png", "20000x20000");
+  mentioned("broken_link.jpg", "broken symbolic link");
+  EXPECT_EQ(r.err.find("notes.txt"), std::string::npos);
+
+  // Without --recursive the nested images are left alone.
+  auto flat = f.caption(dir.string() + " --format jsonl");
+  EXPECT_EQ(lines(flat.out).size(), 9u);
+}
+
+TEST(BadInput, UnreadableFileIsReported) {
+  Fixture f;
+  fs::path dir = f.tmp / "photos";
+  write_text(dir / "ok.png", png({1, 2, 3}));
+  write_text(dir / "secret.png", png({1, 2, 3}));
+  fs::permissions(dir / "secret.png", fs::perms::none);
+  // root reads anything; run the CLI as nobody then (setpriv, util-linux).
+  std::string prefix;
+  if (::geteuid() == 0) {
+    fs::permissions(f.tmp.path(), fs::perms::all, fs::perm_options::add);
+    for (auto& e : fs::recursive_directory_iterator(f.tmp.path())) {
+      if (e.path().filename() != "secret.png") fs::permissions(e.path(), fs::perms::all, fs::perm_options::add);
+    }
+    prefix = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+  }
+  auto r = run_shell(prefix + "'" + std::string(CAPTIONER_BINARY) + "' caption " + dir.string() + " --model " +
+                     f.model.string() + " -q");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.out.find("ok.png"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("secret.png: cannot open: Permission denied"), std::string::npos) << r.err;
+}
+
+TEST(BadInput, EmptyFolderAndMissingPathsAreClearErrors) {
+  Fixture f;
+  fs::create_directories(f.tmp / "empty");
+  auto r = f.caption((f.tmp / "empty").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("error: no images found in " + (f.tmp / "empty").string()), std::string::npos) << r.err;
+  EXPECT_EQ(lines(r.err).size(), 1u) << r.err;
+  r = f.caption((f.tmp / "nope").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("nope: no such file or folder"), std::string::npos) << r.err;
+  // A named file that is not an image is reported, not silently skipped.
+  write_text(f.tmp / "list.txt", "x");
+  write_text(f.tmp / "ok.png", png({1, 2, 3}));
+  r = f.caption((f.tmp / "list.txt").string() + " " + (f.tmp / "ok.png").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("list.txt: not an image"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("ok.png"), std::string::npos);
+}
+
+TEST(BadInput, BrokenModelsAndCaptionFilesGiveOneLineErrors) {
+  Fixture f;
+  write_text(f.tmp / "ok.png", png({1, 2, 3}));
+  auto one_line_error = [](const CommandResult& r, const std::string& fragment) {
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    auto l = lines(r.err);
+    ASSERT_EQ(l.size(), 1u) << r.err;
+    EXPECT_EQ(l[0].rfind("error: ", 0), 0u) << l[0];
+    EXPECT_NE(l[0].find(fragment), std::string::npos) << l[0];
+  };
+  fs::copy(f.model, f.tmp / "truncated", fs::copy_options::recursive);
+  auto w = (f.tmp / "truncated/decoder.pt").string();
+  fs::resize_file(w, fs::file_size(w) / 3);
+  one_line_error(run_cli("caption " + (f.tmp / "ok.png").string() + " --model " + (f.tmp / "truncated").string()),
+                 "truncated/decoder.pt");
+  fs::copy(f.model, f.tmp / "future", fs::copy_options::recursive);
+  {
+    std::ifstream in(f.tmp / "future/config.json");
+    json c = json::parse(in);
+    c["version"] = 42;
+    std::ofstream(f.tmp / "future/config.json") << c.dump();
+  }
+  one_line_error(run_cli("caption " + (f.tmp / "ok.png").string() + " --model " + (f.tmp / "future").string()), "newer");
+  one_line_error(run_cli("caption " + (f.tmp / "ok.png").string() + " --model " + (f.tmp / "nomodel").string()), "not found");
+
+  // eval with broken caption files.
+  write_text(f.tmp / "bad.json", "{\"images\": [{\"id\": 1, \"file_name\": \"a.jpg\"}], \"annotations\": [{\"image_id\": \"1\", \"caption\": \"x\"}]}");
+  write_text(f.tmp / "r.json", "[{\"image_id\": 1, \"caption\": \"a dog\"}]");
+  one_line_error(run_cli("eval --results " + (f.tmp / "r.json").string() + " --annotations " + (f.tmp / "bad.json").string()),
+                 "annotations[0].image_id: expected an integer, found string");
+  write_text(f.tmp / "latin1.json", "{\"images\": [{\"id\": 1, \"file_name\": \"caf\xE9.jpg\"}], \"annotations\": []}");
+  one_line_error(run_cli("eval --results " + (f.tmp / "r.json").string() + " --annotations " + (f.tmp / "latin1.json").string()),
+                 "latin1.json:1:");
+}
+
+TEST(CaptionOutput, WrittenAtomicallyAndResumable) {
+  Fixture f;
+  fs::path dir = f.tmp / "photos";
+  for (int i = 0; i < 6; ++i) write_text(dir / ("p" + std::to_string(i) + ".png"), png({i * 40.0, 20, 30}));
+  auto out = f.tmp / "captions.json";
+  auto r = f.caption(dir.string() + " --output " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(out);
+  auto first = json::parse(in);
+  ASSERT_EQ(first.size(), 6u);
+  for (const auto& e : fs::directory_iterator(f.tmp.path())) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << "temporary file left: " << e.path();
+  }
+  // Two more photos; --resume keeps the six and captions only the new ones.
+  write_text(dir / "p6.png", png({1, 200, 30}));
+  write_text(dir / "p7.png", png({1, 20, 230}));
+  r = run_cli("caption " + dir.string() + " --model " + f.model.string() + " --output " + out.string() + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("6 images already in"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("2 to caption"), std::string::npos) << r.err;
+  std::ifstream in2(out);
+  auto second = json::parse(in2);
+  ASSERT_EQ(second.size(), 8u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(second[i], first[i]);
+  // Every format reads back.
+  for (const char* ext : {".jsonl", ".csv", ".txt"}) {
+    auto o = f.tmp / (std::string("c") + ext);
+    ASSERT_EQ(f.caption(dir.string() + " --output " + o.string()).exit_code, 0);
+    auto again = run_cli("caption " + dir.string() + " --model " + f.model.string() + " --output " + o.string() + " --resume");
+    EXPECT_NE(again.err.find("8 images already in"), std::string::npos) << ext << ": " << again.err;
+  }
+}

@@ -1,0 +1,162 @@
+// Training survives being killed: SIGINT/SIGTERM write a checkpoint and exit cleanly; kill -9 at
+// random moments (some mid-write) leaves only complete files; --resume then finishes with exactly
+// the weights of a run that was never interrupted.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <random>
+#include <thread>
+
+#include "decoder/model_bundle.h"
+#include "tests/model_fixtures.h"
+#include "tests/test_util.h"
+
+using namespace captioner;
+using namespace captioner::test;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+// 90 photos of coloured squares with captions naming the colour.
+fs::path make_dataset(const fs::path& dir) {
+  const char* names[] = {"red", "green", "blue"};
+  const cv::Scalar colors[] = {{0, 0, 255}, {0, 255, 0}, {255, 0, 0}};
+  json coco{{"images", json::array()}, {"annotations", json::array()}};
+  int ann = 1;
+  for (int i = 0; i < 90; ++i) {
+    std::string file = "img" + std::to_string(i) + ".png";
+    cv::imwrite((dir / file).string(), cv::Mat(16, 16, CV_8UC3, colors[i % 3] * (0.5 + 0.5 * (i % 5) / 4.0)));
+    coco["images"].push_back({{"id", i + 1}, {"file_name", file}});
+    for (const char* tmpl : {"a %s square", "a bright %s square", "the square is %s"}) {
+      char cap[64];
+      std::snprintf(cap, sizeof cap, tmpl, names[i % 3]);
+      coco["annotations"].push_back({{"id", ann++}, {"image_id", i + 1}, {"caption", cap}});
+    }
+  }
+  std::ofstream(dir / "captions.json") << coco.dump();
+  return dir / "captions.json";
+}
+
+std::vector<std::string> train_args(const fs::path& data, const fs::path& encoder, const fs::path& out) {
+  return {CAPTIONER_BINARY, "train", "--train-captions", data.string(), "--val-captions", data.string(),
+          "--train-images", data.parent_path().string(), "--encoder", encoder.string(), "--output", out.string(),
+          "--epochs", "5", "--batch", "8", "--embed", "16", "--hidden", "32", "--image-dim", "8",
+          "--min-word-count", "1", "--checkpoint-every", "1", "--lr", "0.01", "--patience", "10",
+          "--threads", "1", "--cache-dir", (out.parent_path() / "cache").string(), "-q"};
+}
+
+pid_t spawn(std::vector<std::string> args, const fs::path& log) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = std::freopen(log.c_str(), "a", stderr);
+    (void)f;
+    std::freopen("/dev/null", "w", stdout);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::vector<torch::Tensor> checkpoint_weights(const fs::path& dir) {
+  torch::serialize::InputArchive a;
+  a.load_from((dir / "checkpoint.pt").string());
+  std::vector<torch::Tensor> out;
+  for (const auto& key : a.keys()) {
+    if (key.rfind("model.", 0) == 0) {
+      torch::Tensor t;
+      a.read(key, t);
+      out.push_back(t);
+    }
+  }
+  return out;
+}
+
+int epochs_logged(const fs::path& dir) {
+  std::ifstream in(dir / "metrics.jsonl");
+  int n = 0;
+  for (std::string l; std::getline(in, l);) n += json::parse(l)["type"] == "epoch";
+  return n;
+}
+}  // namespace
+
+TEST(Interruption, KillNineAtRandomMomentsThenResumeMatchesAnUninterruptedRun) {
+  TempDir tmp;
+  fs::create_directories(tmp / "data");
+  auto data = make_dataset(tmp / "data");
+  auto enc = make_tiny_encoder(tmp / "enc");
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(wait_exit(spawn(train_args(data, enc, tmp / "straight"), tmp / "straight.log")), 0);
+  auto reference = checkpoint_weights(tmp / "straight");
+  int run_ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+
+  auto out = tmp / "killed";
+  std::mt19937 rng(12345);
+  int kills = 0;
+  for (int attempt = 0; attempt < 40; ++attempt) {
+    auto args = train_args(data, enc, out);
+    args.push_back("--resume");
+    pid_t pid = spawn(args, tmp / "killed.log");
+    // Early enough that the run is still going; the start-up (~0.5 s) is never all of it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(run_ms / 5, run_ms / 2)(rng)));
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) break;  // it finished before the kill
+    kill(pid, SIGKILL);
+    wait_exit(pid);
+    ++kills;
+    // Whatever moment the kill hit, every file on disk is complete.
+    if (fs::exists(out / "checkpoint.pt")) {
+      EXPECT_NO_THROW(checkpoint_weights(out)) << "torn checkpoint after kill " << kills;
+    }
+    if (fs::exists(out / "config.json")) {
+      EXPECT_NO_THROW(ModelBundle::load(out)) << "torn model after kill " << kills;
+    }
+    if (kills >= 6) break;
+  }
+  EXPECT_GE(kills, 2) << "the run finished too fast to be killed";
+  auto args = train_args(data, enc, out);
+  args.push_back("--resume");
+  ASSERT_EQ(wait_exit(spawn(args, tmp / "killed.log")), 0);
+  auto resumed = checkpoint_weights(out);
+  ASSERT_EQ(resumed.size(), reference.size());
+  for (size_t i = 0; i < reference.size(); ++i) EXPECT_TRUE(torch::equal(resumed[i], reference[i])) << "weight " << i;
+  EXPECT_EQ(epochs_logged(out), 5);
+  for (const auto& e : fs::directory_iterator(out)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << "leftover " << e.path();
+  }
+}
+
+TEST(Interruption, SigintAndSigtermSaveACheckpointAndExitCleanly) {
+  TempDir tmp;
+  fs::create_directories(tmp / "data");
+  auto data = make_dataset(tmp / "data");
+  auto enc = make_tiny_encoder(tmp / "enc");
+  for (int sig : {SIGINT, SIGTERM}) {
+    auto out = tmp / ("run" + std::to_string(sig));
+    auto args = train_args(data, enc, out);
+    args[std::find(args.begin(), args.end(), "--epochs") - args.begin() + 1] = "500";
+    pid_t pid = spawn(args, tmp / "sig.log");
+    for (int i = 0; i < 200 && !fs::exists(out / "checkpoint.pt"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    kill(pid, sig);
+    EXPECT_EQ(wait_exit(pid), 130) << "signal " << sig;
+    std::ifstream log(tmp / "sig.log");
+    std::string text((std::istreambuf_iterator<char>(log)), {});
+    EXPECT_NE(text.find("interrupted: checkpoint saved"), std::string::npos) << text;
+    EXPECT_NO_THROW(checkpoint_weights(out));
+  }
+}
