@@ -33,6 +33,11 @@ json parse_json_text(const std::string& text, const std::string& origin) {
     std::string reason = colon == std::string::npos ? what : what.substr(colon + 2);
     size_t at = e.byte > 0 ? e.byte - 1 : 0;
     throw std::runtime_error(origin + ":" + line_col(text, at) + ": invalid JSON: " + reason);
+  } catch (const json::exception& e) {
+    // e.g. out_of_range.406 for a number like 1e9400: valid syntax, unrepresentable value.
+    std::string what = e.what();
+    auto bracket = what.find("] ");
+    throw std::runtime_error(origin + ": invalid JSON: " + (bracket == std::string::npos ? what : what.substr(bracket + 2)));
   }
 }
 

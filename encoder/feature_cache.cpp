@@ -103,7 +103,13 @@ FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& image
   std::string key = hex64(inputs_key(encoder, images, options.with_flipped));
   fs::path file = feature_cache_file(encoder, images, options);
   FeatureSet out;
-  if (!options.cache_dir.empty() && read_cache(file, key, n, dim, options.with_flipped, out)) {
+  bool hit = false;
+  try {
+    hit = !options.cache_dir.empty() && read_cache(file, key, n, dim, options.with_flipped, out);
+  } catch (const std::exception&) {
+    hit = false;  // a damaged cache file is recomputed, never trusted
+  }
+  if (hit) {
     if (options.progress) options.progress(n, n);
     return out;
   }

@@ -67,7 +67,8 @@ cv::Mat ImageLoader::decode_bytes(const std::string& bytes, const fs::path& file
   }
   if (h.format == "gif") throw ImageError(file, "GIF images are not supported (convert to PNG or JPEG)");
   if (h.width <= 0 || h.height <= 0) throw ImageError(file, "corrupt " + h.format + " header (no image size)");
-  if (h.width * h.height > options_.max_pixels) {
+  // Each side first: a forged header (4294967295 x 4294967295) must not overflow the product.
+  if (h.width > options_.max_pixels || h.height > options_.max_pixels || h.width * h.height > options_.max_pixels) {
     throw ImageError(file, std::to_string(h.width) + "x" + std::to_string(h.height) + " " + h.format + " exceeds the limit of " +
                                std::to_string(options_.max_pixels) + " pixels (raise --max-pixels to allow it)");
   }

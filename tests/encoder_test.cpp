@@ -7,6 +7,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <nlohmann/json.hpp>
 
+#include "datasets/file_io.h"
 #include "datasets/json_util.h"
 #include "encoder/image_batcher.h"
 #include "encoder/feature_cache.h"
@@ -180,4 +181,24 @@ TEST(ExportEncoder, TorchvisionEncodersLoadWithTheirClassifierRemoved) {
     EXPECT_EQ(f.sizes(), (std::vector<int64_t>{2, dim})) << arch << ": classifier not removed";
     fs::remove(out);
   }
+}
+
+TEST(FeatureCache, DamagedCacheFilesAreRecomputed) {
+  TempDir tmp;
+  Encoder enc = Encoder::load(test::make_tiny_encoder(tmp / "enc"));
+  std::vector<fs::path> files{tmp / "a.png"};
+  cv::imwrite(files[0].string(), cv::Mat(6, 6, CV_8UC3, cv::Scalar(10, 20, 30)));
+  FeatureCacheOptions o;
+  o.cache_dir = tmp / "cache";
+  auto good = compute_features(enc, files, o);
+  auto file = feature_cache_file(enc, files, o);
+  // A header whose fields have the wrong types, then a file cut short.
+  std::string bad = std::string("CAPFEAT1") + std::string("\x0d\0\0\0\0\0\0\0", 8) + R"({"key": 5}  )";
+  test::write_text(file, bad);
+  auto again = compute_features(enc, files, o);
+  EXPECT_FALSE(again.from_cache);
+  EXPECT_TRUE(torch::equal(again.features, good.features));
+  auto bytes = read_file(file);
+  test::write_text(file, bytes.substr(0, bytes.size() - 4));
+  EXPECT_FALSE(compute_features(enc, files, o).from_cache);
 }

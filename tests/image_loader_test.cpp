@@ -213,3 +213,12 @@ TEST(ImageLoader, NormalisesResizesCropsAndFlips) {
   bgr.preprocess(rb, out.data());
   EXPECT_NEAR(out[2 * 16 + 0], 1.0, 0.05);   // BGR order: plane 2 is red
 }
+
+TEST(ImageLoader, ForgedHeaderSizesDoNotOverflow) {
+  // Found by fuzz_image: 0xFFFFFFFF x 0xFFFFFFFF overflowed the pixel-count check.
+  TempDir tmp;
+  std::string png = encode(cv::Mat(1, 1, CV_8UC3, cv::Scalar(0)), ".png");
+  for (int i = 16; i < 24; ++i) png[i] = '\xFF';
+  write_text(tmp / "forged.png", png);
+  expect_image_error([&] { loader().decode(tmp / "forged.png"); }, "forged.png", "exceeds the limit");
+}

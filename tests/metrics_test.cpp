@@ -220,3 +220,13 @@ TEST(CiderReward, EqualsCocoCiderDOverTheSameCorpus) {
   auto expected = compute_cider_d(hyps, refs).per_image;
   for (size_t i = 0; i < hyps.size(); ++i) EXPECT_NEAR(reward.score(hyp_ids[i], i), expected[i], 1e-9) << i;
 }
+
+TEST(Bleu, TokensMayContainAnyByte) {
+  // Found by fuzz_caption_text: n-gram keys joined with '\x1f' broke on tokens containing it.
+  std::string odd = std::string("a\x1f") + "b";
+  auto s = compute_bleu({odd + " c d e"}, {{odd + " c d e"}});
+  for (double b : s.bleu) EXPECT_NEAR(b, 1.0, 1e-9);
+  auto c = compute_cider_d({odd + " c", "x y"}, {{odd + " c"}, {"x z"}});
+  EXPECT_EQ(c.per_image.size(), 2u);
+  EXPECT_GT(c.per_image[0], c.per_image[1]);
+}

@@ -41,14 +41,17 @@ BleuScore compute_bleu(const std::vector<std::string>& hypotheses,
   for (size_t i = 0; i < hypotheses.size(); ++i) {
     if (references[i].empty()) throw std::invalid_argument("BLEU: image " + std::to_string(i) + " has no references");
     // cook_refs: for every n-gram, the largest count in any one reference.
-    NgramCounts max_ref;
+    NgramCounts max_ref;  // per order: the largest count of each n-gram in any one reference
     std::vector<long> ref_lens;
     for (const auto& ref : references[i]) {
       auto words = split_whitespace(ref);
       ref_lens.push_back(static_cast<long>(words.size()));
-      for (auto& [ngram, count] : count_ngrams(words, kN)) {
-        int& m = max_ref[ngram];
-        if (count > m) m = count;
+      auto counts = count_ngrams(words);
+      for (int k = 0; k < kN; ++k) {
+        for (auto& [ngram, count] : counts[k]) {
+          int& m = max_ref[k][ngram];
+          if (count > m) m = count;
+        }
       }
     }
     // cook_test
@@ -56,9 +59,12 @@ BleuScore compute_bleu(const std::vector<std::string>& hypotheses,
     long test_len = static_cast<long>(words.size());
     std::array<long, kN> correct{}, guess{};
     for (int k = 1; k <= kN; ++k) guess[k - 1] = std::max(0L, test_len - k + 1);
-    for (auto& [ngram, count] : count_ngrams(words, kN)) {
-      auto it = max_ref.find(ngram);
-      if (it != max_ref.end()) correct[ngram_order(ngram) - 1] += std::min(count, it->second);
+    auto counts = count_ngrams(words);
+    for (int k = 0; k < kN; ++k) {
+      for (auto& [ngram, count] : counts[k]) {
+        auto it = max_ref[k].find(ngram);
+        if (it != max_ref[k].end()) correct[k] += std::min(count, it->second);
+      }
     }
     // 'closest' reference length: min over (|l - testlen|, l), so ties go to the shorter one.
     long best = ref_lens[0];

@@ -18,16 +18,19 @@ struct TfIdf {
   int length = 0;  // the toolkit counts bigram occurrences here (its `n == 1` test is 0-based)
 };
 
-TfIdf to_vector(const NgramCounts& counts, const std::unordered_map<std::string, double>& doc_freq, double ref_len) {
+using DocFreq = std::array<std::unordered_map<std::string, double>, kN>;
+
+TfIdf to_vector(const NgramCounts& counts, const DocFreq& doc_freq, double ref_len) {
   TfIdf out;
-  for (const auto& [ngram, tf] : counts) {
-    auto it = doc_freq.find(ngram);
-    double df = std::log(std::max(1.0, it == doc_freq.end() ? 0.0 : it->second));
-    int n = ngram_order(ngram) - 1;
-    double v = static_cast<double>(tf) * (ref_len - df);
-    out.vec[n][ngram] = v;
-    out.norm[n] += v * v;
-    if (n == 1) out.length += tf;
+  for (int n = 0; n < kN; ++n) {
+    for (const auto& [ngram, tf] : counts[n]) {
+      auto it = doc_freq[n].find(ngram);
+      double df = std::log(std::max(1.0, it == doc_freq[n].end() ? 0.0 : it->second));
+      double v = static_cast<double>(tf) * (ref_len - df);
+      out.vec[n][ngram] = v;
+      out.norm[n] += v * v;
+      if (n == 1) out.length += tf;
+    }
   }
   for (auto& x : out.norm) x = std::sqrt(x);
   return out;
@@ -58,16 +61,20 @@ CiderScore compute_cider_d(const std::vector<std::string>& hypotheses,
   const size_t num = hypotheses.size();
   std::vector<NgramCounts> test(num);
   std::vector<std::vector<NgramCounts>> refs(num);
-  std::unordered_map<std::string, double> doc_freq;
+  DocFreq doc_freq;
   for (size_t i = 0; i < num; ++i) {
     if (references[i].empty()) throw std::invalid_argument("CIDEr-D: image " + std::to_string(i) + " has no references");
-    test[i] = count_ngrams(split_whitespace(hypotheses[i]), kN);
-    std::unordered_map<std::string, bool> seen;
+    test[i] = count_ngrams(split_whitespace(hypotheses[i]));
+    std::array<std::unordered_map<std::string, bool>, kN> seen;
     for (const auto& r : references[i]) {
-      refs[i].push_back(count_ngrams(split_whitespace(r), kN));
-      for (const auto& kv : refs[i].back()) seen.emplace(kv.first, true);
+      refs[i].push_back(count_ngrams(split_whitespace(r)));
+      for (int n = 0; n < kN; ++n) {
+        for (const auto& kv : refs[i].back()[n]) seen[n].emplace(kv.first, true);
+      }
     }
-    for (const auto& kv : seen) doc_freq[kv.first] += 1;
+    for (int n = 0; n < kN; ++n) {
+      for (const auto& kv : seen[n]) doc_freq[n][kv.first] += 1;
+    }
   }
   CiderScore out;
   if (num == 0) return out;

@@ -15,17 +15,17 @@ std::vector<std::string_view> split_whitespace(std::string_view s) {
   return words;
 }
 
-NgramCounts count_ngrams(const std::vector<std::string_view>& words, int max_n) {
+NgramCounts count_ngrams(const std::vector<std::string_view>& words) {
   NgramCounts counts;
   const int len = static_cast<int>(words.size());
-  for (int k = 1; k <= max_n; ++k) {
+  for (int k = 1; k <= kMaxNgram; ++k) {
     for (int i = 0; i + k <= len; ++i) {
       std::string key(words[i]);
       for (int j = 1; j < k; ++j) {
-        key += '\x1f';
+        key += ' ';
         key += words[i + j];
       }
-      ++counts[key];
+      ++counts[k - 1][key];
     }
   }
   return counts;

@@ -2,6 +2,7 @@
 // and counts every 1..n-gram of a sentence.
 #pragma once
 
+#include <array>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -9,18 +10,15 @@
 
 namespace captioner::metrics {
 
-// Key: the n-gram's words joined by '\x1f' (a byte no caption token contains).
-using NgramCounts = std::unordered_map<std::string, int>;
+constexpr int kMaxNgram = 4;
+
+// counts[n - 1]: the n-grams of order n, words joined by ' ' (words never contain a space,
+// being whitespace-split). One table per order: a token may contain any other byte.
+using NgramCounts = std::array<std::unordered_map<std::string, int>, kMaxNgram>;
 
 std::vector<std::string_view> split_whitespace(std::string_view s);
 
-// Counts of all n-grams of order 1..max_n; `order_of` is implied by the number of separators.
-NgramCounts count_ngrams(const std::vector<std::string_view>& words, int max_n);
-
-inline int ngram_order(const std::string& key) {
-  int n = 1;
-  for (char c : key) n += (c == '\x1f');
-  return n;
-}
+// Counts of all n-grams of order 1..kMaxNgram.
+NgramCounts count_ngrams(const std::vector<std::string_view>& words);
 
 }  // namespace captioner::metrics
