@@ -38,7 +38,7 @@ struct CaptionOptions {
   double temperature = 1.0;
   int top_k = 0;
   uint64_t seed = 0;
-  int batch = 8;
+  int batch = 16;
   int threads = 0;
   int loader_threads = 2;
   int64_t max_pixels = 100'000'000;
@@ -69,6 +69,7 @@ void run_caption(const CaptionOptions& o) {
   po.thumbnail_size = o.html.empty() ? 0 : 320;
   po.batch_size = o.batch;
   po.loader_threads = o.loader_threads;
+  po.threads = ThreadPlan::choose(o.threads);
   po.image.max_pixels = o.max_pixels;
   po.search = model.search;
   if (o.beam > 0) po.search.beam_size = o.beam;
@@ -213,8 +214,8 @@ void add_caption_command(CLI::App& app) {
   cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")->check(CLI::NonNegativeNumber)->group(search);
   cmd->add_option("--seed", o->seed, "Sampling seed")->group(search);
   auto run = "Running";
-  cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(1, 1024))->group(run);
-  cmd->add_option("--threads", o->threads, "LibTorch threads (0: all cores)")->check(CLI::NonNegativeNumber)->group(run);
+  cmd->add_option("--batch", o->batch, "Images decoded together (beams of all of them in one tensor)")->check(CLI::Range(1, 1024))->group(run);
+  cmd->add_option("--threads", o->threads, "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode: fastest here)")->check(CLI::NonNegativeNumber)->group(run);
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64))->group(run);
   cmd->add_option("--max-pixels", o->max_pixels, "Refuse larger images before decoding them")->check(CLI::PositiveNumber)->group(run);
   cmd->add_option("--device", o->device, "cpu, cuda or auto (cuda when available)")->group(run);

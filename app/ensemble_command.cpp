@@ -4,6 +4,7 @@
 
 #include "app/commands.h"
 #include "decoder/model_bundle.h"
+#include "encoder/encoder.h"
 
 namespace captioner::cli {
 
@@ -26,6 +27,11 @@ void run_ensemble(const EnsembleOptions& o) {
   if (o.length_penalty >= 0) out.search.length_penalty = o.length_penalty;
   if (o.block_ngram >= 0) out.search.block_ngram_repeat = o.block_ngram;
   out.training["ensemble"]["models"] = o.models;
+  // Record the encoder's weights (models from before the hash was kept lack it), after checking
+  // that the encoder on disk is the one the models name.
+  Encoder encoder = Encoder::load(out.encoder_file);
+  check_same_encoder(out.encoder, encoder.info(), o.models.front());
+  out.encoder.weights_hash = encoder.info().weights_hash;
   out.save(o.output, o.fp16);
   std::cerr << "wrote " << o.output << ": " << out.members.size() << " scorers over " << out.num_views()
             << " view(s)\n";

@@ -10,6 +10,7 @@
 #include "datasets/metrics/caption_metrics.h"
 #include "decoder/model_bundle.h"
 #include "encoder/feature_cache.h"
+#include "encoder/threading.h"
 
 namespace captioner::cli {
 
@@ -50,6 +51,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   torch::Device device = resolve_device(o.device);
   ModelBundle model = ModelBundle::load(o.model.empty() ? default_model_dir() : std::filesystem::path(o.model), device);
   Encoder encoder = Encoder::load(model.encoder_file, device);
+  check_same_encoder(model.encoder, encoder.info(), "model " + (o.model.empty() ? default_model_dir().string() : o.model));
   SearchOptions search = model.search;
   if (o.beam > 0) search.beam_size = o.beam;
   if (o.length_penalty >= 0) search.length_penalty = o.length_penalty;
@@ -64,7 +66,12 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   fo.with_flipped = model.num_views() > 1;
   std::unique_ptr<ProgressBar> bar = std::make_unique<ProgressBar>("encoding", static_cast<int64_t>(files.size()), !o.quiet);
   fo.progress = [&](size_t done, size_t) { bar->update(static_cast<int64_t>(done)); };
-  FeatureSet feats = compute_features(encoder, files, fo);
+  const ThreadPlan plan = ThreadPlan::choose(o.threads);
+  FeatureSet feats;
+  {
+    ScopedTorchThreads threads(plan.encoder);
+    feats = compute_features(encoder, files, fo);
+  }
   bar->finish();
   for (const auto& f : feats.failures) std::cerr << "skipped " << f << "\n";
 
@@ -86,6 +93,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   FeatureViews views{feats.features.index_select(0, index)};
   if (fo.with_flipped) views.push_back(feats.flipped.index_select(0, index));
 
+  ScopedTorchThreads decoder_threads(plan.decoder);
   auto scorer = model.make_scorer();
   std::vector<CaptionResult> results;
   bar = std::make_unique<ProgressBar>("captioning", static_cast<int64_t>(rows.size()), !o.quiet);
@@ -154,7 +162,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--block-ngram", o->block_ngram, "Never repeat an n-gram of this size (default: the model's)");
   cmd->add_option("--cache-dir", o->cache_dir, "Where image features are cached (empty: no cache)");
   cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(1, 1024));
-  cmd->add_option("--threads", o->threads, "LibTorch threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", o->threads, "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64));
   cmd->add_option("--device", o->device, "cpu, cuda or auto");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");

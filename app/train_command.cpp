@@ -115,6 +115,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--weight-decay", t.weight_decay, "L2 weight decay")->check(CLI::NonNegativeNumber)->group(train);
   cmd->add_option("--clip", t.grad_clip, "Clip the gradient norm to this (0: off)")->check(CLI::NonNegativeNumber)->group(train);
   cmd->add_option("--label-smoothing", t.label_smoothing, "Cross-entropy label smoothing")->check(CLI::Range(0.0, 0.5))->group(train);
+  cmd->add_option("--ema", t.ema_decay, "Validate and keep an exponential moving average of the weights with this decay (0: off)")->check(CLI::Range(0.0, 0.9999))->group(train);
   cmd->add_option("--patience", t.patience, "Stop after this many epochs without a better validation BLEU-4")->check(CLI::PositiveNumber)->group(train);
   cmd->add_flag("--flip-augment", t.flip_augment, "Also train on mirrored photos (features computed once)")->group(train);
   cmd->add_option("--seed", t.seed, "Random seed (initialisation, batches, dropout)")->group(train);

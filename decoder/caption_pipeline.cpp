@@ -6,9 +6,15 @@ namespace captioner {
 
 CaptionPipeline::CaptionPipeline(const ModelBundle& model, Encoder& encoder, CaptionPipelineOptions options)
     : model_(model), encoder_(encoder), options_(std::move(options)) {
-  if (encoder_.info().fingerprint() != model_.encoder.fingerprint()) {
-    throw std::invalid_argument("the encoder is not the one the model was trained with");
-  }
+  check_same_encoder(model_.encoder, encoder_.info(), "the model");
+}
+
+torch::Tensor CaptionPipeline::encode_in_chunks(const torch::Tensor& pixels) {
+  const int64_t n = pixels.size(0), step = std::max(1, options_.encoder_batch);
+  if (n <= step) return encoder_.encode(pixels);
+  std::vector<torch::Tensor> parts;
+  for (int64_t s = 0; s < n; s += step) parts.push_back(encoder_.encode(pixels.narrow(0, s, std::min(step, n - s))));
+  return torch::cat(parts);
 }
 
 size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, const CaptionCallbacks& cb) {
@@ -28,9 +34,17 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
       if (cb.on_failure) cb.on_failure(batch.failed_indices[k], batch.failures[k]);
     }
     if (!batch.indices.empty()) {
-      FeatureViews views{encoder_.encode(batch.pixels)};
-      if (bo.with_flipped) views.push_back(encoder_.encode(batch.flipped));
-      auto captions = search_captions(*scorer, views, options_.search);
+      FeatureViews views;
+      {
+        ScopedTorchThreads threads(options_.threads.encoder);
+        views.push_back(encode_in_chunks(batch.pixels));
+        if (bo.with_flipped) views.push_back(encode_in_chunks(batch.flipped));
+      }
+      std::vector<Caption> captions;
+      {
+        ScopedTorchThreads threads(options_.threads.decoder);
+        captions = search_captions(*scorer, views, options_.search);
+      }
       for (size_t i = 0; i < captions.size(); ++i) {
         CaptionedImage out;
         out.index = batch.indices[i];

@@ -34,7 +34,9 @@ ModelBundle make_ensemble(std::vector<ModelBundle> parts, bool flip_tta) {
     if (parts[i].vocab.fingerprint() != out.vocab.fingerprint()) {
       throw std::invalid_argument("model " + std::to_string(i + 1) + " has another vocabulary: ensemble members must be trained on the same captions with the same --min-word-count");
     }
-    if (parts[i].encoder.fingerprint() != out.encoder.fingerprint()) {
+    if (parts[i].encoder.fingerprint() != out.encoder.fingerprint() ||
+        (!parts[i].encoder.weights_hash.empty() && !out.encoder.weights_hash.empty() &&
+         parts[i].encoder.weights_hash != out.encoder.weights_hash)) {
       throw std::invalid_argument("model " + std::to_string(i + 1) + " was trained with another encoder");
     }
     for (auto& m : parts[i].members) decoders.push_back(std::move(m));

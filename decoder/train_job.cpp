@@ -113,10 +113,7 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
     if (init.members.size() != 1 || init.members[0].view != 0) {
       throw std::runtime_error("--init-from " + job.init_from.string() + ": can only continue from a single model, not an ensemble");
     }
-    if (init.encoder.fingerprint() != encoder.info().fingerprint()) {
-      throw std::runtime_error("--init-from " + job.init_from.string() + " was trained with another encoder than " +
-                               job.encoder_file.string());
-    }
+    check_same_encoder(init.encoder, encoder.info(), "--init-from " + job.init_from.string());
     model.vocab = init.vocab;
     model.members.push_back(init.members[0]);
     model.members[0].decoder->train();
@@ -155,7 +152,7 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
       {"validation", {{"captions", job.val_captions.string()}, {"images", val.records.size()}}},
       {"options", {{"epochs", t.epochs}, {"batch_size", t.batch_size}, {"learning_rate", t.learning_rate},
                    {"lr_decay", t.lr_decay}, {"lr_decay_every", t.lr_decay_every}, {"weight_decay", t.weight_decay},
-                   {"grad_clip", t.grad_clip}, {"label_smoothing", t.label_smoothing}, {"patience", t.patience},
+                   {"grad_clip", t.grad_clip}, {"label_smoothing", t.label_smoothing}, {"ema_decay", t.ema_decay}, {"patience", t.patience},
                    {"flip_augment", t.flip_augment}, {"seed", t.seed}, {"min_word_count", job.min_word_count},
                    {"max_caption_length", job.max_caption_length}, {"objective", t.objective},
                    {"init_from", job.init_from.string()}}}};

@@ -74,6 +74,11 @@ Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, Trai
     }
     reward_ = std::make_unique<metrics::CiderReward>(refs);
   }
+  if (options_.ema_decay < 0 || options_.ema_decay >= 1) throw std::invalid_argument("EMA decay must be in [0, 1)");
+  if (options_.ema_decay > 0) {
+    torch::NoGradGuard no_grad;
+    for (const auto& p : decoder_->parameters()) ema_.push_back(p.detach().clone());
+  }
   optimizer_ = std::make_unique<torch::optim::Adam>(
       decoder_->parameters(), torch::optim::AdamOptions(options_.learning_rate).weight_decay(options_.weight_decay));
 }
@@ -203,6 +208,25 @@ std::pair<double, double> Trainer::scst_step(const std::vector<int64_t>& images,
   return {loss.item<double>(), mean_reward / static_cast<double>(B * n)};
 }
 
+void Trainer::update_ema(int64_t step) {
+  // The decay ramps up over the first steps (as TensorFlow's ExponentialMovingAverage does with
+  // num_updates), so the average is not dominated by the random initial weights.
+  const double d = std::min(options_.ema_decay, (1.0 + static_cast<double>(step)) / (10.0 + static_cast<double>(step)));
+  torch::NoGradGuard no_grad;
+  auto params = decoder_->parameters();
+  for (size_t i = 0; i < params.size(); ++i) ema_[i].mul_(d).add_(params[i].detach(), 1.0 - d);
+}
+
+void Trainer::swap_ema() {
+  torch::NoGradGuard no_grad;
+  auto params = decoder_->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto current = params[i].detach().clone();
+    params[i].copy_(ema_[i]);
+    ema_[i] = current;
+  }
+}
+
 std::string Trainer::fingerprint() const {
   // What must not change between a checkpoint and its resumption.
   uint64_t h = model_.vocab.fingerprint();
@@ -216,7 +240,7 @@ std::string Trainer::fingerprint() const {
   json o{{"objective", options_.objective}, {"samples", options_.scst_samples}, {"images", options_.scst_images},
          {"scst_len", options_.scst_max_length}, {"batch", options_.batch_size}, {"lr", options_.learning_rate}, {"decay", options_.lr_decay},
          {"every", options_.lr_decay_every}, {"wd", options_.weight_decay}, {"clip", options_.grad_clip},
-         {"smooth", options_.label_smoothing}, {"flip", options_.flip_augment}, {"seed", options_.seed},
+         {"smooth", options_.label_smoothing}, {"ema", options_.ema_decay}, {"flip", options_.flip_augment}, {"seed", options_.seed},
          {"n_train", train_.features.size(0)}, {"n_val", val_.features.size(0)}};
   return hex64(fnv1a64(o.dump(), h));
 }
@@ -228,6 +252,10 @@ void Trainer::save_checkpoint(int epoch, int64_t next_batch, const json& state_i
   state["fingerprint"] = fingerprint();
   torch::serialize::OutputArchive archive;
   for (const auto& p : decoder_->named_parameters()) archive.write("model." + p.key(), p.value().detach().to(torch::kCPU));
+  {
+    auto params = decoder_->named_parameters();
+    for (size_t i = 0; i < ema_.size(); ++i) archive.write("ema." + params[i].key(), ema_[i].to(torch::kCPU));
+  }
   torch::serialize::OutputArchive opt;
   optimizer_->save(opt);
   archive.write("optimizer", opt);
@@ -267,6 +295,14 @@ bool Trainer::load_checkpoint(json& state) {
     torch::Tensor t;
     archive.read("model." + p.key(), t);
     p.value().copy_(t.to(p.value().device()));
+  }
+  {
+    auto params = decoder_->named_parameters();
+    for (size_t i = 0; i < ema_.size(); ++i) {
+      torch::Tensor t;
+      archive.read("ema." + params[i].key(), t);
+      ema_[i].copy_(t.to(ema_[i].device()));
+    }
   }
   torch::serialize::InputArchive opt;
   archive.read("optimizer", opt);
@@ -374,6 +410,7 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
       if (!std::isfinite(l)) throw std::runtime_error("training diverged (loss " + std::to_string(l) + "); lower --lr");
       int64_t step = state.at("step").get<int64_t>() + 1;
       state["step"] = step;
+      if (!ema_.empty()) update_ema(step);
       state["epoch_loss_sum"] = state.at("epoch_loss_sum").get<double>() + l * static_cast<double>(batches[b].size());
       state["epoch_loss_count"] = state.at("epoch_loss_count").get<int64_t>() + static_cast<int64_t>(batches[b].size());
       state["epoch_reward_sum"] = state.value("epoch_reward_sum", 0.0) + reward * static_cast<double>(batches[b].size());
@@ -400,6 +437,7 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
     r.captions_per_second = static_cast<double>(reward_ ? train_.features.size(0) * options_.scst_samples
                                                         : static_cast<int64_t>(train_.captions.size())) /
                             std::max(1e-9, train_seconds);
+    if (!ema_.empty()) swap_ema();  // validate (and keep) the averaged weights
     r.bleu = validate();
     r.seconds = train_seconds;
     double best = state.at("best_bleu4");
@@ -415,6 +453,7 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
     } else {
       state["bad_epochs"] = state.at("bad_epochs").get<int>() + 1;
     }
+    if (!ema_.empty()) swap_ema();
     r.best_epoch = state.at("best_epoch");
     r.best_bleu4 = state.at("best_bleu4");
     state["history"].push_back(report_json(r));

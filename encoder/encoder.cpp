@@ -1,5 +1,7 @@
 #include "encoder/encoder.h"
 
+#include "datasets/file_io.h"
+
 #include <torch/csrc/jit/api/module.h>
 #include <torch/torch.h>
 
@@ -19,6 +21,22 @@ torch::Device resolve_device(const std::string& name) {
   throw std::runtime_error("unknown device \"" + name + "\" (expected cpu, cuda or auto)");
 }
 
+namespace {
+// FNV-1a over every parameter's and buffer's name, shape and bytes: identifies the weights no
+// matter how the file was zipped.
+std::string weights_hash(const torch::jit::Module& module) {
+  uint64_t h = fnv1a64("captioner-encoder-weights");
+  auto add = [&](const std::string& name, const torch::Tensor& t) {
+    auto c = t.detach().to(torch::kCPU).contiguous();
+    h = fnv1a64(name + c10::str(c.sizes()) + c10::toString(c.scalar_type()), h);
+    h = fnv1a64(std::string_view(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size()), h);
+  };
+  for (const auto& p : module.named_parameters(true)) add(p.name, p.value);
+  for (const auto& b : module.named_buffers(true)) add(b.name, b.value);
+  return hex64(h);
+}
+}  // namespace
+
 Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device device) {
   EncoderInfo info = EncoderInfo::load_sidecar(model_file);
   auto module = std::make_shared<torch::jit::Module>();
@@ -29,6 +47,7 @@ Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device dev
                              " (is it a TorchScript file? re-create it with scripts/make_default_encoder.sh)");
   }
   module->eval();
+  info.weights_hash = weights_hash(*module);  // before optimising: folding changes the tensors
   try {
     *module = torch::jit::optimize_for_inference(*module);
   } catch (const c10::Error& e) {

@@ -19,6 +19,7 @@ constexpr char kMagic[8] = {'C', 'A', 'P', 'F', 'E', 'A', 'T', '1'};
 
 uint64_t inputs_key(const Encoder& encoder, const std::vector<fs::path>& images, bool flipped) {
   uint64_t h = fnv1a64(encoder.info().fingerprint());
+  h = fnv1a64(encoder.info().weights_hash, h);
   h = fnv1a64(flipped ? "flipped" : "plain", h);
   for (const auto& p : images) {
     std::error_code ec;

@@ -75,6 +75,7 @@ json EncoderInfo::to_json() const {
   j["arch"] = arch;
   j["feature_dim"] = feature_dim;
   if (!source_sha256.empty()) j["source"] = {{"sha256", source_sha256}};
+  if (!weights_hash.empty()) j["weights_hash"] = weights_hash;
   return j;
 }
 
@@ -92,7 +93,22 @@ EncoderInfo EncoderInfo::from_json(const json& j, const std::string& origin) {
   if (info.feature_dim <= 0) root.at("feature_dim").fail("must be positive");
   info.spec = PreprocessSpec::from_json(j, origin);
   if (root.has("source") && root.at("source").has("sha256")) info.source_sha256 = root.at("source").at("sha256").as_string();
+  if (root.has("weights_hash")) info.weights_hash = root.at("weights_hash").as_string();
   return info;
+}
+
+void check_same_encoder(const EncoderInfo& trained_with, const EncoderInfo& actual, const std::string& model_name) {
+  if (trained_with.fingerprint() != actual.fingerprint()) {
+    throw std::runtime_error(model_name + " was trained with encoder \"" + trained_with.name + "\" (" + trained_with.arch + ", " +
+                             std::to_string(trained_with.feature_dim) + "-d), not with " + actual.model_file.string() +
+                             " (\"" + actual.name + "\", " + actual.arch + ", " + std::to_string(actual.feature_dim) +
+                             "-d, or other preprocessing)");
+  }
+  if (!trained_with.weights_hash.empty() && !actual.weights_hash.empty() && trained_with.weights_hash != actual.weights_hash) {
+    throw std::runtime_error(actual.model_file.string() + " has other weights than the encoder " + model_name +
+                             " was trained with (weights " + actual.weights_hash + ", expected " + trained_with.weights_hash +
+                             "); re-create it with scripts/make_default_encoder.sh or retrain the model");
+  }
 }
 
 EncoderInfo EncoderInfo::load_sidecar(const std::filesystem::path& model_file) {

@@ -35,6 +35,10 @@ struct EncoderInfo {
   int64_t feature_dim = 0;
   PreprocessSpec spec;
   std::string source_sha256;  // of the weights it was made from, when known
+  // Hash of the loaded network's parameters and buffers (set by Encoder::load; recorded in model
+  // bundles and feature caches). Two encoder files with the same sidecar but other weights (a
+  // re-export, random vs. pretrained) differ here. Empty: unknown (bundles from before it).
+  std::string weights_hash;
   std::filesystem::path model_file;
 
   // Identifies the encoder's output: same fingerprint, same features for the same image.
@@ -44,5 +48,9 @@ struct EncoderInfo {
   // Reads <model_file>.json; a clear error when it is missing or malformed.
   static EncoderInfo load_sidecar(const std::filesystem::path& model_file);
 };
+
+// Throws when `actual` cannot stand in for the encoder a model was trained with: another
+// preprocessing, feature size or architecture, or (when both are known) other weights.
+void check_same_encoder(const EncoderInfo& trained_with, const EncoderInfo& actual, const std::string& model_name);
 
 }  // namespace captioner

@@ -16,6 +16,7 @@ PACKAGES=(
   python3-torch python3-torchvision python3-numpy   # scripts/ only: converting and exporting encoders
   darknet                                    # its sample photos (dog, eagle, horses...) for the README demo
   chromium                                   # tests open the HTML report in a real headless browser
+  clang libclang-rt-14-dev                   # libFuzzer targets (tests/fuzz) and the sanitizer runtime
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

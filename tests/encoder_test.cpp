@@ -202,3 +202,31 @@ TEST(FeatureCache, DamagedCacheFilesAreRecomputed) {
   test::write_text(file, bytes.substr(0, bytes.size() - 4));
   EXPECT_FALSE(compute_features(enc, files, o).from_cache);
 }
+
+TEST(Encoder, SameSidecarOtherWeightsIsAnotherEncoder) {
+  // A re-export (random vs. pretrained, a fixed converter) keeps the sidecar but not the weights:
+  // cached features and trained models must not be mixed up across them.
+  TempDir tmp;
+  auto make = [&](const std::string& sub, float scale) {
+    auto file = captioner::test::make_tiny_encoder(tmp / sub, "scaled");
+    torch::jit::Module m("scaled");
+    m.register_parameter("scale", torch::full({3}, scale), false);
+    m.define(R"(
+    def forward(self, x):
+        return x.mean(dim=[2, 3]) * self.scale
+    )");
+    m.save(file.string());
+    return file;
+  };
+  auto a = Encoder::load(make("a", 1.0f)), b = Encoder::load(make("b", 2.0f)), a2 = Encoder::load(make("a2", 1.0f));
+  EXPECT_EQ(a.info().fingerprint(), b.info().fingerprint()) << "same sidecar";
+  EXPECT_NE(a.info().weights_hash, b.info().weights_hash);
+  EXPECT_EQ(a.info().weights_hash, a2.info().weights_hash) << "same weights, another file";
+  std::vector<std::filesystem::path> images = {tmp / "x.png"};
+  FeatureCacheOptions o;
+  o.cache_dir = tmp / "cache";
+  EXPECT_NE(feature_cache_file(a, images, o), feature_cache_file(b, images, o));
+  EXPECT_EQ(feature_cache_file(a, images, o), feature_cache_file(a2, images, o));
+  EXPECT_THROW(check_same_encoder(a.info(), b.info(), "model m"), std::runtime_error);
+  EXPECT_NO_THROW(check_same_encoder(a.info(), a2.info(), "model m"));
+}

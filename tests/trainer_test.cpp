@@ -57,14 +57,14 @@ TrainerOptions options() {
   return o;
 }
 
-std::vector<torch::Tensor> params(const std::filesystem::path& dir) {
+std::vector<torch::Tensor> params(const std::filesystem::path& dir, const std::string& prefix = "model.") {
   std::vector<torch::Tensor> out;
   torch::serialize::InputArchive a;
   a.load_from((dir / "checkpoint.pt").string());
   auto toy = make_toy(dir.parent_path() / "probe");
   for (const auto& p : toy.model.members[0].decoder->named_parameters()) {
     torch::Tensor t;
-    a.read("model." + p.key(), t);
+    a.read(prefix + p.key(), t);
     out.push_back(t);
   }
   return out;
@@ -95,9 +95,15 @@ TEST(Trainer, LearnsTheToyTaskAndKeepsTheBestModel) {
   EXPECT_GT(batches, 12);
 }
 
-TEST(Trainer, ResumeContinuesBitForBit) {
+namespace {
+void check_resume_is_exact(double ema_decay) {
   TempDir tmp;
   auto toy = make_toy(tmp.path());
+  auto options = [&] {
+    auto o = ::options();
+    o.ema_decay = ema_decay;
+    return o;
+  };
   {
     Trainer straight(toy.model, toy.train, toy.val, options(), tmp / "straight");
     straight.run();
@@ -126,10 +132,37 @@ TEST(Trainer, ResumeContinuesBitForBit) {
   auto a = params(tmp / "straight"), b = params(tmp / "resumed");
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i << " differs";
+  if (ema_decay > 0) {
+    auto ea = params(tmp / "straight", "ema."), eb = params(tmp / "resumed", "ema.");
+    for (size_t i = 0; i < ea.size(); ++i) EXPECT_TRUE(torch::equal(ea[i], eb[i])) << "average " << i << " differs";
+    EXPECT_FALSE(torch::equal(ea[0], a[0])) << "the average should lag the last step";
+  }
   // Resuming a finished run does nothing.
   auto toy4 = make_toy(tmp.path());
   Trainer third(toy4.model, toy4.train, toy4.val, o2, tmp / "resumed");
   EXPECT_EQ(third.run().epochs_completed, 3);
+}
+}  // namespace
+
+TEST(Trainer, ResumeContinuesBitForBit) { check_resume_is_exact(0.0); }
+
+TEST(Trainer, ResumeWithWeightAveragingContinuesBitForBit) { check_resume_is_exact(0.9); }
+
+TEST(Trainer, WeightAveragingLearnsAndSavesTheAverage) {
+  TempDir tmp;
+  auto toy = make_toy(tmp.path());
+  auto o = options();
+  o.epochs = 12;
+  o.ema_decay = 0.9;
+  auto r = Trainer(toy.model, toy.train, toy.val, o, tmp / "out").run();
+  EXPECT_GT(r.best_bleu[3], 0.9);
+  // The saved bundle holds the averaged weights of its epoch: validating it again gives its score.
+  auto best = ModelBundle::load(tmp / "out");
+  auto again = make_toy(tmp.path());
+  again.model.members = best.members;
+  auto o2 = options();
+  Trainer check(again.model, again.train, again.val, o2, tmp / "check");
+  EXPECT_DOUBLE_EQ(check.validate()[3], r.best_bleu[3]);
 }
 
 TEST(Trainer, RefusesToResumeWithOtherData) {

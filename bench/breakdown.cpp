@@ -1,0 +1,125 @@
+// Where captioning time goes, stage by stage, on this machine: JPEG decode, preprocessing, the
+// encoder, the decoder at beam 1 and beam 3, and the machine's matrix-multiply peak (the floor
+// under the encoder). Prints one JSON object; bench/run.sh turns it into a table.
+//   captioner_bench --model DIR --images DIR [--limit 200] [--batch 4]
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <thread>
+
+#include "decoder/caption_search.h"
+#include "decoder/model_bundle.h"
+#include "encoder/encoder.h"
+#include "encoder/feature_cache.h"
+#include "encoder/image_files.h"
+#include "encoder/image_loader.h"
+#include "encoder/threading.h"
+
+using namespace captioner;
+namespace fs = std::filesystem;
+
+namespace {
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Best GFLOP/s of a square float32 matrix product over a few repetitions.
+double gemm_gflops(int64_t n, int threads) {
+  ScopedTorchThreads scope(threads);
+  auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  auto c = torch::mm(a, b);  // warm-up
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    double t0 = now();
+    for (int k = 0; k < 4; ++k) c = torch::mm(a, b);
+    best = std::max(best, 4 * 2.0 * n * n * n / (now() - t0) / 1e9);
+  }
+  return best;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Per-stage timings of the captioning pipeline"};
+  fs::path model_dir, image_dir;
+  int limit = 200, batch = 4;
+  app.add_option("--model", model_dir)->required()->check(CLI::ExistingDirectory);
+  app.add_option("--images", image_dir)->required()->check(CLI::ExistingDirectory);
+  app.add_option("--limit", limit, "Images to time");
+  app.add_option("--batch", batch, "Encoder batch size");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    auto model = ModelBundle::load(model_dir);
+    auto encoder = Encoder::load(model.encoder_file);
+    ImageLoader loader(encoder.info().spec);
+    auto files = collect_images({image_dir.string()}, false).images;
+    if (files.size() > static_cast<size_t>(limit)) files.resize(static_cast<size_t>(limit));
+    const auto n = static_cast<int64_t>(files.size());
+    if (n == 0) throw std::runtime_error("no images in " + image_dir.string());
+
+    // Files -> features as feature extraction does it: loader threads feeding the encoder.
+    double extract_s = 0, t0 = 0;
+    {
+      ScopedTorchThreads scope(cores);
+      FeatureCacheOptions fo;
+      fo.batch_size = batch;
+      t0 = now();
+      compute_features(encoder, files, fo);
+      extract_s = now() - t0;
+    }
+    // Stage 1: decode (one thread, as one loader thread does it).
+    std::vector<cv::Mat> decoded;
+    t0 = now();
+    for (const auto& f : files) decoded.push_back(loader.decode(f));
+    const double decode_s = now() - t0;
+    // Stage 2: resize + normalise into the encoder's layout.
+    auto pixels = torch::empty({n, 3, encoder.info().spec.input_height, encoder.info().spec.input_width});
+    t0 = now();
+    for (int64_t i = 0; i < n; ++i) loader.preprocess(decoded[static_cast<size_t>(i)], pixels[i].data_ptr<float>());
+    const double preprocess_s = now() - t0;
+    decoded.clear();
+    // Stage 3: the encoder, all cores, in batches.
+    torch::Tensor features;
+    double encode_s = 0;
+    {
+      ScopedTorchThreads scope(cores);
+      encoder.encode(pixels.narrow(0, 0, std::min<int64_t>(batch, n)));  // warm-up (oneDNN primitives)
+      std::vector<torch::Tensor> parts;
+      t0 = now();
+      for (int64_t s = 0; s < n; s += batch) parts.push_back(encoder.encode(pixels.narrow(0, s, std::min<int64_t>(batch, n - s))));
+      encode_s = now() - t0;
+      features = torch::cat(parts);
+    }
+    // Stage 4: the decoder, one thread, batches of 8 images as `captioner caption` does.
+    auto scorer = model.make_scorer();
+    auto decode_time = [&](int beam) {
+      ScopedTorchThreads scope(1);
+      SearchOptions so = model.search;
+      so.beam_size = beam;
+      double t = now();
+      for (int64_t s = 0; s < n; s += 8) search_captions(*scorer, {features.narrow(0, s, std::min<int64_t>(8, n - s))}, so);
+      return now() - t;
+    };
+    decode_time(1);  // warm-up
+    const double greedy_s = decode_time(1), beam3_s = decode_time(3);
+
+    nlohmann::json out{{"images", n},
+                       {"cores", cores},
+                       {"encoder_batch", batch},
+                       {"extract_images_per_second", n / extract_s},
+                       {"decode_ms", 1e3 * decode_s / n},
+                       {"preprocess_ms", 1e3 * preprocess_s / n},
+                       {"encoder_ms", 1e3 * encode_s / n},
+                       {"decoder_beam1_ms", 1e3 * greedy_s / n},
+                       {"decoder_beam3_ms", 1e3 * beam3_s / n},
+                       {"gemm_gflops_all_cores", gemm_gflops(1024, cores)},
+                       {"gemm_gflops_one_core", gemm_gflops(1024, 1)}};
+    std::cout << out.dump() << std::endl;
+  } catch (const std::exception& e) {
+    std::cerr << "captioner_bench: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,100 @@
+// The speed settings of `captioner caption` (batch size, loader threads, LibTorch threads, batched
+// beams) must never change what it writes: same captions, same log-probabilities, same order.
+#include "decoder/caption_pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <random>
+
+#include "encoder/threading.h"
+#include "tests/model_fixtures.h"
+#include "tests/test_util.h"
+
+using namespace captioner;
+using captioner::test::TempDir;
+namespace fs = std::filesystem;
+
+namespace {
+struct Setting {
+  int batch, loaders, threads;
+};
+
+std::vector<CaptionedImage> caption_all(const ModelBundle& model, Encoder& encoder, const std::vector<fs::path>& files,
+                                        Setting s, int beam) {
+  ScopedTorchThreads threads(s.threads);
+  CaptionPipelineOptions o;
+  o.batch_size = s.batch;
+  o.loader_threads = s.loaders;
+  o.search = model.search;
+  o.search.beam_size = beam;
+  std::vector<CaptionedImage> out;
+  CaptionCallbacks cb;
+  cb.on_caption = [&](const CaptionedImage& c) { out.push_back(c); };
+  CaptionPipeline(model, encoder, o).run(files, cb);
+  return out;
+}
+
+void expect_same(const std::vector<CaptionedImage>& a, const std::vector<CaptionedImage>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].index, b[i].index) << what << ": results out of order";
+    EXPECT_EQ(a[i].caption, b[i].caption) << what << ": " << a[i].file;
+    EXPECT_NEAR(a[i].log_prob, b[i].log_prob, 1e-4) << what << ": " << a[i].file;
+  }
+}
+
+const std::vector<Setting> kSettings = {{1, 1, 1}, {3, 1, 2}, {8, 2, 1}, {16, 3, 2}};
+}  // namespace
+
+TEST(CaptionPipeline, SpeedSettingsNeverChangeTheCaptions) {
+  TempDir tmp;
+  auto vocab = test::make_vocab({"a", "dog", "cat", "runs", "red", "blue", "ball", "on", "grass", "the"});
+  auto model = test::make_bundle(test::make_tiny_encoder(tmp / "enc"), vocab, "lstm", 3, 32);
+  auto encoder = Encoder::load(model.encoder_file);
+  std::mt19937 rng(7);
+  std::vector<fs::path> files;
+  for (int i = 0; i < 21; ++i) {  // 21: batches that do not divide evenly
+    cv::Mat img(20 + i, 30, CV_8UC3, cv::Scalar(rng() % 256, rng() % 256, rng() % 256));
+    files.push_back(tmp / ("img" + std::to_string(i) + ".png"));
+    cv::imwrite(files.back().string(), img);
+  }
+  for (int beam : {1, 3}) {
+    auto reference = caption_all(model, encoder, files, kSettings[0], beam);
+    ASSERT_EQ(reference.size(), files.size());
+    std::set<std::string> distinct;
+    for (const auto& c : reference) distinct.insert(c.caption);
+    EXPECT_GT(distinct.size(), 1u) << "the check is only meaningful if the captions differ by image";
+    for (size_t s = 1; s < kSettings.size(); ++s) {
+      expect_same(reference, caption_all(model, encoder, files, kSettings[s], beam),
+                  "beam " + std::to_string(beam) + ", setting " + std::to_string(s));
+    }
+  }
+}
+
+// The shipped model on real photos, against captions recorded when it was trained: a speed-up
+// that changes any caption of the default model fails here.
+TEST(CaptionPipeline, DefaultModelStillWritesItsRecordedCaptions) {
+  REQUIRE_SHARED();
+  const fs::path dir = fs::path(CAPTIONER_SOURCE_DIR) / "models/default";
+  const fs::path golden = fs::path(CAPTIONER_SOURCE_DIR) / "tests/data/default_model_captions.json";
+  if (!fs::exists(dir / "config.json")) GTEST_SKIP() << "models/default is not in this checkout";
+  auto model = ModelBundle::load(dir);
+  if (!fs::exists(model.encoder_file)) GTEST_SKIP() << model.encoder_file << " missing: run scripts/setup.sh";
+  auto encoder = Encoder::load(model.encoder_file);
+  std::ifstream in(golden);
+  ASSERT_TRUE(in) << golden << " missing";
+  auto recorded = nlohmann::json::parse(in);
+  std::vector<fs::path> files;
+  for (const auto& r : recorded) files.push_back(test::shared_dir() / "datasets/flickr8k/images" / r.at("file_name").get<std::string>());
+  for (const auto& s : {kSettings[0], kSettings[3]}) {
+    auto got = caption_all(model, encoder, files, s, model.search.beam_size);
+    ASSERT_EQ(got.size(), recorded.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].caption, recorded[i].at("caption").get<std::string>()) << files[i];
+      EXPECT_NEAR(got[i].log_prob, recorded[i].at("log_prob").get<double>(), 1e-3) << files[i];
+    }
+  }
+}
