@@ -28,7 +28,7 @@ struct EvalOptions {
   double length_penalty = -1;
   int block_ngram = -1;
   std::filesystem::path cache_dir = default_cache_dir();
-  int batch = 16;
+  int batch = 4;
   int threads = 0;
   int loader_threads = 2;
   size_t max_images = 0;
@@ -161,7 +161,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--length-penalty", o->length_penalty, "Length penalty alpha (default: the model's)");
   cmd->add_option("--block-ngram", o->block_ngram, "Never repeat an n-gram of this size (default: the model's)");
   cmd->add_option("--cache-dir", o->cache_dir, "Where image features are cached (empty: no cache)");
-  cmd->add_option("--batch", o->batch, "Images per batch")->check(CLI::Range(1, 1024));
+  cmd->add_option("--batch", o->batch, "Images per encoder call (4 is fastest for MobileNetV2 on few cores)")->check(CLI::Range(1, 1024));
   cmd->add_option("--threads", o->threads, "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64));
   cmd->add_option("--device", o->device, "cpu, cuda or auto");

@@ -116,7 +116,7 @@ def main():
         val = json.load(open(os.path.join(flickr, "captions_val.json")))
         val_files = sorted(os.path.join(flickr, "images", i["file_name"]) for i in val["images"])[: a.images]
         f1k = link_folder(os.path.join(work, "flickr"), val_files)
-        coco_files = sorted(os.path.join(coco, "images", f) for f in os.listdir(os.path.join(coco, "images")))
+        coco_files = sorted(os.path.join(coco, "train2017", f) for f in os.listdir(os.path.join(coco, "train2017")))
         cfold = link_folder(os.path.join(work, "coco"), coco_files)
         big = link_folder(os.path.join(work, "repeat"), val_files, a.repeat)
         print("bench: %d cores, %s; %d Flickr8k photos, %d COCO photos, model %s" % (
