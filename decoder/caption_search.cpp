@@ -131,6 +131,11 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
   std::vector<double> beam_logp(B * K, kNegInf);
   for (int64_t a = 0; a < B; ++a) beam_logp[a * K] = 0;  // one live beam per image at the start
   auto tokens = torch::full({B * K}, Vocabulary::kStart, torch::kLong);
+  // The greedy caption rides along as one of the K beams (the row holding it, -1 once it has
+  // ended), so the result is never below greedy's by the search's own score without a second
+  // decoding pass. It displaces the K-th candidate only when it has fallen out of the top K.
+  std::vector<int64_t> greedy_row(B);
+  for (int64_t a = 0; a < B; ++a) greedy_row[a] = a * K;
 
   for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
     const int64_t A = static_cast<int64_t>(active.size());
@@ -146,8 +151,10 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
     auto ia = indices.accessor<int64_t, 2>();
     // The float sums above only rank; the exact log-probability is accumulated in double.
     auto logp_d = logp.accessor<float, 2>();
+    auto greedy_next = masked.argmax(1);
+    auto greedy_a = greedy_next.accessor<int64_t, 1>();
 
-    std::vector<int64_t> rows, next_tokens, next_active;
+    std::vector<int64_t> rows, next_tokens, next_active, next_greedy_row;
     std::vector<double> next_logp;
     std::vector<std::vector<int64_t>> next_history;
     for (int64_t a = 0; a < A; ++a) {
@@ -169,15 +176,40 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
         }
         if (static_cast<int64_t>(live.size()) == K && static_cast<int64_t>(finished[img].size()) >= K) break;
       }
+      int64_t greedy_k = -1;  // position of the greedy continuation among `live`
+      if (const int64_t g = greedy_row[a]; g >= 0) {
+        const int64_t tok = greedy_a[g];
+        const double lp = beam_logp[g] + logp_d[g][tok];
+        if (tok == Vocabulary::kEnd) {
+          finished[img].push_back({history[g], lp, ranked(lp, history[g].size(), o.length_penalty)});
+        } else {
+          auto it = std::find(live.begin(), live.end(), std::make_pair(g, tok));
+          if (it == live.end()) {
+            if (static_cast<int64_t>(live.size()) < K) {
+              live.emplace_back(g, tok);
+              live_logp.push_back(lp);
+            } else {
+              live.back() = {g, tok};
+              live_logp.back() = lp;
+            }
+            it = live.end() - 1;
+          }
+          greedy_k = it - live.begin();
+        }
+      }
       bool done = live.empty() || static_cast<int64_t>(finished[img].size()) >= K;
+      double best_done = kNegInf;
+      for (const auto& c : finished[img]) best_done = std::max(best_done, c.score);
       if (!done && o.length_penalty == 0 && !finished[img].empty()) {
         // Without a length penalty scores only fall as captions grow: a finished caption that
         // beats every live beam cannot be overtaken.
-        double best_done = kNegInf;
-        for (const auto& c : finished[img]) best_done = std::max(best_done, c.score);
         done = best_done >= *std::max_element(live_logp.begin(), live_logp.end());
       }
+      // Stopping while the greedy caption is unfinished is only safe when nothing it can still
+      // become could beat what is finished.
+      if (done && greedy_k >= 0 && !(o.length_penalty == 0 && best_done >= live_logp[greedy_k])) done = false;
       if (done) continue;
+      next_greedy_row.push_back(greedy_k >= 0 ? static_cast<int64_t>(next_active.size()) * K + greedy_k : -1);
       next_active.push_back(img);
       for (int64_t k = 0; k < K; ++k) {
         bool real = k < static_cast<int64_t>(live.size());
@@ -193,6 +225,7 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
     if (next_active.empty()) break;
     scorer.select(as_index(rows));
     active = std::move(next_active);
+    greedy_row = std::move(next_greedy_row);
     history = std::move(next_history);
     beam_logp = std::move(next_logp);
     tokens = as_index(next_tokens);
@@ -256,12 +289,7 @@ std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews&
 std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
   if (o.sample) return sample_captions(scorer, views, o);
   if (o.beam_size <= 1) return greedy_search(scorer, views, o);
-  auto beams = beam_search(scorer, views, o);
-  auto greedy = greedy_search(scorer, views, o);
-  for (size_t i = 0; i < beams.size(); ++i) {
-    if (greedy[i].score > beams[i].score) beams[i] = std::move(greedy[i]);
-  }
-  return beams;
+  return beam_search(scorer, views, o);
 }
 
 std::vector<double> caption_log_probs(SequenceScorer& scorer, const FeatureViews& views,

@@ -38,8 +38,8 @@ std::vector<Caption> greedy_search(SequenceScorer& scorer, const FeatureViews& f
 std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& features, const SearchOptions& options);
 std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews& features, const SearchOptions& options);
 
-// Dispatches on options.sample and options.beam_size. When beam_size > 1 the greedy caption is
-// also a candidate, so the result is never ranked below greedy's by the search's own score.
+// Dispatches on options.sample and options.beam_size. Beam search keeps the greedy caption among
+// its beams, so the result is never ranked below greedy's by the search's own score.
 std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& features, const SearchOptions& options);
 
 // log p(tokens, <end> | image) under teacher forcing: checks and re-ranks captions.

@@ -61,8 +61,12 @@ TEST(DefaultModel, CaptionsDevPhotosWithTheirContentWords) {
     std::map<std::string, int> count;
     for (size_t i = 0; i < words.size(); ++i) {
       EXPECT_NE(words[i], "<unk>");
-      if (i > 0) EXPECT_NE(words[i], words[i - 1]) << "a word twice in a row";
-      if (!kFunctionWords.count(words[i])) EXPECT_LT(++count[words[i]], 3) << "a content word three times";
+      if (i > 0) {
+        EXPECT_NE(words[i], words[i - 1]) << "a word twice in a row";
+      }
+      if (!kFunctionWords.count(words[i])) {
+        EXPECT_LT(++count[words[i]], 3) << "a content word three times";
+      }
     }
     captions.push_back(c);
   };
