@@ -1,5 +1,8 @@
 #include "datasets/json_util.h"
 
+#include <cmath>
+#include <limits>
+
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -91,10 +94,14 @@ std::string JsonView::as_string() const {
 }
 
 int64_t JsonView::as_int() const {
-  if (value_->is_number_integer()) return value_->get<int64_t>();
-  if (value_->is_number_float()) {
+  if (value_->is_number_unsigned()) {
+    if (value_->get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return value_->get<int64_t>();
+  } else if (value_->is_number_integer()) {
+    return value_->get<int64_t>();
+  } else if (value_->is_number_float()) {
+    // Range first: casting a double outside int64 is undefined behaviour (found by fuzz_results).
     double d = value_->get<double>();
-    if (d == static_cast<double>(static_cast<int64_t>(d))) return static_cast<int64_t>(d);
+    if (d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == std::trunc(d)) return static_cast<int64_t>(d);
   }
   fail("expected an integer, found " + json_type_name(*value_) + " " + value_->dump());
 }

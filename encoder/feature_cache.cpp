@@ -57,6 +57,7 @@ bool read_cache(const fs::path& file, const std::string& key, size_t n, int64_t 
   out.ok.assign(n, true);
   try {
     for (const auto& f : h.at("failed")) {
+      if (!f.at(0).is_number_unsigned()) return false;  // a damaged header: recompute
       out.ok.at(f.at(0).get<size_t>()) = false;
       out.failures.push_back(f.at(1).get<std::string>());
     }

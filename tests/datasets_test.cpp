@@ -193,6 +193,13 @@ TEST(Results, ValidatesAgainstReferences) {
   expect_error([&] { load_coco_results(tmp / "r.json"); }, "r.json", "more than one caption");
   write_text(tmp / "r.json", R"({"image_id": 7})");
   expect_error([&] { load_coco_results(tmp / "r.json"); }, "r.json", "expected an array");
+  // Found by fuzz_results: ids beyond int64 arrive as doubles and were cast with undefined behaviour.
+  for (const char* id : {"5355555555555555555555555555555555506", "1e300", "18446744073709551615", "7.5"}) {
+    write_text(tmp / "r.json", std::string(R"([{"image_id": )") + id + R"(, "caption": "a"}])");
+    expect_error([&] { load_coco_results(tmp / "r.json"); }, "r.json", "expected an integer");
+  }
+  write_text(tmp / "r.json", R"([{"image_id": 7.0, "caption": "a dog"}, {"image_id": 9, "caption": "a cat"}])");
+  EXPECT_EQ(load_coco_results(tmp / "r.json").size(), 2u) << "a whole number written as 7.0 is still an id";
 }
 
 TEST(EvalCli, ScoresAResultsFileAsJson) {
