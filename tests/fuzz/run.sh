@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for N seconds (default 30), seeded from real files: the COCO and
 # Flickr8k caption files in ../shared (when present), this repository's models and test images.
-#   tests/fuzz/run.sh BUILD_DIR [SECONDS]
+#   tests/fuzz/run.sh BUILD_DIR [SECONDS]     (FUZZ_SEED=N: another seed; CI uses 1 so its runs repeat)
 set -euo pipefail
 BUILD=${1:?usage: run.sh BUILD_DIR [SECONDS]}
 SECONDS_EACH=${2:-30}
@@ -52,7 +52,7 @@ ARTIFACTS="$ROOT/build-fuzz-crashes"
 mkdir -p "$ARTIFACTS"
 for target in caption_file vocabulary results caption_text image; do
   echo "fuzz_$target: ${SECONDS_EACH}s from $(ls "$WORK/$target" | wc -l) seeds"
-  if ! "$BUILD/fuzz_$target" "$WORK/$target" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
+  if ! "$BUILD/fuzz_$target" "$WORK/$target" -max_total_time="$SECONDS_EACH" -seed="${FUZZ_SEED:-1}" -timeout=10 -rss_limit_mb=2048 \
        -artifact_prefix="$ARTIFACTS/$target-" -print_final_stats=1 > "$WORK/$target.log" 2>&1; then
     status=1
     grep -v "^#" "$WORK/$target.log" | tail -n 30
