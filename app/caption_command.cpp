@@ -86,16 +86,16 @@ void run_caption(const CaptionOptions& o) {
                                              : CaptionFormat::kText;
   // --resume: keep what an earlier run already wrote and caption only the rest.
   std::vector<CaptionRow> previous;
-  std::vector<std::filesystem::path> todo = list.images;
+  std::vector<std::filesystem::path> pending = list.images;
   if (o.resume && !o.output.empty() && std::filesystem::exists(o.output)) {
     previous = read_caption_file(o.output);
     std::unordered_set<std::string> done;
     for (const auto& r : previous) done.insert(r.file_name);
-    todo.clear();
+    pending.clear();
     for (const auto& f : list.images) {
-      if (!done.count(f.string())) todo.push_back(f);
+      if (!done.count(f.string())) pending.push_back(f);
     }
-    std::cerr << "resuming: " << previous.size() << " images already in " << o.output << ", " << todo.size()
+    std::cerr << "resuming: " << previous.size() << " images already in " << o.output << ", " << pending.size()
               << " to caption\n";
   }
   std::unique_ptr<CaptionWriter> writer = o.output.empty() ? std::make_unique<CaptionWriter>(std::cout, format)
@@ -109,7 +109,7 @@ void run_caption(const CaptionOptions& o) {
   std::vector<std::string> scored_hyps;
   std::vector<std::vector<std::string>> scored_refs;
   if (!o.html.empty()) {
-    report = std::make_unique<HtmlReport>(std::filesystem::path(o.html), "captioner: " + std::to_string(todo.size()) + " images");
+    report = std::make_unique<HtmlReport>(std::filesystem::path(o.html), "captioner: " + std::to_string(pending.size()) + " images");
     if (!o.annotations.empty()) {
       DatasetOptions dopt;
       dopt.check_images = false;
@@ -120,7 +120,7 @@ void run_caption(const CaptionOptions& o) {
 
   install_stop_handlers();
   // On a terminal that also shows the captions, a progress bar would tangle with them.
-  ProgressBar bar("captioning", static_cast<int64_t>(todo.size()), !o.quiet && (!o.output.empty() || !::isatty(STDOUT_FILENO)));
+  ProgressBar bar("captioning", static_cast<int64_t>(pending.size()), !o.quiet && (!o.output.empty() || !::isatty(STDOUT_FILENO)));
   auto t0 = std::chrono::steady_clock::now();
   auto last_snapshot = t0;
   size_t captioned = 0;
@@ -157,7 +157,7 @@ void run_caption(const CaptionOptions& o) {
     }
   };
   cb.should_stop = [] { return stop_requested().load(); };
-  size_t failed = pipeline.run(todo, cb);
+  size_t failed = pipeline.run(pending, cb);
   bar.finish();
   writer->finish();
   if (report) {

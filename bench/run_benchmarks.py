@@ -143,7 +143,6 @@ def main():
                 print("  %-45s C++ %7.1f  Python %7.1f  naive %7.1f images/s" % (rows[-1][0], c, p, q), flush=True)
                 if label == "Flickr8k" and beam == 3:
                     rss_small = {"cpp": c_rss, "py": p_rss}
-        beam_cost = None
         cpp_b1 = next(r[1] for r in rows if "Flickr8k" in r[0] and r[0].endswith("beam 1"))
         cpp_b3 = next(r[1] for r in rows if "Flickr8k" in r[0] and r[0].endswith("beam 3"))
         beam_cost = cpp_b1 / cpp_b3 - 1
