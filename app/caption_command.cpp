@@ -11,6 +11,7 @@
 #include "app/cli_util.h"
 #include "app/commands.h"
 #include "datasets/caption_dataset.h"
+#include "datasets/caption_shards.h"
 #include "datasets/caption_writer.h"
 #include "datasets/html_report.h"
 #include "datasets/metrics/bleu.h"
@@ -38,13 +39,14 @@ struct CaptionOptions {
   double temperature = 1.0;
   int top_k = 0;
   uint64_t seed = 0;
-  int batch = 16;
+  int batch = 32;
   int threads = 0;
   int loader_threads = 2;
   int64_t max_pixels = 100'000'000;
   bool recursive = false;
   bool resume = false;
   bool quiet = false;
+  std::string shard;      // "K/N"; empty: $RANK/$WORLD_SIZE under torchrun, else everything
 };
 
 void run_caption(const CaptionOptions& o) {
@@ -58,6 +60,26 @@ void run_caption(const CaptionOptions& o) {
     throw std::runtime_error("no images found in " + where +
                              (list.skipped_non_images ? " (" + std::to_string(list.skipped_non_images) + " other files)" : "") +
                              (o.recursive ? "" : "; use --recursive to look in subfolders"));
+  }
+
+  // --shard K/N (or torchrun's RANK/WORLD_SIZE): this process takes every N-th photo and writes
+  // its own part of the output; `captioner merge` joins the parts.
+  const ShardSpec shard = o.shard.empty() ? shard_from_environment() : parse_shard(o.shard);
+  std::vector<int64_t> position;  // 1-based place of each photo in the whole list: its fallback id
+  {
+    std::vector<std::filesystem::path> mine;
+    for (size_t i = 0; i < list.images.size(); ++i) {
+      if (static_cast<int>(i % static_cast<size_t>(shard.count)) != shard.index) continue;
+      mine.push_back(list.images[i]);
+      position.push_back(static_cast<int64_t>(i + 1));
+    }
+    list.images = std::move(mine);
+  }
+  std::string output = o.output;
+  if (shard.sharded()) {
+    if (output.empty()) throw std::runtime_error("--shard needs --output: each part is written to its own file, then merged");
+    if (!o.html.empty()) throw std::runtime_error("--html is not available with --shard; merge the parts, then caption for a report");
+    output = shard_part_file(output, shard).string();
   }
 
   std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
@@ -82,24 +104,35 @@ void run_caption(const CaptionOptions& o) {
   po.search.seed = o.seed;
 
   CaptionFormat format = !o.format.empty()    ? parse_caption_format(o.format)
-                         : !o.output.empty() ? caption_format_for(o.output)
+                         : !output.empty() ? caption_format_for(output)
                                              : CaptionFormat::kText;
   // --resume: keep what an earlier run already wrote and caption only the rest.
   std::vector<CaptionRow> previous;
   std::vector<std::filesystem::path> pending = list.images;
-  if (o.resume && !o.output.empty() && std::filesystem::exists(o.output)) {
-    previous = read_caption_file(o.output);
+  if (o.resume && !output.empty() && std::filesystem::exists(output)) {
+    previous = read_caption_file(output, format);
+    // The same photo may be named P/a.jpg, ./P/a.jpg or P//a.jpg from one run to the next: rows
+    // match by the file they name, not by the spelling.
+    auto same_file = [](const std::string& name) {
+      std::error_code ec;
+      auto p = std::filesystem::weakly_canonical(std::filesystem::path(name), ec);
+      return ec ? std::filesystem::path(name).lexically_normal().string() : p.string();
+    };
     std::unordered_set<std::string> done;
-    for (const auto& r : previous) done.insert(r.file_name);
+    for (const auto& r : previous) done.insert(same_file(r.file_name));
     pending.clear();
-    for (const auto& f : list.images) {
-      if (!done.count(f.string())) pending.push_back(f);
+    std::vector<int64_t> pending_position;
+    for (size_t i = 0; i < list.images.size(); ++i) {
+      if (done.count(same_file(list.images[i].string()))) continue;
+      pending.push_back(list.images[i]);
+      pending_position.push_back(position[i]);
     }
-    std::cerr << "resuming: " << previous.size() << " images already in " << o.output << ", " << pending.size()
+    position = std::move(pending_position);
+    std::cerr << "resuming: " << previous.size() << " images already in " << output << ", " << pending.size()
               << " to caption\n";
   }
-  std::unique_ptr<CaptionWriter> writer = o.output.empty() ? std::make_unique<CaptionWriter>(std::cout, format)
-                                                           : std::make_unique<CaptionWriter>(std::filesystem::path(o.output), format);
+  std::unique_ptr<CaptionWriter> writer = output.empty() ? std::make_unique<CaptionWriter>(std::cout, format)
+                                                           : std::make_unique<CaptionWriter>(std::filesystem::path(output), format);
   for (const auto& r : previous) writer->write(r);
 
   // --html: a page with thumbnails; with --annotations also references and per-image BLEU-4.
@@ -120,14 +153,14 @@ void run_caption(const CaptionOptions& o) {
 
   install_stop_handlers();
   // On a terminal that also shows the captions, a progress bar would tangle with them.
-  ProgressBar bar("captioning", static_cast<int64_t>(pending.size()), !o.quiet && (!o.output.empty() || !::isatty(STDOUT_FILENO)));
+  ProgressBar bar("captioning", static_cast<int64_t>(pending.size()), !o.quiet && (!output.empty() || !::isatty(STDOUT_FILENO)));
   auto t0 = std::chrono::steady_clock::now();
   auto last_snapshot = t0;
   size_t captioned = 0;
   CaptionPipeline pipeline(model, encoder, po);
   CaptionCallbacks cb;
   cb.on_caption = [&](const CaptionedImage& c) {
-    writer->write({c.file.string(), image_id_from_name(c.file, static_cast<int64_t>(previous.size() + c.index + 1)),
+    writer->write({c.file.string(), image_id_from_name(c.file, position.at(c.index)),
                    c.caption, c.log_prob});
     ++captioned;
     if (report) {
@@ -151,7 +184,7 @@ void run_caption(const CaptionOptions& o) {
   cb.on_progress = [&](size_t done, size_t) {
     bar.update(static_cast<int64_t>(done));
     auto now = std::chrono::steady_clock::now();
-    if (!o.output.empty() && now - last_snapshot > std::chrono::seconds(30)) {
+    if (!output.empty() && now - last_snapshot > std::chrono::seconds(30)) {
       writer->snapshot();  // a crash now loses at most 30 s of work (see --resume)
       last_snapshot = now;
     }
@@ -175,7 +208,7 @@ void run_caption(const CaptionOptions& o) {
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (stop_requested()) {
-    std::cerr << "interrupted: " << captioned << " captions saved" << (o.output.empty() ? "" : " to " + o.output)
+    std::cerr << "interrupted: " << captioned << " captions saved" << (output.empty() ? "" : " to " + output)
               << "; run again with --resume to continue\n";
     g_exit_code = 130;
     return;
@@ -184,7 +217,7 @@ void run_caption(const CaptionOptions& o) {
     char line[200];
     std::snprintf(line, sizeof line, "captioned %zu images in %.1f s (%.1f images/s)%s", captioned, secs,
                   captioned / std::max(secs, 1e-9), failed ? (", " + std::to_string(failed) + " unreadable").c_str() : "");
-    std::cerr << line << (o.output.empty() ? "" : "; wrote " + o.output) << "\n";
+    std::cerr << line << (output.empty() ? "" : "; wrote " + output) << "\n";
   }
   if (failed > 0 || any_failed) g_exit_code = 1;
 }
@@ -204,13 +237,15 @@ void add_caption_command(CLI::App& app) {
   cmd->add_option("--annotations", o->annotations, "With --html: show these reference captions and each image's BLEU-4 (matched by file name)")
       ->check(CLI::ExistingFile);
   cmd->add_flag("--resume", o->resume, "Skip images already captioned in --output and add the rest");
+  cmd->add_option("--shard", o->shard, "Caption only part K of N (every N-th photo) into <output>.part-K-of-N; "
+                                       "join the parts with `captioner merge` (default under torchrun: $RANK/$WORLD_SIZE)");
   auto search = "Decoding (defaults: the model's)";
   cmd->add_option("--beam", o->beam, "Beam width (1: greedy)")->check(CLI::Range(1, 64))->group(search);
   cmd->add_option("--max-len", o->max_len, "Maximum words per caption")->check(CLI::Range(1, 200))->group(search);
   cmd->add_option("--length-penalty", o->length_penalty, "Rank beams by log-prob / (words+1)^alpha")->group(search);
   cmd->add_option("--block-ngram", o->block_ngram, "Never repeat an n-gram of this size (0: off)")->group(search);
   cmd->add_flag("--sample", o->sample, "Sample captions instead of searching for the most likely")->group(search);
-  cmd->add_option("--temperature", o->temperature, "Sampling temperature")->check(CLI::PositiveNumber)->group(search);
+  cmd->add_option("--temperature", o->temperature, "Sampling temperature")->check(CLI::Range(0.01, 100.0))->group(search);
   cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")->check(CLI::NonNegativeNumber)->group(search);
   cmd->add_option("--seed", o->seed, "Sampling seed")->group(search);
   auto run = "Running";

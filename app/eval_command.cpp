@@ -69,7 +69,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   const ThreadPlan plan = ThreadPlan::choose(o.threads);
   FeatureSet feats;
   {
-    ScopedTorchThreads threads(plan.encoder);
+    ScopedTorchThreads threads(plan.encoder_alone);
     feats = compute_features(encoder, files, fo);
   }
   bar->finish();

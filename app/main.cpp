@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   captioner::cli::add_eval_command(app);
   captioner::cli::add_ensemble_command(app);
   captioner::cli::add_plot_command(app);
+  captioner::cli::add_merge_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,4 +1,5 @@
 // `captioner train`: fit a decoder on a caption dataset with a frozen encoder's cached features.
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -14,6 +15,7 @@ struct TrainCommandOptions {
   TrainJob job;
   std::string injection = "every-step";
   bool quiet = false;
+  int dist_timeout = 300;
 };
 
 void run_train(TrainCommandOptions& o, const std::string& command_line) {
@@ -21,10 +23,15 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
   job.decoder.image_every_step = o.injection != "init";
   job.decoder.image_init_state = o.injection != "every-step";
   job.command_line = command_line;
+  job.distributed.timeout = std::chrono::seconds(o.dist_timeout);
   if (job.encoder_file.empty()) job.encoder_file = default_encoder_file();
   if (job.val_images.empty()) job.val_images = job.train_images;
   install_stop_handlers();
   job.trainer.stop = &stop_requested();
+
+  // Under torchrun or by hand, rank 0 speaks for the group; the others report only errors.
+  const bool main_rank = resolve_world(job.distributed).rank == 0;
+  if (!main_rank) o.quiet = true;
 
   std::unique_ptr<ProgressBar> bar;
   std::string bar_label;
@@ -39,7 +46,7 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
   };
   cb.trainer.on_message = [&](const std::string& m) {
     if (bar) bar->finish();
-    std::cerr << m << "\n";
+    if (main_rank || m.rfind("skipped", 0) == 0 || m.rfind("warning", 0) == 0) std::cerr << m << "\n";
   };
   cb.trainer.on_batch = [&](int epoch, int64_t b, int64_t nb, double loss, double rate) {
     if (!bar || bar_label != "epoch " + std::to_string(epoch)) {
@@ -53,6 +60,7 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
   cb.trainer.on_epoch = [&](const EpochReport& r) {
     if (bar) bar->finish();
     bar.reset();
+    if (!main_rank) return;
     char line[320];
     std::snprintf(line, sizeof line,
                   "[epoch %d/%d] loss %.4f%s  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
@@ -67,6 +75,7 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
     g_exit_code = 130;
     return;
   }
+  if (!main_rank) return;
   std::fprintf(stderr, "done: best validation BLEU-1 %.4f BLEU-4 %.4f at epoch %d; model in %s\n", result.best_bleu[0],
                result.best_bleu[3], result.best_epoch, job.output_dir.c_str());
 }
@@ -101,6 +110,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--image-dim", job.decoder.image_dim, "Image projection size (0: raw features into the gates)")->check(CLI::NonNegativeNumber)->group(model);
   cmd->add_option("--layers", job.decoder.num_layers, "Stacked recurrent layers")->check(CLI::Range(1, 8))->group(model);
   cmd->add_option("--dropout", job.decoder.dropout, "Dropout probability")->check(CLI::Range(0.0, 0.95))->group(model);
+  cmd->add_flag("!--no-image-dropout", job.decoder.image_dropout,
+                "Dropout on the words and the recurrent outputs only, never on the image")->group(model);
   cmd->add_option("--image-injection", o->injection, "Where the image enters: every step's gates, the initial state, or both")
       ->check(CLI::IsMember({"every-step", "init", "both"}))->group(model);
 
@@ -121,6 +132,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--seed", t.seed, "Random seed (initialisation, batches, dropout)")->group(train);
   cmd->add_option("--checkpoint-every", t.checkpoint_every, "Batches between checkpoints (also after every epoch)")->check(CLI::PositiveNumber)->group(train);
   cmd->add_flag("--resume", t.resume, "Continue from <output>/checkpoint.pt")->group(train);
+  cmd->add_flag("--overwrite", job.overwrite, "Replace a model or run already in --output")->group(train);
   cmd->add_flag("--fp16", t.fp16_bundle, "Store the model's weights as float16 (half the size)")->group(train);
   cmd->add_option("--objective", t.objective, "xe: cross-entropy; scst: self-critical training with a CIDEr-D reward (use with --init-from)")
       ->check(CLI::IsMember({"xe", "scst"}))->group(train);
@@ -141,6 +153,13 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--loader-threads", job.loader_threads, "Image decoding threads")->check(CLI::PositiveNumber)->group(run);
   cmd->add_option("--device", job.device, "cpu, cuda or auto (cuda when available)")->group(run);
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bars")->group(run);
+
+  auto dist = "Several processes (data-parallel over c10d/Gloo; torchrun sets these through the environment)";
+  cmd->add_option("--rank", job.distributed.rank, "This process's rank (default: $RANK, else 0)")->check(CLI::NonNegativeNumber)->group(dist);
+  cmd->add_option("--world-size", job.distributed.world_size, "Number of processes (default: $WORLD_SIZE, else 1)")->check(CLI::PositiveNumber)->group(dist);
+  cmd->add_option("--master-addr", job.distributed.master_addr, "Address of rank 0's store (default: $MASTER_ADDR, else 127.0.0.1)")->group(dist);
+  cmd->add_option("--master-port", job.distributed.master_port, "Port of rank 0's store (default: $MASTER_PORT, else 29500)")->check(CLI::Range(1, 65535))->group(dist);
+  cmd->add_option("--dist-timeout", o->dist_timeout, "Seconds to wait for another process before failing")->check(CLI::Range(1, 86400))->group(dist);
   cmd->callback([o, cmd] {
     std::string line = "captioner train";
     for (const auto& opt : cmd->get_options()) {

@@ -1,7 +1,8 @@
 // Where captioning time goes, stage by stage, on this machine: JPEG decode, preprocessing, the
 // encoder, the decoder at beam 1 and beam 3, and the machine's matrix-multiply peak (the floor
 // under the encoder). Prints one JSON object; bench/run.sh turns it into a table.
-//   captioner_bench --model DIR --images DIR [--limit 200] [--batch 4]
+//   captioner_bench --model DIR --images DIR [--limit 200] [--batch 4] [--decoder-batch 32]
+//                   [--encoder FILE (time another encoder, e.g. the float one)]
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -28,6 +29,7 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 // Best GFLOP/s of a square float32 matrix product over a few repetitions.
 double gemm_gflops(int64_t n, int threads) {
   ScopedTorchThreads scope(threads);
+  ScopedBlasThreads blas(threads);
   auto a = torch::randn({n, n}), b = torch::randn({n, n});
   auto c = torch::mm(a, b);  // warm-up
   double best = 0;
@@ -42,17 +44,19 @@ double gemm_gflops(int64_t n, int threads) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Per-stage timings of the captioning pipeline"};
-  fs::path model_dir, image_dir;
-  int limit = 200, batch = 4;
+  fs::path model_dir, image_dir, encoder_file;
+  int limit = 200, batch = 4, decoder_batch = 32;
   app.add_option("--model", model_dir)->required()->check(CLI::ExistingDirectory);
   app.add_option("--images", image_dir)->required()->check(CLI::ExistingDirectory);
   app.add_option("--limit", limit, "Images to time");
   app.add_option("--batch", batch, "Encoder batch size");
+  app.add_option("--decoder-batch", decoder_batch, "Images per decoder batch (all their beams in one tensor)");
+  app.add_option("--encoder", encoder_file, "Encoder to time instead of the model's own");
   CLI11_PARSE(app, argc, argv);
   try {
     const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     auto model = ModelBundle::load(model_dir);
-    auto encoder = Encoder::load(model.encoder_file);
+    auto encoder = Encoder::load(encoder_file.empty() ? model.encoder_file : encoder_file);
     ImageLoader loader(encoder.info().spec);
     auto files = collect_images({image_dir.string()}, false).images;
     if (files.size() > static_cast<size_t>(limit)) files.resize(static_cast<size_t>(limit));
@@ -92,28 +96,35 @@ int main(int argc, char** argv) {
       encode_s = now() - t0;
       features = torch::cat(parts);
     }
-    // Stage 4: the decoder, one thread, batches of 8 images as `captioner caption` does.
+    // Stage 4: the decoder, one thread, in batches as `captioner caption` decodes.
     auto scorer = model.make_scorer();
     auto decode_time = [&](int beam) {
       ScopedTorchThreads scope(1);
+      ScopedBlasThreads blas(1);
       SearchOptions so = model.search;
       so.beam_size = beam;
       double t = now();
-      for (int64_t s = 0; s < n; s += 8) search_captions(*scorer, {features.narrow(0, s, std::min<int64_t>(8, n - s))}, so);
+      for (int64_t s = 0; s < n; s += decoder_batch) {
+        search_captions(*scorer, {features.narrow(0, s, std::min<int64_t>(decoder_batch, n - s))}, so);
+      }
       return now() - t;
     };
     decode_time(1);  // warm-up
-    const double greedy_s = decode_time(1), beam3_s = decode_time(3);
+    const double greedy_s = decode_time(1), beam3_s = decode_time(3), beam5_s = decode_time(5);
 
     nlohmann::json out{{"images", n},
                        {"cores", cores},
                        {"encoder_batch", batch},
+                       {"encoder", encoder.info().model_file.filename().string()},
+                       {"encoder_precision", encoder.info().precision},
+                       {"decoder_batch", decoder_batch},
                        {"extract_images_per_second", n / extract_s},
                        {"decode_ms", 1e3 * decode_s / n},
                        {"preprocess_ms", 1e3 * preprocess_s / n},
                        {"encoder_ms", 1e3 * encode_s / n},
                        {"decoder_beam1_ms", 1e3 * greedy_s / n},
                        {"decoder_beam3_ms", 1e3 * beam3_s / n},
+                       {"decoder_beam5_ms", 1e3 * beam5_s / n},
                        {"gemm_gflops_all_cores", gemm_gflops(1024, cores)},
                        {"gemm_gflops_one_core", gemm_gflops(1024, 1)}};
     std::cout << out.dump() << std::endl;

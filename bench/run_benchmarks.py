@@ -1,10 +1,13 @@
 #!/usr/bin/python3
-"""captioner vs. the same model in plain Python PyTorch, side by side on this machine.
+"""captioner vs. the plain-PyTorch reference (../shared/pyref), side by side on this machine.
 
-Runs every measurement of bench/README (caption a folder at beam 1 and 3 on Flickr8k and COCO
-photos, feature extraction, training throughput, peak memory as the folder grows, where the time
-goes), C++ and Python one after the other in the same command so the ratios are fair on a noisy
-machine, prints a table and writes it to bench/RESULTS.md. Start it with bench/run.sh.
+Every measurement runs both tools one after the other in the same command, on the same photos,
+as whole processes (start-up included), so the ratios are fair on a noisy shared machine:
+  1. caption the 1,000 Flickr8k dev photos and the 80 full-size COCO photos (files -> captions, beam 3)
+  2. peak RSS while captioning, and captioner's as the folder grows to 10,000 photos
+  3. training throughput on cached features (pyref: bench.py --only train, median of 3)
+  4. where captioner's time goes (captioner_bench: decode, preprocess, encoder, decoder at beam 1/3/5)
+Prints a table and writes it to bench/RESULTS.md. Start it with bench/run.sh.
 """
 import argparse
 import datetime
@@ -19,30 +22,28 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = "/usr/bin/python3"
-BASELINE = os.path.join(ROOT, "bench", "python_baseline.py")
 
 
-def run(cmd):
-    """Runs cmd; returns (wall seconds, stdout). Stops the benchmark with the command's error."""
+def run_measured(cmd, env=None):
+    """Runs cmd; returns (wall seconds, stdout, stderr). Stops the benchmark on failure."""
     t0 = time.time()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out, err = p.communicate()
+    wall = time.time() - t0
+    if p.returncode != 0:
+        sys.exit("bench: %s failed (exit %d):\n%s" % (" ".join(cmd), p.returncode, err.decode()[-2000:]))
+    return wall, out.decode(), err.decode()
+
+
+def peak_rss_of(cmd):
+    """Peak RSS (MiB) and wall seconds of one whole process, from GNU time's %M."""
+    t0 = time.time()
+    p = subprocess.run(["/usr/bin/time", "-f", "PEAK_RSS_KB %M"] + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wall = time.time() - t0
     if p.returncode != 0:
         sys.exit("bench: %s failed (exit %d):\n%s" % (" ".join(cmd), p.returncode, p.stderr.decode()[-2000:]))
-    return time.time() - t0, p.stdout.decode()
-
-
-def run_measured(cmd):
-    """Like run, but also the child's peak RSS (MiB) from wait4."""
-    t0 = time.time()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = p.stdout.read()
-    err = p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.time() - t0
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        sys.exit("bench: %s failed (exit %d):\n%s" % (" ".join(cmd), code, err.decode()[-2000:]))
-    return wall, usage.ru_maxrss / 1024.0, out.decode()
+    kb = [l for l in p.stderr.decode().splitlines() if l.startswith("PEAK_RSS_KB ")][-1].split()[1]
+    return wall, int(kb) / 1024.0, p.stdout.decode()
 
 
 def link_folder(dst, files, repeat=1):
@@ -54,9 +55,29 @@ def link_folder(dst, files, repeat=1):
     return dst
 
 
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_flags():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return ", ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags)
+    except OSError:
+        pass
+    return "?"
+
+
 def mobilenet_v2_macs():
-    """Multiply-accumulates of one 224x224 MobileNetV2 1.0 forward pass without the classifier,
-    counted layer by layer (the architecture of the default encoder; weights do not matter)."""
+    """Multiply-accumulates of one 224x224 MobileNetV2 1.0 forward pass without the classifier."""
     import torch
     import torchvision
     model = torchvision.models.mobilenet_v2().eval()
@@ -73,190 +94,141 @@ def mobilenet_v2_macs():
     return total[0]
 
 
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
-    ap.add_argument("--images", type=int, default=1000, help="Flickr8k photos per captioning run")
+    ap.add_argument("--images", type=int, default=1000, help="Flickr8k dev photos per captioning run")
     ap.add_argument("--repeat", type=int, default=10, help="the memory run captions the folder this many times over")
-    ap.add_argument("--train-batches", type=int, default=150, help="batches the Python trainer is timed on")
-    ap.add_argument("--quick", action="store_true", help="100 photos, 3x repeat, 30 training batches: checks the plumbing")
+    ap.add_argument("--quick", action="store_true", help="100 photos, 2x repeat, no training: checks the plumbing")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     a = ap.parse_args()
     if a.quick:
-        a.images, a.repeat, a.train_batches = 100, 3, 30
+        a.images, a.repeat = 100, 2
 
     captioner = os.path.join(a.build, "captioner")
     bench_bin = os.path.join(a.build, "captioner_bench")
+    pyref = os.path.join(a.shared, "pyref")
     flickr = os.path.join(a.shared, "datasets", "flickr8k")
     coco = os.path.join(a.shared, "datasets", "coco_mini")
     for path, what in [(captioner, "the CLI (run scripts/setup.sh)"), (bench_bin, "captioner_bench (run scripts/setup.sh)"),
-                       (os.path.join(a.model, "config.json"), "the model"), (flickr, "../shared's Flickr8k"), (coco, "../shared's COCO photos")]:
+                       (os.path.join(a.model, "config.json"), "the model"), (os.path.join(pyref, "ref.py"), "../shared/pyref"),
+                       (flickr, "../shared's Flickr8k"), (coco, "../shared's COCO photos")]:
         if not os.path.exists(path):
             sys.exit("bench: %s is missing: %s" % (path, what))
     cores = os.cpu_count()
     work = tempfile.mkdtemp(prefix="captioner-bench-")
-    rows = []  # (measure, C++, tuned Python, naive Python, unit)
-
-    def ratio(c, p):
-        return "%.2fx" % (c / p) if p else "-"
-
+    env = dict(os.environ, PYREF_CACHE=os.environ.get("PYREF_CACHE", os.path.expanduser("~/.cache/pyref")))
+    ref_ckpt = os.path.join(pyref, "ckpt", "reference.pt")
+    rows = []  # (measure, captioner, pyref, unit, higher is better)
+    notes = {}
     try:
+        subprocess.run([PY, os.path.join(pyref, "ref.py"), "ensure-encoder"], check=True, env=env)
         val = json.load(open(os.path.join(flickr, "captions_val.json")))
         val_files = sorted(os.path.join(flickr, "images", i["file_name"]) for i in val["images"])[: a.images]
         f1k = link_folder(os.path.join(work, "flickr"), val_files)
         coco_files = sorted(os.path.join(coco, "train2017", f) for f in os.listdir(os.path.join(coco, "train2017")))
         cfold = link_folder(os.path.join(work, "coco"), coco_files)
         big = link_folder(os.path.join(work, "repeat"), val_files, a.repeat)
-        print("bench: %d cores, %s; %d Flickr8k photos, %d COCO photos, model %s" % (
-            cores, cpu_name(), len(val_files), len(coco_files), os.path.relpath(a.model, ROOT)), flush=True)
+        print("bench: %d cores, %s (%s); %d Flickr8k photos, %d COCO photos, model %s" % (
+            cores, cpu_name(), cpu_flags(), len(val_files), len(coco_files), os.path.relpath(a.model, ROOT)), flush=True)
 
-        def caption_cpp(folder, beam, n):
+        def caption_cpp(folder):
             out = os.path.join(work, "cpp.json")
-            wall, rss, _ = run_measured([captioner, "caption", folder, "--model", a.model, "--beam", str(beam), "-q", "--output", out])
-            return n / wall, rss
+            if os.path.exists(out):
+                os.remove(out)
+            return peak_rss_of([captioner, "caption", folder, "--model", a.model, "--beam", "3", "--batch", "32",
+                                "--format", "json", "--output", out, "-q"])
 
-        def caption_py(folder, beam, n, naive):
-            cmd = [PY, BASELINE, "caption", "--model", a.model, "--images", folder, "--beam", str(beam)]
-            wall, rss, _ = run_measured(cmd + (["--naive"] if naive else []))
-            return n / wall, rss
+        def caption_ref(folder):
+            return peak_rss_of([PY, os.path.join(pyref, "ref.py"), "caption", "--ckpt", ref_ckpt, "--folder", folder,
+                                "--beam", "3", "--batch", "32", "--enc_batch", "4", "--out", os.path.join(work, "ref.json")])
 
-        # (1) Caption a folder, files -> captions, whole process timed (start-up included).
-        rss_small = {}
-        for label, folder, n in [("Flickr8k", f1k, len(val_files)), ("COCO (full-size)", cfold, len(coco_files))]:
-            for beam in (1, 3):
-                c, c_rss = caption_cpp(folder, beam, n)
-                p, p_rss = caption_py(folder, beam, n, False)
-                q, _ = caption_py(folder, beam, n, True)
-                rows.append(("caption %d %s photos, beam %d" % (n, label, beam), c, p, q, "images/s"))
-                print("  %-45s C++ %7.1f  Python %7.1f  naive %7.1f images/s" % (rows[-1][0], c, p, q), flush=True)
-                if label == "Flickr8k" and beam == 3:
-                    rss_small = {"cpp": c_rss, "py": p_rss}
-        cpp_b1 = next(r[1] for r in rows if "Flickr8k" in r[0] and r[0].endswith("beam 1"))
-        cpp_b3 = next(r[1] for r in rows if "Flickr8k" in r[0] and r[0].endswith("beam 3"))
-        beam_cost = cpp_b1 / cpp_b3 - 1
-
-        # (2) Feature extraction, files -> features, and (5) where the time goes.
-        _, out = run([bench_bin, "--model", a.model, "--images", f1k, "--limit", str(min(a.images, 400))])
-        stages = json.loads(out)
-        cfg = json.load(open(os.path.join(a.model, "config.json")))
-        enc_file = os.path.normpath(os.path.join(a.model, cfg["encoder"]["file"])) if not os.path.isabs(cfg["encoder"]["file"]) \
-            else cfg["encoder"]["file"]
-        if not os.path.exists(enc_file):
-            enc_file = os.path.join(ROOT, "models", "encoders", "mobilenet_v2.pt")
-        _, out = run([PY, BASELINE, "encode", "--encoder", enc_file, "--images", f1k, "--limit", str(min(a.images, 400))])
-        py_enc = json.loads(out)["images_per_second"]
-        _, out = run([PY, BASELINE, "encode", "--encoder", enc_file, "--images", f1k, "--limit", str(min(a.images, 400)), "--naive"])
-        py_enc_naive = json.loads(out)["images_per_second"]
-        rows.append(("feature extraction (files -> features)", stages["extract_images_per_second"], py_enc, py_enc_naive, "images/s"))
-        print("  %-45s C++ %7.1f  Python %7.1f  naive %7.1f images/s" % (rows[-1][0], *rows[-1][1:4]), flush=True)
-
-        # (3) Training on cached features: one C++ epoch on Flickr8k train, the Python loop timed
-        # on its first batches (same batch size, vocabulary, sizes, clipping, Adam).
-        train_dir, cache_dir = os.path.join(work, "train"), os.path.join(work, "cache")
-        train_cmd = [captioner, "train", "--train-captions", os.path.join(flickr, "captions_train.json"),
-                     "--val-captions", os.path.join(flickr, "captions_val.json"), "--train-images", os.path.join(flickr, "images"),
-                     "--output", train_dir, "--cache-dir", cache_dir, "--epochs", "1", "--max-val-images", "50", "-q"]
-        if a.quick:
-            train_cmd += ["--max-train-images", "500"]
-        run(train_cmd)
-        epoch = [json.loads(l) for l in open(os.path.join(train_dir, "metrics.jsonl")) if '"epoch"' in l and '"type":"epoch"' in l][-1]
-        cache = max((os.path.join(cache_dir, f) for f in os.listdir(cache_dir)), key=os.path.getsize)
-        train_caps = os.path.join(flickr, "captions_train.json")
-        if a.quick:  # the same 500 images' captions as the C++ run
-            data = json.load(open(train_caps))
-            keep = {i["id"] for i in data["images"][:500]}
-            data = {"images": data["images"][:500], "annotations": [x for x in data["annotations"] if x["image_id"] in keep]}
-            train_caps = os.path.join(work, "train500.json")
-            json.dump(data, open(train_caps, "w"))
-        py_train = {}
-        for naive in (False, True):
-            _, out = run([PY, BASELINE, "train", "--model", train_dir, "--features", cache, "--captions", train_caps,
-                          "--max-batches", str(a.train_batches)] + (["--naive"] if naive else []))
-            py_train[naive] = json.loads(out)
-        rows.append(("training throughput (cached features)", epoch["captions_per_second"], py_train[False]["captions_per_second"],
-                     py_train[True]["captions_per_second"], "captions/s"))
-        rows.append(("training, seconds per Flickr8k epoch", epoch["seconds"], py_train[False]["seconds_per_epoch"],
-                     py_train[True]["seconds_per_epoch"], "s (Python extrapolated)"))
-        for r in rows[-2:]:
-            print("  %-45s C++ %7.1f  Python %7.1f  naive %7.1f %s" % r, flush=True)
-
-        # (4) Peak memory as the folder grows (beam 3).
+        # 1 + 2: caption folders, whole processes.
+        for label, folder, n in [("Flickr8k dev", f1k, len(val_files)), ("COCO (full-size)", cfold, len(coco_files))]:
+            cw, crss, _ = caption_cpp(folder)
+            pw, prss, _ = caption_ref(folder)
+            rows.append(("caption %d %s photos, beam 3" % (n, label), n / cw, n / pw, "images/s", True))
+            print("  %-50s captioner %7.1f  pyref %7.1f images/s" % (rows[-1][0], n / cw, n / pw), flush=True)
+            if label.startswith("Flickr8k"):
+                notes["rss"] = (crss, prss)
         nbig = len(val_files) * a.repeat
-        c_big, c_big_rss = caption_cpp(big, 3, nbig)
-        p_big, p_big_rss = caption_py(big, 3, nbig, False)
-        print("  peak RSS %d -> %d photos: C++ %.0f -> %.0f MiB, Python %.0f -> %.0f MiB" % (
-            len(val_files), nbig, rss_small["cpp"], c_big_rss, rss_small["py"], p_big_rss), flush=True)
+        bw, brss, _ = caption_cpp(big)
+        notes["rss_big"] = (nbig, brss, nbig / bw)
+        print("  peak RSS: captioner %.0f MiB (%d photos) -> %.0f MiB (%d photos); pyref %.0f MiB (%d photos)" % (
+            notes["rss"][0], len(val_files), brss, nbig, notes["rss"][1], len(val_files)), flush=True)
 
+        # 4: where the time goes.
+        _, out, _ = run_measured([bench_bin, "--model", a.model, "--images", f1k, "--limit", str(min(a.images, 400)),
+                                  "--decoder-batch", "32"])
+        stages = json.loads(out)
+
+        # 3: training on cached features (the reference's own recipe on both sides).
+        if not a.quick:
+            subprocess.run([PY, os.path.join(pyref, "ref.py"), "extract"], check=True, env=env, stdout=subprocess.DEVNULL)
+            _, out, _ = run_measured([PY, os.path.join(pyref, "bench.py"), "--only", "train"], env=env)
+            line = [l for l in out.splitlines() if l.startswith("train")][0]
+            ref_train = float(line.split()[2])
+            train_dir = os.path.join(work, "train")
+            run_measured([captioner, "train", "--train-captions", os.path.join(flickr, "captions_train.json"),
+                          "--val-captions", os.path.join(flickr, "captions_val.json"), "--train-images", os.path.join(flickr, "images"),
+                          "--embed", "256", "--hidden", "512", "--image-dim", "0", "--no-image-dropout", "--lr", "1e-3",
+                          "--max-caption-length", "20", "--output", train_dir, "--epochs", "1", "--max-val-images", "50", "-q"])
+            epoch = [json.loads(l) for l in open(os.path.join(train_dir, "metrics.jsonl")) if '"type":"epoch"' in l][-1]
+            rows.append(("training on cached features (batch 64)", epoch["captions_per_second"], ref_train, "captions/s", True))
+            print("  %-50s captioner %7.1f  pyref %7.1f captions/s" % (rows[-1][0], rows[-1][1], ref_train), flush=True)
         macs = mobilenet_v2_macs()
-        enc_gflops = 2 * macs / (stages["encoder_ms"] / 1e3) / 1e9
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    # The report.
     import torch
+    cfg = json.load(open(os.path.join(a.model, "config.json")))
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    L = []
-    L.append("# Benchmarks: captioner (C++) vs. the same model in Python PyTorch")
+    L = ["# Benchmarks: captioner (C++) vs. the plain-PyTorch reference (`../shared/pyref`)", ""]
+    L.append("Written by `bench/run.sh%s` on %s. Machine: %s, %d cores (%s); Python torch %s (Debian), LibTorch 1.13.1 (Debian)." % (
+        " --quick" if a.quick else "", date, cpu_name(), cores, cpu_flags(), torch.__version__))
+    L.append("captioner: `%s` (encoder %s, %s). pyref: `ckpt/reference.pt` on its float encoder. Same photos, beam 3, batch 32, "
+             "one process after the other in one command; wall time of whole processes, start-up included." % (
+                 os.path.relpath(a.model, ROOT), os.path.basename(cfg["encoder"]["file"]), cfg["encoder"].get("precision", "float")))
     L.append("")
-    L.append("Written by `bench/run.sh%s` on %s. Machine: %s, %d cores, Python torch %s (Debian), LibTorch 1.13.1 (Debian)." % (
-        " --quick" if a.quick else "", date, cpu_name(), cores, torch.__version__))
-    L.append("Model: `%s` (%s). Same machine, same photos, same beam width, one after the other in one command." % (
-        os.path.relpath(a.model, ROOT), ", ".join("%s %s" % (k, v) for k, v in cfg["members"][0]["decoder"].items()
-                                                if k in ("cell", "hidden_dim", "vocab_size"))))
-    L.append("Threads: captioner uses its defaults (all %d cores for the encoder, one LibTorch thread for the decoder); "
-             "the tuned Python baseline the same split with batch-4 `optimize_for_inference` and a DataLoader worker; "
-             "the naive one PyTorch's defaults (batch 32, no optimisation, no worker)." % cores)
+    L.append("| measure | captioner | pyref | unit | ratio |")
+    L.append("|---|---:|---:|---|---:|")
+    for name, c, p, unit, higher in rows:
+        L.append("| %s | %.1f | %.1f | %s | %.2fx |" % (name, c, p, unit, c / p if higher else p / c))
+    crss, prss = notes["rss"]
+    nbig, brss, brate = notes["rss_big"]
+    L.append("| peak RSS, caption %d photos | %.0f | %.0f | MiB | %.2fx |" % (len(val_files), crss, prss, prss / crss))
+    L.append("| peak RSS, caption %d photos | %.0f | | MiB | |" % (nbig, brss))
+    L.append("| caption %d photos, beam 3 | %.1f | | images/s | |" % (nbig, brate))
     L.append("")
-    L.append("| measure | captioner | Python tuned | Python naive | unit | vs tuned | vs naive |")
-    L.append("|---|---:|---:|---:|---|---:|---:|")
-    for name, c, p, q, unit in rows:
-        lower_better = unit.startswith("s")
-        L.append("| %s | %.1f | %.1f | %.1f | %s | %s | %s |" % (
-            name, c, p, q, unit, ratio(p, c) if lower_better else ratio(c, p), ratio(q, c) if lower_better else ratio(c, q)))
-    L.append("| peak RSS, caption %d photos (beam 3) | %.0f | %.0f | | MiB | | |" % (len(val_files), rss_small["cpp"], rss_small["py"]))
-    L.append("| peak RSS, caption %d photos (beam 3) | %.0f | %.0f | | MiB | | |" % (nbig, c_big_rss, p_big_rss))
-    L.append("| caption %d photos (beam 3), images/s | %.1f | %.1f | | images/s | %s | |" % (nbig, c_big, p_big, ratio(c_big, p_big)))
+    enc_gflops = 2 * macs / (stages["encoder_ms"] / 1e3) / 1e9
+    L.append("## Where captioner's time goes (per photo, %d Flickr8k photos)" % stages["images"])
     L.append("")
-    L.append("Beam 3 costs captioner %.0f%% over beam 1, end to end on the Flickr8k photos (target: at most 25%%)." % (100 * beam_cost))
+    L.append("| stage | ms/photo | threads | bound by |")
+    L.append("|---|---:|---|---|")
+    L.append("| JPEG decode (OpenCV) | %.2f | 1 loader thread | entropy decoding |" % stages["decode_ms"])
+    L.append("| resize + normalise | %.2f | 1 loader thread | memory |" % stages["preprocess_ms"])
+    L.append("| encoder (MobileNetV2 %s, batch %d) | %.2f | %d | %s |" % (
+        stages["encoder_precision"], stages["encoder_batch"], stages["encoder_ms"], cores,
+        "oneDNN int8 convolutions (u8s8 on AVX2 has no VNNI)" if stages["encoder_precision"] == "int8" else "oneDNN float convolutions"))
+    for beam in (1, 3, 5):
+        L.append("| decoder, beam %d, batch %d | %.2f | 1 | the two GEMMs per step (recurrent 512x2048, output 512x%d) |" % (
+            beam, stages["decoder_batch"], stages["decoder_beam%d_ms" % beam], cfg["members"][0]["decoder"]["vocab_size"]))
     L.append("")
-    L.append("## Where the time goes (captioner, per image, %d Flickr8k photos)" % stages["images"])
+    L.append("The encoder does %.2f GMAC per photo (%.2f G operations): %.1f G op/s, against a float32 matrix-multiply peak "
+             "measured through LibTorch of %.1f GFLOP/s on %d cores (%.1f on one). End to end, one single-threaded encoder "
+             "worker per core runs concurrently with the single-threaded decoder and the loader threads." % (
+                 macs / 1e9, 2 * macs / 1e9, enc_gflops, stages["gemm_gflops_all_cores"], cores, stages["gemm_gflops_one_core"]))
     L.append("")
-    L.append("| stage | ms/image | threads |")
-    L.append("|---|---:|---|")
-    L.append("| JPEG decode (OpenCV) | %.2f | 1 loader thread |" % stages["decode_ms"])
-    L.append("| resize + normalise | %.2f | 1 loader thread |" % stages["preprocess_ms"])
-    L.append("| encoder (MobileNetV2, batch %d) | %.2f | %d |" % (stages["encoder_batch"], stages["encoder_ms"], cores))
-    L.append("| decoder, beam 1 | %.2f | 1 |" % stages["decoder_beam1_ms"])
-    L.append("| decoder, beam 3 | %.2f | 1 |" % stages["decoder_beam3_ms"])
-    L.append("")
-    L.append("Loader threads decode and preprocess the next batches while the encoder runs, so end to end a photo costs "
-             "about the encoder's time plus the decoder's. The encoder does %.2f GMAC per image (%.2f GFLOP), i.e. %.1f GFLOP/s; "
-             "the machine's float32 matrix-multiply peak measured through LibTorch is %.1f GFLOP/s on %d cores "
-             "(%.1f on one), so the encoder runs at %.0f%% of it. Depthwise convolutions cannot reach GEMM speed; "
-             "the GEMM peak is the floor no implementation can beat." % (
-                 macs / 1e9, 2 * macs / 1e9, enc_gflops, stages["gemm_gflops_all_cores"], cores,
-                 stages["gemm_gflops_one_core"], 100 * enc_gflops / stages["gemm_gflops_all_cores"]))
-    L.append("")
-    L.append("Commands: `captioner caption DIR --beam N -q --output FILE`, `captioner train ... --epochs 1`, "
-             "`bench/python_baseline.py caption|encode|train [--naive]`, `captioner_bench` (stage timings). "
-             "Wall time of the whole process, start-up included; peak RSS from wait4.")
+    L.append("Commands: `captioner caption DIR --beam 3 --batch 32 --format json --output F -q`; "
+             "`ref.py caption --ckpt ckpt/reference.pt --folder DIR --beam 3 --batch 32 --enc_batch 4 --out F`; "
+             "`captioner train ... --epochs 1` (reference recipe: embed 256, raw image into the gates) vs "
+             "`bench.py --only train`; `captioner_bench --decoder-batch 32`. Peak RSS from GNU time.")
     text = "\n".join(L) + "\n"
-    tmp = a.output + ".tmp"
-    with open(tmp, "w") as f:
+    with open(a.output + ".tmp", "w") as f:
         f.write(text)
-    os.replace(tmp, a.output)
+    os.replace(a.output + ".tmp", a.output)
     print()
     print(text)
     print("bench: written to %s" % os.path.relpath(a.output, os.getcwd()))

@@ -269,9 +269,16 @@ CaptionDataset load_karpathy(const fs::path& path, const DatasetOptions& options
 CaptionDataset load_caption_file(const fs::path& path, const DatasetOptions& options) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw std::runtime_error("caption file not found: " + path.string());
-  // Peek at the first non-space byte: JSON files start with '{'.
+  // Peek at the first non-space byte after any UTF-8 byte-order mark (editors on Windows write
+  // one; the JSON parser skips it too): JSON files start with '{'.
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + path.string());
+  char bom[3] = {};
+  in.read(bom, 3);
+  if (!(in.gcount() == 3 && bom[0] == '\xEF' && bom[1] == '\xBB' && bom[2] == '\xBF')) {
+    in.clear();
+    in.seekg(0);
+  }
   char c = 0;
   while (in.get(c) && std::isspace(static_cast<unsigned char>(c))) {
   }

@@ -1,5 +1,9 @@
 #include "datasets/caption_writer.h"
 
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -108,7 +112,19 @@ void CaptionWriter::write(const CaptionRow& r) {
       break;
   }
   ++rows_;
-  if (!file_writer_) out_->flush();
+  if (!file_writer_) flush_stream();
+}
+
+// A stream (stdout) that cannot take the captions fails the run instead of losing them quietly:
+// `caption DIR > file-on-a-full-disk` must not end with exit 0.
+void CaptionWriter::flush_stream() {
+  errno = 0;
+  out_->flush();
+  if (!*out_) {
+    const int err = errno;
+    throw std::runtime_error(std::string("cannot write captions to standard output: ") +
+                             (err ? std::strerror(err) : "write failed") + " (disk full, or the reader went away?)");
+  }
 }
 
 void CaptionWriter::snapshot() {
@@ -124,12 +140,12 @@ void CaptionWriter::finish() {
   if (file_writer_) {
     file_writer_->commit();
   } else {
-    out_->flush();
+    flush_stream();
   }
   finished_ = true;
 }
 
-std::vector<CaptionRow> read_caption_file(const fs::path& file) {
+std::vector<CaptionRow> read_caption_file(const fs::path& file, std::optional<CaptionFormat> format) {
   std::string text = read_file(file);
   std::vector<CaptionRow> rows;
   auto from_json = [&](const json& j, const std::string& where) {
@@ -141,7 +157,7 @@ std::vector<CaptionRow> read_caption_file(const fs::path& file) {
     if (v.has("log_prob")) r.log_prob = v.at("log_prob").as_number();
     return r;
   };
-  switch (caption_format_for(file)) {
+  switch (format ? *format : caption_format_for(file)) {
     case CaptionFormat::kJson: {
       json doc = parse_json_text(text, file.string());
       JsonView root(doc, file.string(), "");
@@ -162,11 +178,27 @@ std::vector<CaptionRow> read_caption_file(const fs::path& file) {
     case CaptionFormat::kCsv: {
       size_t pos = 0;
       csv_record(text, pos);  // header
+      size_t row = 1;
       while (pos < text.size()) {
         auto f = csv_record(text, pos);
+        ++row;
         if (f.size() == 1 && f[0].empty()) continue;
-        if (f.size() != 4) throw std::runtime_error(file.string() + ": CSV row with " + std::to_string(f.size()) + " fields, expected 4");
-        rows.push_back({f[0], std::stoll(f[1]), f[2], std::stod(f[3])});
+        const std::string where = file.string() + ": CSV row " + std::to_string(row);
+        if (f.size() != 4) throw std::runtime_error(where + " has " + std::to_string(f.size()) + " fields, expected 4");
+        // Whole-field numbers only: std::stoll's bare "stoll" message would name neither file nor row.
+        int64_t id = 0;
+        double lp = 0;
+        size_t used = 0;
+        try {
+          id = std::stoll(f[1], &used);
+          if (used != f[1].size()) throw std::invalid_argument(f[1]);
+          lp = std::stod(f[3], &used);
+          if (used != f[3].size()) throw std::invalid_argument(f[3]);
+        } catch (const std::logic_error&) {
+          throw std::runtime_error(where + ": image_id \"" + f[1] + "\" and log_prob \"" + f[3] +
+                                   "\" must be numbers (is this a captioner CSV file?)");
+        }
+        rows.push_back({f[0], id, f[2], lp});
       }
       break;
     }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -40,6 +41,7 @@ class CaptionWriter {
 
  private:
   std::string footer() const;
+  void flush_stream();  // throws when the stream could not take what was written
 
   CaptionFormat format_;
   std::unique_ptr<AtomicFileWriter> file_writer_;
@@ -49,7 +51,9 @@ class CaptionWriter {
   bool finished_ = false;
 };
 
-// Rows of an existing output file in any of the formats (text rows have no id or log-prob).
-std::vector<CaptionRow> read_caption_file(const std::filesystem::path& file);
+// Rows of an existing output file in any of the formats (text rows have no id or log-prob); the
+// format is the given one, or else the one the extension implies.
+std::vector<CaptionRow> read_caption_file(const std::filesystem::path& file,
+                                          std::optional<CaptionFormat> format = std::nullopt);
 
 }  // namespace captioner

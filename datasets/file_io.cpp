@@ -1,9 +1,12 @@
 #include "datasets/file_io.h"
 
+#include <signal.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -33,13 +36,34 @@ void fsync_path(const fs::path& path) {
   ::close(fd);
 }
 
+// ".<name>.tmp-<pid>-<random>": unique per writer, and naming the process that owns it.
+static std::string temp_prefix(const fs::path& path) { return "." + path.filename().string() + ".tmp-"; }
+
 static fs::path temp_sibling(const fs::path& path) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  return dir / ("." + path.filename().string() + ".tmp-" + hex64(rng()).substr(0, 8));
+  return dir / (temp_prefix(path) + std::to_string(::getpid()) + "-" + hex64(rng()).substr(0, 8));
+}
+
+// Temporary siblings left by writers that were killed (kill -9, power cut): their process is gone,
+// so nobody will ever finish them. Those of live processes (a concurrent run) are left alone.
+static void remove_orphaned_temps(const fs::path& path) {
+  const std::string prefix = temp_prefix(path);
+  fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      std::error_code rm;
+      fs::remove(it->path(), rm);
+    }
+  }
 }
 
 AtomicFileWriter::AtomicFileWriter(fs::path path) : path_(std::move(path)), temp_(temp_sibling(path_)) {
+  remove_orphaned_temps(path_);
   out_.open(temp_, std::ios::binary | std::ios::trunc);
   if (!out_) {
     throw std::runtime_error("cannot write " + path_.string() + ": " + std::strerror(errno));
@@ -62,8 +86,10 @@ void AtomicFileWriter::commit() {
   std::error_code ec;
   fs::rename(temp_, path_, ec);
   if (ec) {
+    const std::string why = ec.message();  // before the clean-up overwrites ec
     fs::remove(temp_, ec);
-    throw std::runtime_error("cannot write " + path_.string() + ": rename failed: " + ec.message());
+    throw std::runtime_error("cannot write " + path_.string() + ": " + why +
+                             (fs::is_directory(path_, ec) ? " (it is a folder)" : ""));
   }
   committed_ = true;
   fsync_path(path_.has_parent_path() ? path_.parent_path() : fs::path("."));

@@ -19,8 +19,14 @@ void DecoderConfig::validate() const {
   if (cell != "lstm" && cell != "gru" && cell != "rnn") bad("cell must be lstm, gru or rnn, not \"" + cell + "\"");
   if (vocab_size <= Vocabulary::kNumSpecial) bad("vocabulary of " + std::to_string(vocab_size) + " tokens is too small");
   if (feature_dim <= 0) bad("feature_dim must be positive");
+  // Upper bounds far above any real model, so a damaged or hand-edited config is an error, not a
+  // multi-terabyte allocation inside LibTorch.
+  constexpr int64_t kMaxWidth = 1 << 16, kMaxVocab = 1 << 24;
+  if (vocab_size > kMaxVocab) bad("vocab_size above " + std::to_string(kMaxVocab));
+  if (feature_dim > kMaxWidth) bad("feature_dim above " + std::to_string(kMaxWidth));
   if (embed_dim <= 0 || hidden_dim <= 0) bad("embed_dim and hidden_dim must be positive");
-  if (image_dim < 0) bad("image_dim must be >= 0");
+  if (embed_dim > kMaxWidth || hidden_dim > kMaxWidth) bad("embed_dim and hidden_dim must be at most " + std::to_string(kMaxWidth));
+  if (image_dim < 0 || image_dim > kMaxWidth) bad("image_dim must be between 0 and " + std::to_string(kMaxWidth));
   if (num_layers < 1 || num_layers > 8) bad("num_layers must be 1..8");
   if (dropout < 0 || dropout >= 1) bad("dropout must be in [0, 1)");
   if (!image_every_step && !image_init_state) bad("the image must enter every step, the initial state, or both");
@@ -29,7 +35,7 @@ void DecoderConfig::validate() const {
 json DecoderConfig::to_json() const {
   return json{{"vocab_size", vocab_size}, {"feature_dim", feature_dim},   {"embed_dim", embed_dim},
               {"hidden_dim", hidden_dim}, {"image_dim", image_dim},       {"num_layers", num_layers},
-              {"cell", cell},             {"dropout", dropout},           {"image_every_step", image_every_step},
+              {"cell", cell},             {"dropout", dropout},           {"image_dropout", image_dropout}, {"image_every_step", image_every_step},
               {"image_init_state", image_init_state}};
 }
 
@@ -44,6 +50,7 @@ DecoderConfig DecoderConfig::from_json(const json& j, const std::string& origin)
   c.num_layers = v.at("num_layers").as_int();
   c.cell = v.at("cell").as_string();
   c.dropout = v.at("dropout").as_number();
+  if (v.has("image_dropout")) c.image_dropout = v.at("image_dropout").as_bool();  // absent before: on
   c.image_every_step = v.at("image_every_step").as_bool();
   c.image_init_state = v.at("image_init_state").as_bool();
   try {
@@ -122,13 +129,32 @@ CaptionDecoderImpl::CaptionDecoderImpl(DecoderConfig config) : config_(std::move
   dropout = register_module("dropout", torch::nn::Dropout(c.dropout));
 }
 
+void CaptionDecoderImpl::set_batch_slice(int64_t offset, int64_t global_rows) {
+  if (global_rows < 0 || offset < 0 || (global_rows > 0 && offset > global_rows)) {
+    throw std::invalid_argument("batch slice outside its global batch");
+  }
+  slice_offset_ = offset;
+  slice_rows_ = global_rows;
+}
+
+torch::Tensor CaptionDecoderImpl::drop(const torch::Tensor& x) {
+  const double p = config_.dropout;
+  if (slice_rows_ == 0 || !is_training() || p == 0) return dropout(x);
+  // The same draws as at::dropout makes on a CPU tensor of the global shape (bernoulli_ over a
+  // contiguous buffer, then / (1 - p)), rows [offset, offset + B) of it.
+  auto shape = x.sizes().vec();
+  shape[0] = slice_rows_;
+  auto noise = torch::empty(shape, x.options().requires_grad(false)).bernoulli_(1 - p).div_(1 - p);
+  return x * noise.narrow(0, slice_offset_, x.size(0));
+}
+
 torch::Tensor CaptionDecoderImpl::image_features(const torch::Tensor& features) {
   if (features.dim() != 2 || features.size(1) != config_.feature_dim) {
     throw std::invalid_argument("decoder expects image features of shape (B, " + std::to_string(config_.feature_dim) +
                                 "), got " + c10::str(features.sizes()));
   }
-  if (!image_in) return dropout(features);
-  return dropout(torch::relu(image_in(features)));
+  auto image = image_in ? torch::relu(image_in(features)) : features;
+  return config_.image_dropout ? drop(image) : image;
 }
 
 void CaptionDecoderImpl::init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c) {
@@ -151,7 +177,7 @@ torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const t
   auto image = image_features(features);                 // (B, I)
   std::vector<torch::Tensor> h, c;
   init_state(image, h, c);
-  auto x = dropout(embed(tokens));                       // (B, T, E)
+  auto x = drop(embed(tokens));                          // (B, T, E)
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     auto& layer = *layers[l]->as<RecurrentLayerImpl>();
     auto pre = layer.project_inputs(x);                  // (B, T, G*H), one product for all steps
@@ -162,7 +188,7 @@ torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const t
       layer.step(pre.select(1, t), h[l], c[l]);
       outs.push_back(h[l]);
     }
-    x = dropout(torch::stack(outs, 1));                  // (B, T, H)
+    x = drop(torch::stack(outs, 1));                     // (B, T, H)
   }
   return output(x);                                      // (B, T, V)
 }
@@ -186,14 +212,21 @@ DecoderState CaptionDecoderImpl::start(const torch::Tensor& features) {
   return s;
 }
 
+torch::Tensor CaptionDecoderImpl::word_gate_table() {
+  if (is_training()) throw std::logic_error("word_gate_table is for decoding in eval mode");
+  torch::NoGradGuard no_grad;
+  return layers[0]->as<RecurrentLayerImpl>()->project_inputs(embed->weight);  // (V, G*H)
+}
+
 torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState& s) {
-  auto x = dropout(embed(tokens));                       // (R, E)
+  const bool lookup = s.word_gates.defined() && !is_training();
+  torch::Tensor x = lookup ? torch::Tensor() : drop(embed(tokens));  // (R, E)
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     auto& layer = *layers[l]->as<RecurrentLayerImpl>();
-    auto pre = layer.project_inputs(x);
-    if (s.image_term[l].defined()) pre = pre + s.image_term[l];
+    auto pre = l == 0 && lookup ? s.word_gates.index_select(0, tokens) : layer.project_inputs(x);
+    if (s.image_term[l].defined()) pre.add_(s.image_term[l]);
     layer.step(pre, s.h[l], s.c[l]);
-    x = dropout(s.h[l]);
+    x = drop(s.h[l]);
   }
   return torch::log_softmax(output(x), -1);              // (R, V)
 }

@@ -23,7 +23,8 @@ struct DecoderConfig {
   int64_t image_dim = 512;       // image projection width; 0 feeds the raw features to W_ih
   int64_t num_layers = 1;
   std::string cell = "lstm";     // lstm | gru | rnn
-  double dropout = 0.5;          // on embeddings, image projection, between layers, before the output
+  double dropout = 0.5;          // on embeddings, between layers, before the output (and the image)
+  bool image_dropout = true;     // also drop out the image features (or their projection)
   bool image_every_step = true;  // W_ih v in every step's gates
   bool image_init_state = false; // also h_0 (and c_0) = tanh(W v)
 
@@ -54,9 +55,11 @@ class RecurrentLayerImpl : public torch::nn::Module {
 TORCH_MODULE(RecurrentLayer);
 
 // Decoding state for R rows (images x beams): per layer h (R, H), c (R, H) for LSTM, and the
-// image pre-activation term (R, G*H).
+// image pre-activation term (R, G*H). word_gates, when set, is layer 0's input term for every word
+// (V, G*H): a row lookup then replaces the embedding and its product at each step.
 struct DecoderState {
   std::vector<torch::Tensor> h, c, image_term;
+  torch::Tensor word_gates;
   void select(const torch::Tensor& rows);  // keep/duplicate rows, e.g. when beams are re-ranked
 };
 
@@ -74,9 +77,19 @@ class CaptionDecoderImpl : public torch::nn::Module {
 
   // Step-wise decoding: a state for each image, then next-word log-probabilities (R, V).
   DecoderState start(const torch::Tensor& features);
+  // W_x embed(w) + b of layer 0 for every word w: (V, G*H). Inference only (eval mode, where
+  // dropout is the identity); decoding reuses it across batches while the weights stay put.
+  torch::Tensor word_gate_table();
   torch::Tensor step(const torch::Tensor& tokens, DecoderState& state);
 
+  // Data-parallel training: the batches this module sees are rows [offset, offset + B) of a
+  // global batch of `global_rows`. Dropout then draws its masks for the whole global batch and
+  // keeps this slice, so every rank's masks are the ones a single process would draw for the
+  // same rows (the random generators agree on all ranks). global_rows 0: off.
+  void set_batch_slice(int64_t offset, int64_t global_rows);
+
  private:
+  torch::Tensor drop(const torch::Tensor& x);  // dropout, slice-aware (see set_batch_slice)
   torch::Tensor image_features(const torch::Tensor& features);  // (B, D) -> (B, I)
   void init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c);
 
@@ -87,6 +100,7 @@ class CaptionDecoderImpl : public torch::nn::Module {
   torch::nn::ModuleList layers{nullptr};
   torch::nn::Linear output{nullptr};       // H -> V
   torch::nn::Dropout dropout{nullptr};
+  int64_t slice_offset_ = 0, slice_rows_ = 0;
 };
 TORCH_MODULE(CaptionDecoder);
 

@@ -1,8 +1,80 @@
 #include "decoder/caption_pipeline.h"
 
+#include <ATen/Parallel.h>
+
+#include <condition_variable>
+#include <map>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <thread>
+
 #include "encoder/image_batcher.h"
 
 namespace captioner {
+
+namespace {
+
+// A batch whose images have been encoded, waiting for the decoder.
+struct EncodedBatch {
+  ImageBatch batch;
+  FeatureViews views;
+};
+
+// Hands encoded batches from the encoder threads to the decoder in input order. Encoders wait
+// while `capacity` batches are ahead of the decoder, so memory stays flat; close() ends the
+// stream from either side, and an encoder's failure travels to the decoder to be rethrown there.
+class EncodedQueue {
+ public:
+  explicit EncodedQueue(size_t capacity) : capacity_(capacity) {}
+
+  bool push(EncodedBatch item) {  // false once closed
+    std::unique_lock<std::mutex> lock(mutex_);
+    const size_t number = item.batch.number;
+    space_.wait(lock, [&] { return closed_ || number < next_ + capacity_; });
+    if (closed_) return false;
+    items_.emplace(number, std::move(item));
+    ready_.notify_all();
+    return true;
+  }
+  void finish_producer() {  // one encoder thread has no more batches
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++finished_producers_;
+    ready_.notify_all();
+  }
+  // The next batch in input order; empty at the end of the stream.
+  std::optional<EncodedBatch> pop(size_t producers) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    ready_.wait(lock, [&] { return closed_ || items_.count(next_) || finished_producers_ == producers; });
+    if (error_) std::rethrow_exception(error_);
+    auto it = items_.find(next_);
+    if (it == items_.end()) return std::nullopt;
+    EncodedBatch item = std::move(it->second);
+    items_.erase(it);
+    ++next_;
+    space_.notify_all();
+    return item;
+  }
+  void close(std::exception_ptr error = nullptr) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    closed_ = true;
+    if (error && !error_) error_ = error;
+    ready_.notify_all();
+    space_.notify_all();
+  }
+
+ private:
+  size_t capacity_;
+  std::mutex mutex_;
+  std::condition_variable ready_, space_;
+  std::map<size_t, EncodedBatch> items_;
+  size_t next_ = 0;
+  size_t finished_producers_ = 0;
+  bool closed_ = false;
+  std::exception_ptr error_;
+};
+
+}  // namespace
 
 CaptionPipeline::CaptionPipeline(const ModelBundle& model, Encoder& encoder, CaptionPipelineOptions options)
     : model_(model), encoder_(encoder), options_(std::move(options)) {
@@ -17,6 +89,14 @@ torch::Tensor CaptionPipeline::encode_in_chunks(const torch::Tensor& pixels) {
   return torch::cat(parts);
 }
 
+FeatureViews CaptionPipeline::encode_batch(const ImageBatch& batch, bool with_flipped) {
+  FeatureViews views;
+  if (batch.indices.empty()) return views;
+  views.push_back(encode_in_chunks(batch.pixels));
+  if (with_flipped) views.push_back(encode_in_chunks(batch.flipped));
+  return views;
+}
+
 size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, const CaptionCallbacks& cb) {
   ImageBatcherOptions bo;
   bo.batch_size = options_.batch_size;
@@ -27,23 +107,19 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
   ImageBatcher batcher(files, ImageLoader(encoder_.info().spec, options_.image), bo);
   auto scorer = model_.make_scorer();
   size_t failed = 0, done = 0;
-  ImageBatch batch;
-  while (!(cb.should_stop && cb.should_stop()) && batcher.next(batch)) {
+
+  auto decode = [&](EncodedBatch& item) {
+    ImageBatch& batch = item.batch;
     for (size_t k = 0; k < batch.failures.size(); ++k) {
       ++failed;
       if (cb.on_failure) cb.on_failure(batch.failed_indices[k], batch.failures[k]);
     }
     if (!batch.indices.empty()) {
-      FeatureViews views;
-      {
-        ScopedTorchThreads threads(options_.threads.encoder);
-        views.push_back(encode_in_chunks(batch.pixels));
-        if (bo.with_flipped) views.push_back(encode_in_chunks(batch.flipped));
-      }
       std::vector<Caption> captions;
       {
         ScopedTorchThreads threads(options_.threads.decoder);
-        captions = search_captions(*scorer, views, options_.search);
+        ScopedBlasThreads blas(options_.threads.decoder_blas);
+        captions = search_captions(*scorer, item.views, options_.search);
       }
       for (size_t i = 0; i < captions.size(); ++i) {
         CaptionedImage out;
@@ -57,7 +133,59 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
     }
     done += batch.indices.size() + batch.failures.size();
     if (cb.on_progress) cb.on_progress(done, files.size());
+  };
+  auto stop_requested = [&] { return cb.should_stop && cb.should_stop(); };
+
+  if (!options_.threads.overlap) {
+    EncodedBatch item;
+    while (!stop_requested() && batcher.next(item.batch)) {
+      {
+        ScopedTorchThreads threads(options_.threads.encoder);
+        item.views = encode_batch(item.batch, bo.with_flipped);
+      }
+      decode(item);
+    }
+    return failed;
   }
+
+  // Encoder workers (one LibTorch thread each: a convolution scales better across photos than
+  // across the threads of one call) encode batches while the decoder captions earlier ones, all
+  // sharing the cores. LibTorch's thread count is per calling thread, so each keeps its own.
+  const int workers = std::max(1, options_.threads.encoder_workers);
+  EncodedQueue queue(static_cast<size_t>(workers) + 1);
+  std::vector<std::thread> encoders;
+  for (int w = 0; w < workers; ++w) {
+    encoders.emplace_back([&] {
+      try {
+        at::internal::lazy_init_num_threads();  // before setting ours, or the first op resets it
+        at::set_num_threads(options_.threads.encoder);
+        EncodedBatch item;
+        while (batcher.next(item.batch)) {
+          item.views = encode_batch(item.batch, bo.with_flipped);
+          if (!queue.push(std::move(item))) break;
+          item = EncodedBatch();
+        }
+        queue.finish_producer();
+      } catch (...) {
+        queue.close(std::current_exception());
+      }
+    });
+  }
+  auto join_all = [&] {
+    queue.close();
+    for (auto& t : encoders) t.join();
+  };
+  try {
+    while (!stop_requested()) {
+      auto item = queue.pop(encoders.size());
+      if (!item) break;
+      decode(*item);
+    }
+  } catch (...) {
+    join_all();
+    throw;
+  }
+  join_all();
   return failed;
 }
 

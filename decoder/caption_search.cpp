@@ -24,7 +24,11 @@ void check_inputs(const FeatureViews& views, const SearchOptions& o) {
   if (o.beam_size < 1) throw std::invalid_argument("beam size must be >= 1");
   if (o.max_length < 1) throw std::invalid_argument("max length must be >= 1");
   if (o.block_ngram_repeat < 0) throw std::invalid_argument("block_ngram_repeat must be >= 0");
-  if (o.sample && !(o.temperature > 0)) throw std::invalid_argument("temperature must be positive");
+  // Below ~1e-3 the division overflows float32 to inf and sampling breaks: 0.01 already samples
+  // the most likely word almost always.
+  if (o.sample && !(o.temperature >= 0.01 && o.temperature <= 100)) {
+    throw std::invalid_argument("temperature must be between 0.01 and 100");
+  }
 }
 
 // Log-probabilities with every token the rules forbid at step t set to -inf. Other entries keep
@@ -121,8 +125,7 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
   const int64_t B = views[0].size(0);
   const int64_t K = o.beam_size;
   const int64_t V = scorer.vocab_size();
-  scorer.start(views);
-  scorer.select(torch::arange(B).repeat_interleave(K));   // row a*K + k: beam k of active image a
+  scorer.start(views);  // B rows; from step 1 on, row a*K + k holds beam k of active image a
 
   std::vector<int64_t> active(B);                         // image of each active slot
   for (int64_t i = 0; i < B; ++i) active[i] = i;
@@ -139,7 +142,10 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
 
   for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
     const int64_t A = static_cast<int64_t>(active.size());
-    auto logp = scorer.step(tokens).to(torch::kFloat);
+    // Step 0 runs one row per image: all of an image's beams start from the same <start>, so
+    // the K copies only come into being as the rows the first re-ranking selects.
+    auto logp = scorer.step(t == 0 ? tokens.narrow(0, 0, B) : tokens).to(torch::kFloat);
+    if (t == 0) logp = logp.repeat_interleave(K, 0);
     auto masked = mask_step(logp, history, t, o);
     auto prior = torch::tensor(beam_logp, torch::kDouble).to(torch::kFloat).unsqueeze(1);
     auto cand = (masked + prior).view({A, K * V});
@@ -223,6 +229,9 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
       }
     }
     if (next_active.empty()) break;
+    if (t == 0) {
+      for (auto& r : rows) r /= K;  // the scorer still holds one row per image
+    }
     scorer.select(as_index(rows));
     active = std::move(next_active);
     greedy_row = std::move(next_greedy_row);

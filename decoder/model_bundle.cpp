@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <sstream>
+
 #include <cstdlib>
 #include <stdexcept>
 
@@ -58,11 +60,18 @@ void save_decoder_weights(CaptionDecoder& decoder, const fs::path& file, bool fp
   for (const auto& p : decoder->named_parameters()) {
     archive.write(p.key(), p.value().detach().to(torch::kCPU, fp16 ? torch::kHalf : torch::kFloat));
   }
-  fs::path tmp = file;
-  tmp += ".tmp";
-  archive.save_to(tmp.string());
-  fsync_path(tmp);
-  fs::rename(tmp, file);
+  save_archive_atomic(archive, file);
+}
+
+void save_archive_atomic(torch::serialize::OutputArchive& archive, const fs::path& file) {
+  // Serialised in memory first: LibTorch's zip writer throws from its destructor when a write
+  // fails half way (a full disk), which no catch can stop from aborting the process.
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  AtomicFileWriter writer(file);
+  const std::string data = bytes.str();
+  writer.stream().write(data.data(), static_cast<std::streamsize>(data.size()));
+  writer.commit();  // flushes, checks the stream, fsyncs and renames; throws a one-line error
 }
 
 void load_decoder_weights(CaptionDecoder& decoder, const fs::path& file) {
@@ -107,6 +116,18 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("block_ngram_repeat")) o.block_ngram_repeat = static_cast<int>(v.at("block_ngram_repeat").as_int());
   if (v.has("block_consecutive_repeat")) o.block_consecutive_repeat = v.at("block_consecutive_repeat").as_bool();
   if (v.has("suppress_unk")) o.suppress_unk = v.at("suppress_unk").as_bool();
+  // The same ranges the command line accepts: a hand-edited 100000-wide beam would otherwise
+  // allocate gigabytes before failing inside LibTorch.
+  auto range = [&](const char* key, int value, int lo, int hi) {
+    if (value < lo || value > hi) v.at(key).fail("must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+  };
+  if (v.has("beam_size")) range("beam_size", o.beam_size, 1, 64);
+  if (v.has("max_length")) range("max_length", o.max_length, 1, 200);
+  if (v.has("min_length")) range("min_length", o.min_length, 0, 200);
+  if (v.has("block_ngram_repeat")) range("block_ngram_repeat", o.block_ngram_repeat, 0, 10);
+  if (v.has("length_penalty") && !(o.length_penalty >= 0 && o.length_penalty <= 10)) {
+    v.at("length_penalty").fail("must be between 0 and 10");
+  }
   return o;
 }
 
@@ -258,7 +279,9 @@ fs::path default_encoder_file() { return find_project_file("models/encoders/mobi
 fs::path default_cache_dir() {
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "captioner";
   if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache/captioner";
-  return fs::temp_directory_path() / "captioner-cache";
+  // No home: a folder of this user's own under /tmp, never one that another user could have
+  // created first and filled with planted features.
+  return fs::temp_directory_path() / ("captioner-cache-" + std::to_string(::getuid()));
 }
 
 }  // namespace captioner

@@ -12,6 +12,12 @@ void DecoderScorer::start(const FeatureViews& views) {
   }
   device_ = decoder_->parameters().front().device();
   state_ = decoder_->start(views[view_].to(device_));
+  // A scorer lives for one decoding run (a caption command, one validation) during which the
+  // weights do not change, so the table is built once and shared by every batch.
+  if (!decoder_->is_training()) {
+    if (!word_gates_.defined()) word_gates_ = decoder_->word_gate_table();
+    state_.word_gates = word_gates_;
+  }
 }
 
 // Search bookkeeping runs on the CPU; only the decoder's tensors live on its device.

@@ -37,6 +37,7 @@ class DecoderScorer : public SequenceScorer {
   size_t view_;
   torch::Device device_ = torch::kCPU;
   DecoderState state_;
+  torch::Tensor word_gates_;  // the decoder's word -> gate table, built at the first start()
 };
 
 // log(mean_m p_m(w | prefix)): members vote with probabilities, as ensembles usually do.

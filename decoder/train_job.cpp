@@ -57,7 +57,34 @@ void keep_readable(CaptionDataset& ds, FeatureSet& fs_, const std::function<void
 
 }  // namespace
 
+// A folder that holds a model or another run is never replaced unless asked: `--output
+// models/default` by mistake must not destroy the shipped model.
+void check_output_dir(const TrainJob& job) {
+  if (job.trainer.resume || job.overwrite) return;
+  for (const char* name : {"config.json", "decoder.pt", "checkpoint.pt", "metrics.jsonl"}) {
+    std::error_code ec;
+    if (fs::exists(job.output_dir / name, ec)) {
+      throw std::runtime_error("--output " + job.output_dir.string() + " already holds a model or run (" + name +
+                               "): choose another folder, continue that run with --resume, or pass --overwrite to replace it");
+    }
+  }
+}
+
 TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
+  std::unique_ptr<DistributedGroup> group = DistributedGroup::connect(job.distributed);
+  const bool main_rank = !group || group->is_main();
+  // Rank 0 owns the output folder; the others learn its verdict rather than waiting for it
+  // until the timeout.
+  std::string refusal;
+  if (main_rank) {
+    try {
+      check_output_dir(job);
+    } catch (const std::exception& e) {
+      refusal = e.what();
+    }
+  }
+  if (group) refusal = group->broadcast_bytes(refusal);
+  if (!refusal.empty()) throw std::runtime_error(main_rank ? refusal : "rank 0 refused to start: " + refusal);
   auto say = cb.trainer.on_message;
   CaptionDataset train = load_split(job.train_captions, job.train_images, job.train_split, job.karpathy_train_split,
                                     job.max_train_images);
@@ -71,13 +98,24 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
 
   torch::Device device = resolve_device(job.device);
   const ThreadPlan threads = ThreadPlan::choose(job.threads);
-  std::optional<ScopedTorchThreads> encoder_threads(std::in_place, threads.encoder);
+  std::optional<ScopedTorchThreads> encoder_threads(std::in_place, threads.encoder_alone);
   Encoder encoder = Encoder::load(job.encoder_file, device);
   FeatureCacheOptions fo;
   fo.cache_dir = job.cache_dir;
   fo.batch_size = job.encoder_batch;
   fo.workers = job.loader_threads;
   fo.with_flipped = job.trainer.flip_augment;
+  if (group) {
+    fo.shard_index = group->rank();
+    fo.shard_count = group->world_size();
+    fo.write_cache = main_rank;
+    fo.all_hit = [&](bool hit) {
+      auto misses = torch::tensor({hit ? 0.0 : 1.0});
+      group->allreduce_sum({misses});
+      return misses.item<double>() == 0;
+    };
+    fo.sum = [&](const std::vector<torch::Tensor>& t) { group->allreduce_sum(t); };
+  }
   fo.progress = [&](size_t done, size_t total) {
     if (cb.on_features) cb.on_features("train images", done, total);
   };
@@ -156,12 +194,19 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
                    {"flip_augment", t.flip_augment}, {"seed", t.seed}, {"min_word_count", job.min_word_count},
                    {"max_caption_length", job.max_caption_length}, {"objective", t.objective},
                    {"init_from", job.init_from.string()}}}};
+  if (say && group) {
+    say("data-parallel over " + std::to_string(group->world_size()) + " processes: each takes " +
+        std::to_string(job.trainer.batch_size / group->world_size()) + " of every " + std::to_string(job.trainer.batch_size) +
+        " captions");
+  }
   if (say) {
     say("training on " + std::to_string(data.captions.size()) + " captions of " + std::to_string(train.records.size()) +
         " images; validating on " + std::to_string(val.records.size()) + " images; vocabulary " +
         std::to_string(model.vocab.size()) + " words; " + (device.is_cuda() ? "GPU" : "CPU"));
   }
-  Trainer trainer(std::move(model), std::move(data), std::move(vdata), job.trainer, job.output_dir);
+  TrainerOptions to = job.trainer;
+  to.group = group.get();
+  Trainer trainer(std::move(model), std::move(data), std::move(vdata), to, job.output_dir);
   return trainer.run(cb.trainer);
 }
 

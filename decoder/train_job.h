@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "decoder/distributed.h"
 #include "decoder/trainer.h"
 
 namespace captioner {
@@ -23,6 +24,7 @@ struct TrainJob {
   std::string karpathy_val_split = "val";
   std::filesystem::path encoder_file;
   std::filesystem::path output_dir;
+  bool overwrite = false;                 // replace a model or run already in output_dir
   std::filesystem::path init_from;        // start from this model (its vocabulary and decoder), e.g. for scst
   std::filesystem::path cache_dir;        // image features are cached here; empty: no cache
   int min_word_count = 5;
@@ -37,12 +39,18 @@ struct TrainJob {
   DecoderConfig decoder;                  // vocab_size and feature_dim are filled in
   TrainerOptions trainer;
   SearchOptions search;                   // decoding defaults written into the bundle
+  // Several processes (torchrun's environment, or rank/world size/master given here): features
+  // encoded in shards, then data-parallel training. A world of one is the plain path.
+  DistributedOptions distributed;
 };
 
 struct TrainJobCallbacks {
   TrainerCallbacks trainer;
   std::function<void(const std::string& what, size_t done, size_t total)> on_features;
 };
+
+// Throws before any work when output_dir holds a model or run that the job may not replace.
+void check_output_dir(const TrainJob& job);
 
 TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& callbacks = {});
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -11,6 +13,7 @@
 
 #include "datasets/file_io.h"
 #include "datasets/metrics/caption_metrics.h"
+#include "decoder/distributed.h"
 
 namespace captioner {
 
@@ -59,7 +62,7 @@ Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, Trai
   }
   if (options_.batch_size < 1 || options_.epochs < 1) throw std::invalid_argument("batch size and epochs must be >= 1");
   if (options_.flip_augment && !train_.flipped.defined()) throw std::invalid_argument("flip augmentation needs mirrored features");
-  fs::create_directories(out_);
+  if (!options_.group || options_.group->rank() == 0) fs::create_directories(out_);
   device_ = decoder_->parameters().front().device();
   if (options_.objective != "xe" && options_.objective != "scst") {
     throw std::invalid_argument("objective must be xe or scst, not " + options_.objective);
@@ -75,6 +78,14 @@ Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, Trai
     reward_ = std::make_unique<metrics::CiderReward>(refs);
   }
   if (options_.ema_decay < 0 || options_.ema_decay >= 1) throw std::invalid_argument("EMA decay must be in [0, 1)");
+  if (options_.group) {
+    if (options_.objective != "xe") throw std::invalid_argument("data-parallel training supports the xe objective only");
+    if (device_ != torch::kCPU) throw std::invalid_argument("data-parallel training runs on CPUs (Gloo)");
+    // Every rank starts from rank 0's weights, whatever their own initialisation drew.
+    torch::NoGradGuard no_grad;
+    auto params = decoder_->parameters();
+    options_.group->broadcast(std::vector<torch::Tensor>(params.begin(), params.end()));
+  }
   if (options_.ema_decay > 0) {
     torch::NoGradGuard no_grad;
     for (const auto& p : decoder_->parameters()) ema_.push_back(p.detach().clone());
@@ -150,11 +161,45 @@ std::pair<double, double> Trainer::train_step(const std::vector<int64_t>& items,
   decoder_->train();
   Batch batch = make_batch(items, epoch, b);
   optimizer_->zero_grad();
-  auto loss = decoder_->loss(batch.features, batch.tokens, options_.label_smoothing);
-  loss.backward();
+  if (!options_.group) {
+    auto loss = decoder_->loss(batch.features, batch.tokens, options_.label_smoothing);
+    loss.backward();
+    if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
+    optimizer_->step();
+    return {loss.item<double>(), 0.0};
+  }
+  // Data-parallel: this rank's rows of the global batch. Its loss is its tokens' share of the
+  // global mean, so the summed gradients are exactly those of the global batch's mean loss.
+  auto& group = *options_.group;
+  const int64_t B = batch.tokens.size(0), W = group.world_size(), r = group.rank();
+  const int64_t lo = B * r / W, hi = B * (r + 1) / W;
+  const auto target_tokens = [](const torch::Tensor& t) {
+    return (t.narrow(1, 1, t.size(1) - 1) != Vocabulary::kPad).sum().item<double>();
+  };
+  const double global_tokens = std::max(1.0, target_tokens(batch.tokens));
+  double loss_sum = 0;
+  if (hi > lo) {
+    auto tokens = batch.tokens.narrow(0, lo, hi - lo);
+    decoder_->set_batch_slice(lo, B);
+    auto loss = decoder_->loss(batch.features.narrow(0, lo, hi - lo), tokens, options_.label_smoothing);
+    decoder_->set_batch_slice(0, 0);
+    const double local_tokens = target_tokens(tokens);
+    (loss * (local_tokens / global_tokens)).backward();
+    loss_sum = loss.item<double>() * local_tokens;
+  }
+  std::vector<torch::Tensor> grads;
+  for (auto& p : decoder_->parameters()) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.grad());
+  }
+  // Two more numbers ride along: the loss and whether any rank was asked to stop.
+  auto extra = torch::tensor({loss_sum, options_.stop && options_.stop->load() ? 1.0 : 0.0}, torch::kDouble);
+  grads.push_back(extra);
+  group.allreduce_sum(grads);
+  stop_agreed_ = extra[1].item<double>() > 0;
   if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
   optimizer_->step();
-  return {loss.item<double>(), 0.0};
+  return {extra[0].item<double>() / global_tokens, 0.0};
 }
 
 std::pair<double, double> Trainer::scst_step(const std::vector<int64_t>& images, int epoch, int64_t b) {
@@ -245,7 +290,15 @@ std::string Trainer::fingerprint() const {
   return hex64(fnv1a64(o.dump(), h));
 }
 
+bool Trainer::is_main() const { return !options_.group || options_.group->is_main(); }
+
+bool Trainer::stop_requested() const {
+  if (options_.group) return stop_agreed_;  // the same answer on every rank, from the last step
+  return options_.stop && options_.stop->load();
+}
+
 void Trainer::save_checkpoint(int epoch, int64_t next_batch, const json& state_in) {
+  if (!is_main()) return;
   json state = state_in;
   state["epoch"] = epoch;
   state["next_batch"] = next_batch;
@@ -265,20 +318,19 @@ void Trainer::save_checkpoint(int epoch, int64_t next_batch, const json& state_i
     archive.write("rng", gen.get_state());
   }
   archive.write("state", c10::IValue(state.dump()));
-  fs::path file = out_ / "checkpoint.pt";
-  fs::path tmp = out_ / ".checkpoint.pt.tmp";
-  archive.save_to(tmp.string());
-  fsync_path(tmp);
-  fs::rename(tmp, file);
-  fsync_path(out_);
+  save_archive_atomic(archive, out_ / "checkpoint.pt");
 }
 
 bool Trainer::load_checkpoint(json& state) {
   fs::path file = out_ / "checkpoint.pt";
-  if (!fs::exists(file)) return false;
+  // Data-parallel: rank 0's checkpoint, sent to all (the others' disks need not hold it).
+  std::string bytes;
+  if (is_main() && fs::exists(file)) bytes = read_file(file);
+  if (options_.group) bytes = options_.group->broadcast_bytes(bytes);
+  if (bytes.empty()) return false;
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(file.string());
+    archive.load_from(bytes.data(), bytes.size());
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot read checkpoint " + file.string() + ": " + e.what_without_backtrace());
   }
@@ -323,6 +375,7 @@ bool Trainer::load_checkpoint(json& state) {
 }
 
 void Trainer::append_metrics(const json& line) {
+  if (!is_main()) return;
   std::ofstream out(out_ / "metrics.jsonl", std::ios::app);
   out << line.dump() << "\n";
 }
@@ -330,7 +383,7 @@ void Trainer::append_metrics(const json& line) {
 void Trainer::truncate_metrics(int64_t step) {
   // Lines logged after the checkpoint will be logged again by the resumed run.
   fs::path file = out_ / "metrics.jsonl";
-  if (!fs::exists(file)) return;
+  if (!is_main() || !fs::exists(file)) return;
   std::istringstream in(read_file(file));
   std::string kept, line;
   while (std::getline(in, line)) {
@@ -373,17 +426,29 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
   } else {
     if (options_.resume) say("no checkpoint in " + out_.string() + ": starting from scratch");
     std::error_code ec;
-    fs::remove(out_ / "metrics.jsonl", ec);
+    if (is_main()) fs::remove(out_ / "metrics.jsonl", ec);
   }
   for (const auto& h : state.at("history")) result.history.push_back(report_from_json(h));
+  // A run that ended because it reached its epoch count continues when asked for more epochs
+  // (`--resume --epochs 3` after one epoch); one that early stopping ended stays ended.
+  if (state.value("finished", false) && state.at("bad_epochs").get<int>() < options_.patience && start_epoch < options_.epochs) {
+    state["finished"] = false;
+    say("continuing a finished run of " + std::to_string(start_epoch) + " epochs up to " + std::to_string(options_.epochs));
+  }
   if (state.value("finished", false)) {
-    say("training already finished; nothing to resume");
+    say(state.at("bad_epochs").get<int>() >= options_.patience
+            ? "training already finished (stopped early at epoch " + std::to_string(start_epoch) + "); nothing to resume"
+            : "training already finished its " + std::to_string(start_epoch) + " epochs; nothing to resume (--epochs " +
+                  std::to_string(options_.epochs) + ")");
     result.epochs_completed = start_epoch;
     result.best_epoch = state.at("best_epoch");
     for (const auto& r : result.history) if (r.epoch == result.best_epoch) result.best_bleu = r.bleu;
     return result;
   }
 
+  // Tests that kill a run need it to die at a known point, not at a moment a timer guessed.
+  const char* die_env = std::getenv("CAPTIONER_TEST_DIE_AFTER_STEPS");
+  const int64_t die_after_steps = die_env ? std::atoll(die_env) : 0;
   for (int epoch = start_epoch; epoch < options_.epochs; ++epoch) {
     const double lr = options_.learning_rate * std::pow(options_.lr_decay, epoch / std::max(1, options_.lr_decay_every));
     for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
@@ -396,9 +461,10 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
       state["epoch_loss_sum"] = 0.0;
       state["epoch_loss_count"] = 0;
     }
-    int64_t captions_done = 0;
+    int64_t captions_done = 0, steps_done = 0;
+    const double comm_before = options_.group ? options_.group->communication_seconds() : 0.0;
     for (int64_t b = (epoch == start_epoch ? start_batch : 0); b < nb; ++b) {
-      if (options_.stop && options_.stop->load()) {
+      if (stop_requested()) {
         state["epoch_seconds"] = seconds_before + seconds_since(t0);
         save_checkpoint(epoch, b, state);
         say("interrupted: checkpoint saved to " + (out_ / "checkpoint.pt").string() + "; continue with --resume");
@@ -407,9 +473,11 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
         return result;
       }
       auto [l, reward] = train_step(batches[b], epoch, b);
+      ++steps_done;
       if (!std::isfinite(l)) throw std::runtime_error("training diverged (loss " + std::to_string(l) + "); lower --lr");
       int64_t step = state.at("step").get<int64_t>() + 1;
       state["step"] = step;
+      if (die_after_steps > 0 && step >= die_after_steps) std::_Exit(137);  // tests only: a deterministic kill -9
       if (!ema_.empty()) update_ema(step);
       state["epoch_loss_sum"] = state.at("epoch_loss_sum").get<double>() + l * static_cast<double>(batches[b].size());
       state["epoch_loss_count"] = state.at("epoch_loss_count").get<int64_t>() + static_cast<int64_t>(batches[b].size());
@@ -428,6 +496,14 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
       }
     }
     double train_seconds = seconds_before + seconds_since(t0);
+    if (options_.group) {
+      const double comm = options_.group->communication_seconds() - comm_before;
+      char line[160];
+      std::snprintf(line, sizeof line, "epoch %d: %.1f ms per step in allreduce (%.0f%% of the step), %d processes", epoch + 1,
+                    1000 * comm / std::max<int64_t>(1, steps_done), 100 * comm / std::max(1e-9, seconds_since(t0)),
+                    options_.group->world_size());
+      say(line);
+    }
 
     EpochReport r;
     r.epoch = epoch + 1;
@@ -438,7 +514,12 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
                                                         : static_cast<int64_t>(train_.captions.size())) /
                             std::max(1e-9, train_seconds);
     if (!ema_.empty()) swap_ema();  // validate (and keep) the averaged weights
-    r.bleu = validate();
+    if (is_main()) r.bleu = validate();
+    if (options_.group) {  // the others wait for rank 0's score: early stopping agrees everywhere
+      auto bleu = torch::tensor(std::vector<double>(r.bleu.begin(), r.bleu.end()), torch::kDouble);
+      options_.group->broadcast({bleu});
+      for (int n = 0; n < 4; ++n) r.bleu[n] = bleu[n].item<double>();
+    }
     r.seconds = train_seconds;
     double best = state.at("best_bleu4");
     r.improved = r.bleu[3] > best;
@@ -449,7 +530,7 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
       model_.training["best_epoch"] = r.epoch;
       model_.training["validation_greedy_bleu"] = r.bleu;
       model_.training["epochs_run"] = r.epoch;
-      model_.save(out_, options_.fp16_bundle);
+      if (is_main()) model_.save(out_, options_.fp16_bundle);
     } else {
       state["bad_epochs"] = state.at("bad_epochs").get<int>() + 1;
     }

@@ -18,6 +18,8 @@
 
 namespace captioner {
 
+class DistributedGroup;
+
 struct TrainingData {
   torch::Tensor features;                        // (N, D) image features
   torch::Tensor flipped;                         // (N, D) of the mirrored images, or undefined
@@ -64,6 +66,11 @@ struct TrainerOptions {
   int scst_images = 32;           // images per batch
   int scst_max_length = 16;
   const std::atomic<bool>* stop = nullptr;  // set by a signal handler: checkpoint and return
+  // Data-parallel training (xe only): every rank holds the same data and options; each global
+  // batch of batch_size captions is split across the ranks, gradients are summed, and every rank
+  // takes the same step. Rank 0 alone validates and writes; a stop on any rank stops all. null:
+  // one process.
+  DistributedGroup* group = nullptr;
 };
 
 struct EpochReport {
@@ -126,6 +133,8 @@ class Trainer {
   // Swaps the averaged weights into the decoder (for validation and saving) and back.
   void swap_ema();
   void append_metrics(const nlohmann::json& line);
+  bool is_main() const;        // the rank that validates and writes (the only one alone)
+  bool stop_requested() const;  // by a signal here, or (data-parallel) on any rank
 
   ModelBundle model_;
   CaptionDecoder decoder_{nullptr};
@@ -137,6 +146,7 @@ class Trainer {
   torch::Device device_ = torch::kCPU;
   std::unique_ptr<metrics::CiderReward> reward_;  // scst only
   std::vector<torch::Tensor> ema_;                 // averaged parameters, in parameters() order
+  bool stop_agreed_ = false;                       // data-parallel: a rank asked to stop
 };
 
 }  // namespace captioner

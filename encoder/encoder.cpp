@@ -2,9 +2,11 @@
 
 #include "datasets/file_io.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/api/module.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace captioner {
@@ -23,8 +25,25 @@ torch::Device resolve_device(const std::string& name) {
 
 namespace {
 // FNV-1a over every parameter's and buffer's name, shape and bytes: identifies the weights no
-// matter how the file was zipped.
-std::string weights_hash(const torch::jit::Module& module) {
+// matter how the file was zipped. A frozen or quantized module keeps its weights as graph
+// constants and packed objects, not parameters: then the archive's records identify it, all but
+// the debug records, which hold the path of the script that wrote them (the same converter run
+// in another checkout must give the same identity).
+std::string weights_hash(const torch::jit::Module& module, const std::filesystem::path& file) {
+  if (module.named_parameters(true).size() == 0 && module.named_buffers(true).size() == 0) {
+    caffe2::serialize::PyTorchStreamReader reader(file.string());
+    auto records = reader.getAllRecords();
+    std::sort(records.begin(), records.end());
+    uint64_t h = fnv1a64("captioner-encoder-records");
+    for (const auto& name : records) {
+      if (name.size() >= 10 && name.compare(name.size() - 10, 10, ".debug_pkl") == 0) continue;
+      if (name.rfind(".data/", 0) == 0) continue;  // writer's version and serialization id
+      auto [data, size] = reader.getRecord(name);
+      h = fnv1a64(name, h);
+      h = fnv1a64(std::string_view(static_cast<const char*>(data.get()), size), h);
+    }
+    return hex64(h);
+  }
   uint64_t h = fnv1a64("captioner-encoder-weights");
   auto add = [&](const std::string& name, const torch::Tensor& t) {
     auto c = t.detach().to(torch::kCPU).contiguous();
@@ -39,6 +58,18 @@ std::string weights_hash(const torch::jit::Module& module) {
 
 Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device device) {
   EncoderInfo info = EncoderInfo::load_sidecar(model_file);
+  const bool int8 = info.precision == "int8";
+  if (int8) {
+    // Quantized weights are repacked for the engine at load time, so it is chosen first. oneDNN
+    // is the x86 engine of this LibTorch (no FBGEMM; QNNPACK is ~8x slower here).
+    const auto& engines = at::globalContext().supportedQEngines();
+    if (std::find(engines.begin(), engines.end(), at::QEngine::ONEDNN) == engines.end()) {
+      throw std::runtime_error("encoder " + model_file.string() +
+                               " is int8, but this LibTorch has no oneDNN quantized engine; use the float encoder "
+                               "(models/encoders/mobilenet_v2.pt) or a LibTorch built with oneDNN");
+    }
+    at::globalContext().setQEngine(at::QEngine::ONEDNN);
+  }
   auto module = std::make_shared<torch::jit::Module>();
   try {
     *module = torch::jit::load(model_file.string(), device);
@@ -47,9 +78,10 @@ Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device dev
                              " (is it a TorchScript file? re-create it with scripts/make_default_encoder.sh)");
   }
   module->eval();
-  info.weights_hash = weights_hash(*module);  // before optimising: folding changes the tensors
+  info.weights_hash = weights_hash(*module, model_file);  // before optimising: folding changes the tensors
   try {
-    *module = torch::jit::optimize_for_inference(*module);
+    // A quantized graph is saved frozen and has nothing left to fold.
+    if (!int8) *module = torch::jit::optimize_for_inference(*module);
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot optimise encoder " + model_file.string() + ": " + e.what_without_backtrace());
   }

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <unordered_set>
 #include <nlohmann/json.hpp>
 
 #include "datasets/file_io.h"
@@ -33,6 +34,17 @@ uint64_t inputs_key(const Encoder& encoder, const std::vector<fs::path>& images,
   return h;
 }
 
+// FNV-1a over the feature bytes (and the mirrored ones): detects damage, not forgery.
+std::string features_checksum(const FeatureSet& f) {
+  uint64_t h = fnv1a64("captioner-features");
+  for (const auto* t : {&f.features, &f.flipped}) {
+    if (!t->defined()) continue;
+    auto c = t->contiguous();
+    h = fnv1a64(std::string_view(reinterpret_cast<const char*>(c.data_ptr<float>()), c.numel() * sizeof(float)), h);
+  }
+  return hex64(h);
+}
+
 bool read_cache(const fs::path& file, const std::string& key, size_t n, int64_t dim, bool flipped, FeatureSet& out) {
   std::ifstream in(file, std::ios::binary);
   if (!in) return false;
@@ -54,6 +66,11 @@ bool read_cache(const fs::path& file, const std::string& key, size_t n, int64_t 
     out.flipped = torch::empty({static_cast<int64_t>(n), dim});
     if (!in.read(reinterpret_cast<char*>(out.flipped.data_ptr<float>()), static_cast<std::streamsize>(bytes))) return false;
   }
+  // The numbers themselves are checked, not just the header: a flipped bit, a NaN or a block of
+  // zeros written into the file would otherwise flow silently into training and captions.
+  if (h.value("checksum", std::string()) != features_checksum(out)) return false;
+  if (!torch::isfinite(out.features).all().item<bool>()) return false;
+  if (flipped && !torch::isfinite(out.flipped).all().item<bool>()) return false;
   out.ok.assign(n, true);
   try {
     for (const auto& f : h.at("failed")) {
@@ -74,6 +91,7 @@ void write_cache(const fs::path& file, const std::string& key, const FeatureSet&
     if (!fs_.ok[i]) failed.push_back({i, fs_.failures.at(k++)});
   }
   json h{{"key", key},
+         {"checksum", features_checksum(fs_)},
          {"count", fs_.ok.size()},
          {"dim", fs_.features.size(1)},
          {"flipped", fs_.flipped.defined()},
@@ -111,11 +129,30 @@ FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& image
   } catch (const std::exception&) {
     hit = false;  // a damaged cache file is recomputed, never trusted
   }
+  const bool sharded = options.shard_count > 1;
+  if (sharded && (!options.all_hit || !options.sum || options.shard_index < 0 || options.shard_index >= options.shard_count)) {
+    throw std::invalid_argument("sharded feature extraction needs a shard index below the count, all_hit and sum");
+  }
+  if (sharded) hit = options.all_hit(hit);
   if (hit) {
     if (options.progress) options.progress(n, n);
     return out;
   }
   out = FeatureSet{};
+  std::vector<fs::path> mine = images;  // this process's images, and their rows
+  std::vector<size_t> row(n);
+  for (size_t i = 0; i < n; ++i) row[i] = i;
+  if (sharded) {
+    const size_t run = static_cast<size_t>(std::max(1, options.batch_size));
+    mine.clear();
+    row.clear();
+    for (size_t i = 0; i < n; ++i) {
+      if (static_cast<int>((i / run) % static_cast<size_t>(options.shard_count)) == options.shard_index) {
+        mine.push_back(images[i]);
+        row.push_back(i);
+      }
+    }
+  }
   out.features = torch::zeros({static_cast<int64_t>(n), dim});
   if (options.with_flipped) out.flipped = torch::zeros({static_cast<int64_t>(n), dim});
   out.ok.assign(n, false);
@@ -123,21 +160,40 @@ FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& image
   bopt.batch_size = options.batch_size;
   bopt.workers = options.workers;
   bopt.with_flipped = options.with_flipped;
-  ImageBatcher batcher(images, ImageLoader(encoder.info().spec), bopt);
+  ImageBatcher batcher(mine, ImageLoader(encoder.info().spec), bopt);
   ImageBatch batch;
   size_t done = 0;
+  std::unordered_set<std::string> reported;  // files whose failure this process already names
   while (batcher.next(batch)) {
     done += batch.indices.size() + batch.failures.size();
-    for (const auto& f : batch.failures) out.failures.push_back(f.what());
+    for (const auto& f : batch.failures) {
+      out.failures.push_back(f.what());
+      reported.insert(f.file().string());
+    }
     if (!batch.indices.empty()) {
-      auto idx = torch::tensor(std::vector<int64_t>(batch.indices.begin(), batch.indices.end()));
+      std::vector<int64_t> rows;
+      for (size_t i : batch.indices) rows.push_back(static_cast<int64_t>(row[i]));
+      auto idx = torch::tensor(rows);
       out.features.index_copy_(0, idx, encoder.encode(batch.pixels));
       if (options.with_flipped) out.flipped.index_copy_(0, idx, encoder.encode(batch.flipped));
-      for (size_t i : batch.indices) out.ok[i] = true;
+      for (int64_t r : rows) out.ok[static_cast<size_t>(r)] = true;
     }
-    if (options.progress) options.progress(done, n);
+    if (options.progress) options.progress(done, mine.size());
   }
-  if (!options.cache_dir.empty()) write_cache(file, key, out);
+  if (sharded) {
+    // Every row was encoded by exactly one process and is zero elsewhere: the sum is the whole.
+    auto ok = torch::zeros({static_cast<int64_t>(n)});
+    auto oa = ok.accessor<float, 1>();
+    for (size_t i = 0; i < n; ++i) oa[static_cast<int64_t>(i)] = out.ok[i] ? 1.0f : 0.0f;
+    std::vector<torch::Tensor> parts{out.features, ok};
+    if (options.with_flipped) parts.push_back(out.flipped);
+    options.sum(parts);
+    for (size_t i = 0; i < n; ++i) {
+      out.ok[i] = oa[static_cast<int64_t>(i)] > 0.5f;
+      if (!out.ok[i] && !reported.count(images[i].string())) out.failures.push_back(images[i].string() + ": could not be read (by another process)");
+    }
+  }
+  if (!options.cache_dir.empty() && options.write_cache) write_cache(file, key, out);
   return out;
 }
 

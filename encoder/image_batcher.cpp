@@ -96,14 +96,17 @@ void ImageBatcher::work() {
 
 bool ImageBatcher::next(ImageBatch& batch) {
   std::unique_lock<std::mutex> lock(mutex_);
+  // Several consumers may wait here: each takes the next batch in order, and one that finds the
+  // last batch taken by another returns false.
+  ready_.wait(lock, [&] { return next_to_hand_out_ >= num_batches_ || done_.count(next_to_hand_out_) > 0; });
   if (next_to_hand_out_ >= num_batches_) return false;
-  ready_.wait(lock, [&] { return done_.count(next_to_hand_out_) > 0; });
   auto it = done_.find(next_to_hand_out_);
   batch = std::move(it->second);
   done_.erase(it);
   ++next_to_hand_out_;
   lock.unlock();
   space_.notify_all();
+  ready_.notify_all();  // the other consumers now wait for the following batch
   return true;
 }
 

@@ -46,7 +46,8 @@ class ImageBatcher {
   ImageBatcher& operator=(const ImageBatcher&) = delete;
 
   size_t num_batches() const { return num_batches_; }
-  // Blocks until the next batch is ready; false after the last one.
+  // Blocks until the next batch is ready; false after the last one. Safe to call from several
+  // threads: each call gets the next batch in input order.
   bool next(ImageBatch& batch);
 
  private:

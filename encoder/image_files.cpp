@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <set>
 
 #include "encoder/image_loader.h"
 #include "encoder/image_probe.h"
@@ -31,7 +32,12 @@ ImageFileList collect_images(const std::vector<std::string>& inputs, bool recurs
       continue;
     }
     if (!fs::is_directory(st)) {
-      out.images.push_back(p);
+      if (!fs::is_regular_file(st)) {
+        // A FIFO would block forever on open() and a device never ends: neither is a photo.
+        out.problems.push_back(input + ": not a regular file (a pipe, socket or device); captioner reads files only");
+      } else {
+        out.images.push_back(p);
+      }
       continue;
     }
     std::vector<fs::path> found;
@@ -49,9 +55,20 @@ ImageFileList collect_images(const std::vector<std::string>& inputs, bool recurs
       }
     };
     if (recursive) {
+      // Symbolic links to folders are followed, but each real folder is entered once: a link to
+      // a parent (`ln -s .. loop`) would otherwise recurse until the paths grow too long, and
+      // list the same photos again under every detour.
+      std::set<fs::path> entered{fs::weakly_canonical(p, ec)};
       fs::recursive_directory_iterator it(p, fs::directory_options::follow_directory_symlink |
                                                  fs::directory_options::skip_permission_denied, ec);
-      for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) consider(*it);
+      for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        std::error_code ec2;
+        if (it->is_directory(ec2)) {
+          if (!entered.insert(fs::canonical(it->path(), ec2)).second || ec2) it.disable_recursion_pending();
+          continue;
+        }
+        consider(*it);
+      }
     } else {
       fs::directory_iterator it(p, fs::directory_options::skip_permission_denied, ec);
       for (; !ec && it != fs::directory_iterator(); it.increment(ec)) consider(*it);

@@ -19,7 +19,7 @@ ImageLoader::ImageLoader(PreprocessSpec spec, ImageLoaderOptions options)
 bool has_image_extension(const fs::path& file) {
   std::string ext = file.extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  for (const char* e : {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff"}) {
+  for (const char* e : {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm"}) {
     if (ext == e) return true;
   }
   return false;
@@ -113,6 +113,9 @@ cv::Mat ImageLoader::decode(const fs::path& file) const {
   auto status = fs::status(file, ec);
   if (ec || !fs::exists(status)) throw ImageError(file, "no such file");
   if (fs::is_directory(status)) throw ImageError(file, "is a directory");
+  // A FIFO blocks open() until a writer comes and a device (/dev/zero) never ends nor has a
+  // size to check against the limit: only regular files are read.
+  if (!fs::is_regular_file(status)) throw ImageError(file, "not a regular file (a pipe, socket or device)");
   auto size = fs::file_size(file, ec);
   if (!ec && static_cast<int64_t>(size) > options_.max_file_bytes) {
     throw ImageError(file, "file of " + std::to_string(size >> 20) + " MiB exceeds the limit of " +

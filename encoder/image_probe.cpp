@@ -1,5 +1,7 @@
 #include "encoder/image_probe.h"
 
+#include <cctype>
+
 #include <cstring>
 
 namespace captioner {
@@ -51,6 +53,28 @@ void probe_webp(const unsigned char* p, size_t n, ImageHeader& h) {
   }
 }
 
+// Netpbm (PBM/PGM/PPM, P1-P6): "P6", then width and height as decimal text, separated by
+// whitespace and '#' comments.
+void probe_pnm(const unsigned char* p, size_t n, ImageHeader& h) {
+  size_t i = 2;
+  auto number = [&]() -> int64_t {
+    for (;;) {
+      while (i < n && std::isspace(p[i])) ++i;
+      if (i < n && p[i] == '#') {
+        while (i < n && p[i] != '\n') ++i;
+        continue;
+      }
+      break;
+    }
+    int64_t v = 0;
+    size_t digits = 0;
+    while (i < n && p[i] >= '0' && p[i] <= '9' && digits < 9) v = v * 10 + (p[i++] - '0'), ++digits;
+    return digits ? v : 0;
+  };
+  h.width = number();
+  h.height = h.width ? number() : 0;
+}
+
 void probe_tiff(const unsigned char* p, size_t n, ImageHeader& h) {
   bool le = p[0] == 'I';
   auto u16 = [&](size_t o) { return le ? le16(p + o) : be16(p + o); };
@@ -96,6 +120,9 @@ ImageHeader probe_image(std::string_view bytes) {
   } else if (n >= 8 && (std::memcmp(p, "II*\0", 4) == 0 || std::memcmp(p, "MM\0*", 4) == 0)) {
     h.format = "tiff";
     probe_tiff(p, n, h);
+  } else if (n >= 3 && p[0] == 'P' && p[1] >= '1' && p[1] <= '6' && std::isspace(p[2])) {
+    h.format = "pnm";
+    probe_pnm(p, n, h);
   } else if (n >= 10 && (std::memcmp(p, "GIF87a", 6) == 0 || std::memcmp(p, "GIF89a", 6) == 0)) {
     h.format = "gif";
     h.width = le16(p + 6);

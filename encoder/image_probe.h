@@ -9,7 +9,7 @@
 namespace captioner {
 
 struct ImageHeader {
-  std::string format;  // "jpeg", "png", "bmp", "webp", "tiff", "gif"; empty if not recognised
+  std::string format;  // "jpeg", "png", "bmp", "webp", "tiff", "gif", "pnm"; empty if not recognised
   int64_t width = 0;   // 0 when the header does not say (or is cut short)
   int64_t height = 0;
 };

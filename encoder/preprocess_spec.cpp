@@ -64,6 +64,7 @@ std::string EncoderInfo::fingerprint() const {
   id["feature_dim"] = feature_dim;
   id["source_sha256"] = source_sha256;
   id["name"] = name;
+  if (precision != "float") id["precision"] = precision;  // float fingerprints stay as they were
   return hex64(fnv1a64(id.dump()));
 }
 
@@ -74,6 +75,7 @@ json EncoderInfo::to_json() const {
   j["name"] = name;
   j["arch"] = arch;
   j["feature_dim"] = feature_dim;
+  j["precision"] = precision;
   if (!source_sha256.empty()) j["source"] = {{"sha256", source_sha256}};
   if (!weights_hash.empty()) j["weights_hash"] = weights_hash;
   return j;
@@ -94,6 +96,10 @@ EncoderInfo EncoderInfo::from_json(const json& j, const std::string& origin) {
   info.spec = PreprocessSpec::from_json(j, origin);
   if (root.has("source") && root.at("source").has("sha256")) info.source_sha256 = root.at("source").at("sha256").as_string();
   if (root.has("weights_hash")) info.weights_hash = root.at("weights_hash").as_string();
+  if (root.has("precision")) {
+    info.precision = root.at("precision").as_string();
+    if (info.precision != "float" && info.precision != "int8") root.at("precision").fail("expected \"float\" or \"int8\"");
+  }
   return info;
 }
 

@@ -35,6 +35,9 @@ struct EncoderInfo {
   int64_t feature_dim = 0;
   PreprocessSpec spec;
   std::string source_sha256;  // of the weights it was made from, when known
+  // "float" or "int8" (quantized; LibTorch runs it on the oneDNN engine). Part of the identity:
+  // int8 and float features of the same network are not interchangeable.
+  std::string precision = "float";
   // Hash of the loaded network's parameters and buffers (set by Encoder::load; recorded in model
   // bundles and feature caches). Two encoder files with the same sidecar but other weights (a
   // re-export, random vs. pretrained) differ here. Empty: unknown (bundles from before it).

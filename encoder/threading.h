@@ -7,10 +7,32 @@
 namespace captioner {
 
 struct ThreadPlan {
-  int encoder = 1;
-  int decoder = 1;
-  // requested 0: all cores for the encoder, one for the decoder; N > 0: N for both.
+  int encoder = 1;          // LibTorch (oneDNN) threads of each encoder worker
+  int encoder_workers = 1;  // encoder threads running side by side, each on its own batches
+  int encoder_alone = 1;    // LibTorch threads of the encoder when it runs alone (feature extraction)
+  int decoder = 1;          // LibTorch threads of the decoder
+  int decoder_blas = 1;     // OpenBLAS threads of the decoder's matrix products
+  bool overlap = true;      // encoder workers and the decoder run concurrently
+  // requested 0: one single-threaded encoder worker per core beside a single-threaded decoder,
+  // all concurrent (measured: a photo costs fewer core-milliseconds on one thread than split
+  // across two, and the decoder's skinny GEMMs do not scale); N > 0: N threads each, taking turns.
   static ThreadPlan choose(int requested);
+};
+
+// Sets OpenBLAS's own thread count for a scope (LibTorch's CPU matrix products go to OpenBLAS,
+// which keeps a pool of its own, one thread per core by default). When the decoder shares the
+// cores with a concurrently running encoder, its GEMMs must stay on one core, or OpenBLAS's
+// threads spin against the encoder's. A no-op when the BLAS is not OpenBLAS.
+class ScopedBlasThreads {
+ public:
+  explicit ScopedBlasThreads(int threads);
+  ~ScopedBlasThreads();
+  ScopedBlasThreads(const ScopedBlasThreads&) = delete;
+  ScopedBlasThreads& operator=(const ScopedBlasThreads&) = delete;
+  static int current();  // 0 when the BLAS is not OpenBLAS
+
+ private:
+  int previous_;
 };
 
 // Sets LibTorch's intra-op threads for a scope and restores the previous count after it.

@@ -6,8 +6,11 @@
       --labels ../shared/models/mobilenet_v2_coral/imagenet_labels.txt \
       --output models/encoders/mobilenet_v2.pt --check /usr/share/darknet/data/dog.jpg
 
-The quantisation-aware-trained weights are dequantised (scale * (q - zero_point)) into float
-convolutions; batch norm is already folded in the file. `forward` returns the 1280-d globally
+--precision int8 (the default encoder) keeps the network in its native precision: uint8
+activations with the scales and zero points TFLite trained it with (ReLU6 is the saturation of
+its [0, 6] output range), int8 per-channel weights on the TFLite weight grid, run by LibTorch's
+oneDNN quantized kernels. --precision float dequantises the weights (scale * (q - zero_point))
+into float convolutions with float activations. Batch norm is already folded in the file. `forward` returns the 1280-d globally
 pooled features (the classifier removed); the classifier stays available as `classify` so the
 conversion can be proven right on real photos (--check prints ImageNet top-5 labels).
 Writes <output> and its preprocessing sidecar <output>.json. Runs offline; never at caption time.
@@ -15,7 +18,6 @@ Writes <output> and its preprocessing sidecar <output>.json. Runs offline; never
 import argparse
 import hashlib
 import json
-import math
 import os
 import sys
 from typing import List
@@ -32,31 +34,37 @@ EXPECTED_SHA256 = "7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4
 
 
 class ConvLayer(nn.Module):
-    """One TFLite CONV_2D / DEPTHWISE_CONV_2D with TF 'SAME' padding and fused activation.
+    """One TFLite CONV_2D / DEPTHWISE_CONV_2D with TF 'SAME' padding and fused activation."""
 
-    TF pads the odd extra pixel of a stride-2 'SAME' convolution at the bottom/right, unlike
-    PyTorch's symmetric padding, so such layers pad explicitly at run time."""
-
-    def __init__(self, conv: nn.Conv2d, kernel: int, stride: int, same: bool, relu6: bool,
-                 save_input: bool, add_residual: bool):
+    def __init__(self, conv: nn.Conv2d, relu6: bool, save_input: bool, add_residual: bool):
         super().__init__()
         self.conv = conv
-        self.kernel = kernel
-        self.stride = stride
-        self.dynamic_pad = same and stride > 1
         self.relu6 = relu6
         self.save_input = save_input
         self.add_residual = add_residual
 
     def forward(self, x):
-        if self.dynamic_pad:
-            ph = max((int(math.ceil(x.size(2) / self.stride)) - 1) * self.stride + self.kernel - x.size(2), 0)
-            pw = max((int(math.ceil(x.size(3) / self.stride)) - 1) * self.stride + self.kernel - x.size(3), 0)
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
         x = self.conv(x)
         if self.relu6:
             x = F.relu6(x)
         return x
+
+
+def same_padding_conv(weight: torch.Tensor, stride: int, groups: int):
+    """(weight, padding) of a PyTorch convolution equal to TF 'SAME' padding on inputs of even size.
+
+    At stride 2, TF pads the odd extra pixel of a 'SAME' convolution at the bottom/right only,
+    where PyTorch pads symmetrically. Padding explicitly at run time breaks oneDNN's fused graph
+    (the float encoder ran 2x slower with it; a quantized pad is slower still), so the kernel
+    grows by a leading zero row and column and pads symmetrically instead: windows [2i-1, 2i+k-1]
+    with weight 0 on 2i-1 are TF's [2i, 2i+k-1], bit for bit. Inputs must then be multiples of 32.
+    """
+    k = weight.shape[2]
+    if stride == 1:
+        return weight, (k - 1) // 2
+    grown = torch.zeros(weight.shape[0], weight.shape[1], k + 1, k + 1, dtype=weight.dtype)
+    grown[:, :, 1:, 1:] = weight
+    return grown, k // 2
 
 
 class MobileNetV2Encoder(nn.Module):
@@ -69,7 +77,9 @@ class MobileNetV2Encoder(nn.Module):
         self.pyramid = pyramid
 
     def feature_map(self, x):
-        """x: (N, 3, H, W) float RGB in [-1, 1] -> (N, 1280, H/32, W/32), before pooling."""
+        """x: (N, 3, H, W) float RGB in [-1, 1], H and W multiples of 32 -> (N, 1280, H/32, W/32)."""
+        if x.size(2) % 32 != 0 or x.size(3) % 32 != 0:
+            raise ValueError("MobileNetV2 needs height and width that are multiples of 32")
         residual = x
         for layer in self.layers:
             if layer.save_input:
@@ -139,18 +149,18 @@ def build(model: tflite_reader.Model, pyramid: bool = False) -> MobileNetV2Encod
                 current = op.outputs[0]
                 continue
             stride = o["stride_h"]
-            same = o["padding"] == "SAME"
-            # Stride 1 'SAME' with an odd kernel pads symmetrically: let the convolution do it.
-            static_pad = (kh - 1) // 2 if same and stride == 1 else 0
-            conv = nn.Conv2d(weight.shape[1] * groups, out_c, kh, stride=stride, padding=static_pad,
+            if o["padding"] != "SAME" or kh % 2 != 1 or stride not in (1, 2):
+                raise ValueError("unsupported convolution geometry at %s" % t[op.outputs[0]].name)
+            weight, padding = same_padding_conv(weight, stride, groups)
+            conv = nn.Conv2d(weight.shape[1] * groups, out_c, weight.shape[2], stride=stride, padding=padding,
                              groups=groups, bias=b is not None)
             conv.weight.data = weight
             if b is not None:
                 conv.bias.data = torch.from_numpy(b.copy())
             if o["activation"] not in (None, "RELU6"):
                 raise ValueError("unsupported activation %s" % o["activation"])
-            layers.append(ConvLayer(conv, kh, stride, same, o["activation"] == "RELU6",
-                                    save_input=current in pending_save, add_residual=False))
+            layers.append(ConvLayer(conv, o["activation"] == "RELU6", save_input=current in pending_save,
+                                    add_residual=False))
             current = op.outputs[0]
         elif op.type == "ADD":
             if current not in op.inputs or not layers:
@@ -174,6 +184,139 @@ def build(model: tflite_reader.Model, pyramid: bool = False) -> MobileNetV2Encod
     if classifier is None:
         raise ValueError("no classifier found after the pooling layer")
     return MobileNetV2Encoder(layers, classifier, pyramid)
+
+
+class QuantLayer(nn.Module):
+    """One TFLite convolution in int8: a oneDNN quantized convolution whose output scale and zero
+    point are TFLite's; a residual ADD requantizes to the ADD's own output range."""
+    save_input: torch.jit.Final[bool]
+    add_residual: torch.jit.Final[bool]
+
+    def __init__(self, conv: nn.Module, save_input: bool):
+        super().__init__()
+        self.conv = conv
+        self.save_input = save_input
+        self.add_residual = False
+        self.add_scale = 1.0
+        self.add_zero_point = 0
+
+
+class MobileNetV2Int8Encoder(nn.Module):
+    def __init__(self, layers: List[QuantLayer], input_scale: float, input_zero_point: int, classifier: nn.Linear):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.input_scale = input_scale
+        self.input_zero_point = input_zero_point
+        self.classifier = classifier
+
+    def feature_map(self, x):
+        """x: (N, 3, H, W) float RGB in [-1, 1], H and W multiples of 32 -> (N, 1280, H/32, W/32) quint8."""
+        if x.size(2) % 32 != 0 or x.size(3) % 32 != 0:
+            raise ValueError("the int8 MobileNetV2 needs height and width that are multiples of 32")
+        q = torch.quantize_per_tensor(x, self.input_scale, self.input_zero_point, torch.quint8)
+        residual = q
+        for layer in self.layers:
+            if layer.save_input:
+                residual = q
+            q = layer.conv(q)
+            if layer.add_residual:
+                q = torch.ops.quantized.add(q, residual, layer.add_scale, layer.add_zero_point)
+        return q
+
+    def forward(self, x):
+        """(N, 3, H, W) -> (N, 1280) float32 globally pooled features."""
+        return self.feature_map(x).dequantize().mean(dim=[2, 3])
+
+    @torch.jit.export
+    def classify(self, x):
+        """(N, 3, H, W) -> (N, 1001) ImageNet logits, index 0 = background."""
+        return self.classifier(self.forward(x))
+
+
+def int8_weight(tensor: "tflite_reader.Tensor", depthwise: bool) -> torch.Tensor:
+    """TFLite uint8 weights (one scale s, zero point z) as per-channel symmetric qint8 on the same
+    grid: k = q - z is kept exactly with scale s wherever |k| <= 127; the few channels whose k
+    reach further get scale m*s (m = ceil(max|k| / 127)) and lose that factor in resolution."""
+    if tensor.scale.size != 1:
+        raise ValueError("expected per-tensor weight quantisation at %s" % tensor.name)
+    k = torch.from_numpy(tensor.data.astype(np.int64) - int(tensor.zero_point[0]))
+    k = k.permute(3, 0, 1, 2) if depthwise else k.permute(0, 3, 1, 2)  # -> OIHW
+    m = torch.ceil(k.abs().amax(dim=[1, 2, 3]).clamp_min(1).double() / 127)
+    scales = m * float(tensor.scale[0])
+    real = k.double() * float(tensor.scale[0])
+    return torch.quantize_per_channel(real.float(), scales, torch.zeros_like(m, dtype=torch.long), 0, torch.qint8)
+
+
+def build_int8(model: tflite_reader.Model) -> MobileNetV2Int8Encoder:
+    """The same chain as build(), with TFLite's quantisation kept (see QuantLayer)."""
+    from torch.nn.quantized import Conv2d as QuantConv2d
+    from torch.nn.intrinsic.quantized import ConvReLU2d as QuantConvReLU2d
+    torch.backends.quantized.engine = "onednn"
+    t = model.tensors
+    source = t[model.inputs[0]]
+    if source.scale.size != 1:
+        raise ValueError("the model input is not a per-tensor quantized uint8 image")
+    pending_save = set()
+    for op in model.operators:
+        if op.type == "ADD":
+            pending_save.update(op.inputs)
+    layers: List[QuantLayer] = []
+    classifier = None
+    pooled = False
+    for op in model.operators:
+        o = op.options
+        if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            depthwise = op.type == "DEPTHWISE_CONV_2D"
+            weight = int8_weight(t[op.inputs[1]], depthwise)
+            bias = torch.from_numpy(t[op.inputs[2]].dequantized().copy())
+            out_c, in_per_group, kh, _ = weight.shape
+            if pooled:
+                classifier = nn.Linear(in_per_group, out_c)
+                classifier.weight.data = weight.dequantize()[:, :, 0, 0].clone()
+                classifier.bias.data = bias
+                continue
+            stride = o["stride_h"]
+            if o["padding"] != "SAME" or kh % 2 != 1 or stride not in (1, 2):
+                raise ValueError("unsupported convolution geometry at %s" % t[op.outputs[0]].name)
+            groups = out_c if depthwise else 1
+            # Zero weights stay exactly zero on the int8 grid, so growing the dequantized kernel
+            # and quantizing it again with the same scales is exact.
+            grown, padding = same_padding_conv(weight.dequantize(), stride, groups)
+            weight = torch.quantize_per_channel(grown, weight.q_per_channel_scales(),
+                                                weight.q_per_channel_zero_points(), 0, torch.qint8)
+            kernel = grown.shape[2]
+            cls = QuantConvReLU2d if o["activation"] == "RELU6" else QuantConv2d
+            conv = cls(in_per_group * groups, out_c, kernel, stride=stride, padding=padding, groups=groups)
+            conv.set_weight_bias(weight, bias)
+            out = t[op.outputs[0]]
+            conv.scale = float(out.scale[0])
+            conv.zero_point = int(out.zero_point[0])
+            layers.append(QuantLayer(conv, op.inputs[0] in pending_save))
+        elif op.type == "ADD":
+            out = t[op.outputs[0]]
+            layers[-1].add_residual = True
+            layers[-1].add_scale = float(out.scale[0])
+            layers[-1].add_zero_point = int(out.zero_point[0])
+        elif op.type == "AVERAGE_POOL_2D":
+            pooled = True
+    if classifier is None:
+        raise ValueError("no classifier found after the pooling layer")
+    return MobileNetV2Int8Encoder(layers, float(source.scale[0]), int(source.zero_point[0]), classifier)
+
+
+def agreement(a, b, photos):
+    """Feature cosine and ImageNet top-1 / top-5 agreement of two encoders on real photos."""
+    cos, top1, top5 = [], 0, 0
+    with torch.no_grad():
+        for path in photos:
+            x = load_image(path)
+            cos.append(float(F.cosine_similarity(a(x), b(x))[0]))
+            ta, tb = a.classify(x)[0].topk(5).indices.tolist(), b.classify(x)[0].topk(5).indices.tolist()
+            top1 += ta[0] == tb[0]
+            top5 += len(set(ta) & set(tb))
+    n = max(len(photos), 1)
+    return {"photos": len(photos), "cosine_mean": round(float(np.mean(cos)), 4), "cosine_min": round(float(np.min(cos)), 4),
+            "top1_agreement": round(top1 / n, 4), "top5_overlap": round(top5 / n / 5, 4)}
 
 
 def load_image(path, size=224):
@@ -230,15 +373,27 @@ def main():
     ap.add_argument("--reference-image", default="", help="write <output>.reference.{png,json} from this photo for tests")
     ap.add_argument("--pooling", choices=["global", "pyramid"], default="global",
                     help="global: 1280-d average; pyramid: global + 2x2 quadrant averages (6400-d)")
+    ap.add_argument("--precision", choices=["int8", "float"], default="int8",
+                    help="int8: TFLite's own quantisation on oneDNN kernels (default); float: dequantised weights")
+    ap.add_argument("--agreement-photos", nargs="*", default=[],
+                    help="int8 only: photos on which to record feature cosine and top-1/top-5 agreement with float")
     args = ap.parse_args()
+    if args.precision == "int8" and args.pooling != "global":
+        ap.error("--precision int8 supports --pooling global only")
 
     digest = sha256(args.tflite)
     if digest != EXPECTED_SHA256:
         print("warning: %s has sha256 %s, not the expected %s" % (args.tflite, digest, EXPECTED_SHA256), file=sys.stderr)
     model = tflite_reader.Model(args.tflite)
-    encoder = build(model, args.pooling == "pyramid").eval()
     dim = 1280 * (5 if args.pooling == "pyramid" else 1)
-    scripted = torch.jit.script(encoder)
+    if args.precision == "int8":
+        encoder = build_int8(model).eval()
+        # Frozen: the packed int8 weights become constants of the graph, and the C++ side loads
+        # it as is (optimize_for_inference has nothing to fold in a quantized graph).
+        scripted = torch.jit.freeze(torch.jit.script(encoder), preserved_attrs=["classify"])
+    else:
+        encoder = build(model, args.pooling == "pyramid").eval()
+        scripted = torch.jit.script(encoder)
 
     with torch.no_grad():
         feats = scripted(torch.zeros(2, 3, 224, 224))
@@ -252,8 +407,9 @@ def main():
     sidecar = {
         "format": "captioner-encoder",
         "version": 1,
-        "name": "mobilenet_v2_1.0_224 (ImageNet, TF-slim QAT, converted from TFLite)",
+        "name": "mobilenet_v2_1.0_224 (ImageNet, TF-slim QAT, converted from TFLite%s)" % (", int8" if args.precision == "int8" else ""),
         "arch": "mobilenet_v2" + ("_pyramid" if args.pooling == "pyramid" else ""),
+        "precision": args.precision,
         "feature_dim": dim,
         "input_size": [224, 224],
         "resize": "stretch",
@@ -264,6 +420,12 @@ def main():
         "source": {"file": os.path.basename(args.tflite), "sha256": digest,
                    "origin": "google-coral/test_data (Apache-2.0)"},
     }
+    if args.precision == "int8":
+        sidecar["quantized_engine"] = "onednn"
+        if args.agreement_photos:
+            sidecar["agreement_with_float"] = agreement(torch.jit.script(build(model).eval()), scripted, args.agreement_photos)
+            print("int8 vs float on %(photos)d photos: feature cosine mean %(cosine_mean).4f (min %(cosine_min).4f), "
+                  "ImageNet top-1 agreement %(top1_agreement).3f, top-5 overlap %(top5_overlap).3f" % sidecar["agreement_with_float"])
     with open(args.output + ".json.tmp", "w") as f:
         json.dump(sidecar, f, indent=1)
         f.write("\n")

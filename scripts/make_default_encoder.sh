@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Builds the default encoder, models/encoders/mobilenet_v2.pt (+ .json sidecar), from the public
-# ImageNet MobileNetV2 TFLite file: taken from ../shared when present, otherwise downloaded from
-# google-coral/test_data (Apache-2.0) and checked against its sha256. Skips work already done.
+# Builds the encoders from the public ImageNet MobileNetV2 TFLite file (taken from ../shared when
+# present, otherwise downloaded from google-coral/test_data, Apache-2.0, and checked against its
+# sha256): models/encoders/mobilenet_v2_int8.pt, the default (the network's native uint8
+# precision on oneDNN), and mobilenet_v2.pt, the same weights in float32. Each has a .json sidecar.
+# Skips work already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=models/encoders/mobilenet_v2.pt
+OUT_INT8=models/encoders/mobilenet_v2_int8.pt
 SHA256=7aad0c74c5e3c06e5eb3c827e13304fdd68a83da6087d92ee169c24ff9fd4776
 COMMIT=104342d2d3480b3e66203073dac24f4e2dbb4c41
 URL_BASE=https://github.com/google-coral/test_data/raw/$COMMIT
 SHARED=${CAPTIONER_SHARED:-../shared}/models/mobilenet_v2_coral
 
-if [ -f "$OUT" ] && [ -f "$OUT.json" ] && grep -q "$SHA256" "$OUT.json" && [ -f "$OUT.reference.json" ]; then
-  echo "encoder: $OUT is up to date"
+up_to_date() { [ -f "$1" ] && [ -f "$1.json" ] && grep -q "$SHA256" "$1.json" && [ -f "$1.reference.json" ]; }
+if up_to_date "$OUT" && up_to_date "$OUT_INT8" && grep -q '"precision": "int8"' "$OUT_INT8.json"; then
+  echo "encoder: $OUT_INT8 and $OUT are up to date"
   exit 0
 fi
 
@@ -35,6 +39,18 @@ CHECK=()
 for f in dog eagle horses; do
   [ -f "/usr/share/darknet/data/$f.jpg" ] && CHECK+=("/usr/share/darknet/data/$f.jpg")
 done
-/usr/bin/python3 scripts/convert_tflite_mobilenet.py --tflite "$TFLITE" --output "$OUT" \
-  ${LABELS:+$( [ -f "$LABELS" ] && echo --labels "$LABELS" )} \
-  --reference-image "${CHECK[0]:-}" ${CHECK[@]:+--check "${CHECK[@]}"}
+# int8 is checked against float on real photos (cosine, ImageNet top-1/top-5); the figures go
+# into its sidecar.
+AGREE=()
+FLICKR=${CAPTIONER_SHARED:-../shared}/datasets/flickr8k/images
+if [ -d "$FLICKR" ]; then
+  mapfile -t AGREE < <(ls "$FLICKR" | sort | head -n 200 | sed "s|^|$FLICKR/|")
+fi
+for precision in float int8; do
+  out=$OUT
+  [ "$precision" = int8 ] && out=$OUT_INT8
+  /usr/bin/python3 scripts/convert_tflite_mobilenet.py --tflite "$TFLITE" --output "$out" --precision "$precision" \
+    ${LABELS:+$( [ -f "$LABELS" ] && echo --labels "$LABELS" )} \
+    --reference-image "${CHECK[0]:-}" ${CHECK[@]:+--check "${CHECK[@]}"} \
+    $( [ "$precision" = int8 ] && [ ${#AGREE[@]} -gt 0 ] && echo --agreement-photos "${AGREE[@]}" )
+done

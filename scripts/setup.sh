@@ -13,6 +13,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libtorch-dev libopenblas0-pthread          # LibTorch; OpenBLAS instead of the ~6x slower reference BLAS
   libopencv-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
+  libgloo-dev                                # c10d's Gloo backend headers: multi-process training and captioning
   python3-torch python3-torchvision python3-numpy   # scripts/ only: converting and exporting encoders
   darknet                                    # its sample photos (dog, eagle, horses...) for the README demo
   chromium                                   # tests open the HTML report in a real headless browser

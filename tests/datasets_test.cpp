@@ -54,6 +54,16 @@ TEST(CocoLoader, LoadsImagesAndCaptions) {
   expect_error([&] { load_coco_captions(tmp / "c.json", opt); }, "c.json", "b.jpg");
 }
 
+TEST(CocoLoader, AByteOrderMarkIsStillCocoJson) {
+  TempDir tmp;
+  write_text(tmp / "c.json", std::string("\xEF\xBB\xBF") + kCoco);
+  write_text(tmp / "a.jpg", "x");
+  auto ds = load_caption_file(tmp / "c.json", DatasetOptions{});
+  EXPECT_EQ(ds.format, "coco");
+  ASSERT_EQ(ds.records.size(), 2u);
+  EXPECT_EQ(ds.records[0].image_id, 7);
+}
+
 TEST(CocoLoader, RejectsMalformedFilesNamingTheEntry) {
   TempDir tmp;
   auto path = tmp / "bad.json";

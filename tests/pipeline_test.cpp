@@ -20,6 +20,8 @@ namespace fs = std::filesystem;
 namespace {
 struct Setting {
   int batch, loaders, threads;
+  int encoder_workers;  // 0: encoder and decoder take turns (ThreadPlan::choose(threads)); N: N
+                        // concurrent single-threaded encoder workers beside the decoder
 };
 
 std::vector<CaptionedImage> caption_all(const ModelBundle& model, Encoder& encoder, const std::vector<fs::path>& files,
@@ -28,6 +30,11 @@ std::vector<CaptionedImage> caption_all(const ModelBundle& model, Encoder& encod
   CaptionPipelineOptions o;
   o.batch_size = s.batch;
   o.loader_threads = s.loaders;
+  o.threads = ThreadPlan::choose(s.encoder_workers > 0 ? 0 : s.threads);
+  if (s.encoder_workers > 0) {
+    o.threads.overlap = true;
+    o.threads.encoder_workers = s.encoder_workers;
+  }
   o.search = model.search;
   o.search.beam_size = beam;
   std::vector<CaptionedImage> out;
@@ -46,7 +53,7 @@ void expect_same(const std::vector<CaptionedImage>& a, const std::vector<Caption
   }
 }
 
-const std::vector<Setting> kSettings = {{1, 1, 1}, {3, 1, 2}, {8, 2, 1}, {16, 3, 2}};
+const std::vector<Setting> kSettings = {{1, 1, 1, 0}, {3, 1, 2, 0}, {8, 2, 1, 1}, {16, 3, 2, 3}, {5, 2, 1, 2}};
 }  // namespace
 
 TEST(CaptionPipeline, SpeedSettingsNeverChangeTheCaptions) {
@@ -89,7 +96,7 @@ TEST(CaptionPipeline, DefaultModelStillWritesItsRecordedCaptions) {
   auto recorded = nlohmann::json::parse(in);
   std::vector<fs::path> files;
   for (const auto& r : recorded) files.push_back(test::shared_dir() / "datasets/flickr8k/images" / r.at("file_name").get<std::string>());
-  for (const auto& s : {kSettings[0], kSettings[3]}) {
+  for (const auto& s : {kSettings[0], kSettings[3], Setting{32, 2, 1, 2}}) {
     auto got = caption_all(model, encoder, files, s, model.search.beam_size);
     ASSERT_EQ(got.size(), recorded.size());
     for (size_t i = 0; i < got.size(); ++i) {

@@ -1,5 +1,7 @@
 #include "tests/test_util.h"
 
+#include <algorithm>
+
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -16,6 +18,19 @@ fs::path shared_dir() {
   fs::path p = fs::path(CAPTIONER_SHARED_DIR);
   std::error_code ec;
   return fs::is_directory(p / "datasets", ec) ? fs::canonical(p) : fs::path();
+}
+
+std::vector<fs::path> flickr8k_images(size_t n) {
+  std::vector<fs::path> files;
+  fs::path dir = shared_dir() / "datasets/flickr8k/images";
+  std::error_code ec;
+  if (shared_dir().empty() || !fs::is_directory(dir, ec)) return files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".jpg") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  if (files.size() > n) files.resize(n);
+  return files;
 }
 
 TempDir::TempDir() {

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace captioner::test {
 
@@ -10,6 +11,9 @@ namespace fs = std::filesystem;
 
 // ../shared beside the checkout (override with CAPTIONER_SHARED); empty when absent.
 fs::path shared_dir();
+
+// The first n Flickr8k photos of ../shared in name order (fewer when absent).
+std::vector<fs::path> flickr8k_images(size_t n);
 
 // Skips the current test with a clear message when ../shared is absent.
 #define REQUIRE_SHARED()                                                                        \

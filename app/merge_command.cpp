@@ -1,0 +1,30 @@
+// `captioner merge`: join the parts that `captioner caption --shard K/N` wrote into one output.
+#include <iostream>
+#include <memory>
+
+#include "app/commands.h"
+#include "datasets/caption_shards.h"
+
+namespace captioner::cli {
+
+void add_merge_command(CLI::App& app) {
+  auto parts = std::make_shared<std::vector<std::string>>();
+  auto output = std::make_shared<std::string>();
+  auto format = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand("merge", "Join the parts written by `caption --shard K/N` into one output");
+  cmd->add_option("parts", *parts, "The part files (e.g. captions.part-*-of-4.json)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--output,-o", *output, "File to write (atomically)")->required();
+  cmd->add_option("--format", *format, "json, jsonl, csv or text (default: from --output's extension)")
+      ->check(CLI::IsMember({"json", "jsonl", "csv", "text"}));
+  cmd->callback([parts, output, format] {
+    std::vector<std::filesystem::path> files(parts->begin(), parts->end());
+    auto rows = merge_caption_parts(files);
+    CaptionWriter writer(std::filesystem::path(*output),
+                         format->empty() ? caption_format_for(*output) : parse_caption_format(*format));
+    for (const auto& r : rows) writer.write(r);
+    writer.finish();
+    std::cerr << "merged " << rows.size() << " captions from " << files.size() << " parts into " << *output << "\n";
+  });
+}
+
+}  // namespace captioner::cli

@@ -1,0 +1,191 @@
+// Several processes as one (issue 12): data-parallel training over c10d/Gloo on 127.0.0.1 ends
+// where one process with the whole batch ends; shards of a folder merge into the one-process
+// output; a rank that dies makes the others fail within the timeout. Tiny model, no ../shared.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <random>
+
+#include "datasets/caption_writer.h"
+#include "decoder/model_bundle.h"
+#include "tests/model_fixtures.h"
+#include "tests/test_util.h"
+
+using namespace captioner;
+using namespace captioner::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A TCP port nobody listens on now (the kernel's choice), for the rendezvous store.
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    throw std::runtime_error("no free port");
+  }
+  int port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
+}
+
+struct Fixture {
+  TempDir tmp;
+  fs::path encoder, data, captions;
+  Fixture() {
+    encoder = make_tiny_encoder(tmp / "encoders");
+    // 48 photos of three colours, each captioned by its colour: a task the tiny model can learn.
+    data = tmp / "data";
+    fs::create_directories(data);
+    const char* names[] = {"red", "green", "blue"};
+    const cv::Scalar bgr[] = {{0, 0, 255}, {0, 255, 0}, {255, 0, 0}};
+    nlohmann::json coco{{"images", nlohmann::json::array()}, {"annotations", nlohmann::json::array()}};
+    std::mt19937 rng(7);
+    for (int i = 1; i <= 48; ++i) {
+      int c = i % 3;
+      cv::Mat img(16 + static_cast<int>(rng() % 8), 20, CV_8UC3, bgr[c] * (0.6 + 0.4 * (rng() % 100) / 100.0));
+      std::string name = std::to_string(i) + ".jpg";
+      cv::imwrite((data / name).string(), img);
+      coco["images"].push_back({{"id", i}, {"file_name", name}});
+      coco["annotations"].push_back({{"image_id", i}, {"id", 2 * i}, {"caption", std::string("a ") + names[c] + " photo"}});
+      coco["annotations"].push_back({{"image_id", i}, {"id", 2 * i + 1}, {"caption", std::string("the ") + names[c] + " thing here"}});
+    }
+    captions = data / "captions.json";
+    write_text(captions, coco.dump());
+  }
+  std::string train_command(const fs::path& out, const std::string& extra) const {
+    return "timeout 300 '" + std::string(CAPTIONER_BINARY) + "' train --train-captions " + captions.string() +
+           " --val-captions " + captions.string() + " --train-images " + data.string() + " --encoder " + encoder.string() +
+           " --min-word-count 1 --hidden 32 --embed 16 --dropout 0.3 --flip-augment -q --cache-dir " + (tmp / "cache").string() +
+           " --output " + out.string() + " " + extra;
+  }
+};
+
+void expect_same_weights(const fs::path& a, const fs::path& b, double tolerance) {
+  auto ma = ModelBundle::load(a), mb = ModelBundle::load(b);
+  auto pa = ma.members.at(0).decoder->named_parameters(), pb = mb.members.at(0).decoder->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    double diff = (pa[i].value() - pb[i].value()).abs().max().item<double>();
+    EXPECT_LE(diff, tolerance) << pa[i].key();
+  }
+}
+
+}  // namespace
+
+TEST(Distributed, TwoProcessesTrainLikeOneProcessWithTheWholeBatch) {
+  Fixture f;
+  // One process, global batch 16; then two processes of 8 each. Dropout, flips and shuffling are
+  // drawn for the global batch, so both runs see the same numbers.
+  const std::string opts = "--epochs 3 --batch 16 --seed 5 --checkpoint-every 2";
+  auto one = run_shell(f.train_command(f.tmp / "one", opts));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const int port = free_port();
+  const std::string dist = " --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 60";
+  auto two = run_shell("(" + f.train_command(f.tmp / "two", opts + dist + " --rank 1") + " 2>" + (f.tmp / "rank1.err").string() +
+                       " & " + f.train_command(f.tmp / "two", opts + dist + " --rank 0") + "; r=$?; wait $! || exit 99; exit $r)");
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_NE(two.err.find("data-parallel over 2 processes"), std::string::npos) << two.err;
+  // Float sums in another order (two half-batch products, then an allreduce) differ in the last
+  // bits; 3 epochs of Adam keep that far below any difference training makes.
+  expect_same_weights(f.tmp / "one", f.tmp / "two", 2e-4);
+  // The log agrees too: same epochs, same validation scores, same choice of best epoch.
+  auto last_line = [](const fs::path& metrics) {
+    std::istringstream in(read_file(metrics));
+    std::string line, last;
+    while (std::getline(in, line)) last = line;
+    return nlohmann::json::parse(last);
+  };
+  auto a = last_line(f.tmp / "one" / "metrics.jsonl"), b = last_line(f.tmp / "two" / "metrics.jsonl");
+  EXPECT_EQ(a["best_epoch"], b["best_epoch"]);
+  EXPECT_NEAR(a["train_loss"].get<double>(), b["train_loss"].get<double>(), 1e-4);
+}
+
+TEST(Distributed, ShardedFeaturesEqualOneProcessFeatures) {
+  Fixture f;
+  const int port = free_port();
+  const std::string dist = " --epochs 1 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 60";
+  auto two = run_shell("(" + f.train_command(f.tmp / "two", dist + " --rank 1") + " 2>/dev/null & " +
+                       f.train_command(f.tmp / "two", dist + " --rank 0") + "; r=$?; wait $! || exit 99; exit $r)");
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  std::map<std::string, std::string> sharded;
+  for (const auto& e : fs::directory_iterator(f.tmp / "cache")) sharded[e.path().filename().string()] = read_file(e.path());
+  fs::remove_all(f.tmp / "cache");
+  auto one = run_shell(f.train_command(f.tmp / "one", "--epochs 1 --batch 16"));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  std::map<std::string, std::string> single;
+  for (const auto& e : fs::directory_iterator(f.tmp / "cache")) single[e.path().filename().string()] = read_file(e.path());
+  ASSERT_EQ(single.size(), 2u);
+  EXPECT_TRUE(single == sharded) << "the cache files differ";
+}
+
+TEST(Distributed, ARankThatDiesStopsTheOthersWithinTheTimeout) {
+  Fixture f;
+  const int port = free_port();
+  // Rank 1 dies as kill -9 would, after its third step (CAPTIONER_TEST_DIE_AFTER_STEPS, read only
+  // by the trainer for tests like this); rank 0 must not wait for it forever.
+  const std::string dist = " --epochs 50 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 30";
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run_shell("(CAPTIONER_TEST_DIE_AFTER_STEPS=3 " + f.train_command(f.tmp / "run", dist + " --rank 1") +
+                     " 2>/dev/null & " + f.train_command(f.tmp / "run", dist + " --rank 0") + "; r=$?; wait; exit $r)");
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.exit_code, 124) << "rank 0 hung until the test's own timeout";
+  EXPECT_LT(seconds, 120);
+  EXPECT_NE(r.err.find("rank 0 of 2"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("another process died"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("frame #"), std::string::npos) << "a one-line error, not a LibTorch trace:\n" << r.err;
+}
+
+TEST(Distributed, AStartWithoutThePeersFailsWithinTheTimeout) {
+  Fixture f;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run_shell(f.train_command(f.tmp / "run", "--epochs 1 --world-size 2 --rank 0 --master-port " +
+                                                        std::to_string(free_port()) + " --dist-timeout 3"));
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(seconds, 60);
+  EXPECT_NE(r.err.find("rank 0 of 2"), std::string::npos) << r.err;
+}
+
+TEST(Distributed, ThreeShardsMergeIntoTheOneProcessOutput) {
+  Fixture f;
+  auto model = make_bundle(f.encoder, make_vocab({"a", "red", "green", "blue", "photo"}));
+  model.save(f.tmp / "model");
+  const std::string common = " caption " + f.data.string() + " --model " + (f.tmp / "model").string() + " -q";
+  ASSERT_EQ(run_cli(common + " -o " + (f.tmp / "one.json").string()).exit_code, 0);
+  std::string parts;
+  for (int k = 0; k < 3; ++k) {
+    auto r = run_cli(common + " --shard " + std::to_string(k) + "/3 -o " + (f.tmp / "out.json").string());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    parts += " " + (f.tmp / ("out.part-" + std::to_string(k) + "-of-3.json")).string();
+  }
+  // A missing part is refused by name.
+  auto missing = run_cli("merge " + (f.tmp / "out.part-0-of-3.json").string() + " -o " + (f.tmp / "bad.json").string());
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("part 1 of 3 is missing"), std::string::npos) << missing.err;
+  auto merged = run_cli("merge" + parts + " -o " + (f.tmp / "merged.json").string());
+  ASSERT_EQ(merged.exit_code, 0) << merged.err;
+  auto a = read_caption_file(f.tmp / "one.json"), b = read_caption_file(f.tmp / "merged.json");
+  ASSERT_EQ(a.size(), 48u);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].file_name, b[i].file_name);
+    EXPECT_EQ(a[i].caption, b[i].caption);
+    EXPECT_EQ(a[i].image_id, b[i].image_id);
+  }
+  // A photo in two parts is refused by name.
+  auto twice = run_cli("merge" + parts + " " + (f.tmp / "one.json").string() + " -o " + (f.tmp / "bad.json").string());
+  EXPECT_NE(twice.exit_code, 0);
+  EXPECT_NE(twice.err.find("is captioned in both"), std::string::npos) << twice.err;
+}

@@ -1,0 +1,233 @@
+// Adversarial inputs that once hung, ate memory or lost work (issue 14): symbolic-link loops, pipes
+// and devices given as photos, a full output device, an output path that is a folder, and a
+// training run pointed at a folder that already holds a model. Tiny model: no ../shared needed.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <tuple>
+
+#include "datasets/file_io.h"
+#include "tests/model_fixtures.h"
+#include "tests/test_util.h"
+
+using namespace captioner;
+using namespace captioner::test;
+namespace fs = std::filesystem;
+
+namespace {
+std::string jpeg() {
+  std::vector<uchar> buf;
+  cv::imencode(".jpg", cv::Mat(10, 12, CV_8UC3, cv::Scalar(0, 0, 255)), buf);
+  return std::string(buf.begin(), buf.end());
+}
+
+struct Fixture {
+  TempDir tmp;
+  fs::path model, encoder;
+  Fixture() {
+    encoder = make_tiny_encoder(tmp / "encoders");
+    make_bundle(encoder, make_vocab({"a", "dog", "runs"})).save(tmp / "model");
+    model = tmp / "model";
+  }
+  // A one-photo caption file in tmp/data, for `train` (written on first use).
+  fs::path one_photo_captions() {
+    fs::path data = tmp / "data";
+    if (!fs::exists(data / "captions.json")) {
+      fs::create_directories(data);
+      write_text(data / "1.jpg", jpeg());
+      write_text(data / "captions.json",
+                 R"({"images":[{"id":1,"file_name":"1.jpg"}],"annotations":[{"image_id":1,"id":1,"caption":"a dog runs"}]})");
+    }
+    return data / "captions.json";
+  }
+  // `captioner train` on that file into `out`; `prefix` runs first in the same shell (limits).
+  CommandResult train(const fs::path& out, const std::string& extra, int epochs, const std::string& prefix = "") {
+    const fs::path captions = one_photo_captions();
+    return run_shell(prefix + "timeout 300 " + std::string(CAPTIONER_BINARY) + " train --train-captions " + captions.string() +
+                     " --val-captions " + captions.string() + " --train-images " + captions.parent_path().string() +
+                     " --encoder " + encoder.string() + " --min-word-count 1 --epochs " + std::to_string(epochs) +
+                     " -q --cache-dir " + (tmp / "cache").string() + " --output " + out.string() + extra);
+  }
+  // `timeout` turns a hang into exit 124 instead of a stuck suite.
+  CommandResult caption(const std::string& args) {
+    return run_shell("timeout 60 " + std::string(CAPTIONER_BINARY) + " caption " + args + " --model " + model.string() + " -q");
+  }
+};
+
+size_t count_lines(const std::string& s) {
+  size_t n = 0;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) n += !l.empty();
+  return n;
+}
+}  // namespace
+
+TEST(Reliability, SymlinkLoopsUnderRecursiveVisitEachFolderOnce) {
+  Fixture f;
+  fs::path root = f.tmp / "loop";
+  fs::create_directories(root / "sub");
+  write_text(root / "sub/a.jpg", jpeg());
+  fs::create_directory_symlink("..", root / "sub/up1");
+  fs::create_directory_symlink("..", root / "sub/up2");
+  fs::create_directory_symlink("../sub", root / "sub/self");
+  auto r = f.caption(root.string() + " --recursive");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count_lines(r.out), 1u) << "the photo was listed more than once:\n" << r.out;
+  EXPECT_EQ(r.err.find("broken symbolic link"), std::string::npos) << r.err;
+}
+
+TEST(Reliability, PipesAndDevicesAreRefusedNotReadForever) {
+  Fixture f;
+  fs::path fifo = f.tmp / "pipe.jpg";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  write_text(f.tmp / "good.jpg", jpeg());
+  auto r = f.caption(fifo.string() + " /dev/zero " + (f.tmp / "good.jpg").string());
+  EXPECT_EQ(r.exit_code, 1) << r.err;  // the good photo is captioned, the rest named
+  EXPECT_EQ(count_lines(r.out), 1u) << r.out;
+  EXPECT_NE(r.err.find(fifo.string() + ": not a regular file"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("/dev/zero: not a regular file"), std::string::npos) << r.err;
+  // A FIFO inside a listed folder is skipped like any other non-photo, without blocking.
+  fs::create_directories(f.tmp / "dir");
+  ASSERT_EQ(mkfifo((f.tmp / "dir/p.jpg").c_str(), 0600), 0);
+  write_text(f.tmp / "dir/ok.jpg", jpeg());
+  r = f.caption((f.tmp / "dir").string());
+  EXPECT_NE(r.exit_code, 124) << "hung on the FIFO";
+  EXPECT_EQ(count_lines(r.out), 1u) << r.out;
+}
+
+TEST(Reliability, CaptionsThatCannotBeWrittenFailTheRun) {
+  Fixture f;
+  write_text(f.tmp / "good.jpg", jpeg());
+  if (fs::exists("/dev/full")) {
+    // Grouped, so the suite's own capture of stdout does not replace the redirect.
+    auto r = run_shell("{ " + std::string(CAPTIONER_BINARY) + " caption " + (f.tmp / "good.jpg").string() + " --model " +
+                       f.model.string() + " -q > /dev/full; }");
+    EXPECT_NE(r.exit_code, 0) << "captions lost with exit 0";
+    EXPECT_NE(r.err.find("cannot write captions to standard output"), std::string::npos) << r.err;
+  }
+  // An output path that is a folder: a one-line error that says so (not "rename failed: Success").
+  fs::create_directories(f.tmp / "out.json");
+  auto r = f.caption((f.tmp / "good.jpg").string() + " --output " + (f.tmp / "out.json").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("it is a folder"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("Success"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::is_directory(f.tmp / "out.json"));
+}
+
+TEST(Reliability, TrainingNeverReplacesAModelUnlessAsked) {
+  Fixture f;
+  const std::string before = read_file(f.model / "config.json");
+  auto r = f.train(f.model, "", 1);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("already holds a model or run"), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(f.model / "config.json"), before) << "the model was replaced";
+  r = f.train(f.model, " --overwrite", 1);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(read_file(f.model / "config.json"), before);
+}
+
+TEST(Reliability, TrainingOnAFullDiskFailsCleanlyAndResumesLater) {
+  Fixture f;
+  ASSERT_EQ(f.train(f.tmp / "full_size", "", 2).exit_code, 0);
+  const auto checkpoint_kb = fs::file_size(f.tmp / "full_size/checkpoint.pt") / 1024;
+  ASSERT_GT(checkpoint_kb, 2u);
+  // A file-size limit below the checkpoint's size makes its write fail as a full disk does
+  // (EFBIG instead of ENOSPC; SIGXFSZ ignored, as a full disk sends no signal).
+  const fs::path out = f.tmp / "run";
+  auto r = f.train(out, "", 2, "ulimit -f " + std::to_string(checkpoint_kb / 2) + "; trap '' XFSZ; ");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.exit_code, 134) << "aborted:\n" << r.err;
+  EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("cannot write"), std::string::npos) << r.err;
+  EXPECT_LE(count_lines(r.err), 2u) << "not a one-line error:\n" << r.err;
+  for (const auto& e : fs::directory_iterator(out)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << "leftover " << e.path();
+  }
+  // Space is back: the same run continues.
+  r = f.train(out, " --resume", 2);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(out / "config.json"));
+  // A finished run continues when asked for more epochs, instead of "nothing to resume".
+  r = f.train(out, " --resume --patience 5", 3);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream metrics(out / "metrics.jsonl");
+  int epochs = 0;
+  for (std::string line; std::getline(metrics, line);) epochs += line.find("\"type\":\"epoch\"") != std::string::npos;
+  EXPECT_EQ(epochs, 3) << r.err;
+}
+
+TEST(Reliability, HandEditedModelSettingsOutOfRangeAreOneLineErrors) {
+  Fixture f;
+  write_text(f.tmp / "good.jpg", jpeg());
+  const std::string config = read_file(f.model / "config.json");
+  auto edited = [&](const std::string& from, const std::string& to) {
+    auto at = config.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    std::string c = config;
+    if (at != std::string::npos) c.replace(at, from.size(), to);
+    write_text(f.model / "config.json", c);
+    return f.caption((f.tmp / "good.jpg").string());
+  };
+  const std::string beam = "\"beam_size\": " + std::to_string(nlohmann::json::parse(config)["search"]["beam_size"].get<int>());
+  for (const auto& [from, to, word] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {beam, "\"beam_size\": 100000", "beam_size"},
+           {"\"hidden_dim\": ", "\"hidden_dim\": 1099511627776, \"x\": ", "hidden_dim"}}) {
+    auto r = edited(from, to);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_LT(r.exit_code, 128) << "crashed:\n" << r.err;
+    EXPECT_NE(r.err.find(word), std::string::npos) << r.err;
+    EXPECT_LE(count_lines(r.err), 1u) << r.err;
+  }
+  write_text(f.model / "config.json", config);
+  auto r = f.caption((f.tmp / "good.jpg").string() + " --sample --temperature 1e-45");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(r.exit_code, 128) << r.err;
+  EXPECT_NE(r.err.find("temperature"), std::string::npos) << r.err;
+}
+
+TEST(Reliability, ResumeMatchesPhotosHoweverTheFolderIsSpelledAndHonoursFormat) {
+  Fixture f;
+  fs::path dir = f.tmp / "P";
+  fs::create_directories(dir);
+  for (const char* n : {"a.jpg", "b.jpg", "c.jpg"}) write_text(dir / n, jpeg());
+  const fs::path out = f.tmp / "c.json";
+  ASSERT_EQ(f.caption(dir.string() + " --output " + out.string()).exit_code, 0);
+  const std::string spelled = (f.tmp / "." / "P").string() + "//";
+  auto r = f.caption(spelled + " --output " + out.string() + " --resume");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(read_file(out)).size(), 3u) << "photos captioned again under another spelling";
+  // --format wins over the extension when resuming, as it does when writing.
+  const fs::path csv = f.tmp / "c.txt";
+  ASSERT_EQ(f.caption(dir.string() + " --output " + csv.string() + " --format csv").exit_code, 0);
+  r = f.caption(dir.string() + " --output " + csv.string() + " --format csv --resume");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count_lines(read_file(csv)), 4u) << read_file(csv);  // header + 3 rows, none dropped or doubled
+}
+
+TEST(Reliability, ABadNumberInACsvToResumeNamesTheFileAndRow) {
+  Fixture f;
+  write_text(f.tmp / "a.jpg", jpeg());
+  const fs::path csv = f.tmp / "c.csv";
+  write_text(csv, "file_name,image_id,caption,log_prob\nx.jpg,12,a dog,-1.5\ny.jpg,twelve,a dog,-1.5\n");
+  auto r = f.caption((f.tmp / "a.jpg").string() + " --output " + csv.string() + " --resume");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_LT(r.exit_code, 128);
+  EXPECT_NE(r.err.find(csv.string() + ": CSV row 3"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("stoll"), std::string::npos) << r.err;
+}
+
+TEST(Reliability, NetpbmPhotosAreImages) {
+  Fixture f;
+  cv::imwrite((f.tmp / "gray.pgm").string(), cv::Mat(10, 12, CV_8UC1, cv::Scalar(90)));
+  cv::imwrite((f.tmp / "color.ppm").string(), cv::Mat(10, 12, CV_8UC3, cv::Scalar(1, 2, 3)));
+  std::vector<uchar> ppm;
+  cv::imencode(".ppm", cv::Mat(10, 12, CV_8UC3, cv::Scalar(4, 5, 6)), ppm);
+  write_text(f.tmp / "no_extension", std::string(ppm.begin(), ppm.end()));  // found by its bytes
+  auto r = f.caption(f.tmp.path().string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count_lines(r.out), 3u) << r.out << r.err;
+}
