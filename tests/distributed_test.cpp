@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <random>
@@ -134,7 +135,7 @@ TEST(Distributed, ARankThatDiesStopsTheOthersWithinTheTimeout) {
   const int port = free_port();
   // Rank 1 dies as kill -9 would, after its third step (CAPTIONER_TEST_DIE_AFTER_STEPS, read only
   // by the trainer for tests like this); rank 0 must not wait for it forever.
-  const std::string dist = " --epochs 50 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 30";
+  const std::string dist = " --epochs 50 --patience 50 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 30";
   auto t0 = std::chrono::steady_clock::now();
   auto r = run_shell("(CAPTIONER_TEST_DIE_AFTER_STEPS=3 " + f.train_command(f.tmp / "run", dist + " --rank 1") +
                      " 2>/dev/null & " + f.train_command(f.tmp / "run", dist + " --rank 0") + "; r=$?; wait; exit $r)");
@@ -188,4 +189,27 @@ TEST(Distributed, ThreeShardsMergeIntoTheOneProcessOutput) {
   auto twice = run_cli("merge" + parts + " " + (f.tmp / "one.json").string() + " -o " + (f.tmp / "bad.json").string());
   EXPECT_NE(twice.exit_code, 0);
   EXPECT_NE(twice.err.find("is captioned in both"), std::string::npos) << twice.err;
+}
+
+TEST(Distributed, ASignalOnOneRankStopsAllWithACheckpoint) {
+  Fixture f;
+  const int port = free_port();
+  const fs::path out = f.tmp / "run";
+  const std::string dist = " --epochs 500 --patience 500 --batch 16 --world-size 2 --master-port " + std::to_string(port) +
+                           " --dist-timeout 60";
+  // SIGTERM (Ctrl-C works alike) to rank 1 only, once the run has written its first checkpoint.
+  auto r = run_shell("(" + f.train_command(out, dist + " --rank 1") + " & p1=$!; " + f.train_command(out, dist + " --rank 0") +
+                     " & p0=$!; for i in $(seq 600); do [ -f " + (out / "checkpoint.pt").string() +
+                     " ] && break; sleep 0.1; done; sleep 0.5; kill -TERM $p1; wait $p0; r0=$?; wait $p1; r1=$?; echo $r0 $r1)");
+  EXPECT_EQ(r.out, "130 130\n") << r.err;
+  EXPECT_NE(r.err.find("interrupted: checkpoint saved"), std::string::npos) << r.err;
+  std::ifstream in(out / "metrics.jsonl");
+  EXPECT_TRUE(in.good());
+  // And the run continues from that checkpoint, on two processes again.
+  const std::string more = " --epochs 2 --resume --batch 16 --world-size 2 --master-port " + std::to_string(free_port()) +
+                           " --dist-timeout 60";
+  auto resumed = run_shell("(" + f.train_command(out, more + " --rank 1") + " 2>/dev/null & " + f.train_command(out, more + " --rank 0") +
+                           "; r=$?; wait $! || exit 99; exit $r)");
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resuming from"), std::string::npos) << resumed.err;
 }

@@ -3,6 +3,8 @@
 // training run pointed at a folder that already holds a model. Tiny model: no ../shared needed.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
@@ -230,4 +232,24 @@ TEST(Reliability, NetpbmPhotosAreImages) {
   auto r = f.caption(f.tmp.path().string());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(count_lines(r.out), 3u) << r.out << r.err;
+}
+
+TEST(Reliability, TempFilesOfKilledWritersAreRemovedThoseOfLiveOnesKept) {
+  TempDir tmp;
+  // A pid that is certainly gone: a child that already exited and was reaped.
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  int status = 0;
+  waitpid(dead, &status, 0);
+  const fs::path orphan = tmp / (".out.json.tmp-" + std::to_string(dead) + "-deadbeef");
+  const fs::path live = tmp / (".out.json.tmp-" + std::to_string(getpid()) + "-cafef00d");
+  const fs::path other = tmp / (".other.json.tmp-" + std::to_string(dead) + "-deadbeef");
+  for (const auto& p : {orphan, live, other}) write_text(p, "partial");
+  AtomicFileWriter w(tmp / "out.json");
+  w.stream() << "[]";
+  w.commit();
+  EXPECT_FALSE(fs::exists(orphan)) << "a killed writer's temp file stays";
+  EXPECT_TRUE(fs::exists(live)) << "a live writer's temp file was removed";
+  EXPECT_TRUE(fs::exists(other)) << "another file's temp was touched";
+  EXPECT_EQ(read_file(tmp / "out.json"), "[]");
 }
