@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <map>
 #include <regex>
-#include <set>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -47,31 +46,27 @@ fs::path shard_part_file(const fs::path& output, const ShardSpec& shard) {
 
 std::vector<CaptionRow> merge_caption_parts(const std::vector<fs::path>& parts) {
   if (parts.empty()) throw std::runtime_error("merge: no part files given");
-  // Parts named by shard_part_file must be complete: K = 0..N-1, one N.
-  static const std::regex kPartName(R"(.*\.part-(\d+)-of-(\d+)(\.[^.]*)?$)");
-  std::map<std::string, std::map<int, fs::path>> families;  // N (and stem) -> K -> file
+  // Parts named by shard_part_file (out.part-K-of-N.ext) must be one run's complete set.
+  static const std::regex kPartName(R"((.*)\.part-(\d+)-of-(\d+)(\.[^.]*)?$)");
+  std::string run;  // out.part-*-of-N.ext
+  int count = 0;
+  std::map<int, fs::path> given;  // K -> file
   for (const auto& p : parts) {
     std::smatch m;
-    std::string name = p.filename().string();
+    const std::string name = p.filename().string();
     if (!std::regex_match(name, m, kPartName)) continue;
-    std::string family = std::regex_replace(name, std::regex(R"(\.part-\d+-of-)"), ".part-*-of-");
-    int k = std::stoi(m[1].str());
-    if (!families[family].emplace(k, p).second) {
-      throw std::runtime_error("merge: part " + std::to_string(k) + " is given twice (" + families[family][k].string() + ", " +
-                               p.string() + ")");
-    }
+    const std::string this_run = m[1].str() + ".part-*-of-" + m[3].str() + m[4].str();
+    if (!run.empty() && this_run != run) throw std::runtime_error("merge: the parts come from different runs (" + run + ", " + this_run + ")");
+    run = this_run;
+    count = std::stoi(m[3].str());
+    const int k = std::stoi(m[2].str());
+    auto [it, fresh] = given.emplace(k, p);
+    if (!fresh) throw std::runtime_error("merge: part " + std::to_string(k) + " is given twice (" + it->second.string() + ", " + p.string() + ")");
   }
-  for (const auto& [family, ks] : families) {
-    std::smatch m;
-    std::string probe = ks.begin()->second.filename().string();
-    std::regex_match(probe, m, kPartName);
-    const int n = std::stoi(m[2].str());
-    if (families.size() > 1) throw std::runtime_error("merge: the parts come from different runs (" + family + " and others)");
-    for (int k = 0; k < n; ++k) {
-      if (!ks.count(k)) {
-        throw std::runtime_error("merge: part " + std::to_string(k) + " of " + std::to_string(n) + " is missing (" +
-                                 family + "); caption it with --shard " + std::to_string(k) + "/" + std::to_string(n));
-      }
+  for (int k = 0; k < count; ++k) {
+    if (!given.count(k)) {
+      throw std::runtime_error("merge: part " + std::to_string(k) + " of " + std::to_string(count) + " is missing (" + run +
+                               "); caption it with --shard " + std::to_string(k) + "/" + std::to_string(count));
     }
   }
   std::vector<CaptionRow> rows;

@@ -156,7 +156,7 @@ void DistributedGroup::allreduce_sum(const std::vector<at::Tensor>& tensors, int
     impl_->run("allreduce", [&] { return impl_->group->allreduce(buffer); });
     int64_t offset = 0;
     for (const auto& t : members) {
-      const_cast<at::Tensor&>(t).copy_(buffer[0].narrow(0, offset, t.numel()).view(t.sizes()));
+      t.copy_(buffer[0].narrow(0, offset, t.numel()).view(t.sizes()));
       offset += t.numel();
     }
   }
@@ -168,7 +168,7 @@ void DistributedGroup::broadcast(const std::vector<at::Tensor>& tensors, int roo
   for (const auto& t : tensors) {
     std::vector<at::Tensor> one{t.is_contiguous() ? t : t.contiguous()};
     impl_->run("broadcast", [&] { return impl_->group->broadcast(one, bo); });
-    if (!t.is_contiguous()) const_cast<at::Tensor&>(t).copy_(one[0]);
+    if (!t.is_contiguous()) t.copy_(one[0]);
   }
 }
 
@@ -182,10 +182,5 @@ std::string DistributedGroup::broadcast_bytes(const std::string& bytes, int root
 }
 
 double DistributedGroup::communication_seconds() const { return impl_->seconds; }
-
-void DistributedGroup::barrier() {
-  // An allreduce of one number: Gloo's barrier has no timeout of its own to report.
-  allreduce_sum({torch::zeros({1})});
-}
 
 }  // namespace captioner

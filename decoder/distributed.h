@@ -57,7 +57,6 @@ class DistributedGroup {
   void broadcast(const std::vector<at::Tensor>& tensors, int root = 0);
   // root's bytes on every rank (the others' argument is ignored).
   std::string broadcast_bytes(const std::string& bytes, int root = 0);
-  void barrier();
 
   // Seconds this process spent in collectives so far (waiting for the others included).
   double communication_seconds() const;

@@ -109,11 +109,6 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
     fo.shard_index = group->rank();
     fo.shard_count = group->world_size();
     fo.write_cache = main_rank;
-    fo.all_hit = [&](bool hit) {
-      auto misses = torch::tensor({hit ? 0.0 : 1.0});
-      group->allreduce_sum({misses});
-      return misses.item<double>() == 0;
-    };
     fo.sum = [&](const std::vector<torch::Tensor>& t) { group->allreduce_sum(t); };
   }
   fo.progress = [&](size_t done, size_t total) {

@@ -62,7 +62,7 @@ Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, Trai
   }
   if (options_.batch_size < 1 || options_.epochs < 1) throw std::invalid_argument("batch size and epochs must be >= 1");
   if (options_.flip_augment && !train_.flipped.defined()) throw std::invalid_argument("flip augmentation needs mirrored features");
-  if (!options_.group || options_.group->rank() == 0) fs::create_directories(out_);
+  if (is_main()) fs::create_directories(out_);
   device_ = decoder_->parameters().front().device();
   if (options_.objective != "xe" && options_.objective != "scst") {
     throw std::invalid_argument("objective must be xe or scst, not " + options_.objective);
@@ -161,15 +161,22 @@ std::pair<double, double> Trainer::train_step(const std::vector<int64_t>& items,
   decoder_->train();
   Batch batch = make_batch(items, epoch, b);
   optimizer_->zero_grad();
+  double loss_value = 0;
   if (!options_.group) {
     auto loss = decoder_->loss(batch.features, batch.tokens, options_.label_smoothing);
     loss.backward();
-    if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
-    optimizer_->step();
-    return {loss.item<double>(), 0.0};
+    loss_value = loss.item<double>();
+  } else {
+    loss_value = data_parallel_backward(batch);
   }
-  // Data-parallel: this rank's rows of the global batch. Its loss is its tokens' share of the
-  // global mean, so the summed gradients are exactly those of the global batch's mean loss.
+  if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
+  optimizer_->step();
+  return {loss_value, 0.0};
+}
+
+double Trainer::data_parallel_backward(const Batch& batch) {
+  // This rank's rows of the global batch. Its loss is its tokens' share of the global mean, so
+  // the summed gradients are exactly those of the global batch's mean loss.
   auto& group = *options_.group;
   const int64_t B = batch.tokens.size(0), W = group.world_size(), r = group.rank();
   const int64_t lo = B * r / W, hi = B * (r + 1) / W;
@@ -197,9 +204,7 @@ std::pair<double, double> Trainer::train_step(const std::vector<int64_t>& items,
   grads.push_back(extra);
   group.allreduce_sum(grads);
   stop_agreed_ = extra[1].item<double>() > 0;
-  if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
-  optimizer_->step();
-  return {extra[0].item<double>() / global_tokens, 0.0};
+  return extra[0].item<double>() / global_tokens;  // the global batch's mean loss
 }
 
 std::pair<double, double> Trainer::scst_step(const std::vector<int64_t>& images, int epoch, int64_t b) {

@@ -123,6 +123,9 @@ class Trainer {
   Batch make_batch(const std::vector<int64_t>& caption_ids, int epoch, int64_t batch_index) const;
   // One optimisation step; returns (loss, reward). `items` are captions (xe) or images (scst).
   std::pair<double, double> train_step(const std::vector<int64_t>& items, int epoch, int64_t batch_index);
+  // Data-parallel part of an xe step: this rank's share of the backward pass, then gradients
+  // summed over the ranks. Returns the global batch's mean loss.
+  double data_parallel_backward(const Batch& batch);
   std::pair<double, double> scst_step(const std::vector<int64_t>& images, int epoch, int64_t batch_index);
   torch::Tensor image_features(const std::vector<int64_t>& images, int epoch, int64_t batch_index) const;
   std::string fingerprint() const;

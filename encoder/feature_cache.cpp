@@ -4,7 +4,7 @@
 
 #include <cstring>
 #include <fstream>
-#include <unordered_set>
+#include <unordered_map>
 #include <nlohmann/json.hpp>
 
 #include "datasets/file_io.h"
@@ -130,10 +130,14 @@ FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& image
     hit = false;  // a damaged cache file is recomputed, never trusted
   }
   const bool sharded = options.shard_count > 1;
-  if (sharded && (!options.all_hit || !options.sum || options.shard_index < 0 || options.shard_index >= options.shard_count)) {
-    throw std::invalid_argument("sharded feature extraction needs a shard index below the count, all_hit and sum");
+  if (sharded && (!options.sum || options.shard_index < 0 || options.shard_index >= options.shard_count)) {
+    throw std::invalid_argument("sharded feature extraction needs a shard index below the count and a sum");
   }
-  if (sharded) hit = options.all_hit(hit);
+  if (sharded) {  // one process without the cache makes all encode: the sums below need everyone
+    auto misses = torch::tensor({hit ? 0.0f : 1.0f});
+    options.sum({misses});
+    hit = misses.item<float>() == 0;
+  }
   if (hit) {
     if (options.progress) options.progress(n, n);
     return out;
@@ -163,12 +167,15 @@ FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& image
   ImageBatcher batcher(mine, ImageLoader(encoder.info().spec), bopt);
   ImageBatch batch;
   size_t done = 0;
-  std::unordered_set<std::string> reported;  // files whose failure this process already names
+  std::unordered_map<std::string, std::string> problem;  // sharded: this process's failures by file
   while (batcher.next(batch)) {
     done += batch.indices.size() + batch.failures.size();
     for (const auto& f : batch.failures) {
-      out.failures.push_back(f.what());
-      reported.insert(f.file().string());
+      if (sharded) {
+        problem[f.file().string()] = f.what();
+      } else {
+        out.failures.push_back(f.what());
+      }
     }
     if (!batch.indices.empty()) {
       std::vector<int64_t> rows;
@@ -188,9 +195,12 @@ FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& image
     std::vector<torch::Tensor> parts{out.features, ok};
     if (options.with_flipped) parts.push_back(out.flipped);
     options.sum(parts);
+    // One line per failed row, in row order (the order the cache file pairs them with rows).
     for (size_t i = 0; i < n; ++i) {
       out.ok[i] = oa[static_cast<int64_t>(i)] > 0.5f;
-      if (!out.ok[i] && !reported.count(images[i].string())) out.failures.push_back(images[i].string() + ": could not be read (by another process)");
+      if (out.ok[i]) continue;
+      auto it = problem.find(images[i].string());
+      out.failures.push_back(it != problem.end() ? it->second : images[i].string() + ": could not be read (by another process)");
     }
   }
   if (!options.cache_dir.empty() && options.write_cache) write_cache(file, key, out);

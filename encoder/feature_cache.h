@@ -30,12 +30,11 @@ struct FeatureCacheOptions {
   std::function<void(size_t done, size_t total)> progress;  // called after each batch
   // Several processes sharing the work: this one encodes every shard_count-th run of batch_size
   // images, starting at run shard_index (so each batch is the one a single process would form).
-  // `all_hit` tells whether every process found the cache (else all encode); `sum` adds tensors
-  // over the processes in place (rows another process encoded are zero here). Only the process
-  // with write_cache writes the cache file.
+  // `sum` adds tensors over the processes in place: it decides whether all found the cache (else
+  // all encode) and fills in the rows the others encoded (zero here). Only the process with
+  // write_cache writes the cache file.
   int shard_index = 0;
   int shard_count = 1;
-  std::function<bool(bool hit)> all_hit;
   std::function<void(const std::vector<torch::Tensor>&)> sum;
   bool write_cache = true;
 };

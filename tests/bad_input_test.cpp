@@ -40,12 +40,6 @@ struct Fixture {
   CommandResult caption(const std::string& args) { return run_cli("caption " + args + " --model " + model.string() + " -q"); }
 };
 
-std::vector<std::string> lines(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
 }  // namespace
 
 TEST(BadInput, MessyFolderIsCaptionedAndEveryBadFileNamedOnce) {

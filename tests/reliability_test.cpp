@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
 #include <nlohmann/json.hpp>
@@ -60,11 +61,9 @@ struct Fixture {
   }
 };
 
-size_t count_lines(const std::string& s) {
-  size_t n = 0;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) n += !l.empty();
-  return n;
+size_t count_lines(const std::string& s) {  // non-empty ones
+  auto all = lines(s);
+  return static_cast<size_t>(std::count_if(all.begin(), all.end(), [](const std::string& l) { return !l.empty(); }));
 }
 }  // namespace
 

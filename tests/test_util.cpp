@@ -56,6 +56,13 @@ static std::string slurp(const fs::path& p) {
   return s.str();
 }
 
+std::vector<std::string> lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
 CommandResult run_shell(const std::string& command) {
   TempDir tmp;
   std::string cmd = command + " >" + (tmp / "out").string() + " 2>" + (tmp / "err").string();

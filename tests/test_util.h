@@ -37,6 +37,9 @@ class TempDir {
 
 void write_text(const fs::path& path, const std::string& text);
 
+// The lines of a text (empty ones included), without their newlines.
+std::vector<std::string> lines(const std::string& text);
+
 struct CommandResult {
   int exit_code = -1;
   std::string out;  // stdout
