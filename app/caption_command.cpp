@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -13,12 +14,14 @@
 #include "datasets/caption_dataset.h"
 #include "datasets/caption_shards.h"
 #include "datasets/caption_writer.h"
+#include "datasets/file_io.h"
 #include "datasets/html_report.h"
 #include "datasets/metrics/bleu.h"
 #include "datasets/metrics/caption_metrics.h"
 #include "vocab/tokenizer.h"
 #include "decoder/caption_pipeline.h"
 #include "encoder/image_files.h"
+#include "encoder/image_loader.h"
 
 namespace captioner::cli {
 
@@ -65,13 +68,14 @@ void run_caption(const CaptionOptions& o) {
   // --shard K/N (or torchrun's RANK/WORLD_SIZE): this process takes every N-th photo and writes
   // its own part of the output; `captioner merge` joins the parts.
   const ShardSpec shard = o.shard.empty() ? shard_from_environment() : parse_shard(o.shard);
-  std::vector<int64_t> position;  // 1-based place of each photo in the whole list: its fallback id
+  std::vector<int64_t> image_id;  // of each photo of this shard, from the whole list
   {
+    const std::vector<int64_t> all_ids = image_ids_for(list.images);
     std::vector<std::filesystem::path> mine;
     for (size_t i = 0; i < list.images.size(); ++i) {
       if (static_cast<int>(i % static_cast<size_t>(shard.count)) != shard.index) continue;
       mine.push_back(list.images[i]);
-      position.push_back(static_cast<int64_t>(i + 1));
+      image_id.push_back(all_ids[i]);
     }
     list.images = std::move(mine);
   }
@@ -81,6 +85,11 @@ void run_caption(const CaptionOptions& o) {
     if (!o.html.empty()) throw std::runtime_error("--html is not available with --shard; merge the parts, then caption for a report");
     output = shard_part_file(output, shard).string();
   }
+
+  // Two runs writing one output would each replace the other's rows.
+  std::optional<OutputLock> output_lock, html_lock;
+  if (!output.empty()) output_lock.emplace(output);
+  if (!o.html.empty()) html_lock.emplace(o.html);
 
   std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
   torch::Device device = resolve_device(o.device);
@@ -111,23 +120,13 @@ void run_caption(const CaptionOptions& o) {
   std::vector<std::filesystem::path> pending = list.images;
   if (o.resume && !output.empty() && std::filesystem::exists(output)) {
     previous = read_caption_file(output, format);
-    // The same photo may be named P/a.jpg, ./P/a.jpg or P//a.jpg from one run to the next: rows
-    // match by the file they name, not by the spelling.
-    auto same_file = [](const std::string& name) {
-      std::error_code ec;
-      auto p = std::filesystem::weakly_canonical(std::filesystem::path(name), ec);
-      return ec ? std::filesystem::path(name).lexically_normal().string() : p.string();
-    };
-    std::unordered_set<std::string> done;
-    for (const auto& r : previous) done.insert(same_file(r.file_name));
     pending.clear();
-    std::vector<int64_t> pending_position;
-    for (size_t i = 0; i < list.images.size(); ++i) {
-      if (done.count(same_file(list.images[i].string()))) continue;
+    std::vector<int64_t> pending_id;
+    for (size_t i : photos_not_in(previous, list.images, format)) {
       pending.push_back(list.images[i]);
-      pending_position.push_back(position[i]);
+      pending_id.push_back(image_id[i]);
     }
-    position = std::move(pending_position);
+    image_id = std::move(pending_id);
     std::cerr << "resuming: " << previous.size() << " images already in " << output << ", " << pending.size()
               << " to caption\n";
   }
@@ -141,13 +140,38 @@ void run_caption(const CaptionOptions& o) {
   CaptionDataset refs;
   std::vector<std::string> scored_hyps;
   std::vector<std::vector<std::string>> scored_refs;
+  auto add_to_report = [&](const std::filesystem::path& file, const std::string& caption, double log_prob, std::string thumbnail) {
+    ReportRow row{file.string(), caption, log_prob, std::move(thumbnail), {}, std::nullopt};
+    auto it = refs_by_name.find(file.filename().string());
+    if (it != refs_by_name.end()) {
+      row.references = it->second->captions;
+      std::vector<std::string> tok_refs;
+      for (const auto& r : row.references) tok_refs.push_back(tokenize_caption_joined(r));
+      row.bleu4 = metrics::compute_bleu({tokenize_caption_joined(caption)}, {tok_refs}).per_image[0][3];
+      scored_hyps.push_back(caption);
+      scored_refs.push_back(row.references);
+    }
+    report->add(row);
+  };
   if (!o.html.empty()) {
-    report = std::make_unique<HtmlReport>(std::filesystem::path(o.html), "captioner: " + std::to_string(pending.size()) + " images");
+    report = std::make_unique<HtmlReport>(std::filesystem::path(o.html),
+                                          "captioner: " + std::to_string(previous.size() + pending.size()) + " images");
     if (!o.annotations.empty()) {
       DatasetOptions dopt;
       dopt.check_images = false;
       refs = load_caption_file(o.annotations, dopt);
       for (const auto& r : refs.records) refs_by_name[std::filesystem::path(r.file_name).filename().string()] = &r;
+    }
+    // A resumed run's page shows every caption of the output, not only this run's: the earlier
+    // rows come from the file, their thumbnails from the photos (none where a photo is gone).
+    ImageLoader thumbnail_loader(PreprocessSpec{}, po.image);
+    for (const auto& r : previous) {
+      std::string thumbnail;
+      try {
+        thumbnail = make_thumbnail(thumbnail_loader.decode(r.file_name), po.thumbnail_size);
+      } catch (const ImageError&) {
+      }
+      add_to_report(r.file_name, r.caption, r.log_prob, std::move(thumbnail));
     }
   }
 
@@ -160,22 +184,10 @@ void run_caption(const CaptionOptions& o) {
   CaptionPipeline pipeline(model, encoder, po);
   CaptionCallbacks cb;
   cb.on_caption = [&](const CaptionedImage& c) {
-    writer->write({c.file.string(), image_id_from_name(c.file, position.at(c.index)),
+    writer->write({c.file.string(), image_id.at(c.index),
                    c.caption, c.log_prob});
     ++captioned;
-    if (report) {
-      ReportRow row{c.file.string(), c.caption, c.log_prob, c.thumbnail_jpeg, {}, std::nullopt};
-      auto it = refs_by_name.find(c.file.filename().string());
-      if (it != refs_by_name.end()) {
-        row.references = it->second->captions;
-        std::vector<std::string> tok_refs;
-        for (const auto& r : row.references) tok_refs.push_back(tokenize_caption_joined(r));
-        row.bleu4 = metrics::compute_bleu({tokenize_caption_joined(c.caption)}, {tok_refs}).per_image[0][3];
-        scored_hyps.push_back(c.caption);
-        scored_refs.push_back(row.references);
-      }
-      report->add(row);
-    }
+    if (report) add_to_report(c.file, c.caption, c.log_prob, c.thumbnail_jpeg);
   };
   cb.on_failure = [&](size_t, const ImageError& e) {
     bar.finish();

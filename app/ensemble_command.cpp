@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "app/commands.h"
+#include "datasets/file_io.h"
 #include "decoder/model_bundle.h"
 #include "encoder/encoder.h"
 
@@ -32,6 +33,7 @@ void run_ensemble(const EnsembleOptions& o) {
   Encoder encoder = Encoder::load(out.encoder_file);
   check_same_encoder(out.encoder, encoder.info(), o.models.front());
   out.encoder.weights_hash = encoder.info().weights_hash;
+  OutputLock lock(o.output);
   out.save(o.output, o.fp16);
   std::cerr << "wrote " << o.output << ": " << out.members.size() << " scorers over " << out.num_views()
             << " view(s)\n";

@@ -1,6 +1,9 @@
 // `captioner eval`: score a COCO results file against reference captions, or caption a dataset's
 // images with a model and score that.
+#include <algorithm>
 #include <iostream>
+#include <optional>
+#include <unordered_set>
 #include <nlohmann/json.hpp>
 
 #include "app/cli_util.h"
@@ -121,14 +124,30 @@ void run_eval(const EvalOptions& o) {
   dopt.split_list = o.split_list;
   dopt.split = o.karpathy_split;
   CaptionDataset refs = load_caption_file(o.annotations, dopt);
-  if (o.max_images > 0 && refs.records.size() > o.max_images) refs.records.resize(o.max_images);
+  const bool truncated = o.max_images > 0 && refs.records.size() > o.max_images;
+  if (truncated) refs.records.resize(o.max_images);
   for (const auto& w : refs.warnings) std::cerr << "warning: " << w << "\n";
 
   std::vector<CaptionResult> results;
   std::string origin = o.results;
   if (!o.results.empty()) {
     results = load_coco_results(o.results);
+    if (truncated) {
+      // --max-images N scores the first N annotated images: the results for the others are
+      // simply not asked for (they are not "missing from the annotations").
+      std::unordered_set<int64_t> kept;
+      for (const auto& r : refs.records) kept.insert(r.image_id);
+      const size_t before = results.size();
+      results.erase(std::remove_if(results.begin(), results.end(), [&](const CaptionResult& r) { return !kept.count(r.image_id); }),
+                    results.end());
+      if (!o.quiet) {
+        std::cerr << "scoring the first " << refs.records.size() << " images of " << o.annotations << " (" << before - results.size()
+                  << " results for other images left out)\n";
+      }
+    }
   } else {
+    std::optional<OutputLock> output_lock;
+    if (!o.output.empty()) output_lock.emplace(o.output);
     results = caption_dataset(o, refs);
     origin = "captions of " + (o.model.empty() ? default_model_dir().string() : o.model);
     if (!o.output.empty()) {

@@ -4,6 +4,8 @@
 
 #include "app/commands.h"
 #include "datasets/caption_shards.h"
+#include "datasets/caption_writer.h"
+#include "datasets/file_io.h"
 
 namespace captioner::cli {
 
@@ -19,6 +21,7 @@ void add_merge_command(CLI::App& app) {
   cmd->callback([parts, output, format] {
     std::vector<std::filesystem::path> files(parts->begin(), parts->end());
     auto rows = merge_caption_parts(files);
+    OutputLock lock(*output);
     CaptionWriter writer(std::filesystem::path(*output),
                          format->empty() ? caption_format_for(*output) : parse_caption_format(*format));
     for (const auto& r : rows) writer.write(r);

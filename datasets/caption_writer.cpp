@@ -1,5 +1,7 @@
 #include "datasets/caption_writer.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -7,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "datasets/json_util.h"
 
@@ -31,12 +34,79 @@ CaptionFormat caption_format_for(const fs::path& file) {
   return CaptionFormat::kJson;
 }
 
+std::vector<int64_t> image_ids_for(const std::vector<fs::path>& files) {
+  std::vector<std::optional<int64_t>> from_name(files.size());
+  std::unordered_map<int64_t, int> uses;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string stem = files[i].stem().string();
+    if (stem.empty() || stem.size() > 18 || !std::all_of(stem.begin(), stem.end(), [](unsigned char c) { return std::isdigit(c); })) continue;
+    from_name[i] = std::stoll(stem);
+    ++uses[*from_name[i]];
+  }
+  int64_t largest = 0;
+  for (const auto& [id, n] : uses) largest = std::max(largest, id);
+  std::vector<int64_t> ids(files.size());
+  for (size_t i = 0; i < files.size(); ++i) {
+    const bool unique = from_name[i] && uses[*from_name[i]] == 1;
+    ids[i] = unique ? *from_name[i] : largest + static_cast<int64_t>(i) + 1;
+  }
+  return ids;
+}
+
 namespace {
 json row_json(const CaptionRow& r) {
   return json{{"file_name", r.file_name}, {"image_id", r.image_id}, {"caption", r.caption}, {"log_prob", r.log_prob}};
 }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// Text rows are "name<TAB>caption": a tab, newline or backslash in a name is escaped so that the
+// row reads back as the same name.
+std::string text_field(const std::string& s) {
+  if (s.find_first_of("\t\n\r\\") == std::string::npos) return s;
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\\': out += "\\\\"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string text_field_value(const std::string& s) {
+  if (s.find('\\') == std::string::npos) return s;
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out += s[i];
+      continue;
+    }
+    const char e = s[++i];
+    if (e == 't') out += '\t';
+    else if (e == 'n') out += '\n';
+    else if (e == 'r') out += '\r';
+    else if (e == '\\') out += '\\';
+    else out += std::string{'\\', e};  // not an escape this writer makes: kept as written
+  }
+  return out;
+}
+
+// The name a row written in `format` reads back as.
+std::string stored_file_name(const std::string& name, CaptionFormat format) {
+  if (format == CaptionFormat::kJson || format == CaptionFormat::kJsonl) return json::parse(dump(json(name))).get<std::string>();
+  return name;
+}
+
+// One key per file, however its path is spelled.
+std::string same_file(const std::string& name) {
+  std::error_code ec;
+  auto p = fs::weakly_canonical(fs::path(name), ec);
+  return ec ? fs::path(name).lexically_normal().string() : p.string();
+}
 
 std::string csv_field(const std::string& s) {
   if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
@@ -108,7 +178,7 @@ void CaptionWriter::write(const CaptionRow& r) {
       break;
     }
     case CaptionFormat::kText:
-      *out_ << r.file_name << "\t" << r.caption << "\n";
+      *out_ << text_field(r.file_name) << "\t" << text_field(r.caption) << "\n";
       break;
   }
   ++rows_;
@@ -143,6 +213,21 @@ void CaptionWriter::finish() {
     flush_stream();
   }
   finished_ = true;
+}
+
+std::vector<size_t> photos_not_in(const std::vector<CaptionRow>& rows, const std::vector<fs::path>& photos, CaptionFormat format) {
+  std::unordered_map<std::string, size_t> held;  // rows per stored file
+  for (const auto& r : rows) ++held[same_file(r.file_name)];
+  std::vector<size_t> pending;
+  for (size_t i = 0; i < photos.size(); ++i) {
+    auto it = held.find(same_file(stored_file_name(photos[i].string(), format)));
+    if (it != held.end() && it->second > 0) {
+      --it->second;
+      continue;
+    }
+    pending.push_back(i);
+  }
+  return pending;
 }
 
 std::vector<CaptionRow> read_caption_file(const fs::path& file, std::optional<CaptionFormat> format) {
@@ -208,7 +293,7 @@ std::vector<CaptionRow> read_caption_file(const fs::path& file, std::optional<Ca
       while (std::getline(in, line)) {
         auto tab = line.find('\t');
         if (tab == std::string::npos) continue;
-        rows.push_back({line.substr(0, tab), 0, line.substr(tab + 1), 0});
+        rows.push_back({text_field_value(line.substr(0, tab)), 0, text_field_value(line.substr(tab + 1)), 0});
       }
       break;
     }

@@ -26,6 +26,12 @@ struct CaptionRow {
   double log_prob = 0;
 };
 
+// The image_id of every photo of one run: the number a COCO-style name carries (000000493652.jpg:
+// 493652) when no other photo in the list carries the same number (123.jpg and 0123.jpg do); any
+// other photo gets an id above all of those, from its place in the list. It depends on the whole
+// list only, so the shards of one run agree.
+std::vector<int64_t> image_ids_for(const std::vector<std::filesystem::path>& files);
+
 class CaptionWriter {
  public:
   // Writes to `out` (e.g. stdout).
@@ -50,6 +56,13 @@ class CaptionWriter {
   size_t rows_ = 0;
   bool finished_ = false;
 };
+
+// The indices of `photos` that `rows` (read back from an output in `format`) do not hold yet, for
+// --resume. Rows match by the file they name (P/a.jpg, ./P/a.jpg and P//a.jpg are one photo) as
+// the format stores it: a name that is not UTF-8 reads back from JSON with U+FFFD in place of each
+// bad byte, so such photos are counted off against rows of the same stored name.
+std::vector<size_t> photos_not_in(const std::vector<CaptionRow>& rows, const std::vector<std::filesystem::path>& photos,
+                                  CaptionFormat format);
 
 // Rows of an existing output file in any of the formats (text rows have no id or log-prob); the
 // format is the given one, or else the one the extension implies.

@@ -3,6 +3,8 @@
 #include <signal.h>
 
 #include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -68,6 +70,47 @@ AtomicFileWriter::AtomicFileWriter(fs::path path) : path_(std::move(path)), temp
   if (!out_) {
     throw std::runtime_error("cannot write " + path_.string() + ": " + std::strerror(errno));
   }
+}
+
+OutputLock::OutputLock(const fs::path& target) {
+  const fs::path name = target.filename().empty() ? target.parent_path().filename() : target.filename();
+  const fs::path folder = target.filename().empty() ? target.parent_path().parent_path() : target.parent_path();
+  lock_file_ = (folder.empty() ? fs::path(".") : folder) / ("." + name.string() + ".lock");
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    fd_ = ::open(lock_file_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return;  // best effort: the output's own writer names the real problem
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      char buf[32] = {};
+      const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+      ::close(fd_);
+      fd_ = -1;
+      if (err != EWOULDBLOCK) return;  // a filesystem without flock: nothing to lock with
+      std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+      pid.erase(pid.find_last_not_of(" \n") + 1);
+      throw std::runtime_error(target.string() + " is in use by another captioner run" + (pid.empty() ? "" : " (pid " + pid + ")") +
+                               ": wait for it to finish, or choose another output");
+    }
+    // The previous holder removes the lock file on release; if it did so between our open and
+    // flock, we hold a lock on a file nobody else will open: try again with the one on disk.
+    struct stat held {}, on_disk {};
+    if (::fstat(fd_, &held) == 0 && ::stat(lock_file_.c_str(), &on_disk) == 0 && held.st_ino == on_disk.st_ino &&
+        held.st_dev == on_disk.st_dev) {
+      const std::string pid = std::to_string(::getpid()) + "\n";
+      if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+        // the pid is only for the message another run prints
+      }
+      return;
+    }
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+OutputLock::~OutputLock() {
+  if (fd_ < 0) return;
+  ::unlink(lock_file_.c_str());  // while still held, so no one else can be holding this file
+  ::close(fd_);
 }
 
 AtomicFileWriter::~AtomicFileWriter() {

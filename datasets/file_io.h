@@ -38,6 +38,24 @@ class AtomicFileWriter {
   bool committed_ = false;
 };
 
+// Keeps two runs from writing one output file or training into one folder at once: an advisory
+// lock (flock) on `.<name>.lock` beside `target`, held for this object's life. The kernel drops it
+// when the process dies, so a killed run never leaves a stale lock behind.
+class OutputLock {
+ public:
+  // Throws "<target> is in use by another captioner run (pid N) ..." when another process holds
+  // it. Where no lock file can be made (no such folder, read-only), nothing is locked: writing
+  // the output itself will report that.
+  explicit OutputLock(const fs::path& target);
+  ~OutputLock();
+  OutputLock(const OutputLock&) = delete;
+  OutputLock& operator=(const OutputLock&) = delete;
+
+ private:
+  fs::path lock_file_;
+  int fd_ = -1;
+};
+
 // fsyncs a file or directory so a rename survives power loss; best effort on filesystems without it.
 void fsync_path(const fs::path& path);
 

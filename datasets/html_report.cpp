@@ -1,5 +1,8 @@
 #include "datasets/html_report.h"
 
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
 #include <cstdio>
 
 namespace captioner {
@@ -100,6 +103,17 @@ void HtmlReport::finish(const std::vector<std::string>& summary) {
        "document.body.setAttribute('data-images-loaded',n);});\n</script>\n</body></html>\n";
   writer_.commit();
   finished_ = true;
+}
+
+std::string make_thumbnail(const cv::Mat& rgb, int longer_side) {
+  double scale = std::min(1.0, static_cast<double>(longer_side) / std::max(rgb.cols, rgb.rows));
+  cv::Mat small, bgr;
+  cv::resize(rgb, small, cv::Size(std::max(1, static_cast<int>(rgb.cols * scale)), std::max(1, static_cast<int>(rgb.rows * scale))),
+             0, 0, cv::INTER_AREA);
+  cv::cvtColor(small, bgr, cv::COLOR_RGB2BGR);
+  std::vector<uchar> buf;
+  cv::imencode(".jpg", bgr, buf, {cv::IMWRITE_JPEG_QUALITY, 80});
+  return std::string(buf.begin(), buf.end());
 }
 
 }  // namespace captioner

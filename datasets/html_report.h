@@ -5,6 +5,7 @@
 
 #include <array>
 #include <filesystem>
+#include <opencv2/core/mat.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,9 @@ class HtmlReport {
   size_t rows_ = 0;
   bool finished_ = false;
 };
+
+// A JPEG of an RGB photo scaled so its longer side is at most `longer_side` pixels.
+std::string make_thumbnail(const cv::Mat& rgb, int longer_side);
 
 std::string html_escape(const std::string& text);
 std::string base64_encode(const std::string& bytes);

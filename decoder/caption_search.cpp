@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 
@@ -78,7 +79,11 @@ torch::Tensor as_index(const std::vector<int64_t>& v) { return torch::tensor(v, 
 
 }  // namespace
 
-std::vector<Caption> greedy_search(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
+namespace {
+// One word per photo per step until each says <END>: greedy search and sampling differ only in
+// how `choose` picks the next word from the step's (masked) log-probabilities.
+std::vector<Caption> word_by_word(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
+                                  const std::function<torch::Tensor(const torch::Tensor&)>& choose) {
   check_inputs(views, o);
   torch::NoGradGuard no_grad;
   const int64_t B = views[0].size(0);
@@ -90,8 +95,7 @@ std::vector<Caption> greedy_search(SequenceScorer& scorer, const FeatureViews& v
   auto tokens = torch::full({B}, Vocabulary::kStart, torch::kLong);
   for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
     auto logp = scorer.step(tokens).to(torch::kFloat);
-    auto masked = mask_step(logp, history, t, o);
-    auto next = masked.argmax(1);
+    auto next = choose(mask_step(logp, history, t, o));
     auto chosen = logp.gather(1, next.unsqueeze(1)).squeeze(1).to(torch::kDouble);
     auto next_a = next.accessor<int64_t, 1>();
     auto chosen_a = chosen.accessor<double, 1>();
@@ -117,6 +121,11 @@ std::vector<Caption> greedy_search(SequenceScorer& scorer, const FeatureViews& v
     tokens = as_index(keep_tokens);
   }
   return out;
+}
+}  // namespace
+
+std::vector<Caption> greedy_search(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
+  return word_by_word(scorer, views, o, [](const torch::Tensor& masked) { return masked.argmax(1); });
 }
 
 std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
@@ -250,49 +259,15 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
 }
 
 std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
-  check_inputs(views, o);
-  torch::NoGradGuard no_grad;
-  const int64_t B = views[0].size(0);
   auto gen = at::detail::createCPUGenerator(o.seed);
-  std::vector<Caption> out(B);
-  scorer.start(views);
-  std::vector<int64_t> active(B);
-  for (int64_t i = 0; i < B; ++i) active[i] = i;
-  std::vector<std::vector<int64_t>> history(B);
-  auto tokens = torch::full({B}, Vocabulary::kStart, torch::kLong);
-  for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
-    auto logp = scorer.step(tokens).to(torch::kFloat);
-    auto masked = mask_step(logp, history, t, o) / o.temperature;
+  return word_by_word(scorer, views, o, [&](const torch::Tensor& step_logp) {
+    auto masked = step_logp / o.temperature;
     if (o.top_k > 0 && o.top_k < masked.size(1)) {
       auto kth = std::get<0>(masked.topk(o.top_k, 1)).select(1, o.top_k - 1).unsqueeze(1);
       masked = masked.masked_fill(masked < kth, -std::numeric_limits<float>::infinity());
     }
-    auto next = torch::multinomial(torch::softmax(masked, 1), 1, false, gen).squeeze(1);
-    auto chosen = logp.gather(1, next.unsqueeze(1)).squeeze(1).to(torch::kDouble);
-    auto next_a = next.accessor<int64_t, 1>();
-    auto chosen_a = chosen.accessor<double, 1>();
-    std::vector<int64_t> keep, keep_tokens, still_active;
-    std::vector<std::vector<int64_t>> kept_history;
-    for (size_t r = 0; r < active.size(); ++r) {
-      Caption& c = out[active[r]];
-      c.log_prob += chosen_a[r];
-      if (next_a[r] == Vocabulary::kEnd) {
-        c.tokens = std::move(history[r]);
-        c.score = ranked(c.log_prob, c.tokens.size(), o.length_penalty);
-      } else {
-        history[r].push_back(next_a[r]);
-        keep.push_back(static_cast<int64_t>(r));
-        keep_tokens.push_back(next_a[r]);
-        still_active.push_back(active[r]);
-        kept_history.push_back(std::move(history[r]));
-      }
-    }
-    if (keep.size() != active.size() && !keep.empty()) scorer.select(as_index(keep));
-    active = std::move(still_active);
-    history = std::move(kept_history);
-    tokens = as_index(keep_tokens);
-  }
-  return out;
+    return torch::multinomial(torch::softmax(masked, 1), 1, false, gen).squeeze(1);
+  });
 }
 
 std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {

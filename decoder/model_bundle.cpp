@@ -171,6 +171,26 @@ void ModelBundle::save(const fs::path& dir, bool fp16) const {
   write_file_atomic(target / "config.json", config.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
+namespace {
+// First of <exe>/../<rel>, <exe>/../share/captioner/<rel>, ./<rel> where `probe` exists.
+fs::path find_project_file(const fs::path& rel, const fs::path& probe) {
+  std::vector<fs::path> candidates;
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    fs::path exe_dir = fs::path(std::string(buf, static_cast<size_t>(n))).parent_path();
+    candidates.push_back(exe_dir / ".." / rel);                     // build/captioner in the source tree
+    candidates.push_back(exe_dir / "../share/captioner" / rel);     // installed
+  }
+  candidates.push_back(fs::current_path() / rel);
+  for (const auto& c : candidates) {
+    std::error_code ec;
+    if (fs::exists(probe.empty() ? c : c / probe, ec)) return c.lexically_normal();
+  }
+  return candidates.front().lexically_normal();
+}
+}  // namespace
+
 ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
   fs::path config_file = dir / "config.json";
   std::error_code ec;
@@ -205,8 +225,15 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
   fs::path enc = je.at("file").as_string();
   b.encoder_file = enc.is_absolute() ? enc : (dir / enc).lexically_normal();
   if (!fs::exists(b.encoder_file, ec)) {
-    throw std::runtime_error("model " + dir.string() + " needs encoder " + b.encoder_file.string() +
-                             ", which does not exist: run scripts/setup.sh to build the default encoder");
+    // A model folder copied elsewhere loses the relative path to its encoder: look for the same
+    // file among the installation's encoders (the identity check below proves it is the same).
+    const fs::path installed = find_project_file(fs::path("models/encoders") / enc.filename(), "");
+    if (enc.is_absolute() || !fs::exists(installed, ec)) {
+      throw std::runtime_error("model " + dir.string() + " needs encoder " + b.encoder_file.string() +
+                               ", which does not exist (nor " + installed.string() +
+                               "): run scripts/setup.sh to build the default encoder, or fix \"encoder.file\" in " + config_file.string());
+    }
+    b.encoder_file = installed;
   }
   EncoderInfo actual = EncoderInfo::load_sidecar(b.encoder_file);
   if (actual.fingerprint() != b.encoder.fingerprint()) {
@@ -249,25 +276,6 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
   return b;
 }
 
-namespace {
-// First of <exe>/../<rel>, <exe>/../share/captioner/<rel>, ./<rel> where `probe` exists.
-fs::path find_project_file(const fs::path& rel, const fs::path& probe) {
-  std::vector<fs::path> candidates;
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n > 0) {
-    fs::path exe_dir = fs::path(std::string(buf, static_cast<size_t>(n))).parent_path();
-    candidates.push_back(exe_dir / ".." / rel);                     // build/captioner in the source tree
-    candidates.push_back(exe_dir / "../share/captioner" / rel);     // installed
-  }
-  candidates.push_back(fs::current_path() / rel);
-  for (const auto& c : candidates) {
-    std::error_code ec;
-    if (fs::exists(probe.empty() ? c : c / probe, ec)) return c.lexically_normal();
-  }
-  return candidates.front().lexically_normal();
-}
-}  // namespace
 
 fs::path default_model_dir() {
   if (const char* env = std::getenv("CAPTIONER_MODEL"); env && *env) return env;

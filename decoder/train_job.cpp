@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "datasets/caption_dataset.h"
+#include "datasets/file_io.h"
 #include "encoder/feature_cache.h"
 #include "encoder/threading.h"
 #include "vocab/tokenizer.h"
@@ -76,8 +77,12 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   // Rank 0 owns the output folder; the others learn its verdict rather than waiting for it
   // until the timeout.
   std::string refusal;
+  std::optional<OutputLock> output_lock;  // held until the run ends: one run per folder
   if (main_rank) {
     try {
+      std::error_code ec;
+      if (job.output_dir.has_parent_path()) fs::create_directories(job.output_dir.parent_path(), ec);
+      output_lock.emplace(job.output_dir);
       check_output_dir(job);
     } catch (const std::exception& e) {
       refusal = e.what();

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "datasets/file_io.h"
+#include "datasets/json_util.h"
 #include "datasets/metrics/caption_metrics.h"
 #include "decoder/distributed.h"
 
@@ -27,28 +28,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-json report_json(const EpochReport& r) {
-  return json{{"type", "epoch"},       {"epoch", r.epoch},      {"train_loss", r.train_loss}, {"train_reward", r.train_reward},
-              {"bleu1", r.bleu[0]},    {"bleu2", r.bleu[1]},    {"bleu3", r.bleu[2]},
-              {"bleu4", r.bleu[3]},    {"lr", r.learning_rate}, {"seconds", r.seconds},
-              {"captions_per_second", r.captions_per_second},   {"improved", r.improved},
-              {"best_epoch", r.best_epoch}, {"best_bleu4", r.best_bleu4}};
-}
-
-EpochReport report_from_json(const json& j) {
-  EpochReport r;
-  r.epoch = j.at("epoch");
-  r.train_loss = j.at("train_loss");
-  r.train_reward = j.value("train_reward", 0.0);
-  r.bleu = {j.at("bleu1"), j.at("bleu2"), j.at("bleu3"), j.at("bleu4")};
-  r.learning_rate = j.at("lr");
-  r.seconds = j.at("seconds");
-  r.captions_per_second = j.at("captions_per_second");
-  r.improved = j.at("improved");
-  r.best_epoch = j.at("best_epoch");
-  r.best_bleu4 = j.at("best_bleu4");
-  return r;
-}
 }  // namespace
 
 Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, TrainerOptions options, fs::path output_dir)
@@ -433,7 +412,9 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
     std::error_code ec;
     if (is_main()) fs::remove(out_ / "metrics.jsonl", ec);
   }
-  for (const auto& h : state.at("history")) result.history.push_back(report_from_json(h));
+  for (size_t i = 0; i < state.at("history").size(); ++i) {
+    result.history.push_back(epoch_report_from_json(JsonView(state["history"][i], (out_ / "checkpoint.pt").string(), "history[" + std::to_string(i) + "]")));
+  }
   // A run that ended because it reached its epoch count continues when asked for more epochs
   // (`--resume --epochs 3` after one epoch); one that early stopping ended stays ended.
   if (state.value("finished", false) && state.at("bad_epochs").get<int>() < options_.patience && start_epoch < options_.epochs) {
@@ -491,9 +472,9 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
       double rate = captions_done / std::max(1e-9, seconds_since(t0));
       if (cb.on_batch) cb.on_batch(epoch + 1, b + 1, nb, l, rate);
       if (options_.log_every > 0 && step % options_.log_every == 0) {
-        json line{{"type", "batch"}, {"epoch", epoch + 1}, {"batch", b + 1}, {"step", step}, {"loss", l}, {"lr", lr}};
-        if (reward_) line["reward"] = reward;
-        append_metrics(line);
+        BatchLogLine line{epoch + 1, b + 1, step, l, lr, std::nullopt};
+        if (reward_) line.reward = reward;
+        append_metrics(to_json(line));
       }
       if (options_.checkpoint_every > 0 && (b + 1) % options_.checkpoint_every == 0 && b + 1 < nb) {
         state["epoch_seconds"] = seconds_before + seconds_since(t0);
@@ -542,10 +523,9 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
     if (!ema_.empty()) swap_ema();
     r.best_epoch = state.at("best_epoch");
     r.best_bleu4 = state.at("best_bleu4");
-    state["history"].push_back(report_json(r));
-    json line = report_json(r);
-    line["step"] = state.at("step");
-    append_metrics(line);
+    r.step = state.at("step");
+    state["history"].push_back(to_json(r));
+    append_metrics(to_json(r));
     result.history.push_back(r);
     if (cb.on_epoch) cb.on_epoch(r);
 

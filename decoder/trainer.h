@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "datasets/metrics/cider_reward.h"
+#include "datasets/training_log.h"
 #include "decoder/model_bundle.h"
 
 namespace captioner {
@@ -71,19 +72,6 @@ struct TrainerOptions {
   // takes the same step. Rank 0 alone validates and writes; a stop on any rank stops all. null:
   // one process.
   DistributedGroup* group = nullptr;
-};
-
-struct EpochReport {
-  int epoch = 0;                  // 1-based
-  double train_loss = 0;
-  double train_reward = 0;        // scst: mean CIDEr-D of the sampled captions
-  std::array<double, 4> bleu{};
-  double learning_rate = 0;
-  double seconds = 0;
-  double captions_per_second = 0;
-  bool improved = false;
-  int best_epoch = 0;
-  double best_bleu4 = 0;
 };
 
 struct TrainerCallbacks {

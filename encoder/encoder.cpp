@@ -7,7 +7,12 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <list>
+#include <map>
+#include <mutex>
+#include <sstream>
 #include <stdexcept>
+#include <utility>
 
 namespace captioner {
 
@@ -56,6 +61,40 @@ std::string weights_hash(const torch::jit::Module& module, const std::filesystem
 }
 }  // namespace
 
+// oneDNN's quantized convolutions pack their weights for the first (intra-op threads, batch)
+// shape a loaded module runs at. On AVX-512 CPUs another shape may then need a weight reorder
+// oneDNN does not implement ("could not create a primitive descriptor for a reorder primitive"),
+// while a fresh copy runs any one shape repeatedly. So each shape gets its own copy, loaded from
+// the file's bytes; a run uses two or three shapes (its batch, a last partial batch).
+struct Encoder::Int8Instances {
+  std::string bytes;                       // the TorchScript file
+  std::shared_ptr<torch::jit::Module> fresh;  // the copy Encoder::load made, not yet run
+  std::mutex mutex;
+  std::map<std::pair<int, int64_t>, std::shared_ptr<torch::jit::Module>> by_shape;
+  std::list<std::pair<int, int64_t>> order;  // oldest first, for eviction
+  static constexpr size_t kMaxCopies = 6;  // ~8 MB each
+};
+
+torch::jit::Module& Encoder::module_for(int64_t batch) {
+  if (!int8_) return *module_;
+  const std::pair<int, int64_t> shape{at::get_num_threads(), batch};
+  std::lock_guard<std::mutex> lock(int8_->mutex);
+  auto it = int8_->by_shape.find(shape);
+  if (it != int8_->by_shape.end()) return *it->second;
+  if (int8_->by_shape.size() >= Int8Instances::kMaxCopies) {
+    int8_->by_shape.erase(int8_->order.front());
+    int8_->order.pop_front();
+  }
+  std::shared_ptr<torch::jit::Module> module = std::move(int8_->fresh);
+  if (!module) {
+    std::istringstream in(int8_->bytes);
+    module = std::make_shared<torch::jit::Module>(torch::jit::load(in, device_));
+    module->eval();
+  }
+  int8_->order.push_back(shape);
+  return *(int8_->by_shape[shape] = std::move(module));
+}
+
 Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device device) {
   EncoderInfo info = EncoderInfo::load_sidecar(model_file);
   const bool int8 = info.precision == "int8";
@@ -86,6 +125,11 @@ Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device dev
     throw std::runtime_error("cannot optimise encoder " + model_file.string() + ": " + e.what_without_backtrace());
   }
   Encoder enc(std::move(module), std::move(info), device);
+  if (int8 && device.is_cpu()) {
+    enc.int8_ = std::make_shared<Int8Instances>();
+    enc.int8_->bytes = read_file(model_file);
+    enc.int8_->fresh = enc.module_;
+  }
   // One tiny forward checks the output width against the sidecar now rather than mid-run.
   auto probe = enc.encode(torch::zeros({1, 3, enc.info_.spec.input_height, enc.info_.spec.input_width}));
   if (probe.dim() != 2 || probe.size(1) != enc.info_.feature_dim) {
@@ -97,7 +141,18 @@ Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device dev
 
 torch::Tensor Encoder::encode(const torch::Tensor& images) {
   c10::InferenceMode guard;
-  auto out = module_->forward({images.to(device_)}).toTensor();
+  torch::Tensor out;
+  try {
+    out = module_for(images.size(0)).forward({images.to(device_)}).toTensor();
+  } catch (const c10::Error& e) {
+    // The TorchScript interpreter's message carries a two-part traceback; its last line says what
+    // went wrong.
+    std::string what = e.what_without_backtrace();
+    while (!what.empty() && (what.back() == '\n' || what.back() == ' ')) what.pop_back();
+    const size_t nl = what.rfind('\n');
+    throw std::runtime_error("encoder " + info_.model_file.string() + " failed on a batch of " + std::to_string(images.size(0)) +
+                             ": " + (nl == std::string::npos ? what : what.substr(nl + 1)));
+  }
   if (out.dim() == 4) out = out.flatten(1);  // networks that stop at (N, D, 1, 1)
   return out.to(torch::kCPU, torch::kFloat);
 }

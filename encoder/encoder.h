@@ -28,10 +28,15 @@ class Encoder {
   torch::Tensor encode(const torch::Tensor& images);
 
  private:
+  struct Int8Instances;
+
   Encoder(std::shared_ptr<torch::jit::Module> module, EncoderInfo info, torch::Device device)
       : module_(std::move(module)), info_(std::move(info)), device_(device) {}
+  torch::jit::Module& module_for(int64_t batch);
 
   std::shared_ptr<torch::jit::Module> module_;
+  // int8 on CPU: one loaded copy per (threads, batch) shape, see module_for.
+  std::shared_ptr<Int8Instances> int8_;
   EncoderInfo info_;
   torch::Device device_;
 };

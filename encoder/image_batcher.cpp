@@ -6,6 +6,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "datasets/html_report.h"
+
 namespace captioner {
 
 ImageBatcher::ImageBatcher(std::vector<std::filesystem::path> files, ImageLoader loader, ImageBatcherOptions options)
@@ -27,17 +29,6 @@ ImageBatcher::~ImageBatcher() {
   space_.notify_all();
   ready_.notify_all();
   for (auto& t : threads_) t.join();
-}
-
-std::string make_thumbnail(const cv::Mat& rgb, int longer_side) {
-  double scale = std::min(1.0, static_cast<double>(longer_side) / std::max(rgb.cols, rgb.rows));
-  cv::Mat small, bgr;
-  cv::resize(rgb, small, cv::Size(std::max(1, static_cast<int>(rgb.cols * scale)), std::max(1, static_cast<int>(rgb.rows * scale))),
-             0, 0, cv::INTER_AREA);
-  cv::cvtColor(small, bgr, cv::COLOR_RGB2BGR);
-  std::vector<uchar> buf;
-  cv::imencode(".jpg", bgr, buf, {cv::IMWRITE_JPEG_QUALITY, 80});
-  return std::string(buf.begin(), buf.end());
 }
 
 ImageBatch ImageBatcher::load_batch(size_t number) const {

@@ -35,8 +35,6 @@ struct ImageBatcherOptions {
   int thumbnail_size = 0;     // > 0: also a JPEG thumbnail whose longer side is this many pixels
 };
 
-// A JPEG of `rgb` scaled so its longer side is at most `longer_side` pixels.
-std::string make_thumbnail(const cv::Mat& rgb, int longer_side);
 
 class ImageBatcher {
  public:

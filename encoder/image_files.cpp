@@ -80,10 +80,4 @@ ImageFileList collect_images(const std::vector<std::string>& inputs, bool recurs
   return out;
 }
 
-int64_t image_id_from_name(const fs::path& file, int64_t fallback) {
-  std::string stem = file.stem().string();
-  if (stem.empty() || stem.size() > 18 || !std::all_of(stem.begin(), stem.end(), ::isdigit)) return fallback;
-  return std::stoll(stem);
-}
-
 }  // namespace captioner

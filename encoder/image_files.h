@@ -17,7 +17,4 @@ struct ImageFileList {
 
 ImageFileList collect_images(const std::vector<std::string>& inputs, bool recursive);
 
-// A COCO-style numeric id from a file name like 000000493652.jpg, else `fallback`.
-int64_t image_id_from_name(const std::filesystem::path& file, int64_t fallback);
-
 }  // namespace captioner

@@ -1,6 +1,7 @@
 #include "encoder/image_loader.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -27,19 +28,36 @@ bool has_image_extension(const fs::path& file) {
 
 namespace {
 
-// Composites a 4-channel BGRA image over white: transparent regions would otherwise keep whatever
-// colour the encoder happened to store there (often black).
+// Composites an 8-bit 4-channel BGRA image over white: transparent regions would otherwise keep
+// whatever colour the encoder happened to store there (often black). In place of float planes, one
+// pass in integers: a large photo must not take several float copies of itself.
 cv::Mat over_white(const cv::Mat& bgra) {
-  cv::Mat f;
-  bgra.convertTo(f, CV_32F, 1.0 / 255);
-  std::vector<cv::Mat> ch;
-  cv::split(f, ch);
+  CV_Assert(bgra.type() == CV_8UC4);
+  cv::Mat out(bgra.rows, bgra.cols, CV_8UC3);
+  for (int y = 0; y < bgra.rows; ++y) {
+    const uchar* in = bgra.ptr<uchar>(y);
+    uchar* o = out.ptr<uchar>(y);
+    for (int x = 0; x < bgra.cols; ++x, in += 4, o += 3) {
+      const int a = in[3];
+      for (int c = 0; c < 3; ++c) o[c] = static_cast<uchar>((in[c] * a + 255 * (255 - a) + 127) / 255);
+    }
+  }
+  return out;
+}
+
+// Photos are shrunk to at most this many pixels on their longer side straight after decoding, in
+// their own depth and channels: the encoder needs 224 and the report 320, while a 9000x9000 16-bit
+// RGBA PNG would otherwise be converted and composited at 648 MB a copy.
+constexpr int kMaxWorkingSide = 4096;
+
+cv::Mat shrink_to_working_size(const cv::Mat& m) {
+  const int side = std::max(m.cols, m.rows);
+  if (side <= kMaxWorkingSide) return m;
+  const double scale = static_cast<double>(kMaxWorkingSide) / side;
   cv::Mat out;
-  std::vector<cv::Mat> bgr(3);
-  cv::Mat inv = 1.0 - ch[3];
-  for (int c = 0; c < 3; ++c) bgr[c] = ch[c].mul(ch[3]) + inv;
-  cv::merge(bgr, out);
-  out.convertTo(out, CV_8U, 255.0);
+  cv::resize(m, out, cv::Size(std::max(1, static_cast<int>(std::lround(m.cols * scale))),
+                              std::max(1, static_cast<int>(std::lround(m.rows * scale)))),
+             0, 0, cv::INTER_AREA);
   return out;
 }
 
@@ -79,12 +97,12 @@ cv::Mat ImageLoader::decode_bytes(const std::string& bytes, const fs::path& file
   try {
     if (h.format == "jpeg" || h.format == "bmp") {
       // IMREAD_COLOR applies EXIF orientation and converts grayscale and CMYK JPEGs to BGR.
-      img = cv::imdecode(raw, cv::IMREAD_COLOR);
+      img = shrink_to_working_size(cv::imdecode(raw, cv::IMREAD_COLOR));
     } else {
       // Keep alpha and 16-bit samples to composite and scale them properly.
       img = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
       if (!img.empty()) {
-        img = to_8bit(img);
+        img = to_8bit(shrink_to_working_size(img));
         if (img.channels() == 4) {
           img = over_white(img);
         } else if (img.channels() == 1) {

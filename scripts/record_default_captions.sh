@@ -2,6 +2,9 @@
 # Records what models/default writes for 24 Flickr8k dev photos into
 # tests/data/default_model_captions.json, which CaptionPipeline.DefaultModelStillWritesItsRecordedCaptions
 # compares against. Run it only when models/default itself changes, never to make a speed-up pass.
+# The int8 encoder's features depend on the CPU: with VNNI (avx512_vnni, avx_vnni, amx_int8) oneDNN
+# accumulates exactly, without it in saturating 16-bit pairs. So there is one file per kind, and
+# this records the kind of the machine it runs on (default_model_captions.vnni.json on VNNI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${CAPTIONER_SHARED:-../shared}
@@ -15,9 +18,15 @@ build/captioner caption $files --model models/default --output "$tmp" --format j
 import json, os, sys
 rows = json.load(open(sys.argv[1]))
 out = [{"file_name": os.path.basename(r["file_name"]), "caption": r["caption"], "log_prob": round(r["log_prob"], 5)} for r in rows]
-tmp = "tests/data/default_model_captions.json.tmp"
-json.dump(out, open(tmp, "w"), indent=1)
-os.replace(tmp, "tests/data/default_model_captions.json")
-print("recorded %d captions" % len(out))
+flags = set()
+for line in open("/proc/cpuinfo"):
+    if line.startswith("flags"):
+        flags = set(line.split(":", 1)[1].split())
+        break
+vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+name = "tests/data/default_model_captions" + (".vnni" if vnni else "") + ".json"
+json.dump(out, open(name + ".tmp", "w"), indent=1)
+os.replace(name + ".tmp", name)
+print("recorded %d captions in %s" % (len(out), name))
 PY
 rm -f "$tmp"

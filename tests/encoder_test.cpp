@@ -80,6 +80,29 @@ TEST(Encoder, Int8StaysCloseToFloatOnRealPhotos) {
   EXPECT_GT(cos.min().item<double>(), 0.7);
 }
 
+// On AVX-512 CPUs a loaded int8 module failed with oneDNN's "could not create a primitive
+// descriptor for a reorder primitive" once it met a second (threads, batch) shape: a last partial
+// batch, or the decoder's thread count left in place. Every shape must run and give each photo
+// the same features (integer sums; only the float tail may round differently).
+TEST(Encoder, Int8RunsAtAnyBatchAndThreadCount) {
+  REQUIRE_DEFAULT_ENCODER();
+  Encoder i8 = Encoder::load(int8_encoder());
+  torch::manual_seed(3);
+  auto x = torch::rand({4, 3, 224, 224}) * 2 - 1;
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(1);
+  const auto reference = i8.encode(x);
+  for (int threads : {2, 1, 3, 2}) {
+    at::set_num_threads(threads);
+    for (int64_t batch : {1, 3, 4, 2}) {
+      auto got = i8.encode(x.narrow(0, 0, batch));
+      ASSERT_EQ(got.sizes(), reference.narrow(0, 0, batch).sizes());
+      EXPECT_LT((got - reference.narrow(0, 0, batch)).abs().max().item<float>(), 1e-4f) << "batch " << batch << " at " << threads << " threads";
+    }
+  }
+  at::set_num_threads(threads_before);
+}
+
 TEST(Encoder, RecognisesRealPhotosWithItsClassifier) {
   REQUIRE_DEFAULT_ENCODER();
   REQUIRE_SHARED();

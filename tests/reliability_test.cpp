@@ -2,6 +2,8 @@
 // and devices given as photos, a full output device, an output path that is a folder, and a
 // training run pointed at a folder that already holds a model. Tiny model: no ../shared needed.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,10 +11,13 @@
 #include <algorithm>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <tuple>
 
+#include "datasets/caption_writer.h"
 #include "datasets/file_io.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_util.h"
@@ -251,4 +256,166 @@ TEST(Reliability, TempFilesOfKilledWritersAreRemovedThoseOfLiveOnesKept) {
   EXPECT_TRUE(fs::exists(live)) << "a live writer's temp file was removed";
   EXPECT_TRUE(fs::exists(other)) << "another file's temp was touched";
   EXPECT_EQ(read_file(tmp / "out.json"), "[]");
+}
+
+// 123.jpg and 0123.jpg both carried image_id 123; a name's number is kept only where it is unique.
+TEST(Reliability, PhotosWhoseNamesCarryTheSameNumberGetDistinctIds) {
+  const std::vector<fs::path> files{"p/0123.jpg", "p/123.jpg", "p/000000493652.jpg", "p/cat.jpg", "p/7.png"};
+  const std::vector<int64_t> ids = image_ids_for(files);
+  ASSERT_EQ(ids.size(), files.size());
+  EXPECT_EQ(ids[2], 493652);
+  EXPECT_EQ(ids[4], 7);
+  EXPECT_NE(ids[0], 123);
+  EXPECT_NE(ids[1], 123);
+  EXPECT_EQ(std::set<int64_t>(ids.begin(), ids.end()).size(), ids.size()) << "two photos share an id";
+  // The same through the CLI: the JSON output holds distinct ids.
+  Fixture f;
+  fs::create_directories(f.tmp / "P");
+  for (const char* n : {"0123.jpg", "123.jpg", "cat.jpg"}) write_text(f.tmp / "P" / n, jpeg());
+  auto r = f.caption((f.tmp / "P").string() + " --format json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::set<int64_t> seen;
+  for (const auto& row : nlohmann::json::parse(r.out)) seen.insert(row.at("image_id").get<int64_t>());
+  EXPECT_EQ(seen.size(), 3u) << r.out;
+}
+
+// `eval --results r.json --max-images N` called the results for images past N "not in" the
+// annotations; it now scores the first N images and leaves the other results out.
+TEST(Reliability, EvalOfAResultsFileWithMaxImagesScoresTheFirstImages) {
+  TempDir tmp;
+  nlohmann::json coco{{"images", nlohmann::json::array()}, {"annotations", nlohmann::json::array()}};
+  nlohmann::json results = nlohmann::json::array();
+  for (int i = 1; i <= 5; ++i) {
+    coco["images"].push_back({{"id", i}, {"file_name", std::to_string(i) + ".jpg"}});
+    coco["annotations"].push_back({{"id", i}, {"image_id", i}, {"caption", "a dog runs on the grass"}});
+    results.push_back({{"image_id", i}, {"caption", "a dog runs on grass"}});
+  }
+  write_text(tmp / "refs.json", coco.dump());
+  write_text(tmp / "results.json", results.dump());
+  auto r = run_cli("eval --annotations " + (tmp / "refs.json").string() + " --results " + (tmp / "results.json").string() +
+                   " --max-images 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("not in"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("first 2 images"), std::string::npos) << r.err;
+  auto scores = nlohmann::json::parse(r.out);
+  EXPECT_GT(scores.at("BLEU-1").get<double>(), 0.5) << r.out;
+  EXPECT_EQ(scores.at("images").get<int64_t>(), 2) << r.out;
+}
+
+// Names that are not UTF-8, or hold a tab or a newline, were captioned again on every --resume
+// (JSON stores U+FFFD for bad bytes; the text format split rows at the tab).
+TEST(Reliability, ResumeMatchesNamesThatAreNotUtf8OrHoldTabsAndNewlines) {
+  Fixture f;
+  const fs::path dir = f.tmp / "P";
+  fs::create_directories(dir);
+  for (const std::string n : {"plain.jpg", "bad\xff.jpg", "bad\xfe.jpg", "tab\there.jpg", "new\nline.jpg", "back\\slash.jpg"}) {
+    write_text(dir / n, jpeg());
+  }
+  for (const char* format : {"json", "jsonl", "csv", "text"}) {
+    const fs::path out = f.tmp / (std::string("c.") + format);
+    ASSERT_EQ(f.caption(dir.string() + " --output " + out.string() + " --format " + format).exit_code, 0) << format;
+    const std::string first = read_file(out);
+    auto r = f.caption(dir.string() + " --output " + out.string() + " --format " + format + " --resume");
+    EXPECT_EQ(r.exit_code, 0) << format << ": " << r.err;
+    EXPECT_NE(r.err.find("6 images already in"), std::string::npos) << format << ": " << r.err;
+    EXPECT_EQ(read_file(out), first) << format << ": rows were added on resume";
+  }
+  // Text rows read back as the names they were written from.
+  auto rows = read_caption_file(f.tmp / "c.text", CaptionFormat::kText);
+  std::set<std::string> names;
+  for (const auto& row : rows) names.insert(fs::path(row.file_name).filename().string());
+  EXPECT_TRUE(names.count("tab\there.jpg"));
+  EXPECT_TRUE(names.count("new\nline.jpg"));
+  EXPECT_TRUE(names.count("back\\slash.jpg"));
+}
+
+// Two runs writing one output each replaced the other's rows (both exit 0); two trainings into
+// one folder collided on a temp file. Now the second is refused and names the first.
+TEST(Reliability, TwoRunsNeverWriteOneOutputOrRunFolderAtOnce) {
+  Fixture f;
+  write_text(f.tmp / "a.jpg", jpeg());
+  const fs::path out = f.tmp / "c.json";
+  {
+    OutputLock held(out);  // this test process plays the first run
+    auto r = f.caption((f.tmp / "a.jpg").string() + " --output " + out.string());
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("in use by another captioner run (pid " + std::to_string(getpid()) + ")"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+    EXPECT_THROW(OutputLock again(out), std::runtime_error);
+  }
+  EXPECT_EQ(f.caption((f.tmp / "a.jpg").string() + " --output " + out.string()).exit_code, 0);
+  {
+    OutputLock held(f.tmp / "run");
+    auto r = f.train(f.tmp / "run", "", 1);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("in use by another captioner run"), std::string::npos) << r.err;
+  }
+  // A run killed while holding the lock leaves no stale lock behind.
+  pid_t child = fork();
+  if (child == 0) {
+    new OutputLock(out);  // never released: the process dies holding it
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  auto r = f.caption((f.tmp / "a.jpg").string() + " --output " + out.string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
+// `--html --resume` showed only the photos of the resumed run.
+TEST(Reliability, TheReportOfAResumedRunShowsEveryCaption) {
+  Fixture f;
+  const fs::path dir = f.tmp / "P";
+  fs::create_directories(dir);
+  for (const char* n : {"a.jpg", "b.jpg"}) write_text(dir / n, jpeg());
+  const fs::path out = f.tmp / "c.json", html = f.tmp / "r.html";
+  ASSERT_EQ(f.caption(dir.string() + " --output " + out.string()).exit_code, 0);
+  write_text(dir / "c.jpg", jpeg());
+  auto r = f.caption(dir.string() + " --output " + out.string() + " --resume --html " + html.string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string page = read_file(html);
+  for (const char* n : {"a.jpg", "b.jpg", "c.jpg"}) EXPECT_NE(page.find(n), std::string::npos) << n << " is not on the page";
+  size_t pictures = 0;
+  for (size_t p = page.find("data:image/jpeg;base64,"); p != std::string::npos; p = page.find("data:image/jpeg;base64,", p + 1)) ++pictures;
+  EXPECT_EQ(pictures, 3u);
+}
+
+// A model folder copied elsewhere lost its encoder: the config names it relative to the folder.
+TEST(Reliability, ACopiedModelFolderStillFindsItsEncoder) {
+  const fs::path source = fs::path(CAPTIONER_SOURCE_DIR) / "models";
+  if (!fs::exists(source / "encoders/mobilenet_v2_int8.pt")) GTEST_SKIP() << "the default encoder is not built: run scripts/setup.sh";
+  TempDir tmp;
+  fs::copy(source / "default", tmp / "copied", fs::copy_options::recursive);
+  write_text(tmp / "a.jpg", jpeg());
+  auto r = run_shell("timeout 120 " + std::string(CAPTIONER_BINARY) + " caption " + (tmp / "a.jpg").string() + " --model " +
+                     (tmp / "copied").string() + " -q");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(count_lines(r.out), 1u) << r.out;
+}
+
+// A 16-bit RGBA PNG inside --max-pixels took 5.5 GB: converted and composited at full size in
+// float. It is now shrunk in its own depth first; the whole process stays under 1.5 GB.
+TEST(Reliability, ALarge16BitPngIsCaptionedInBoundedMemory) {
+  Fixture f;
+  const fs::path png = f.tmp / "big.png";
+  {
+    cv::Mat big(8000, 8000, CV_16UC4, cv::Scalar(20000, 40000, 60000, 50000));
+    cv::rectangle(big, {1000, 1000}, {3000, 5000}, cv::Scalar(65535, 0, 0, 65535), cv::FILLED);
+    ASSERT_TRUE(cv::imwrite(png.string(), big, {cv::IMWRITE_PNG_COMPRESSION, 1}));
+  }
+  pid_t child = fork();
+  if (child == 0) {
+    const std::string model = f.model.string(), file = png.string();
+    int devnull = ::open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    execl(CAPTIONER_BINARY, CAPTIONER_BINARY, "caption", file.c_str(), "--model", model.c_str(), "-q", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  struct rusage usage {};
+  ASSERT_EQ(wait4(child, &status, 0, &usage), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  const double peak_mib = usage.ru_maxrss / 1024.0;
+  EXPECT_LT(peak_mib, 1536) << "captioning one 8000x8000 16-bit PNG peaked at " << peak_mib << " MiB";
 }

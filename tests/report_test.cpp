@@ -6,6 +6,7 @@
 #include <regex>
 
 #include "datasets/html_report.h"
+#include "datasets/training_log.h"
 #include "datasets/training_plot.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_util.h"
@@ -82,11 +83,16 @@ TEST(HtmlReport, RendersInHeadlessChromiumWithEveryThumbnail) {
 TEST(TrainingPlot, DrawsLossAndBleuCurves) {
   TempDir tmp;
   std::ofstream m(tmp / "metrics.jsonl");
-  for (int s = 1; s <= 40; ++s) m << R"({"type":"batch","epoch":1,"step":)" << s * 10 << R"(,"loss":)" << 5.0 - s * 0.05 << "}\n";
+  for (int s = 1; s <= 40; ++s) m << to_json(BatchLogLine{1, s, s * 10, 5.0 - s * 0.05, 1e-3, std::nullopt}).dump() << "\n";
   for (int e = 1; e <= 4; ++e) {
-    m << R"({"type":"epoch","epoch":)" << e << R"(,"step":)" << e * 100 << R"(,"train_loss":)" << 5 - e * 0.4
-      << R"(,"bleu1":)" << 0.4 + e * 0.05 << R"(,"bleu4":)" << 0.1 + e * 0.02 << "}\n";
+    EpochReport r;
+    r.epoch = e;
+    r.step = e * 100;
+    r.train_loss = 5 - e * 0.4;
+    r.bleu = {0.4 + e * 0.05, 0.3, 0.2, 0.1 + e * 0.02};
+    m << to_json(r).dump() << "\n";
   }
+  m << R"({"type":"batch","epoch":5,"ba)";  // torn by a kill: left out
   m.close();
   plot_training_metrics(tmp / "metrics.jsonl", tmp / "curves.png");
   cv::Mat img = cv::imread((tmp / "curves.png").string());
@@ -103,4 +109,40 @@ TEST(TrainingPlot, DrawsLossAndBleuCurves) {
   r = run_cli("plot " + (tmp / "bad.jsonl").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("bad.jsonl:1: not a JSON object"), std::string::npos) << r.err;
+}
+
+// A metrics log whose entries have the wrong type names the file, the line and the entry in one
+// line (it was a raw nlohmann type_error).
+TEST(TrainingPlot, ABadEntryInTheMetricsLogIsOneLineNamingLineAndEntry) {
+  TempDir tmp;
+  write_text(tmp / "metrics.jsonl", to_json(BatchLogLine{1, 1, 1, 4.5, 1e-3, std::nullopt}).dump() + "\n" +
+                                        R"({"type":"batch","epoch":1,"batch":2,"step":2,"loss":"high","lr":0.001})" + "\n");
+  auto r = run_cli("plot " + tmp.path().string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("metrics.jsonl:2: loss:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("string"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_FALSE(fs::exists(tmp / "curves.png"));
+}
+
+// The legend used to start at a fixed offset and covered the BLEU panel's title.
+TEST(TrainingPlot, LegendNeverCoversTheTitleOrTheData) {
+  for (int width : {1100, 800}) {
+    for (const auto& [title, names] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+             {"training loss", {"batch loss", "epoch loss"}}, {"validation BLEU (greedy)", {"val BLEU-1", "val BLEU-4"}}}) {
+      cv::Rect area(width / 2, 0, width / 2, 440);
+      PanelLayout l = layout_panel(area, title, names);
+      std::vector<cv::Rect> boxes{l.title, l.plot};
+      boxes.insert(boxes.end(), l.legend.begin(), l.legend.end());
+      ASSERT_EQ(l.legend.size(), names.size());
+      for (size_t i = 0; i < boxes.size(); ++i) {
+        for (size_t j = i + 1; j < boxes.size(); ++j) {
+          EXPECT_TRUE((boxes[i] & boxes[j]).empty()) << title << " at width " << width << ": boxes " << i << " and " << j << " overlap";
+        }
+      }
+      for (size_t i = 0; i < boxes.size(); ++i) {
+        EXPECT_LE(boxes[i].x + boxes[i].width, area.x + area.width) << title << " at width " << width << ": box " << i << " leaves the panel";
+      }
+    }
+  }
 }

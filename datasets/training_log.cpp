@@ -1,0 +1,79 @@
+#include "datasets/training_log.h"
+
+#include <nlohmann/json.hpp>
+
+#include "datasets/file_io.h"
+#include "datasets/json_util.h"
+
+namespace captioner {
+
+using nlohmann::json;
+
+json to_json(const BatchLogLine& l) {
+  json j{{"type", "batch"}, {"epoch", l.epoch}, {"batch", l.batch}, {"step", l.step}, {"loss", l.loss}, {"lr", l.learning_rate}};
+  if (l.reward) j["reward"] = *l.reward;
+  return j;
+}
+
+json to_json(const EpochReport& r) {
+  return json{{"type", "epoch"},       {"epoch", r.epoch},      {"step", r.step},
+              {"train_loss", r.train_loss},                     {"train_reward", r.train_reward},
+              {"bleu1", r.bleu[0]},    {"bleu2", r.bleu[1]},    {"bleu3", r.bleu[2]},
+              {"bleu4", r.bleu[3]},    {"lr", r.learning_rate}, {"seconds", r.seconds},
+              {"captions_per_second", r.captions_per_second},   {"improved", r.improved},
+              {"best_epoch", r.best_epoch}, {"best_bleu4", r.best_bleu4}};
+}
+
+EpochReport epoch_report_from_json(const JsonView& j) {
+  EpochReport r;
+  r.epoch = static_cast<int>(j.at("epoch").as_int());
+  if (j.has("step")) r.step = j.at("step").as_int();
+  r.train_loss = j.at("train_loss").as_number();
+  if (j.has("train_reward")) r.train_reward = j.at("train_reward").as_number();
+  r.bleu = {j.at("bleu1").as_number(), j.at("bleu2").as_number(), j.at("bleu3").as_number(), j.at("bleu4").as_number()};
+  r.learning_rate = j.at("lr").as_number();
+  r.seconds = j.at("seconds").as_number();
+  r.captions_per_second = j.at("captions_per_second").as_number();
+  r.improved = j.at("improved").as_bool();
+  r.best_epoch = static_cast<int>(j.at("best_epoch").as_int());
+  r.best_bleu4 = j.at("best_bleu4").as_number();
+  return r;
+}
+
+TrainingLog read_training_log(const std::filesystem::path& file) {
+  const std::string text = read_file(file);
+  TrainingLog log;
+  size_t pos = 0, line_number = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    const bool torn = end == std::string::npos;
+    std::string line = text.substr(pos, torn ? std::string::npos : end - pos);
+    pos = torn ? text.size() : end + 1;
+    ++line_number;
+    if (line.empty()) continue;
+    const std::string where = file.string() + ":" + std::to_string(line_number);
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded()) {
+      if (torn) break;  // the run was killed while writing its last line
+      throw std::runtime_error(where + ": not a JSON object (is this a metrics.jsonl written by `captioner train`?)");
+    }
+    JsonView v(j, where, "");
+    v.expect_object();
+    const std::string type = v.has("type") ? v.at("type").as_string() : "";
+    if (type == "batch") {
+      BatchLogLine b;
+      b.epoch = static_cast<int>(v.at("epoch").as_int());
+      b.batch = v.at("batch").as_int();
+      b.step = v.at("step").as_int();
+      b.loss = v.at("loss").as_number();
+      b.learning_rate = v.at("lr").as_number();
+      if (v.has("reward")) b.reward = v.at("reward").as_number();
+      log.batches.push_back(b);
+    } else if (type == "epoch") {
+      log.epochs.push_back(epoch_report_from_json(v));
+    }
+  }
+  return log;
+}
+
+}  // namespace captioner
