@@ -20,6 +20,7 @@
 #include "datasets/metrics/caption_metrics.h"
 #include "vocab/tokenizer.h"
 #include "decoder/caption_pipeline.h"
+#include "decoder/install_paths.h"
 #include "encoder/image_files.h"
 #include "encoder/image_loader.h"
 
@@ -34,7 +35,7 @@ struct CaptionOptions {
   std::string html;
   std::string annotations;
   std::string device = "auto";
-  int beam = 0;           // 0: the model's default
+  int beam = 0;  // 0: the model's default
   int max_len = 0;
   double length_penalty = -1;
   int block_ngram = -1;
@@ -49,7 +50,7 @@ struct CaptionOptions {
   bool recursive = false;
   bool resume = false;
   bool quiet = false;
-  std::string shard;      // "K/N"; empty: $RANK/$WORLD_SIZE under torchrun, else everything
+  std::string shard;  // "K/N"; empty: $RANK/$WORLD_SIZE under torchrun, else everything
 };
 
 void run_caption(const CaptionOptions& o) {
@@ -82,10 +83,23 @@ void run_caption(const CaptionOptions& o) {
   std::string output = o.output;
   if (shard.sharded()) {
     if (output.empty()) throw std::runtime_error("--shard needs --output: each part is written to its own file, then merged");
-    if (!o.html.empty()) throw std::runtime_error("--html is not available with --shard; merge the parts, then caption for a report");
+    if (!o.html.empty())
+      throw std::runtime_error("--html is not available with --shard; merge the parts, then caption for a report");
     output = shard_part_file(output, shard).string();
   }
 
+  // An output that is one of the photos would replace the photo with captions.
+  for (const auto& target : {output, o.html}) {
+    if (target.empty()) continue;
+    std::error_code ec;
+    const auto out_file = std::filesystem::weakly_canonical(target, ec);
+    for (const auto& photo : list.images) {
+      std::error_code ec2;
+      if (!ec && std::filesystem::weakly_canonical(photo, ec2) == out_file && !ec2) {
+        throw std::runtime_error(target + " is one of the photos to caption; write the captions to another file");
+      }
+    }
+  }
   // Two runs writing one output would each replace the other's rows.
   std::optional<OutputLock> output_lock, html_lock;
   if (!output.empty()) output_lock.emplace(output);
@@ -112,9 +126,9 @@ void run_caption(const CaptionOptions& o) {
   po.search.top_k = o.top_k;
   po.search.seed = o.seed;
 
-  CaptionFormat format = !o.format.empty()    ? parse_caption_format(o.format)
+  CaptionFormat format = !o.format.empty() ? parse_caption_format(o.format)
                          : !output.empty() ? caption_format_for(output)
-                                             : CaptionFormat::kText;
+                                           : CaptionFormat::kText;
   // --resume: keep what an earlier run already wrote and caption only the rest.
   std::vector<CaptionRow> previous;
   std::vector<std::filesystem::path> pending = list.images;
@@ -127,11 +141,10 @@ void run_caption(const CaptionOptions& o) {
       pending_id.push_back(image_id[i]);
     }
     image_id = std::move(pending_id);
-    std::cerr << "resuming: " << previous.size() << " images already in " << output << ", " << pending.size()
-              << " to caption\n";
+    std::cerr << "resuming: " << previous.size() << " images already in " << output << ", " << pending.size() << " to caption\n";
   }
   std::unique_ptr<CaptionWriter> writer = output.empty() ? std::make_unique<CaptionWriter>(std::cout, format)
-                                                           : std::make_unique<CaptionWriter>(std::filesystem::path(output), format);
+                                                         : std::make_unique<CaptionWriter>(std::filesystem::path(output), format);
   for (const auto& r : previous) writer->write(r);
 
   // --html: a page with thumbnails; with --annotations also references and per-image BLEU-4.
@@ -140,7 +153,8 @@ void run_caption(const CaptionOptions& o) {
   CaptionDataset refs;
   std::vector<std::string> scored_hyps;
   std::vector<std::vector<std::string>> scored_refs;
-  auto add_to_report = [&](const std::filesystem::path& file, const std::string& caption, double log_prob, std::string thumbnail) {
+  auto add_to_report = [&](const std::filesystem::path& file, const std::string& caption, double log_prob,
+                           std::string thumbnail) {
     ReportRow row{file.string(), caption, log_prob, std::move(thumbnail), {}, std::nullopt};
     auto it = refs_by_name.find(file.filename().string());
     if (it != refs_by_name.end()) {
@@ -184,8 +198,7 @@ void run_caption(const CaptionOptions& o) {
   CaptionPipeline pipeline(model, encoder, po);
   CaptionCallbacks cb;
   cb.on_caption = [&](const CaptionedImage& c) {
-    writer->write({c.file.string(), image_id.at(c.index),
-                   c.caption, c.log_prob});
+    writer->write({c.file.string(), image_id.at(c.index), c.caption, c.log_prob});
     ++captioned;
     if (report) add_to_report(c.file, c.caption, c.log_prob, c.thumbnail_jpeg);
   };
@@ -246,11 +259,13 @@ void add_caption_command(CLI::App& app) {
       ->check(CLI::IsMember({"json", "jsonl", "csv", "text"}));
   cmd->add_flag("--recursive,-r", o->recursive, "Also caption images in subfolders");
   cmd->add_option("--html", o->html, "Also write a self-contained HTML page with a thumbnail and the caption of every image");
-  cmd->add_option("--annotations", o->annotations, "With --html: show these reference captions and each image's BLEU-4 (matched by file name)")
+  cmd->add_option("--annotations", o->annotations,
+                  "With --html: show these reference captions and each image's BLEU-4 (matched by file name)")
       ->check(CLI::ExistingFile);
   cmd->add_flag("--resume", o->resume, "Skip images already captioned in --output and add the rest");
-  cmd->add_option("--shard", o->shard, "Caption only part K of N (every N-th photo) into <output>.part-K-of-N; "
-                                       "join the parts with `captioner merge` (default under torchrun: $RANK/$WORLD_SIZE)");
+  cmd->add_option("--shard", o->shard,
+                  "Caption only part K of N (every N-th photo) into <output>.part-K-of-N; "
+                  "join the parts with `captioner merge` (default under torchrun: $RANK/$WORLD_SIZE)");
   auto search = "Decoding (defaults: the model's)";
   cmd->add_option("--beam", o->beam, "Beam width (1: greedy)")->check(CLI::Range(1, 64))->group(search);
   cmd->add_option("--max-len", o->max_len, "Maximum words per caption")->check(CLI::Range(1, 200))->group(search);
@@ -258,13 +273,22 @@ void add_caption_command(CLI::App& app) {
   cmd->add_option("--block-ngram", o->block_ngram, "Never repeat an n-gram of this size (0: off)")->group(search);
   cmd->add_flag("--sample", o->sample, "Sample captions instead of searching for the most likely")->group(search);
   cmd->add_option("--temperature", o->temperature, "Sampling temperature")->check(CLI::Range(0.01, 100.0))->group(search);
-  cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")->check(CLI::NonNegativeNumber)->group(search);
+  cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(search);
   cmd->add_option("--seed", o->seed, "Sampling seed")->group(search);
   auto run = "Running";
-  cmd->add_option("--batch", o->batch, "Images decoded together (beams of all of them in one tensor)")->check(CLI::Range(1, 1024))->group(run);
-  cmd->add_option("--threads", o->threads, "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode: fastest here)")->check(CLI::NonNegativeNumber)->group(run);
+  cmd->add_option("--batch", o->batch, "Images decoded together (beams of all of them in one tensor)")
+      ->check(CLI::Range(1, 1024))
+      ->group(run);
+  cmd->add_option("--threads", o->threads,
+                  "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode: fastest here)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(run);
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64))->group(run);
-  cmd->add_option("--max-pixels", o->max_pixels, "Refuse larger images before decoding them")->check(CLI::PositiveNumber)->group(run);
+  cmd->add_option("--max-pixels", o->max_pixels, "Refuse larger images before decoding them")
+      ->check(CLI::PositiveNumber)
+      ->group(run);
   cmd->add_option("--device", o->device, "cpu, cuda or auto (cuda when available)")->group(run);
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bar or summary")->group(run);
   cmd->callback([o] { run_caption(*o); });

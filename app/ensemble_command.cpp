@@ -35,8 +35,7 @@ void run_ensemble(const EnsembleOptions& o) {
   out.encoder.weights_hash = encoder.info().weights_hash;
   OutputLock lock(o.output);
   out.save(o.output, o.fp16);
-  std::cerr << "wrote " << o.output << ": " << out.members.size() << " scorers over " << out.num_views()
-            << " view(s)\n";
+  std::cerr << "wrote " << o.output << ": " << out.members.size() << " scorers over " << out.num_views() << " view(s)\n";
 }
 }  // namespace
 

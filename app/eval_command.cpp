@@ -11,6 +11,7 @@
 #include "datasets/caption_dataset.h"
 #include "datasets/file_io.h"
 #include "datasets/metrics/caption_metrics.h"
+#include "decoder/install_paths.h"
 #include "decoder/model_bundle.h"
 #include "encoder/feature_cache.h"
 #include "encoder/threading.h"
@@ -87,8 +88,8 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
     }
   }
   if (!feats.failures.empty()) {
-    std::cerr << "warning: " << feats.failures.size() << " of " << files.size()
-              << " images could not be read; scoring the other " << kept.size() << "\n";
+    std::cerr << "warning: " << feats.failures.size() << " of " << files.size() << " images could not be read; scoring the other "
+              << kept.size() << "\n";
     g_exit_code = 1;
   }
   refs.records = std::move(kept);
@@ -138,11 +139,12 @@ void run_eval(const EvalOptions& o) {
       std::unordered_set<int64_t> kept;
       for (const auto& r : refs.records) kept.insert(r.image_id);
       const size_t before = results.size();
-      results.erase(std::remove_if(results.begin(), results.end(), [&](const CaptionResult& r) { return !kept.count(r.image_id); }),
-                    results.end());
+      results.erase(
+          std::remove_if(results.begin(), results.end(), [&](const CaptionResult& r) { return !kept.count(r.image_id); }),
+          results.end());
       if (!o.quiet) {
-        std::cerr << "scoring the first " << refs.records.size() << " images of " << o.annotations << " (" << before - results.size()
-                  << " results for other images left out)\n";
+        std::cerr << "scoring the first " << refs.records.size() << " images of " << o.annotations << " ("
+                  << before - results.size() << " results for other images left out)\n";
       }
     }
   } else {
@@ -172,7 +174,8 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--images", o->images, "Caption the annotated images in this folder with --model, then score")
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--model", o->model, "Model directory (default: $CAPTIONER_MODEL, else models/default)");
-  cmd->add_option("--split-list", o->split_list, "Flickr8k token file only: list of the images to evaluate")->check(CLI::ExistingFile);
+  cmd->add_option("--split-list", o->split_list, "Flickr8k token file only: list of the images to evaluate")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--karpathy-split", o->karpathy_split, "Karpathy JSON only: split to evaluate");
   cmd->add_option("--max-images", o->max_images, "Evaluate only the first N images (0: all)");
   cmd->add_option("--output", o->output, "With --images: also write the captions as a COCO results file");
@@ -180,8 +183,10 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--length-penalty", o->length_penalty, "Length penalty alpha (default: the model's)");
   cmd->add_option("--block-ngram", o->block_ngram, "Never repeat an n-gram of this size (default: the model's)");
   cmd->add_option("--cache-dir", o->cache_dir, "Where image features are cached (empty: no cache)");
-  cmd->add_option("--batch", o->batch, "Images per encoder call (4 is fastest for MobileNetV2 on few cores)")->check(CLI::Range(1, 1024));
-  cmd->add_option("--threads", o->threads, "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch", o->batch, "Images per encoder call (4 is fastest for MobileNetV2 on few cores)")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--threads", o->threads, "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64));
   cmd->add_option("--device", o->device, "cpu, cuda or auto");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");

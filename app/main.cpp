@@ -1,17 +1,33 @@
 // captioner: write a sentence for every photo in a folder, train the model that does it, and
 // score captions as coco-caption does. This file only wires the subcommands together.
+#include <c10/util/Exception.h>
+
 #include <exception>
 #include <iostream>
+#include <new>
+#include <string>
 
 #include "app/commands.h"
 
 int captioner::cli::g_exit_code = 0;
+
+namespace {
+// Errors are one line unless --verbose: a message that runs on (a TorchScript traceback) is cut
+// to its first line.
+std::string one_line(const std::string& message, bool verbose) {
+  const size_t nl = message.find('\n');
+  if (verbose || nl == std::string::npos) return message;
+  return message.substr(0, nl) + " (--verbose shows more)";
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"captioner: image captions with a CNN encoder and a recurrent decoder"};
   app.set_version_flag("--version", std::string("captioner ") + CAPTIONER_VERSION);
   app.require_subcommand(1);
   app.fallthrough();
+  bool verbose = false;
+  app.add_flag("--verbose", verbose, "Show errors in full (LibTorch's own messages included)");
   captioner::cli::add_caption_command(app);
   captioner::cli::add_train_command(app);
   captioner::cli::add_eval_command(app);
@@ -22,8 +38,17 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const c10::Error& e) {
+    // A LibTorch error that no layer turned into a user-level one is a bug or a limit of this
+    // build, not bad input: exit 2.
+    std::cerr << "error: internal error in LibTorch: " << one_line(verbose ? e.what() : e.what_without_backtrace(), verbose)
+              << "\n";
+    return 2;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "error: out of memory (fewer --batch or --loader-threads, or a smaller --max-pixels, need less)\n";
+    return 2;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << one_line(e.what(), verbose) << "\n";
     return 1;
   }
   return captioner::cli::g_exit_code;

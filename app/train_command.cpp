@@ -6,6 +6,7 @@
 
 #include "app/cli_util.h"
 #include "app/commands.h"
+#include "decoder/install_paths.h"
 #include "decoder/train_job.h"
 
 namespace captioner::cli {
@@ -62,12 +63,13 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
     bar.reset();
     if (!main_rank) return;
     char line[320];
-    std::snprintf(line, sizeof line,
-                  "[epoch %d/%d] loss %.4f%s  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
-                  r.epoch, job.trainer.epochs, r.train_loss,
-                  job.trainer.objective == "scst" ? (" reward " + std::to_string(r.train_reward).substr(0, 6)).c_str() : "",
-                  r.bleu[0], r.bleu[3], r.improved ? " *" : "  ",
-                  r.best_bleu4, r.best_epoch, r.learning_rate, format_duration(r.seconds).c_str(), r.captions_per_second);
+    std::snprintf(
+        line, sizeof line,
+        "[epoch %d/%d] loss %.4f%s  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
+        r.epoch, job.trainer.epochs, r.train_loss,
+        job.trainer.objective == "scst" ? (" reward " + std::to_string(r.train_reward).substr(0, 6)).c_str() : "", r.bleu[0],
+        r.bleu[3], r.improved ? " *" : "  ", r.best_bleu4, r.best_epoch, r.learning_rate, format_duration(r.seconds).c_str(),
+        r.captions_per_second);
     std::cerr << line << std::endl;
   };
   TrainResult result = run_train_job(job, cb);
@@ -89,77 +91,141 @@ void add_train_command(CLI::App& app) {
   cmd->option_defaults()->always_capture_default();
   auto data = "Data";
   cmd->add_option("--train-captions", job.train_captions, "Training captions (COCO JSON, Karpathy JSON, Flickr8k token file)")
-      ->required()->check(CLI::ExistingFile)->group(data);
-  cmd->add_option("--train-images", job.train_images, "Folder of the training images")->required()->check(CLI::ExistingDirectory)->group(data);
-  cmd->add_option("--val-captions", job.val_captions, "Validation captions (same formats)")->required()->check(CLI::ExistingFile)->group(data);
-  cmd->add_option("--val-images", job.val_images, "Folder of the validation images (default: --train-images)")->check(CLI::ExistingDirectory)->group(data);
-  cmd->add_option("--train-split", job.train_split, "Flickr8k token file only: list of training images")->check(CLI::ExistingFile)->group(data);
-  cmd->add_option("--val-split", job.val_split, "Flickr8k token file only: list of validation images")->check(CLI::ExistingFile)->group(data);
-  cmd->add_option("--karpathy-train-split", job.karpathy_train_split, "Karpathy JSON only: split(s) to train on, e.g. train+restval")->group(data);
+      ->required()
+      ->check(CLI::ExistingFile)
+      ->group(data);
+  cmd->add_option("--train-images", job.train_images, "Folder of the training images")
+      ->required()
+      ->check(CLI::ExistingDirectory)
+      ->group(data);
+  cmd->add_option("--val-captions", job.val_captions, "Validation captions (same formats)")
+      ->required()
+      ->check(CLI::ExistingFile)
+      ->group(data);
+  cmd->add_option("--val-images", job.val_images, "Folder of the validation images (default: --train-images)")
+      ->check(CLI::ExistingDirectory)
+      ->group(data);
+  cmd->add_option("--train-split", job.train_split, "Flickr8k token file only: list of training images")
+      ->check(CLI::ExistingFile)
+      ->group(data);
+  cmd->add_option("--val-split", job.val_split, "Flickr8k token file only: list of validation images")
+      ->check(CLI::ExistingFile)
+      ->group(data);
+  cmd->add_option("--karpathy-train-split", job.karpathy_train_split,
+                  "Karpathy JSON only: split(s) to train on, e.g. train+restval")
+      ->group(data);
   cmd->add_option("--karpathy-val-split", job.karpathy_val_split, "Karpathy JSON only: validation split")->group(data);
   cmd->add_option("--max-train-images", job.max_train_images, "Use only the first N training images (0: all)")->group(data);
   cmd->add_option("--max-val-images", job.max_val_images, "Use only the first N validation images (0: all)")->group(data);
-  cmd->add_option("--min-word-count", job.min_word_count, "Words seen fewer times become <unk>")->check(CLI::PositiveNumber)->group(data);
-  cmd->add_option("--max-caption-length", job.max_caption_length, "Longer training captions are cut to this many words")->check(CLI::PositiveNumber)->group(data);
+  cmd->add_option("--min-word-count", job.min_word_count, "Words seen fewer times become <unk>")
+      ->check(CLI::PositiveNumber)
+      ->group(data);
+  cmd->add_option("--max-caption-length", job.max_caption_length, "Longer training captions are cut to this many words")
+      ->check(CLI::PositiveNumber)
+      ->group(data);
 
   auto model = "Model";
-  cmd->add_option("--encoder", job.encoder_file, "TorchScript encoder with its .json sidecar (default: models/encoders/mobilenet_v2.pt)")->group(model);
+  cmd->add_option("--encoder", job.encoder_file,
+                  "TorchScript encoder with its .json sidecar (default: models/encoders/mobilenet_v2.pt)")
+      ->group(model);
   cmd->add_option("--cell", job.decoder.cell, "Recurrent cell")->check(CLI::IsMember({"lstm", "gru", "rnn"}))->group(model);
   cmd->add_option("--embed", job.decoder.embed_dim, "Word embedding size")->check(CLI::PositiveNumber)->group(model);
   cmd->add_option("--hidden", job.decoder.hidden_dim, "Recurrent state size")->check(CLI::PositiveNumber)->group(model);
-  cmd->add_option("--image-dim", job.decoder.image_dim, "Image projection size (0: raw features into the gates)")->check(CLI::NonNegativeNumber)->group(model);
+  cmd->add_option("--image-dim", job.decoder.image_dim, "Image projection size (0: raw features into the gates)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(model);
   cmd->add_option("--layers", job.decoder.num_layers, "Stacked recurrent layers")->check(CLI::Range(1, 8))->group(model);
   cmd->add_option("--dropout", job.decoder.dropout, "Dropout probability")->check(CLI::Range(0.0, 0.95))->group(model);
   cmd->add_flag("!--no-image-dropout", job.decoder.image_dropout,
-                "Dropout on the words and the recurrent outputs only, never on the image")->group(model);
+                "Dropout on the words and the recurrent outputs only, never on the image")
+      ->group(model);
   cmd->add_option("--image-injection", o->injection, "Where the image enters: every step's gates, the initial state, or both")
-      ->check(CLI::IsMember({"every-step", "init", "both"}))->group(model);
+      ->check(CLI::IsMember({"every-step", "init", "both"}))
+      ->group(model);
 
   auto train = "Training";
   auto& t = job.trainer;
-  cmd->add_option("--output", job.output_dir, "Model directory to write (best model, checkpoint.pt, metrics.jsonl)")->required()->group(train);
+  cmd->add_option("--output", job.output_dir, "Model directory to write (best model, checkpoint.pt, metrics.jsonl)")
+      ->required()
+      ->group(train);
   cmd->add_option("--epochs", t.epochs, "Maximum epochs")->check(CLI::PositiveNumber)->group(train);
   cmd->add_option("--batch", t.batch_size, "Captions per batch")->check(CLI::PositiveNumber)->group(train);
   cmd->add_option("--lr", t.learning_rate, "Adam learning rate")->check(CLI::PositiveNumber)->group(train);
-  cmd->add_option("--lr-decay", t.lr_decay, "Learning rate factor applied every --lr-decay-every epochs")->check(CLI::Range(0.0, 1.0))->group(train);
-  cmd->add_option("--lr-decay-every", t.lr_decay_every, "Epochs between learning rate decays")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_option("--lr-decay", t.lr_decay, "Learning rate factor applied every --lr-decay-every epochs")
+      ->check(CLI::Range(0.0, 1.0))
+      ->group(train);
+  cmd->add_option("--lr-decay-every", t.lr_decay_every, "Epochs between learning rate decays")
+      ->check(CLI::PositiveNumber)
+      ->group(train);
   cmd->add_option("--weight-decay", t.weight_decay, "L2 weight decay")->check(CLI::NonNegativeNumber)->group(train);
   cmd->add_option("--clip", t.grad_clip, "Clip the gradient norm to this (0: off)")->check(CLI::NonNegativeNumber)->group(train);
-  cmd->add_option("--label-smoothing", t.label_smoothing, "Cross-entropy label smoothing")->check(CLI::Range(0.0, 0.5))->group(train);
-  cmd->add_option("--ema", t.ema_decay, "Validate and keep an exponential moving average of the weights with this decay (0: off)")->check(CLI::Range(0.0, 0.9999))->group(train);
-  cmd->add_option("--patience", t.patience, "Stop after this many epochs without a better validation BLEU-4")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_option("--label-smoothing", t.label_smoothing, "Cross-entropy label smoothing")
+      ->check(CLI::Range(0.0, 0.5))
+      ->group(train);
+  cmd->add_option("--ema", t.ema_decay, "Validate and keep an exponential moving average of the weights with this decay (0: off)")
+      ->check(CLI::Range(0.0, 0.9999))
+      ->group(train);
+  cmd->add_option("--patience", t.patience, "Stop after this many epochs without a better validation BLEU-4")
+      ->check(CLI::PositiveNumber)
+      ->group(train);
   cmd->add_flag("--flip-augment", t.flip_augment, "Also train on mirrored photos (features computed once)")->group(train);
   cmd->add_option("--seed", t.seed, "Random seed (initialisation, batches, dropout)")->group(train);
-  cmd->add_option("--checkpoint-every", t.checkpoint_every, "Batches between checkpoints (also after every epoch)")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_option("--checkpoint-every", t.checkpoint_every, "Batches between checkpoints (also after every epoch)")
+      ->check(CLI::PositiveNumber)
+      ->group(train);
   cmd->add_flag("--resume", t.resume, "Continue from <output>/checkpoint.pt")->group(train);
   cmd->add_flag("--overwrite", job.overwrite, "Replace a model or run already in --output")->group(train);
   cmd->add_flag("--fp16", t.fp16_bundle, "Store the model's weights as float16 (half the size)")->group(train);
-  cmd->add_option("--objective", t.objective, "xe: cross-entropy; scst: self-critical training with a CIDEr-D reward (use with --init-from)")
-      ->check(CLI::IsMember({"xe", "scst"}))->group(train);
-  cmd->add_option("--init-from", job.init_from, "Start from this trained model (its vocabulary and decoder)")->check(CLI::ExistingDirectory)->group(train);
+  cmd->add_option("--objective", t.objective,
+                  "xe: cross-entropy; scst: self-critical training with a CIDEr-D reward (use with --init-from)")
+      ->check(CLI::IsMember({"xe", "scst"}))
+      ->group(train);
+  cmd->add_option("--init-from", job.init_from, "Start from this trained model (its vocabulary and decoder)")
+      ->check(CLI::ExistingDirectory)
+      ->group(train);
   cmd->add_option("--scst-samples", t.scst_samples, "scst: captions sampled per image")->check(CLI::Range(2, 32))->group(train);
   cmd->add_option("--scst-images", t.scst_images, "scst: images per batch")->check(CLI::PositiveNumber)->group(train);
-  cmd->add_option("--scst-max-len", t.scst_max_length, "scst: maximum words of a sampled caption")->check(CLI::Range(1, 100))->group(train);
+  cmd->add_option("--scst-max-len", t.scst_max_length, "scst: maximum words of a sampled caption")
+      ->check(CLI::Range(1, 100))
+      ->group(train);
 
   auto decoding = "Decoding defaults stored with the model";
   cmd->add_option("--beam", job.search.beam_size, "Beam width")->check(CLI::Range(1, 64))->group(decoding);
-  cmd->add_option("--max-len", job.search.max_length, "Maximum caption length in words")->check(CLI::Range(1, 200))->group(decoding);
-  cmd->add_option("--length-penalty", job.search.length_penalty, "Rank beams by log-prob / (words+1)^alpha")->check(CLI::NonNegativeNumber)->group(decoding);
-  cmd->add_option("--block-ngram", job.search.block_ngram_repeat, "Never repeat an n-gram of this size (0: off)")->check(CLI::NonNegativeNumber)->group(decoding);
+  cmd->add_option("--max-len", job.search.max_length, "Maximum caption length in words")
+      ->check(CLI::Range(1, 200))
+      ->group(decoding);
+  cmd->add_option("--length-penalty", job.search.length_penalty, "Rank beams by log-prob / (words+1)^alpha")
+      ->check(CLI::NonNegativeNumber)
+      ->group(decoding);
+  cmd->add_option("--block-ngram", job.search.block_ngram_repeat, "Never repeat an n-gram of this size (0: off)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(decoding);
 
   auto run = "Running";
   cmd->add_option("--cache-dir", job.cache_dir, "Where image features are cached")->group(run);
-  cmd->add_option("--threads", job.threads, "LibTorch threads (0: all cores to encode, 1 to train: fastest here)")->check(CLI::NonNegativeNumber)->group(run);
+  cmd->add_option("--threads", job.threads, "LibTorch threads (0: all cores to encode, 1 to train: fastest here)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(run);
   cmd->add_option("--loader-threads", job.loader_threads, "Image decoding threads")->check(CLI::PositiveNumber)->group(run);
   cmd->add_option("--device", job.device, "cpu, cuda or auto (cuda when available)")->group(run);
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bars")->group(run);
 
   auto dist = "Several processes (data-parallel over c10d/Gloo; torchrun sets these through the environment)";
-  cmd->add_option("--rank", job.distributed.rank, "This process's rank (default: $RANK, else 0)")->check(CLI::NonNegativeNumber)->group(dist);
-  cmd->add_option("--world-size", job.distributed.world_size, "Number of processes (default: $WORLD_SIZE, else 1)")->check(CLI::PositiveNumber)->group(dist);
-  cmd->add_option("--master-addr", job.distributed.master_addr, "Address of rank 0's store (default: $MASTER_ADDR, else 127.0.0.1)")->group(dist);
-  cmd->add_option("--master-port", job.distributed.master_port, "Port of rank 0's store (default: $MASTER_PORT, else 29500)")->check(CLI::Range(1, 65535))->group(dist);
-  cmd->add_option("--dist-timeout", o->dist_timeout, "Seconds to wait for another process before failing")->check(CLI::Range(1, 86400))->group(dist);
+  cmd->add_option("--rank", job.distributed.rank, "This process's rank (default: $RANK, else 0)")
+      ->check(CLI::NonNegativeNumber)
+      ->group(dist);
+  cmd->add_option("--world-size", job.distributed.world_size, "Number of processes (default: $WORLD_SIZE, else 1)")
+      ->check(CLI::PositiveNumber)
+      ->group(dist);
+  cmd->add_option("--master-addr", job.distributed.master_addr,
+                  "Address of rank 0's store (default: $MASTER_ADDR, else 127.0.0.1)")
+      ->group(dist);
+  cmd->add_option("--master-port", job.distributed.master_port, "Port of rank 0's store (default: $MASTER_PORT, else 29500)")
+      ->check(CLI::Range(1, 65535))
+      ->group(dist);
+  cmd->add_option("--dist-timeout", o->dist_timeout, "Seconds to wait for another process before failing")
+      ->check(CLI::Range(1, 86400))
+      ->group(dist);
   cmd->callback([o, cmd] {
     std::string line = "captioner train";
     for (const auto& opt : cmd->get_options()) {

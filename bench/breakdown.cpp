@@ -92,7 +92,8 @@ int main(int argc, char** argv) {
       encoder.encode(pixels.narrow(0, 0, std::min<int64_t>(batch, n)));  // warm-up (oneDNN primitives)
       std::vector<torch::Tensor> parts;
       t0 = now();
-      for (int64_t s = 0; s < n; s += batch) parts.push_back(encoder.encode(pixels.narrow(0, s, std::min<int64_t>(batch, n - s))));
+      for (int64_t s = 0; s < n; s += batch)
+        parts.push_back(encoder.encode(pixels.narrow(0, s, std::min<int64_t>(batch, n - s))));
       encode_s = now() - t0;
       features = torch::cat(parts);
     }

@@ -62,16 +62,16 @@ void check_images_on_disk(CaptionDataset& ds, const DatasetOptions& options) {
     }
   }
   if (missing > 0) {
-    ds.warnings.push_back(ds.source.string() + ": " + std::to_string(missing) + " of " +
-                          std::to_string(ds.records.size()) + " images not found on disk (first: " + first + ")");
+    ds.warnings.push_back(ds.source.string() + ": " + std::to_string(missing) + " of " + std::to_string(ds.records.size()) +
+                          " images not found on disk (first: " + first + ")");
   }
 }
 
 void drop_uncaptioned(CaptionDataset& ds) {
   size_t before = ds.records.size();
-  ds.records.erase(std::remove_if(ds.records.begin(), ds.records.end(),
-                                  [](const CaptionRecord& r) { return r.captions.empty(); }),
-                   ds.records.end());
+  ds.records.erase(
+      std::remove_if(ds.records.begin(), ds.records.end(), [](const CaptionRecord& r) { return r.captions.empty(); }),
+      ds.records.end());
   if (ds.records.size() != before) {
     ds.warnings.push_back(ds.source.string() + ": " + std::to_string(before - ds.records.size()) +
                           " images have no captions and were left out");
@@ -118,8 +118,7 @@ CaptionDataset coco_from_json(const json& doc, const fs::path& path, const Datas
     }
     auto it = index.find(image_id);
     if (it == index.end()) {
-      ann.at("image_id").fail("caption refers to image id " + std::to_string(image_id) +
-                              ", which is not in \"images\"");
+      ann.at("image_id").fail("caption refers to image id " + std::to_string(image_id) + ", which is not in \"images\"");
     }
     check_caption(caption, options, path.string() + ": " + ann.where() + ".caption");
     ds.records[it->second].captions.push_back(std::move(caption));
@@ -229,7 +228,7 @@ CaptionDataset karpathy_from_json(const json& doc, const fs::path& path, const D
     CaptionRecord r;
     // Karpathy's files carry "imgid" (index) and, for COCO, "cocoid"; the COCO id is what
     // results files use.
-    r.image_id = img.has("cocoid") ? img.at("cocoid").as_int()
+    r.image_id = img.has("cocoid")  ? img.at("cocoid").as_int()
                  : img.has("imgid") ? img.at("imgid").as_int()
                                     : static_cast<int64_t>(i);
     if (!ids.insert(r.image_id).second) img.fail("duplicate image id " + std::to_string(r.image_id));

@@ -12,28 +12,28 @@ namespace captioner {
 
 struct CaptionRecord {
   int64_t image_id = 0;
-  std::string file_name;                 // as written in the caption file
-  std::filesystem::path image_path;      // file_name resolved against the image folder
-  std::vector<std::string> captions;     // raw, untokenized
+  std::string file_name;              // as written in the caption file
+  std::filesystem::path image_path;   // file_name resolved against the image folder
+  std::vector<std::string> captions;  // raw, untokenized
 };
 
 struct CaptionDataset {
   std::filesystem::path source;
-  std::string format;                    // "coco", "flickr8k" or "karpathy"
+  std::string format;  // "coco", "flickr8k" or "karpathy"
   std::vector<CaptionRecord> records;
-  std::vector<std::string> warnings;     // non-fatal problems, one line each
+  std::vector<std::string> warnings;  // non-fatal problems, one line each
 
   size_t num_captions() const;
   const CaptionRecord* find(int64_t image_id) const;
 };
 
 struct DatasetOptions {
-  std::filesystem::path image_dir;       // where file names resolve; empty: the caption file's folder
-  bool require_images = false;           // an image missing on disk is an error, not a warning
-  bool check_images = true;              // look for images on disk at all
-  std::string split;                     // Karpathy: "train", "val", "test", "restval", "train+restval"
-  std::filesystem::path split_list;      // Flickr8k: file with one image name per line
-  size_t max_caption_bytes = 4096;       // longer captions are refused as corrupt
+  std::filesystem::path image_dir;   // where file names resolve; empty: the caption file's folder
+  bool require_images = false;       // an image missing on disk is an error, not a warning
+  bool check_images = true;          // look for images on disk at all
+  std::string split;                 // Karpathy: "train", "val", "test", "restval", "train+restval"
+  std::filesystem::path split_list;  // Flickr8k: file with one image name per line
+  size_t max_caption_bytes = 4096;   // longer captions are refused as corrupt
 };
 
 CaptionDataset load_coco_captions(const std::filesystem::path& json_path, const DatasetOptions& options = {});

@@ -39,8 +39,8 @@ ShardSpec shard_from_environment() {
 fs::path shard_part_file(const fs::path& output, const ShardSpec& shard) {
   if (!shard.sharded()) return output;
   fs::path part = output;
-  part.replace_filename(output.stem().string() + ".part-" + std::to_string(shard.index) + "-of-" +
-                        std::to_string(shard.count) + output.extension().string());
+  part.replace_filename(output.stem().string() + ".part-" + std::to_string(shard.index) + "-of-" + std::to_string(shard.count) +
+                        output.extension().string());
   return part;
 }
 
@@ -56,12 +56,15 @@ std::vector<CaptionRow> merge_caption_parts(const std::vector<fs::path>& parts) 
     const std::string name = p.filename().string();
     if (!std::regex_match(name, m, kPartName)) continue;
     const std::string this_run = m[1].str() + ".part-*-of-" + m[3].str() + m[4].str();
-    if (!run.empty() && this_run != run) throw std::runtime_error("merge: the parts come from different runs (" + run + ", " + this_run + ")");
+    if (!run.empty() && this_run != run)
+      throw std::runtime_error("merge: the parts come from different runs (" + run + ", " + this_run + ")");
     run = this_run;
     count = std::stoi(m[3].str());
     const int k = std::stoi(m[2].str());
     auto [it, fresh] = given.emplace(k, p);
-    if (!fresh) throw std::runtime_error("merge: part " + std::to_string(k) + " is given twice (" + it->second.string() + ", " + p.string() + ")");
+    if (!fresh)
+      throw std::runtime_error("merge: part " + std::to_string(k) + " is given twice (" + it->second.string() + ", " +
+                               p.string() + ")");
   }
   for (int k = 0; k < count; ++k) {
     if (!given.count(k)) {

@@ -39,7 +39,9 @@ std::vector<int64_t> image_ids_for(const std::vector<fs::path>& files) {
   std::unordered_map<int64_t, int> uses;
   for (size_t i = 0; i < files.size(); ++i) {
     const std::string stem = files[i].stem().string();
-    if (stem.empty() || stem.size() > 18 || !std::all_of(stem.begin(), stem.end(), [](unsigned char c) { return std::isdigit(c); })) continue;
+    if (stem.empty() || stem.size() > 18 ||
+        !std::all_of(stem.begin(), stem.end(), [](unsigned char c) { return std::isdigit(c); }))
+      continue;
     from_name[i] = std::stoll(stem);
     ++uses[*from_name[i]];
   }
@@ -67,11 +69,20 @@ std::string text_field(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '\t': out += "\\t"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\\': out += "\\\\"; break;
-      default: out += c;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -86,11 +97,16 @@ std::string text_field_value(const std::string& s) {
       continue;
     }
     const char e = s[++i];
-    if (e == 't') out += '\t';
-    else if (e == 'n') out += '\n';
-    else if (e == 'r') out += '\r';
-    else if (e == '\\') out += '\\';
-    else out += std::string{'\\', e};  // not an escape this writer makes: kept as written
+    if (e == 't')
+      out += '\t';
+    else if (e == 'n')
+      out += '\n';
+    else if (e == 'r')
+      out += '\r';
+    else if (e == '\\')
+      out += '\\';
+    else
+      out += std::string{'\\', e};  // not an escape this writer makes: kept as written
   }
   return out;
 }
@@ -215,7 +231,8 @@ void CaptionWriter::finish() {
   finished_ = true;
 }
 
-std::vector<size_t> photos_not_in(const std::vector<CaptionRow>& rows, const std::vector<fs::path>& photos, CaptionFormat format) {
+std::vector<size_t> photos_not_in(const std::vector<CaptionRow>& rows, const std::vector<fs::path>& photos,
+                                  CaptionFormat format) {
   std::unordered_map<std::string, size_t> held;  // rows per stored file
   for (const auto& r : rows) ++held[same_file(r.file_name)];
   std::vector<size_t> pending;

@@ -16,8 +16,8 @@ namespace captioner {
 
 enum class CaptionFormat { kJson, kJsonl, kCsv, kText };
 
-CaptionFormat parse_caption_format(const std::string& name);               // throws on unknown names
-CaptionFormat caption_format_for(const std::filesystem::path& file);       // by extension; JSON if unknown
+CaptionFormat parse_caption_format(const std::string& name);          // throws on unknown names
+CaptionFormat caption_format_for(const std::filesystem::path& file);  // by extension; JSON if unknown
 
 struct CaptionRow {
   std::string file_name;
@@ -42,8 +42,8 @@ class CaptionWriter {
   ~CaptionWriter();
 
   void write(const CaptionRow& row);
-  void snapshot();   // file output only: publish the rows written so far as a complete file
-  void finish();     // closes the list and, for files, commits
+  void snapshot();  // file output only: publish the rows written so far as a complete file
+  void finish();    // closes the list and, for files, commits
 
  private:
   std::string footer() const;
@@ -66,7 +66,6 @@ std::vector<size_t> photos_not_in(const std::vector<CaptionRow>& rows, const std
 
 // Rows of an existing output file in any of the formats (text rows have no id or log-prob); the
 // format is the given one, or else the one the extension implies.
-std::vector<CaptionRow> read_caption_file(const std::filesystem::path& file,
-                                          std::optional<CaptionFormat> format = std::nullopt);
+std::vector<CaptionRow> read_caption_file(const std::filesystem::path& file, std::optional<CaptionFormat> format = std::nullopt);
 
 }  // namespace captioner

@@ -88,12 +88,13 @@ OutputLock::OutputLock(const fs::path& target) {
       if (err != EWOULDBLOCK) return;  // a filesystem without flock: nothing to lock with
       std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
       pid.erase(pid.find_last_not_of(" \n") + 1);
-      throw std::runtime_error(target.string() + " is in use by another captioner run" + (pid.empty() ? "" : " (pid " + pid + ")") +
-                               ": wait for it to finish, or choose another output");
+      throw std::runtime_error(target.string() + " is in use by another captioner run" +
+                               (pid.empty() ? "" : " (pid " + pid + ")") + ": wait for it to finish, or choose another output");
     }
     // The previous holder removes the lock file on release; if it did so between our open and
     // flock, we hold a lock on a file nobody else will open: try again with the one on disk.
-    struct stat held {}, on_disk {};
+    struct stat held {
+    }, on_disk{};
     if (::fstat(fd_, &held) == 0 && ::stat(lock_file_.c_str(), &on_disk) == 0 && held.st_ino == on_disk.st_ino &&
         held.st_dev == on_disk.st_dev) {
       const std::string pid = std::to_string(::getpid()) + "\n";

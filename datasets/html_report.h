@@ -18,9 +18,9 @@ struct ReportRow {
   std::string file_name;
   std::string caption;
   double log_prob = 0;
-  std::string thumbnail_jpeg;                // encoded JPEG bytes; empty: no picture
-  std::vector<std::string> references;       // may be empty
-  std::optional<double> bleu4;               // this image's BLEU-4 against its references
+  std::string thumbnail_jpeg;           // encoded JPEG bytes; empty: no picture
+  std::vector<std::string> references;  // may be empty
+  std::optional<double> bleu4;          // this image's BLEU-4 against its references
 };
 
 class HtmlReport {

@@ -44,9 +44,7 @@ json parse_json_text(const std::string& text, const std::string& origin) {
   }
 }
 
-json load_json_file(const std::filesystem::path& path) {
-  return parse_json_text(read_file(path), path.string());
-}
+json load_json_file(const std::filesystem::path& path) { return parse_json_text(read_file(path), path.string()); }
 
 std::string json_type_name(const json& value) {
   if (value.is_number_integer()) return "integer";

@@ -26,9 +26,9 @@ class JsonView {
   const std::string& where() const { return where_; }
 
   bool has(const char* key) const;
-  JsonView at(const char* key) const;   // required key of an object
-  JsonView at(size_t index) const;      // element of an array
-  size_t array_size() const;            // requires an array
+  JsonView at(const char* key) const;  // required key of an object
+  JsonView at(size_t index) const;     // element of an array
+  size_t array_size() const;           // requires an array
 
   JsonView expect_object() const;
   JsonView expect_array() const;

@@ -16,12 +16,21 @@ json to_json(const BatchLogLine& l) {
 }
 
 json to_json(const EpochReport& r) {
-  return json{{"type", "epoch"},       {"epoch", r.epoch},      {"step", r.step},
-              {"train_loss", r.train_loss},                     {"train_reward", r.train_reward},
-              {"bleu1", r.bleu[0]},    {"bleu2", r.bleu[1]},    {"bleu3", r.bleu[2]},
-              {"bleu4", r.bleu[3]},    {"lr", r.learning_rate}, {"seconds", r.seconds},
-              {"captions_per_second", r.captions_per_second},   {"improved", r.improved},
-              {"best_epoch", r.best_epoch}, {"best_bleu4", r.best_bleu4}};
+  return json{{"type", "epoch"},
+              {"epoch", r.epoch},
+              {"step", r.step},
+              {"train_loss", r.train_loss},
+              {"train_reward", r.train_reward},
+              {"bleu1", r.bleu[0]},
+              {"bleu2", r.bleu[1]},
+              {"bleu3", r.bleu[2]},
+              {"bleu4", r.bleu[3]},
+              {"lr", r.learning_rate},
+              {"seconds", r.seconds},
+              {"captions_per_second", r.captions_per_second},
+              {"improved", r.improved},
+              {"best_epoch", r.best_epoch},
+              {"best_bleu4", r.best_bleu4}};
 }
 
 EpochReport epoch_report_from_json(const JsonView& j) {

@@ -43,7 +43,8 @@ void panel(cv::Mat& img, cv::Rect area, const std::string& title, const std::str
   for (const auto& s : series) names.push_back(s.name);
   const PanelLayout layout = layout_panel(area, title, names);
   const auto font = kFont;
-  cv::putText(img, title, {layout.title.x, layout.title.y + layout.title.height - 4}, font, kTitleScale, {30, 30, 30}, 1, cv::LINE_AA);
+  cv::putText(img, title, {layout.title.x, layout.title.y + layout.title.height - 4}, font, kTitleScale, {30, 30, 30}, 1,
+              cv::LINE_AA);
   for (size_t k = 0; k < series.size(); ++k) {
     const cv::Rect& r = layout.legend[k];
     cv::line(img, {r.x, r.y + r.height / 2}, {r.x + kLegendSwatch - 5, r.y + r.height / 2}, series[k].color, 2, cv::LINE_AA);

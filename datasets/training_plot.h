@@ -10,8 +10,8 @@
 namespace captioner {
 
 // Reads `metrics_jsonl` and writes `png` (atomically). Throws with the file name on bad input.
-void plot_training_metrics(const std::filesystem::path& metrics_jsonl, const std::filesystem::path& png,
-                           int width = 1100, int height = 440);
+void plot_training_metrics(const std::filesystem::path& metrics_jsonl, const std::filesystem::path& png, int width = 1100,
+                           int height = 440);
 
 // Where one panel's title, legend entries and plotting area go inside `area`; no two overlap.
 struct PanelLayout {

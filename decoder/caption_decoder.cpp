@@ -12,61 +12,13 @@ namespace captioner {
 using nlohmann::json;
 namespace F = torch::nn::functional;
 
-int64_t DecoderConfig::gates() const { return cell == "lstm" ? 4 : cell == "gru" ? 3 : 1; }
-
-void DecoderConfig::validate() const {
-  auto bad = [](const std::string& m) { throw std::invalid_argument("decoder config: " + m); };
-  if (cell != "lstm" && cell != "gru" && cell != "rnn") bad("cell must be lstm, gru or rnn, not \"" + cell + "\"");
-  if (vocab_size <= Vocabulary::kNumSpecial) bad("vocabulary of " + std::to_string(vocab_size) + " tokens is too small");
-  if (feature_dim <= 0) bad("feature_dim must be positive");
-  // Upper bounds far above any real model, so a damaged or hand-edited config is an error, not a
-  // multi-terabyte allocation inside LibTorch.
-  constexpr int64_t kMaxWidth = 1 << 16, kMaxVocab = 1 << 24;
-  if (vocab_size > kMaxVocab) bad("vocab_size above " + std::to_string(kMaxVocab));
-  if (feature_dim > kMaxWidth) bad("feature_dim above " + std::to_string(kMaxWidth));
-  if (embed_dim <= 0 || hidden_dim <= 0) bad("embed_dim and hidden_dim must be positive");
-  if (embed_dim > kMaxWidth || hidden_dim > kMaxWidth) bad("embed_dim and hidden_dim must be at most " + std::to_string(kMaxWidth));
-  if (image_dim < 0 || image_dim > kMaxWidth) bad("image_dim must be between 0 and " + std::to_string(kMaxWidth));
-  if (num_layers < 1 || num_layers > 8) bad("num_layers must be 1..8");
-  if (dropout < 0 || dropout >= 1) bad("dropout must be in [0, 1)");
-  if (!image_every_step && !image_init_state) bad("the image must enter every step, the initial state, or both");
-}
-
-json DecoderConfig::to_json() const {
-  return json{{"vocab_size", vocab_size}, {"feature_dim", feature_dim},   {"embed_dim", embed_dim},
-              {"hidden_dim", hidden_dim}, {"image_dim", image_dim},       {"num_layers", num_layers},
-              {"cell", cell},             {"dropout", dropout},           {"image_dropout", image_dropout}, {"image_every_step", image_every_step},
-              {"image_init_state", image_init_state}};
-}
-
-DecoderConfig DecoderConfig::from_json(const json& j, const std::string& origin) {
-  JsonView v(j, origin, "decoder");
-  DecoderConfig c;
-  c.vocab_size = v.at("vocab_size").as_int();
-  c.feature_dim = v.at("feature_dim").as_int();
-  c.embed_dim = v.at("embed_dim").as_int();
-  c.hidden_dim = v.at("hidden_dim").as_int();
-  c.image_dim = v.at("image_dim").as_int();
-  c.num_layers = v.at("num_layers").as_int();
-  c.cell = v.at("cell").as_string();
-  c.dropout = v.at("dropout").as_number();
-  if (v.has("image_dropout")) c.image_dropout = v.at("image_dropout").as_bool();  // absent before: on
-  c.image_every_step = v.at("image_every_step").as_bool();
-  c.image_init_state = v.at("image_init_state").as_bool();
-  try {
-    c.validate();
-  } catch (const std::invalid_argument& e) {
-    v.fail(e.what());
-  }
-  return c;
-}
-
 RecurrentLayerImpl::RecurrentLayerImpl(const std::string& cell_, int64_t input_dim, int64_t image_dim, int64_t hidden)
     : cell(cell_), hidden_dim(hidden) {
   const int64_t g = cell == "lstm" ? 4 : cell == "gru" ? 3 : 1;
   input_proj = register_module("input_proj", torch::nn::Linear(input_dim, g * hidden));
   image_proj = register_module("image_proj", torch::nn::Linear(torch::nn::LinearOptions(image_dim, g * hidden).bias(false)));
-  hidden_proj = register_module("hidden_proj", torch::nn::Linear(torch::nn::LinearOptions(hidden, g * hidden).bias(cell == "gru")));
+  hidden_proj =
+      register_module("hidden_proj", torch::nn::Linear(torch::nn::LinearOptions(hidden, g * hidden).bias(cell == "gru")));
   // PyTorch's recurrent initialisation, and a forget-gate bias of 1 so early training remembers.
   const double k = 1.0 / std::sqrt(static_cast<double>(hidden));
   torch::NoGradGuard no_grad;
@@ -110,8 +62,8 @@ void DecoderState::select(const torch::Tensor& rows) {
 CaptionDecoderImpl::CaptionDecoderImpl(DecoderConfig config) : config_(std::move(config)) {
   config_.validate();
   const auto& c = config_;
-  embed = register_module("embed", torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.embed_dim)
-                                                            .padding_idx(Vocabulary::kPad)));
+  embed = register_module(
+      "embed", torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.embed_dim).padding_idx(Vocabulary::kPad)));
   int64_t image_width = c.feature_dim;
   if (c.image_dim > 0) {
     image_in = register_module("image_in", torch::nn::Linear(c.feature_dim, c.image_dim));
@@ -150,8 +102,8 @@ torch::Tensor CaptionDecoderImpl::drop(const torch::Tensor& x) {
 
 torch::Tensor CaptionDecoderImpl::image_features(const torch::Tensor& features) {
   if (features.dim() != 2 || features.size(1) != config_.feature_dim) {
-    throw std::invalid_argument("decoder expects image features of shape (B, " + std::to_string(config_.feature_dim) +
-                                "), got " + c10::str(features.sizes()));
+    throw std::invalid_argument("decoder expects image features of shape (B, " + std::to_string(config_.feature_dim) + "), got " +
+                                c10::str(features.sizes()));
   }
   auto image = image_in ? torch::relu(image_in(features)) : features;
   return config_.image_dropout ? drop(image) : image;
@@ -174,13 +126,13 @@ void CaptionDecoderImpl::init_state(const torch::Tensor& image, std::vector<torc
 
 torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const torch::Tensor& tokens) {
   const int64_t T = tokens.size(1);
-  auto image = image_features(features);                 // (B, I)
+  auto image = image_features(features);  // (B, I)
   std::vector<torch::Tensor> h, c;
   init_state(image, h, c);
-  auto x = drop(embed(tokens));                          // (B, T, E)
+  auto x = drop(embed(tokens));  // (B, T, E)
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     auto& layer = *layers[l]->as<RecurrentLayerImpl>();
-    auto pre = layer.project_inputs(x);                  // (B, T, G*H), one product for all steps
+    auto pre = layer.project_inputs(x);  // (B, T, G*H), one product for all steps
     if (config_.image_every_step) pre = pre + layer.project_image(image).unsqueeze(1);
     std::vector<torch::Tensor> outs;
     outs.reserve(T);
@@ -188,9 +140,9 @@ torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const t
       layer.step(pre.select(1, t), h[l], c[l]);
       outs.push_back(h[l]);
     }
-    x = drop(torch::stack(outs, 1));                     // (B, T, H)
+    x = drop(torch::stack(outs, 1));  // (B, T, H)
   }
-  return output(x);                                      // (B, T, V)
+  return output(x);  // (B, T, V)
 }
 
 torch::Tensor CaptionDecoderImpl::loss(const torch::Tensor& features, const torch::Tensor& tokens, double label_smoothing) {
@@ -228,7 +180,7 @@ torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState
     layer.step(pre, s.h[l], s.c[l]);
     x = drop(s.h[l]);
   }
-  return torch::log_softmax(output(x), -1);              // (R, V)
+  return torch::log_softmax(output(x), -1);  // (R, V)
 }
 
 }  // namespace captioner

@@ -13,26 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "decoder/decoder_config.h"
+
 namespace captioner {
-
-struct DecoderConfig {
-  int64_t vocab_size = 0;
-  int64_t feature_dim = 0;
-  int64_t embed_dim = 512;
-  int64_t hidden_dim = 512;
-  int64_t image_dim = 512;       // image projection width; 0 feeds the raw features to W_ih
-  int64_t num_layers = 1;
-  std::string cell = "lstm";     // lstm | gru | rnn
-  double dropout = 0.5;          // on embeddings, between layers, before the output (and the image)
-  bool image_dropout = true;     // also drop out the image features (or their projection)
-  bool image_every_step = true;  // W_ih v in every step's gates
-  bool image_init_state = false; // also h_0 (and c_0) = tanh(W v)
-
-  int64_t gates() const;
-  void validate() const;  // throws std::invalid_argument
-  nlohmann::json to_json() const;
-  static DecoderConfig from_json(const nlohmann::json& j, const std::string& origin);
-};
 
 // One layer of the recurrent cell, unrolled by the caller so the image term and the input
 // projection can be shared across steps.
@@ -89,16 +72,16 @@ class CaptionDecoderImpl : public torch::nn::Module {
   void set_batch_slice(int64_t offset, int64_t global_rows);
 
  private:
-  torch::Tensor drop(const torch::Tensor& x);  // dropout, slice-aware (see set_batch_slice)
+  torch::Tensor drop(const torch::Tensor& x);                   // dropout, slice-aware (see set_batch_slice)
   torch::Tensor image_features(const torch::Tensor& features);  // (B, D) -> (B, I)
   void init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c);
 
   DecoderConfig config_;
   torch::nn::Embedding embed{nullptr};
-  torch::nn::Linear image_in{nullptr};     // D -> I, when image_dim > 0
+  torch::nn::Linear image_in{nullptr};  // D -> I, when image_dim > 0
   torch::nn::Linear init_h{nullptr}, init_c{nullptr};
   torch::nn::ModuleList layers{nullptr};
-  torch::nn::Linear output{nullptr};       // H -> V
+  torch::nn::Linear output{nullptr};  // H -> V
   torch::nn::Dropout dropout{nullptr};
   int64_t slice_offset_ = 0, slice_rows_ = 0;
 };

@@ -18,21 +18,21 @@ namespace captioner {
 struct ImageBatch;
 
 struct CaptionedImage {
-  size_t index = 0;             // position in the input list
+  size_t index = 0;  // position in the input list
   std::filesystem::path file;
   std::string caption;
   double log_prob = 0;
-  std::string thumbnail_jpeg;   // when CaptionPipelineOptions::thumbnail_size > 0
+  std::string thumbnail_jpeg;  // when CaptionPipelineOptions::thumbnail_size > 0
 };
 
 struct CaptionPipelineOptions {
-  int batch_size = 32;           // images per decoder batch (beams of all of them in one tensor)
-  int encoder_batch = 4;         // images per encoder call: MobileNetV2 ran ~3x faster per image at
-                                 // batch 4 than at 32 on 2 cores (its activations stay in cache)
+  int batch_size = 32;    // images per decoder batch (beams of all of them in one tensor)
+  int encoder_batch = 4;  // images per encoder call: MobileNetV2 ran ~3x faster per image at
+                          // batch 4 than at 32 on 2 cores (its activations stay in cache)
   int loader_threads = 2;
   int prefetch = 4;
-  SearchOptions search;         // usually the bundle's defaults with command-line overrides
-  int thumbnail_size = 0;       // > 0: hand back a JPEG thumbnail with each caption (HTML report)
+  SearchOptions search;    // usually the bundle's defaults with command-line overrides
+  int thumbnail_size = 0;  // > 0: hand back a JPEG thumbnail with each caption (HTML report)
   ImageLoaderOptions image;
   // Threads per stage; by default the encoder and the decoder run concurrently, the decoder on
   // one core and the encoder on the others (see ThreadPlan).

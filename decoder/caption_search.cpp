@@ -136,7 +136,7 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
   const int64_t V = scorer.vocab_size();
   scorer.start(views);  // B rows; from step 1 on, row a*K + k holds beam k of active image a
 
-  std::vector<int64_t> active(B);                         // image of each active slot
+  std::vector<int64_t> active(B);  // image of each active slot
   for (int64_t i = 0; i < B; ++i) active[i] = i;
   std::vector<std::vector<Caption>> finished(B);
   std::vector<std::vector<int64_t>> history(B * K);

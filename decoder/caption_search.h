@@ -9,28 +9,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "decoder/search_options.h"
 #include "decoder/sequence_scorer.h"
 
 namespace captioner {
 
-struct SearchOptions {
-  int beam_size = 3;              // 1: greedy
-  int max_length = 20;            // words, not counting <end>
-  int min_length = 1;             // words before <end> may be chosen
-  double length_penalty = 0.0;    // alpha: beams are ranked by log_prob / (words + 1)^alpha
-  int block_ngram_repeat = 0;     // n > 0: never repeat an n-gram within a caption
-  bool block_consecutive_repeat = true;  // never the same word twice in a row ("dog dog")
-  bool suppress_unk = true;
-  bool sample = false;            // sample instead of searching
-  double temperature = 1.0;       // sampling only
-  int top_k = 0;                  // sampling only: 0 = the whole vocabulary
-  uint64_t seed = 0;              // sampling only
-};
-
 struct Caption {
-  std::vector<int64_t> tokens;    // word ids, without <start>/<end>
-  double log_prob = 0;            // sum of log p(token | prefix), <end> included
-  double score = 0;               // what the search ranked by (log_prob with the length penalty)
+  std::vector<int64_t> tokens;  // word ids, without <start>/<end>
+  double log_prob = 0;          // sum of log p(token | prefix), <end> included
+  double score = 0;             // what the search ranked by (log_prob with the length penalty)
 };
 
 // features: the images' feature views, each (B, D). One Caption per image.

@@ -107,9 +107,9 @@ std::unique_ptr<DistributedGroup> DistributedGroup::connect(const DistributedOpt
     c10::intrusive_ptr<c10d::Store> store;
     if (env("TORCHELASTIC_USE_AGENT_STORE") == "True") {
       so.isServer = false;
-      store = c10::make_intrusive<c10d::PrefixStore>(
-          "/worker/attempt_" + std::to_string(env_int("TORCHELASTIC_RESTART_COUNT", 0)),
-          c10::make_intrusive<c10d::TCPStore>(addr, so));
+      store =
+          c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(env_int("TORCHELASTIC_RESTART_COUNT", 0)),
+                                                 c10::make_intrusive<c10d::TCPStore>(addr, so));
     } else {
       so.isServer = w.rank == 0;
       so.numWorkers = static_cast<size_t>(w.world_size);
@@ -129,10 +129,10 @@ std::unique_ptr<DistributedGroup> DistributedGroup::connect(const DistributedOpt
     options->threads = 1;  // the work is small messages; the cores belong to the model
     impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, w.rank, w.world_size, options);
   } catch (const std::exception& e) {
-    throw std::runtime_error("rank " + std::to_string(w.rank) + " of " + std::to_string(w.world_size) +
-                             ": could not join the others at " + where + " within " + std::to_string(o.timeout.count()) +
-                             " s (is every rank started, with the same MASTER_ADDR/MASTER_PORT? --dist-timeout): " +
-                             first_line(e));
+    throw std::runtime_error(
+        "rank " + std::to_string(w.rank) + " of " + std::to_string(w.world_size) + ": could not join the others at " + where +
+        " within " + std::to_string(o.timeout.count()) +
+        " s (is every rank started, with the same MASTER_ADDR/MASTER_PORT? --dist-timeout): " + first_line(e));
   }
   return std::unique_ptr<DistributedGroup>(new DistributedGroup(std::move(impl), w.rank, w.world_size));
 }

@@ -23,10 +23,10 @@ class Tensor;
 namespace captioner {
 
 struct DistributedOptions {
-  int rank = -1;                 // -1: $RANK, else 0
-  int world_size = -1;           // -1: $WORLD_SIZE, else 1
-  std::string master_addr;       // empty: $MASTER_ADDR, else 127.0.0.1
-  int master_port = 0;           // 0: $MASTER_PORT, else 29500
+  int rank = -1;                      // -1: $RANK, else 0
+  int world_size = -1;                // -1: $WORLD_SIZE, else 1
+  std::string master_addr;            // empty: $MASTER_ADDR, else 127.0.0.1
+  int master_port = 0;                // 0: $MASTER_PORT, else 29500
   std::chrono::seconds timeout{300};  // waiting for a peer at start or in any collective
 };
 

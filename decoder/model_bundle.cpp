@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "decoder/install_paths.h"
 #include "datasets/file_io.h"
 #include "datasets/json_util.h"
 
@@ -34,11 +35,11 @@ ModelBundle make_ensemble(std::vector<ModelBundle> parts, bool flip_tta) {
   std::vector<BundleMember> decoders = std::move(out.members);
   for (size_t i = 1; i < parts.size(); ++i) {
     if (parts[i].vocab.fingerprint() != out.vocab.fingerprint()) {
-      throw std::invalid_argument("model " + std::to_string(i + 1) + " has another vocabulary: ensemble members must be trained on the same captions with the same --min-word-count");
+      throw std::invalid_argument(
+          "model " + std::to_string(i + 1) +
+          " has another vocabulary: ensemble members must be trained on the same captions with the same --min-word-count");
     }
-    if (parts[i].encoder.fingerprint() != out.encoder.fingerprint() ||
-        (!parts[i].encoder.weights_hash.empty() && !out.encoder.weights_hash.empty() &&
-         parts[i].encoder.weights_hash != out.encoder.weights_hash)) {
+    if (!same_encoder(parts[i].encoder, out.encoder)) {
       throw std::invalid_argument("model " + std::to_string(i + 1) + " was trained with another encoder");
     }
     for (auto& m : parts[i].members) decoders.push_back(std::move(m));
@@ -96,41 +97,6 @@ void load_decoder_weights(CaptionDecoder& decoder, const fs::path& file) {
   }
 }
 
-json search_options_to_json(const SearchOptions& o) {
-  return json{{"beam_size", o.beam_size},
-              {"max_length", o.max_length},
-              {"min_length", o.min_length},
-              {"length_penalty", o.length_penalty},
-              {"block_ngram_repeat", o.block_ngram_repeat},
-              {"block_consecutive_repeat", o.block_consecutive_repeat},
-              {"suppress_unk", o.suppress_unk}};
-}
-
-SearchOptions search_options_from_json(const json& j, const std::string& origin) {
-  SearchOptions o;
-  JsonView v(j, origin, "search");
-  if (v.has("beam_size")) o.beam_size = static_cast<int>(v.at("beam_size").as_int());
-  if (v.has("max_length")) o.max_length = static_cast<int>(v.at("max_length").as_int());
-  if (v.has("min_length")) o.min_length = static_cast<int>(v.at("min_length").as_int());
-  if (v.has("length_penalty")) o.length_penalty = v.at("length_penalty").as_number();
-  if (v.has("block_ngram_repeat")) o.block_ngram_repeat = static_cast<int>(v.at("block_ngram_repeat").as_int());
-  if (v.has("block_consecutive_repeat")) o.block_consecutive_repeat = v.at("block_consecutive_repeat").as_bool();
-  if (v.has("suppress_unk")) o.suppress_unk = v.at("suppress_unk").as_bool();
-  // The same ranges the command line accepts: a hand-edited 100000-wide beam would otherwise
-  // allocate gigabytes before failing inside LibTorch.
-  auto range = [&](const char* key, int value, int lo, int hi) {
-    if (value < lo || value > hi) v.at(key).fail("must be between " + std::to_string(lo) + " and " + std::to_string(hi));
-  };
-  if (v.has("beam_size")) range("beam_size", o.beam_size, 1, 64);
-  if (v.has("max_length")) range("max_length", o.max_length, 1, 200);
-  if (v.has("min_length")) range("min_length", o.min_length, 0, 200);
-  if (v.has("block_ngram_repeat")) range("block_ngram_repeat", o.block_ngram_repeat, 0, 10);
-  if (v.has("length_penalty") && !(o.length_penalty >= 0 && o.length_penalty <= 10)) {
-    v.at("length_penalty").fail("must be between 0 and 10");
-  }
-  return o;
-}
-
 void ModelBundle::save(const fs::path& dir, bool fp16) const {
   if (members.empty()) throw std::invalid_argument("cannot save a model bundle without a decoder");
   fs::path target = fs::absolute(dir);
@@ -152,7 +118,9 @@ void ModelBundle::save(const fs::path& dir, bool fp16) const {
       save_decoder_weights(decoder, target / name, fp16);
       written.emplace_back(impl, name);
     }
-    jm.push_back({{"weights", name}, {"dtype", fp16 ? "float16" : "float32"}, {"view", members[i].view},
+    jm.push_back({{"weights", name},
+                  {"dtype", fp16 ? "float16" : "float32"},
+                  {"view", members[i].view},
                   {"decoder", members[i].decoder->config().to_json()}});
   }
   // The encoder is referenced, not copied: relative to the bundle when it lives nearby.
@@ -170,26 +138,6 @@ void ModelBundle::save(const fs::path& dir, bool fp16) const {
               {"training", training}};
   write_file_atomic(target / "config.json", config.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
-
-namespace {
-// First of <exe>/../<rel>, <exe>/../share/captioner/<rel>, ./<rel> where `probe` exists.
-fs::path find_project_file(const fs::path& rel, const fs::path& probe) {
-  std::vector<fs::path> candidates;
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n > 0) {
-    fs::path exe_dir = fs::path(std::string(buf, static_cast<size_t>(n))).parent_path();
-    candidates.push_back(exe_dir / ".." / rel);                     // build/captioner in the source tree
-    candidates.push_back(exe_dir / "../share/captioner" / rel);     // installed
-  }
-  candidates.push_back(fs::current_path() / rel);
-  for (const auto& c : candidates) {
-    std::error_code ec;
-    if (fs::exists(probe.empty() ? c : c / probe, ec)) return c.lexically_normal();
-  }
-  return candidates.front().lexically_normal();
-}
-}  // namespace
 
 ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
   fs::path config_file = dir / "config.json";
@@ -227,20 +175,17 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
   if (!fs::exists(b.encoder_file, ec)) {
     // A model folder copied elsewhere loses the relative path to its encoder: look for the same
     // file among the installation's encoders (the identity check below proves it is the same).
-    const fs::path installed = find_project_file(fs::path("models/encoders") / enc.filename(), "");
+    const fs::path installed = find_installed_file(fs::path("models/encoders") / enc.filename(), "");
     if (enc.is_absolute() || !fs::exists(installed, ec)) {
       throw std::runtime_error("model " + dir.string() + " needs encoder " + b.encoder_file.string() +
                                ", which does not exist (nor " + installed.string() +
-                               "): run scripts/setup.sh to build the default encoder, or fix \"encoder.file\" in " + config_file.string());
+                               "): run scripts/setup.sh to build the default encoder, or fix \"encoder.file\" in " +
+                               config_file.string());
     }
     b.encoder_file = installed;
   }
   EncoderInfo actual = EncoderInfo::load_sidecar(b.encoder_file);
-  if (actual.fingerprint() != b.encoder.fingerprint()) {
-    throw std::runtime_error("model " + dir.string() + " was trained on features of encoder \"" + b.encoder.name +
-                             "\" but " + b.encoder_file.string() + " is \"" + actual.name +
-                             "\" (different weights or preprocessing); use the encoder it was trained with");
-  }
+  check_same_encoder(b.encoder, actual, "model " + dir.string());
   b.encoder.model_file = b.encoder_file;
 
   auto members = root.at("members");
@@ -274,22 +219,6 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
   if (root.has("search")) b.search = search_options_from_json(config["search"], origin);
   if (root.has("training")) b.training = config["training"];
   return b;
-}
-
-
-fs::path default_model_dir() {
-  if (const char* env = std::getenv("CAPTIONER_MODEL"); env && *env) return env;
-  return find_project_file("models/default", "config.json");
-}
-
-fs::path default_encoder_file() { return find_project_file("models/encoders/mobilenet_v2.pt", ""); }
-
-fs::path default_cache_dir() {
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return fs::path(x) / "captioner";
-  if (const char* h = std::getenv("HOME"); h && *h) return fs::path(h) / ".cache/captioner";
-  // No home: a folder of this user's own under /tmp, never one that another user could have
-  // created first and filled with planted features.
-  return fs::temp_directory_path() / ("captioner-cache-" + std::to_string(::getuid()));
 }
 
 }  // namespace captioner

@@ -20,21 +20,21 @@ namespace captioner {
 
 struct BundleMember {
   CaptionDecoder decoder{nullptr};
-  size_t view = 0;              // feature view it reads: 0 the photo, 1 mirrored
-  std::string weights_file;     // relative to the bundle directory
+  size_t view = 0;           // feature view it reads: 0 the photo, 1 mirrored
+  std::string weights_file;  // relative to the bundle directory
 };
 
 struct ModelBundle {
   static constexpr int kFormatVersion = 1;
 
   Vocabulary vocab;
-  EncoderInfo encoder;          // as recorded when the model was trained
-  std::filesystem::path encoder_file;  // resolved path of the TorchScript encoder
-  std::vector<BundleMember> members;   // one decoder, or an ensemble
-  SearchOptions search;         // decoding defaults chosen on validation data
+  EncoderInfo encoder;                                 // as recorded when the model was trained
+  std::filesystem::path encoder_file;                  // resolved path of the TorchScript encoder
+  std::vector<BundleMember> members;                   // one decoder, or an ensemble
+  SearchOptions search;                                // decoding defaults chosen on validation data
   nlohmann::json training = nlohmann::json::object();  // command, data, epochs, scores...
 
-  size_t num_views() const;     // 1, or 2 when a member reads the mirrored photo
+  size_t num_views() const;  // 1, or 2 when a member reads the mirrored photo
   std::unique_ptr<SequenceScorer> make_scorer() const;
 
   // Writes the bundle to `dir` atomically (a staged directory swapped in). fp16 halves the size.
@@ -54,19 +54,5 @@ void save_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& 
 // disk included), the temporary file is removed, and the error is one line naming the file.
 void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::filesystem::path& file);
 void load_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file);
-
-nlohmann::json search_options_to_json(const SearchOptions& o);
-SearchOptions search_options_from_json(const nlohmann::json& j, const std::string& origin);
-
-// The model `captioner caption` uses without --model: $CAPTIONER_MODEL, else models/default next
-// to the executable's source tree or the current directory.
-std::filesystem::path default_model_dir();
-
-// The encoder `captioner train` uses without --encoder: models/encoders/mobilenet_v2.pt (what
-// scripts/setup.sh builds), found like default_model_dir().
-std::filesystem::path default_encoder_file();
-
-// $XDG_CACHE_HOME/captioner, or ~/.cache/captioner.
-std::filesystem::path default_cache_dir();
 
 }  // namespace captioner

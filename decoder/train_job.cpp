@@ -1,11 +1,14 @@
 #include "decoder/train_job.h"
 
+#include <torch/torch.h>
+
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 
 #include "datasets/caption_dataset.h"
 #include "datasets/file_io.h"
+#include "decoder/trainer.h"
 #include "encoder/feature_cache.h"
 #include "encoder/threading.h"
 #include "vocab/tokenizer.h"
@@ -91,10 +94,9 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   if (group) refusal = group->broadcast_bytes(refusal);
   if (!refusal.empty()) throw std::runtime_error(main_rank ? refusal : "rank 0 refused to start: " + refusal);
   auto say = cb.trainer.on_message;
-  CaptionDataset train = load_split(job.train_captions, job.train_images, job.train_split, job.karpathy_train_split,
-                                    job.max_train_images);
-  CaptionDataset val = load_split(job.val_captions, job.val_images, job.val_split, job.karpathy_val_split,
-                                  job.max_val_images);
+  CaptionDataset train =
+      load_split(job.train_captions, job.train_images, job.train_split, job.karpathy_train_split, job.max_train_images);
+  CaptionDataset val = load_split(job.val_captions, job.val_images, job.val_split, job.karpathy_val_split, job.max_val_images);
   for (const auto* ds : {&train, &val}) {
     for (const auto& w : ds->warnings) {
       if (say) say("warning: " + w);
@@ -149,7 +151,8 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
     // Fine-tuning: the starting model fixes the vocabulary and the decoder's shape.
     ModelBundle init = ModelBundle::load(job.init_from, device);
     if (init.members.size() != 1 || init.members[0].view != 0) {
-      throw std::runtime_error("--init-from " + job.init_from.string() + ": can only continue from a single model, not an ensemble");
+      throw std::runtime_error("--init-from " + job.init_from.string() +
+                               ": can only continue from a single model, not an ensemble");
     }
     check_same_encoder(init.encoder, encoder.info(), "--init-from " + job.init_from.string());
     model.vocab = init.vocab;
@@ -186,14 +189,26 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   const auto& t = job.trainer;
   model.training = {
       {"command", job.command_line},
-      {"train", {{"captions", job.train_captions.string()}, {"images", train.records.size()}, {"captions_used", data.captions.size()}}},
+      {"train",
+       {{"captions", job.train_captions.string()}, {"images", train.records.size()}, {"captions_used", data.captions.size()}}},
       {"validation", {{"captions", job.val_captions.string()}, {"images", val.records.size()}}},
-      {"options", {{"epochs", t.epochs}, {"batch_size", t.batch_size}, {"learning_rate", t.learning_rate},
-                   {"lr_decay", t.lr_decay}, {"lr_decay_every", t.lr_decay_every}, {"weight_decay", t.weight_decay},
-                   {"grad_clip", t.grad_clip}, {"label_smoothing", t.label_smoothing}, {"ema_decay", t.ema_decay}, {"patience", t.patience},
-                   {"flip_augment", t.flip_augment}, {"seed", t.seed}, {"min_word_count", job.min_word_count},
-                   {"max_caption_length", job.max_caption_length}, {"objective", t.objective},
-                   {"init_from", job.init_from.string()}}}};
+      {"options",
+       {{"epochs", t.epochs},
+        {"batch_size", t.batch_size},
+        {"learning_rate", t.learning_rate},
+        {"lr_decay", t.lr_decay},
+        {"lr_decay_every", t.lr_decay_every},
+        {"weight_decay", t.weight_decay},
+        {"grad_clip", t.grad_clip},
+        {"label_smoothing", t.label_smoothing},
+        {"ema_decay", t.ema_decay},
+        {"patience", t.patience},
+        {"flip_augment", t.flip_augment},
+        {"seed", t.seed},
+        {"min_word_count", job.min_word_count},
+        {"max_caption_length", job.max_caption_length},
+        {"objective", t.objective},
+        {"init_from", job.init_from.string()}}}};
   if (say && group) {
     say("data-parallel over " + std::to_string(group->world_size()) + " processes: each takes " +
         std::to_string(job.trainer.batch_size / group->world_size()) + " of every " + std::to_string(job.trainer.batch_size) +

@@ -40,7 +40,8 @@ Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, Trai
     throw std::invalid_argument("validation features and references differ in count");
   }
   if (options_.batch_size < 1 || options_.epochs < 1) throw std::invalid_argument("batch size and epochs must be >= 1");
-  if (options_.flip_augment && !train_.flipped.defined()) throw std::invalid_argument("flip augmentation needs mirrored features");
+  if (options_.flip_augment && !train_.flipped.defined())
+    throw std::invalid_argument("flip augmentation needs mirrored features");
   if (is_main()) fs::create_directories(out_);
   device_ = decoder_->parameters().front().device();
   if (options_.objective != "xe" && options_.objective != "scst") {
@@ -94,9 +95,8 @@ std::vector<std::vector<int64_t>> Trainer::epoch_batches(int epoch) const {
   const size_t bucket = static_cast<size_t>(options_.batch_size) * kBucketBatches;
   for (size_t start = 0; start < order.size(); start += bucket) {
     auto end = order.begin() + static_cast<std::ptrdiff_t>(std::min(order.size(), start + bucket));
-    std::stable_sort(order.begin() + static_cast<std::ptrdiff_t>(start), end, [&](int64_t a, int64_t b) {
-      return train_.captions[a].size() < train_.captions[b].size();
-    });
+    std::stable_sort(order.begin() + static_cast<std::ptrdiff_t>(start), end,
+                     [&](int64_t a, int64_t b) { return train_.captions[a].size() < train_.captions[b].size(); });
   }
   std::vector<std::vector<int64_t>> batches;
   for (size_t start = 0; start < order.size(); start += options_.batch_size) {
@@ -262,14 +262,18 @@ std::string Trainer::fingerprint() const {
   h = fnv1a64(decoder_->config().to_json().dump(), h);
   h = fnv1a64(model_.encoder.fingerprint(), h);
   for (size_t i = 0; i < train_.captions.size(); ++i) {
-    h = fnv1a64(std::string_view(reinterpret_cast<const char*>(train_.captions[i].data()),
-                                 train_.captions[i].size() * sizeof(int64_t)), h);
+    h = fnv1a64(
+        std::string_view(reinterpret_cast<const char*>(train_.captions[i].data()), train_.captions[i].size() * sizeof(int64_t)),
+        h);
     h = fnv1a64(std::to_string(train_.caption_image[i]), h);
   }
-  json o{{"objective", options_.objective}, {"samples", options_.scst_samples}, {"images", options_.scst_images},
-         {"scst_len", options_.scst_max_length}, {"batch", options_.batch_size}, {"lr", options_.learning_rate}, {"decay", options_.lr_decay},
-         {"every", options_.lr_decay_every}, {"wd", options_.weight_decay}, {"clip", options_.grad_clip},
-         {"smooth", options_.label_smoothing}, {"ema", options_.ema_decay}, {"flip", options_.flip_augment}, {"seed", options_.seed},
+  json o{{"objective", options_.objective},    {"samples", options_.scst_samples},
+         {"images", options_.scst_images},     {"scst_len", options_.scst_max_length},
+         {"batch", options_.batch_size},       {"lr", options_.learning_rate},
+         {"decay", options_.lr_decay},         {"every", options_.lr_decay_every},
+         {"wd", options_.weight_decay},        {"clip", options_.grad_clip},
+         {"smooth", options_.label_smoothing}, {"ema", options_.ema_decay},
+         {"flip", options_.flip_augment},      {"seed", options_.seed},
          {"n_train", train_.features.size(0)}, {"n_val", val_.features.size(0)}};
   return hex64(fnv1a64(o.dump(), h));
 }
@@ -397,23 +401,30 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
     if (cb.on_message) cb.on_message(m);
   };
   TrainResult result;
-  json state{{"step", 0}, {"best_bleu4", -1.0}, {"best_epoch", 0}, {"bad_epochs", 0}, {"epoch_loss_sum", 0.0},
-             {"epoch_loss_count", 0}, {"epoch_seconds", 0.0}, {"history", json::array()}};
+  json state{{"step", 0},
+             {"best_bleu4", -1.0},
+             {"best_epoch", 0},
+             {"bad_epochs", 0},
+             {"epoch_loss_sum", 0.0},
+             {"epoch_loss_count", 0},
+             {"epoch_seconds", 0.0},
+             {"history", json::array()}};
   int start_epoch = 0;
   int64_t start_batch = 0;
   if (options_.resume && load_checkpoint(state)) {
     start_epoch = state.at("epoch");
     start_batch = state.at("next_batch");
     truncate_metrics(state.at("step"));
-    say("resuming from " + (out_ / "checkpoint.pt").string() + " at epoch " + std::to_string(start_epoch + 1) +
-        ", batch " + std::to_string(start_batch));
+    say("resuming from " + (out_ / "checkpoint.pt").string() + " at epoch " + std::to_string(start_epoch + 1) + ", batch " +
+        std::to_string(start_batch));
   } else {
     if (options_.resume) say("no checkpoint in " + out_.string() + ": starting from scratch");
     std::error_code ec;
     if (is_main()) fs::remove(out_ / "metrics.jsonl", ec);
   }
   for (size_t i = 0; i < state.at("history").size(); ++i) {
-    result.history.push_back(epoch_report_from_json(JsonView(state["history"][i], (out_ / "checkpoint.pt").string(), "history[" + std::to_string(i) + "]")));
+    result.history.push_back(epoch_report_from_json(
+        JsonView(state["history"][i], (out_ / "checkpoint.pt").string(), "history[" + std::to_string(i) + "]")));
   }
   // A run that ended because it reached its epoch count continues when asked for more epochs
   // (`--resume --epochs 3` after one epoch); one that early stopping ended stays ended.
@@ -428,7 +439,8 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
                   std::to_string(options_.epochs) + ")");
     result.epochs_completed = start_epoch;
     result.best_epoch = state.at("best_epoch");
-    for (const auto& r : result.history) if (r.epoch == result.best_epoch) result.best_bleu = r.bleu;
+    for (const auto& r : result.history)
+      if (r.epoch == result.best_epoch) result.best_bleu = r.bleu;
     return result;
   }
 

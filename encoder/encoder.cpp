@@ -67,12 +67,12 @@ std::string weights_hash(const torch::jit::Module& module, const std::filesystem
 // while a fresh copy runs any one shape repeatedly. So each shape gets its own copy, loaded from
 // the file's bytes; a run uses two or three shapes (its batch, a last partial batch).
 struct Encoder::Int8Instances {
-  std::string bytes;                       // the TorchScript file
+  std::string bytes;                          // the TorchScript file
   std::shared_ptr<torch::jit::Module> fresh;  // the copy Encoder::load made, not yet run
   std::mutex mutex;
   std::map<std::pair<int, int64_t>, std::shared_ptr<torch::jit::Module>> by_shape;
   std::list<std::pair<int, int64_t>> order;  // oldest first, for eviction
-  static constexpr size_t kMaxCopies = 6;  // ~8 MB each
+  static constexpr size_t kMaxCopies = 6;    // ~8 MB each
 };
 
 torch::jit::Module& Encoder::module_for(int64_t batch) {
@@ -144,10 +144,11 @@ torch::Tensor Encoder::encode(const torch::Tensor& images) {
   torch::Tensor out;
   try {
     out = module_for(images.size(0)).forward({images.to(device_)}).toTensor();
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
     // The TorchScript interpreter's message carries a two-part traceback; its last line says what
     // went wrong.
-    std::string what = e.what_without_backtrace();
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    std::string what = c10_error ? c10_error->what_without_backtrace() : e.what();
     while (!what.empty() && (what.back() == '\n' || what.back() == ' ')) what.pop_back();
     const size_t nl = what.rfind('\n');
     throw std::runtime_error("encoder " + info_.model_file.string() + " failed on a batch of " + std::to_string(images.size(0)) +

@@ -23,7 +23,7 @@ struct FeatureSet {
 };
 
 struct FeatureCacheOptions {
-  std::filesystem::path cache_dir;    // empty: compute without caching
+  std::filesystem::path cache_dir;  // empty: compute without caching
   bool with_flipped = false;
   int batch_size = 8;
   int workers = 2;

@@ -18,12 +18,12 @@
 namespace captioner {
 
 struct ImageBatch {
-  size_t number = 0;                  // 0-based batch number
-  std::vector<size_t> indices;        // inputs that loaded, in input order
-  torch::Tensor pixels;               // (indices.size(), 3, H, W) float32
-  torch::Tensor flipped;              // same, mirrored left-right; defined only when asked for
-  std::vector<ImageError> failures;   // inputs of this batch that did not load
-  std::vector<size_t> failed_indices; // their positions in the input list
+  size_t number = 0;                    // 0-based batch number
+  std::vector<size_t> indices;          // inputs that loaded, in input order
+  torch::Tensor pixels;                 // (indices.size(), 3, H, W) float32
+  torch::Tensor flipped;                // same, mirrored left-right; defined only when asked for
+  std::vector<ImageError> failures;     // inputs of this batch that did not load
+  std::vector<size_t> failed_indices;   // their positions in the input list
   std::vector<std::string> thumbnails;  // JPEG thumbnails of the loaded images, when asked for
 };
 
@@ -34,7 +34,6 @@ struct ImageBatcherOptions {
   bool with_flipped = false;  // also produce mirrored copies (test-time augmentation, training)
   int thumbnail_size = 0;     // > 0: also a JPEG thumbnail whose longer side is this many pixels
 };
-
 
 class ImageBatcher {
  public:
@@ -58,8 +57,8 @@ class ImageBatcher {
   size_t num_batches_ = 0;
 
   std::mutex mutex_;
-  std::condition_variable ready_;   // a batch was finished
-  std::condition_variable space_;   // the consumer took one
+  std::condition_variable ready_;  // a batch was finished
+  std::condition_variable space_;  // the consumer took one
   std::map<size_t, ImageBatch> done_;
   size_t next_to_load_ = 0;
   size_t next_to_hand_out_ = 0;

@@ -59,8 +59,8 @@ ImageFileList collect_images(const std::vector<std::string>& inputs, bool recurs
       // a parent (`ln -s .. loop`) would otherwise recurse until the paths grow too long, and
       // list the same photos again under every detour.
       std::set<fs::path> entered{fs::weakly_canonical(p, ec)};
-      fs::recursive_directory_iterator it(p, fs::directory_options::follow_directory_symlink |
-                                                 fs::directory_options::skip_permission_denied, ec);
+      fs::recursive_directory_iterator it(
+          p, fs::directory_options::follow_directory_symlink | fs::directory_options::skip_permission_denied, ec);
       for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
         std::error_code ec2;
         if (it->is_directory(ec2)) {

@@ -10,9 +10,9 @@
 namespace captioner {
 
 struct ImageFileList {
-  std::vector<std::filesystem::path> images;   // sorted within each folder, inputs in given order
-  std::vector<std::string> problems;           // inputs that do not exist or cannot be listed
-  size_t skipped_non_images = 0;               // files in scanned folders that are not images
+  std::vector<std::filesystem::path> images;  // sorted within each folder, inputs in given order
+  std::vector<std::string> problems;          // inputs that do not exist or cannot be listed
+  size_t skipped_non_images = 0;              // files in scanned folders that are not images
 };
 
 ImageFileList collect_images(const std::vector<std::string>& inputs, bool recursive);

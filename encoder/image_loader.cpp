@@ -14,8 +14,7 @@ namespace captioner {
 
 namespace fs = std::filesystem;
 
-ImageLoader::ImageLoader(PreprocessSpec spec, ImageLoaderOptions options)
-    : spec_(std::move(spec)), options_(options) {}
+ImageLoader::ImageLoader(PreprocessSpec spec, ImageLoaderOptions options) : spec_(std::move(spec)), options_(options) {}
 
 bool has_image_extension(const fs::path& file) {
   std::string ext = file.extension().string();
@@ -55,8 +54,9 @@ cv::Mat shrink_to_working_size(const cv::Mat& m) {
   if (side <= kMaxWorkingSide) return m;
   const double scale = static_cast<double>(kMaxWorkingSide) / side;
   cv::Mat out;
-  cv::resize(m, out, cv::Size(std::max(1, static_cast<int>(std::lround(m.cols * scale))),
-                              std::max(1, static_cast<int>(std::lround(m.rows * scale)))),
+  cv::resize(m, out,
+             cv::Size(std::max(1, static_cast<int>(std::lround(m.cols * scale))),
+                      std::max(1, static_cast<int>(std::lround(m.rows * scale)))),
              0, 0, cv::INTER_AREA);
   return out;
 }
@@ -65,10 +65,19 @@ cv::Mat to_8bit(const cv::Mat& m) {
   if (m.depth() == CV_8U) return m;
   cv::Mat out;
   switch (m.depth()) {
-    case CV_16U: m.convertTo(out, CV_8U, 255.0 / 65535.0); break;
-    case CV_16S: m.convertTo(out, CV_8U, 255.0 / 32767.0); break;
-    case CV_32F: case CV_64F: m.convertTo(out, CV_8U, 255.0); break;  // floats are 0..1
-    default: m.convertTo(out, CV_8U); break;
+    case CV_16U:
+      m.convertTo(out, CV_8U, 255.0 / 65535.0);
+      break;
+    case CV_16S:
+      m.convertTo(out, CV_8U, 255.0 / 32767.0);
+      break;
+    case CV_32F:
+    case CV_64F:
+      m.convertTo(out, CV_8U, 255.0);
+      break;  // floats are 0..1
+    default:
+      m.convertTo(out, CV_8U);
+      break;
   }
   return out;
 }
@@ -190,8 +199,6 @@ void ImageLoader::preprocess(const cv::Mat& rgb, float* chw, bool flip) const {
   }
 }
 
-void ImageLoader::load_into(const fs::path& file, float* chw, bool flip) const {
-  preprocess(decode(file), chw, flip);
-}
+void ImageLoader::load_into(const fs::path& file, float* chw, bool flip) const { preprocess(decode(file), chw, flip); }
 
 }  // namespace captioner

@@ -103,18 +103,22 @@ EncoderInfo EncoderInfo::from_json(const json& j, const std::string& origin) {
   return info;
 }
 
+bool same_encoder(const EncoderInfo& a, const EncoderInfo& b) {
+  if (a.fingerprint() != b.fingerprint()) return false;
+  return a.weights_hash.empty() || b.weights_hash.empty() || a.weights_hash == b.weights_hash;
+}
+
 void check_same_encoder(const EncoderInfo& trained_with, const EncoderInfo& actual, const std::string& model_name) {
+  if (same_encoder(trained_with, actual)) return;
   if (trained_with.fingerprint() != actual.fingerprint()) {
-    throw std::runtime_error(model_name + " was trained with encoder \"" + trained_with.name + "\" (" + trained_with.arch + ", " +
-                             std::to_string(trained_with.feature_dim) + "-d), not with " + actual.model_file.string() +
-                             " (\"" + actual.name + "\", " + actual.arch + ", " + std::to_string(actual.feature_dim) +
-                             "-d, or other preprocessing)");
+    throw std::runtime_error(model_name + " was trained on features of encoder \"" + trained_with.name + "\" (" +
+                             trained_with.arch + ", " + std::to_string(trained_with.feature_dim) + "-d), not with " +
+                             actual.model_file.string() + " (\"" + actual.name + "\", " + actual.arch + ", " +
+                             std::to_string(actual.feature_dim) + "-d, or other preprocessing)");
   }
-  if (!trained_with.weights_hash.empty() && !actual.weights_hash.empty() && trained_with.weights_hash != actual.weights_hash) {
-    throw std::runtime_error(actual.model_file.string() + " has other weights than the encoder " + model_name +
-                             " was trained with (weights " + actual.weights_hash + ", expected " + trained_with.weights_hash +
-                             "); re-create it with scripts/make_default_encoder.sh or retrain the model");
-  }
+  throw std::runtime_error(actual.model_file.string() + " has other weights than the encoder " + model_name +
+                           " was trained with (weights " + actual.weights_hash + ", expected " + trained_with.weights_hash +
+                           "); re-create it with scripts/make_default_encoder.sh or retrain the model");
 }
 
 EncoderInfo EncoderInfo::load_sidecar(const std::filesystem::path& model_file) {

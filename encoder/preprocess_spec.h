@@ -15,11 +15,11 @@ struct PreprocessSpec {
   enum class Resize { kStretch, kShorterSideCrop };
   int64_t input_height = 224;
   int64_t input_width = 224;
-  Resize resize = Resize::kStretch;  // stretch to the input size, or shorter side + centre crop
-  int64_t resize_size = 256;         // shorter side before the crop (kShorterSideCrop only)
+  Resize resize = Resize::kStretch;                   // stretch to the input size, or shorter side + centre crop
+  int64_t resize_size = 256;                          // shorter side before the crop (kShorterSideCrop only)
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};  // applied to values in [0, 1], RGB order
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
-  bool bgr = false;                  // feed channels as BGR (Caffe-style networks)
+  bool bgr = false;  // feed channels as BGR (Caffe-style networks)
 
   nlohmann::json to_json() const;
   // Reads the spec fields of an encoder sidecar; errors name `origin`.
@@ -52,8 +52,10 @@ struct EncoderInfo {
   static EncoderInfo load_sidecar(const std::filesystem::path& model_file);
 };
 
-// Throws when `actual` cannot stand in for the encoder a model was trained with: another
-// preprocessing, feature size or architecture, or (when both are known) other weights.
+// The one identity rule for encoders: the same sidecar fingerprint (architecture, width,
+// preprocessing) and, where both are known, the same weights.
+bool same_encoder(const EncoderInfo& a, const EncoderInfo& b);
+// Throws, naming both, when `actual` is not the same_encoder() a model was trained with.
 void check_same_encoder(const EncoderInfo& trained_with, const EncoderInfo& actual, const std::string& model_name);
 
 }  // namespace captioner

@@ -18,6 +18,7 @@ PACKAGES=(
   darknet                                    # its sample photos (dog, eagle, horses...) for the README demo
   chromium                                   # tests open the HTML report in a real headless browser
   clang libclang-rt-14-dev                   # libFuzzer targets (tests/fuzz) and the sanitizer runtime
+  clang-format                               # the house style (.clang-format), checked in CI
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -61,7 +61,7 @@ TEST(BadInput, MessyFolderIsCaptionedAndEveryBadFileNamedOnce) {
   write_text(dir / "empty.jpg", "");
   std::string j = jpeg({1, 2, 3});
   write_text(dir / "half.jpg", j.substr(0, j.size() / 2));
-  write_text(dir / "notes.txt", "a text file");        // not an image: skipped silently in a folder scan
+  write_text(dir / "notes.txt", "a text file");  // not an image: skipped silently in a folder scan
   write_text(dir / "text_named.png", "hello, not a png");
   write_text(dir / "paper.pdf.jpg", "%PDF-1.5 fake document");
   std::string big = png({0});
@@ -73,7 +73,8 @@ TEST(BadInput, MessyFolderIsCaptionedAndEveryBadFileNamedOnce) {
   auto r = f.caption(dir.string() + " --recursive --format jsonl");
   EXPECT_EQ(r.exit_code, 1) << "failures must show in the exit code\n" << r.err;
   std::set<std::string> captioned;
-  for (const auto& l : lines(r.out)) captioned.insert(fs::path(json::parse(l)["file_name"].get<std::string>()).filename().string());
+  for (const auto& l : lines(r.out))
+    captioned.insert(fs::path(json::parse(l)["file_name"].get<std::string>()).filename().string());
   for (const char* good : {"good.jpg", "gray.png", "rgba.png", "deep16.png", "tiny.png", "png_named.jpg",
                            "caf\xC3\xA9 with space.png", "cmyk.jpg", "link_to_good.jpg", "inner.jpg", "innermost.png"}) {
     EXPECT_TRUE(captioned.count(good)) << good << " was not captioned\n" << r.err;
@@ -113,8 +114,8 @@ TEST(BadInput, UnreadableFileIsReported) {
     }
     prefix = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
   }
-  auto r = run_shell(prefix + "'" + std::string(CAPTIONER_BINARY) + "' caption " + dir.string() + " --model " +
-                     f.model.string() + " -q");
+  auto r = run_shell(prefix + "'" + std::string(CAPTIONER_BINARY) + "' caption " + dir.string() + " --model " + f.model.string() +
+                     " -q");
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.out.find("ok.png"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("secret.png: cannot open: Permission denied"), std::string::npos) << r.err;
@@ -165,7 +166,9 @@ TEST(BadInput, BrokenModelsAndCaptionFilesGiveOneLineErrors) {
   one_line_error(run_cli("caption " + (f.tmp / "ok.png").string() + " --model " + (f.tmp / "nomodel").string()), "not found");
 
   // eval with broken caption files.
-  write_text(f.tmp / "bad.json", "{\"images\": [{\"id\": 1, \"file_name\": \"a.jpg\"}], \"annotations\": [{\"image_id\": \"1\", \"caption\": \"x\"}]}");
+  write_text(
+      f.tmp / "bad.json",
+      "{\"images\": [{\"id\": 1, \"file_name\": \"a.jpg\"}], \"annotations\": [{\"image_id\": \"1\", \"caption\": \"x\"}]}");
   write_text(f.tmp / "r.json", "[{\"image_id\": 1, \"caption\": \"a dog\"}]");
   one_line_error(run_cli("eval --results " + (f.tmp / "r.json").string() + " --annotations " + (f.tmp / "bad.json").string()),
                  "annotations[0].image_id: expected an integer, found string");

@@ -78,7 +78,8 @@ TEST(CocoLoader, RejectsMalformedFilesNamingTheEntry) {
   check(R"({"annotations": []})", "missing key 'images'");
   check(R"({"images": {}, "annotations": []})", "expected an array, found object");
   check(R"({"images": [{"id": 1}], "annotations": []})", "images[0]: missing key 'file_name'");
-  check(R"({"images": [{"id": "1", "file_name": "a.jpg"}], "annotations": []})", "images[0].id: expected an integer, found string");
+  check(R"({"images": [{"id": "1", "file_name": "a.jpg"}], "annotations": []})",
+        "images[0].id: expected an integer, found string");
   check(R"({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}], "annotations": []})",
         "images[1].id: duplicate image id 1");
   check(R"({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 1, "image_id": 2, "caption": "x"}]})",
@@ -87,8 +88,9 @@ TEST(CocoLoader, RejectsMalformedFilesNamingTheEntry) {
         "annotations[0].caption: empty caption");
   check(R"({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 1, "image_id": 1, "caption": 5}]})",
         "annotations[0].caption: expected a string, found integer");
-  check(R"({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 1, "image_id": 1, "caption": "a"}, {"id": 1, "image_id": 1, "caption": "b"}]})",
-        "duplicate annotation id 1");
+  check(
+      R"({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 1, "image_id": 1, "caption": "a"}, {"id": 1, "image_id": 1, "caption": "b"}]})",
+      "duplicate annotation id 1");
   check("{\"images\": [{\"id\": 1, \"file_name\": \"a\xff.jpg\"}], \"annotations\": []}", "invalid JSON");
   check(R"({"images": [{"id": 1, "file_name": "a.jpg"}], "annotations": [{"id": 1, "image_id": 1, "caption": ")" +
             std::string(5000, 'x') + "\"}]}",
@@ -196,9 +198,9 @@ TEST(Results, ValidatesAgainstReferences) {
   write_text(tmp / "r.json", R"([{"image_id": 7, "caption": "a dog"}])");
   expect_error([&] { evaluate_results(load_coco_results(tmp / "r.json"), refs, "r.json"); }, "r.json",
                "no result for 1 of 2 images");
-  write_text(tmp / "r.json", R"([{"image_id": 7, "caption": "a"}, {"image_id": 9, "caption": "b"}, {"image_id": 5, "caption": "c"}])");
-  expect_error([&] { evaluate_results(load_coco_results(tmp / "r.json"), refs, "r.json"); }, "r.json",
-               "image ids not in");
+  write_text(tmp / "r.json",
+             R"([{"image_id": 7, "caption": "a"}, {"image_id": 9, "caption": "b"}, {"image_id": 5, "caption": "c"}])");
+  expect_error([&] { evaluate_results(load_coco_results(tmp / "r.json"), refs, "r.json"); }, "r.json", "image ids not in");
   write_text(tmp / "r.json", R"([{"image_id": 7, "caption": "a"}, {"image_id": 7, "caption": "b"}])");
   expect_error([&] { load_coco_results(tmp / "r.json"); }, "r.json", "more than one caption");
   write_text(tmp / "r.json", R"({"image_id": 7})");
@@ -225,8 +227,7 @@ TEST(EvalCli, ScoresAResultsFileAsJson) {
   for (const char* k : {"BLEU-2", "BLEU-3", "BLEU-4", "CIDEr-D", "ROUGE-L"}) EXPECT_TRUE(j.contains(k)) << k;
 
   write_text(tmp / "r.json", R"([{"image_id": 8, "caption": "x"}])");
-  r = captioner::test::run_cli("eval --results " + (tmp / "r.json").string() + " --annotations " +
-                               (tmp / "c.json").string());
+  r = captioner::test::run_cli("eval --results " + (tmp / "r.json").string() + " --annotations " + (tmp / "c.json").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("error: "), std::string::npos);
   EXPECT_NE(r.err.find("r.json"), std::string::npos) << r.err;

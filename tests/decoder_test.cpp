@@ -116,9 +116,10 @@ TEST(CaptionDecoder, LossIgnoresPadding) {
   EXPECT_NEAR(d->loss(feats, tokens).item<double>(), d->loss(feats, padded).item<double>(), 1e-6);
   // A sequence padded inside the batch counts only its real tokens: equal to scoring it alone.
   auto first = tokens.narrow(0, 0, 1);
-  auto mixed = torch::cat({first, torch::cat({tokens.narrow(0, 1, 1).narrow(1, 0, 3),
-                                              torch::full({1, 2}, Vocabulary::kPad, torch::kLong)}, 1)});
-  auto manual = d->loss(feats.narrow(0, 0, 1), first).item<double>() * 4 + d->loss(feats.narrow(0, 1, 1), tokens.narrow(0, 1, 1).narrow(1, 0, 3)).item<double>() * 2;
+  auto mixed = torch::cat(
+      {first, torch::cat({tokens.narrow(0, 1, 1).narrow(1, 0, 3), torch::full({1, 2}, Vocabulary::kPad, torch::kLong)}, 1)});
+  auto manual = d->loss(feats.narrow(0, 0, 1), first).item<double>() * 4 +
+                d->loss(feats.narrow(0, 1, 1), tokens.narrow(0, 1, 1).narrow(1, 0, 3)).item<double>() * 2;
   EXPECT_NEAR(d->loss(feats, mixed).item<double>(), manual / 6, 1e-5);
 }
 
@@ -137,8 +138,9 @@ TEST_P(EveryCell, LearnsHelloAtCharacterLevel) {
   c.cell = GetParam();
   c.dropout = 0.0;
   CaptionDecoder d(c);
-  auto seq = torch::tensor(std::vector<int64_t>{vocab.id("h"), vocab.id("e"), vocab.id("l"), vocab.id("l"),
-                                                vocab.id("o"), Vocabulary::kEnd}).unsqueeze(0);
+  auto seq = torch::tensor(std::vector<int64_t>{vocab.id("h"), vocab.id("e"), vocab.id("l"), vocab.id("l"), vocab.id("o"),
+                                                Vocabulary::kEnd})
+                 .unsqueeze(0);
   auto feats = torch::zeros({1, 1});
   torch::optim::Adam opt(d->parameters(), torch::optim::AdamOptions(0.05));
   for (int i = 0; i < 300; ++i) {

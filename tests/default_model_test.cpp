@@ -15,10 +15,11 @@ using namespace captioner;
 namespace fs = std::filesystem;
 
 namespace {
-const std::set<std::string> kFunctionWords = {
-    "a", "an", "the", "is", "are", "in", "on", "of", "with", "and", "at", "to", "its", "his", "her", "their",
-    "while", "for", "by", "from", "into", "through", "up", "down", "out", "over", "some", "two", "three", "one",
-    "other", "another", "near", "next", "front", "'s", "it", "being", "has", "wearing", "there", "this", "that"};
+const std::set<std::string> kFunctionWords = {"a",   "an",    "the",  "is",      "are",     "in",   "on",    "of",    "with",
+                                              "and", "at",    "to",   "its",     "his",     "her",  "their", "while", "for",
+                                              "by",  "from",  "into", "through", "up",      "down", "out",   "over",  "some",
+                                              "two", "three", "one",  "other",   "another", "near", "next",  "front", "'s",
+                                              "it",  "being", "has",  "wearing", "there",   "this", "that"};
 
 std::set<std::string> content_words(const std::string& sentence) {
   std::set<std::string> out;
@@ -93,5 +94,6 @@ TEST(DefaultModel, CaptionsDevPhotosWithTheirContentWords) {
     report += (s ? "  ok  " : "  --  ") + files[i].filename().string() + ": " + captions[i].caption + "\n";
   }
   EXPECT_GE(own, 13) << "of 20 dev photos, fewer than 13 captions share a content word with their references:\n" << report;
-  EXPECT_GE(own, other + 6) << "captions match other photos' references about as well as their own (" << other << "):\n" << report;
+  EXPECT_GE(own, other + 6) << "captions match other photos' references about as well as their own (" << other << "):\n"
+                            << report;
 }

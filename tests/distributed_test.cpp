@@ -59,7 +59,8 @@ struct Fixture {
       cv::imwrite((data / name).string(), img);
       coco["images"].push_back({{"id", i}, {"file_name", name}});
       coco["annotations"].push_back({{"image_id", i}, {"id", 2 * i}, {"caption", std::string("a ") + names[c] + " photo"}});
-      coco["annotations"].push_back({{"image_id", i}, {"id", 2 * i + 1}, {"caption", std::string("the ") + names[c] + " thing here"}});
+      coco["annotations"].push_back(
+          {{"image_id", i}, {"id", 2 * i + 1}, {"caption", std::string("the ") + names[c] + " thing here"}});
     }
     captions = data / "captions.json";
     write_text(captions, coco.dump());
@@ -93,8 +94,9 @@ TEST(Distributed, TwoProcessesTrainLikeOneProcessWithTheWholeBatch) {
   ASSERT_EQ(one.exit_code, 0) << one.err;
   const int port = free_port();
   const std::string dist = " --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 60";
-  auto two = run_shell("(" + f.train_command(f.tmp / "two", opts + dist + " --rank 1") + " 2>" + (f.tmp / "rank1.err").string() +
-                       " & " + f.train_command(f.tmp / "two", opts + dist + " --rank 0") + "; r=$?; wait $! || exit 99; exit $r)");
+  auto two =
+      run_shell("(" + f.train_command(f.tmp / "two", opts + dist + " --rank 1") + " 2>" + (f.tmp / "rank1.err").string() + " & " +
+                f.train_command(f.tmp / "two", opts + dist + " --rank 0") + "; r=$?; wait $! || exit 99; exit $r)");
   ASSERT_EQ(two.exit_code, 0) << two.err;
   EXPECT_NE(two.err.find("data-parallel over 2 processes"), std::string::npos) << two.err;
   // Float sums in another order (two half-batch products, then an allreduce) differ in the last
@@ -135,7 +137,8 @@ TEST(Distributed, ARankThatDiesStopsTheOthersWithinTheTimeout) {
   const int port = free_port();
   // Rank 1 dies as kill -9 would, after its third step (CAPTIONER_TEST_DIE_AFTER_STEPS, read only
   // by the trainer for tests like this); rank 0 must not wait for it forever.
-  const std::string dist = " --epochs 50 --patience 50 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 30";
+  const std::string dist =
+      " --epochs 50 --patience 50 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 30";
   auto t0 = std::chrono::steady_clock::now();
   auto r = run_shell("(CAPTIONER_TEST_DIE_AFTER_STEPS=3 " + f.train_command(f.tmp / "run", dist + " --rank 1") +
                      " 2>/dev/null & " + f.train_command(f.tmp / "run", dist + " --rank 0") + "; r=$?; wait; exit $r)");
@@ -151,8 +154,8 @@ TEST(Distributed, ARankThatDiesStopsTheOthersWithinTheTimeout) {
 TEST(Distributed, AStartWithoutThePeersFailsWithinTheTimeout) {
   Fixture f;
   auto t0 = std::chrono::steady_clock::now();
-  auto r = run_shell(f.train_command(f.tmp / "run", "--epochs 1 --world-size 2 --rank 0 --master-port " +
-                                                        std::to_string(free_port()) + " --dist-timeout 3"));
+  auto r = run_shell(f.train_command(
+      f.tmp / "run", "--epochs 1 --world-size 2 --rank 0 --master-port " + std::to_string(free_port()) + " --dist-timeout 3"));
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_NE(r.exit_code, 0);
   EXPECT_LT(seconds, 60);
@@ -195,8 +198,8 @@ TEST(Distributed, ASignalOnOneRankStopsAllWithACheckpoint) {
   Fixture f;
   const int port = free_port();
   const fs::path out = f.tmp / "run";
-  const std::string dist = " --epochs 500 --patience 500 --batch 16 --world-size 2 --master-port " + std::to_string(port) +
-                           " --dist-timeout 60";
+  const std::string dist =
+      " --epochs 500 --patience 500 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 60";
   // SIGTERM (Ctrl-C works alike) to rank 1 only, once the run has written its first checkpoint.
   auto r = run_shell("(" + f.train_command(out, dist + " --rank 1") + " & p1=$!; " + f.train_command(out, dist + " --rank 0") +
                      " & p0=$!; for i in $(seq 600); do [ -f " + (out / "checkpoint.pt").string() +
@@ -206,10 +209,10 @@ TEST(Distributed, ASignalOnOneRankStopsAllWithACheckpoint) {
   std::ifstream in(out / "metrics.jsonl");
   EXPECT_TRUE(in.good());
   // And the run continues from that checkpoint, on two processes again.
-  const std::string more = " --epochs 2 --resume --batch 16 --world-size 2 --master-port " + std::to_string(free_port()) +
-                           " --dist-timeout 60";
-  auto resumed = run_shell("(" + f.train_command(out, more + " --rank 1") + " 2>/dev/null & " + f.train_command(out, more + " --rank 0") +
-                           "; r=$?; wait $! || exit 99; exit $r)");
+  const std::string more =
+      " --epochs 2 --resume --batch 16 --world-size 2 --master-port " + std::to_string(free_port()) + " --dist-timeout 60";
+  auto resumed = run_shell("(" + f.train_command(out, more + " --rank 1") + " 2>/dev/null & " +
+                           f.train_command(out, more + " --rank 0") + "; r=$?; wait $! || exit 99; exit $r)");
   EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_NE(resumed.err.find("resuming from"), std::string::npos) << resumed.err;
 }

@@ -25,11 +25,12 @@ fs::path int8_encoder() { return fs::path(CAPTIONER_SOURCE_DIR) / "models/encode
 // The float and the int8 conversion of the same network: every check below holds for both.
 std::vector<fs::path> both_encoders() { return {default_encoder(), int8_encoder()}; }
 
-#define REQUIRE_DEFAULT_ENCODER()                                                          \
-  do {                                                                                     \
-    if (!fs::exists(default_encoder()) || !fs::exists(int8_encoder()))                     \
-      GTEST_SKIP() << default_encoder() << " not built: run scripts/setup.sh (it converts " \
-                      "the MobileNetV2 from ../shared or downloads it)";                   \
+#define REQUIRE_DEFAULT_ENCODER()                                        \
+  do {                                                                   \
+    if (!fs::exists(default_encoder()) || !fs::exists(int8_encoder()))   \
+      GTEST_SKIP() << default_encoder()                                  \
+                   << " not built: run scripts/setup.sh (it converts "   \
+                      "the MobileNetV2 from ../shared or downloads it)"; \
   } while (0)
 }  // namespace
 
@@ -97,7 +98,8 @@ TEST(Encoder, Int8RunsAtAnyBatchAndThreadCount) {
     for (int64_t batch : {1, 3, 4, 2}) {
       auto got = i8.encode(x.narrow(0, 0, batch));
       ASSERT_EQ(got.sizes(), reference.narrow(0, 0, batch).sizes());
-      EXPECT_LT((got - reference.narrow(0, 0, batch)).abs().max().item<float>(), 1e-4f) << "batch " << batch << " at " << threads << " threads";
+      EXPECT_LT((got - reference.narrow(0, 0, batch)).abs().max().item<float>(), 1e-4f)
+          << "batch " << batch << " at " << threads << " threads";
     }
   }
   at::set_num_threads(threads_before);
@@ -112,24 +114,24 @@ TEST(Encoder, RecognisesRealPhotosWithItsClassifier) {
   for (std::string l; std::getline(in, l);) labels.push_back(l);
   ASSERT_EQ(labels.size(), 1001u);
   for (const auto& file : both_encoders()) {
-  SCOPED_TRACE(file.string());
-  Encoder::load(file);  // selects the quantized engine the int8 file needs
-  // The classifier is kept as a second method of the TorchScript module (forward drops it).
-  auto module = torch::jit::load(file.string());
-  module.eval();
-  PreprocessSpec s = EncoderInfo::load_sidecar(file).spec;
-  s.resize = PreprocessSpec::Resize::kShorterSideCrop;  // ImageNet's evaluation view
-  s.resize_size = 256;
-  ImageLoader loader(s);
-  auto top1 = [&](const std::string& photo) {
-    auto x = torch::empty({1, 3, 224, 224});
-    loader.load_into(photo, x.data_ptr<float>());
-    torch::NoGradGuard g;
-    auto logits = module.get_method("classify")({x}).toTensor();
-    return labels[logits.argmax(1).item<int64_t>()];
-  };
-  EXPECT_NE(top1("/usr/share/darknet/data/eagle.jpg").find("bald eagle"), std::string::npos);
-  EXPECT_NE(top1("/usr/share/darknet/data/dog.jpg").find("malamute"), std::string::npos);
+    SCOPED_TRACE(file.string());
+    Encoder::load(file);  // selects the quantized engine the int8 file needs
+    // The classifier is kept as a second method of the TorchScript module (forward drops it).
+    auto module = torch::jit::load(file.string());
+    module.eval();
+    PreprocessSpec s = EncoderInfo::load_sidecar(file).spec;
+    s.resize = PreprocessSpec::Resize::kShorterSideCrop;  // ImageNet's evaluation view
+    s.resize_size = 256;
+    ImageLoader loader(s);
+    auto top1 = [&](const std::string& photo) {
+      auto x = torch::empty({1, 3, 224, 224});
+      loader.load_into(photo, x.data_ptr<float>());
+      torch::NoGradGuard g;
+      auto logits = module.get_method("classify")({x}).toTensor();
+      return labels[logits.argmax(1).item<int64_t>()];
+    };
+    EXPECT_NE(top1("/usr/share/darknet/data/eagle.jpg").find("bald eagle"), std::string::npos);
+    EXPECT_NE(top1("/usr/share/darknet/data/dog.jpg").find("malamute"), std::string::npos);
   }
 }
 

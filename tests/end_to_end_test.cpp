@@ -45,9 +45,8 @@ TEST(EndToEnd, TrainsOnRealPhotosThenCaptionsAFolder) {
 
   // Scores of the kept model through `captioner eval`. A constant caption ("a man in a red shirt
   // is standing on the street") scores BLEU-4 0.076 / CIDEr-D 0.09 on these photos.
-  auto eval = run_cli("eval --model " + (tmp / "model").string() + " --annotations " +
-                      (f8k / "captions_val.json").string() + " --images " + (f8k / "images").string() +
-                      " --max-images 200 --json --quiet --threads 2");
+  auto eval = run_cli("eval --model " + (tmp / "model").string() + " --annotations " + (f8k / "captions_val.json").string() +
+                      " --images " + (f8k / "images").string() + " --max-images 200 --json --quiet --threads 2");
   ASSERT_EQ(eval.exit_code, 0) << eval.err;
   auto scores = json::parse(eval.out);
   EXPECT_GT(scores["BLEU-1"].get<double>(), 0.50) << eval.out;

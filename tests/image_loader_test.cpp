@@ -82,7 +82,7 @@ TEST(ImageLoader, DecodesEveryFormatToUprightRgb) {
     ASSERT_EQ(rgb.type(), CV_8UC3) << ext;
     ASSERT_EQ(rgb.cols, 40);
     ASSERT_EQ(rgb.rows, 20);
-    expect_rgb(rgb, 10, 5, 255, 0, 0);   // red stays red: BGR was converted
+    expect_rgb(rgb, 10, 5, 255, 0, 0);  // red stays red: BGR was converted
     expect_rgb(rgb, 10, 35, 0, 0, 255);
   }
 }
@@ -125,7 +125,7 @@ TEST(ImageLoader, HonoursExifOrientation) {
   cv::Mat rgb = loader().decode(tmp / "rot.jpg");
   ASSERT_EQ(rgb.cols, 20);  // width and height swap
   ASSERT_EQ(rgb.rows, 40);
-  expect_rgb(rgb, 5, 10, 255, 0, 0);   // the left (red) half is now on top
+  expect_rgb(rgb, 5, 10, 255, 0, 0);  // the left (red) half is now on top
   expect_rgb(rgb, 35, 10, 0, 0, 255);
 }
 
@@ -204,14 +204,14 @@ TEST(ImageLoader, NormalisesResizesCropsAndFlips) {
   s.resize_size = 4;  // 40x20 -> 8x4, centre 4x4 crop spans columns 2..5
   ImageLoader crop(s);
   crop.preprocess(rb, out.data());
-  EXPECT_NEAR(out[0 * 16 + 0], 1.0, 0.05);   // R plane, left column: red
-  EXPECT_NEAR(out[2 * 16 + 3], 1.0, 0.05);   // B plane, right column: blue
+  EXPECT_NEAR(out[0 * 16 + 0], 1.0, 0.05);  // R plane, left column: red
+  EXPECT_NEAR(out[2 * 16 + 3], 1.0, 0.05);  // B plane, right column: blue
   crop.preprocess(rb, out.data(), /*flip=*/true);
-  EXPECT_NEAR(out[2 * 16 + 0], 1.0, 0.05);   // mirrored: blue on the left
+  EXPECT_NEAR(out[2 * 16 + 0], 1.0, 0.05);  // mirrored: blue on the left
   s.bgr = true;
   ImageLoader bgr(s);
   bgr.preprocess(rb, out.data());
-  EXPECT_NEAR(out[2 * 16 + 0], 1.0, 0.05);   // BGR order: plane 2 is red
+  EXPECT_NEAR(out[2 * 16 + 0], 1.0, 0.05);  // BGR order: plane 2 is red
 }
 
 TEST(ImageLoader, ForgedHeaderSizesDoNotOverflow) {

@@ -43,11 +43,41 @@ fs::path make_dataset(const fs::path& dir) {
 }
 
 std::vector<std::string> train_args(const fs::path& data, const fs::path& encoder, const fs::path& out) {
-  return {CAPTIONER_BINARY, "train", "--train-captions", data.string(), "--val-captions", data.string(),
-          "--train-images", data.parent_path().string(), "--encoder", encoder.string(), "--output", out.string(),
-          "--epochs", "5", "--batch", "8", "--embed", "16", "--hidden", "32", "--image-dim", "8",
-          "--min-word-count", "1", "--checkpoint-every", "1", "--lr", "0.01", "--patience", "10",
-          "--threads", "1", "--cache-dir", (out.parent_path() / "cache").string(), "-q"};
+  return {CAPTIONER_BINARY,
+          "train",
+          "--train-captions",
+          data.string(),
+          "--val-captions",
+          data.string(),
+          "--train-images",
+          data.parent_path().string(),
+          "--encoder",
+          encoder.string(),
+          "--output",
+          out.string(),
+          "--epochs",
+          "5",
+          "--batch",
+          "8",
+          "--embed",
+          "16",
+          "--hidden",
+          "32",
+          "--image-dim",
+          "8",
+          "--min-word-count",
+          "1",
+          "--checkpoint-every",
+          "1",
+          "--lr",
+          "0.01",
+          "--patience",
+          "10",
+          "--threads",
+          "1",
+          "--cache-dir",
+          (out.parent_path() / "cache").string(),
+          "-q"};
 }
 
 pid_t spawn(std::vector<std::string> args, const fs::path& log) {
@@ -141,7 +171,8 @@ TEST(Interruption, SigintAndSigtermSaveACheckpointAndExitCleanly) {
     auto args = train_args(data, enc, out);
     args[std::find(args.begin(), args.end(), "--epochs") - args.begin() + 1] = "500";
     pid_t pid = spawn(args, tmp / "sig.log");
-    for (int i = 0; i < 200 && !fs::exists(out / "checkpoint.pt"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int i = 0; i < 200 && !fs::exists(out / "checkpoint.pt"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     kill(pid, sig);
     EXPECT_EQ(wait_exit(pid), 130) << "signal " << sig;

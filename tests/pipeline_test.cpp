@@ -25,8 +25,8 @@ struct Setting {
                         // concurrent single-threaded encoder workers beside the decoder
 };
 
-std::vector<CaptionedImage> caption_all(const ModelBundle& model, Encoder& encoder, const std::vector<fs::path>& files,
-                                        Setting s, int beam) {
+std::vector<CaptionedImage> caption_all(const ModelBundle& model, Encoder& encoder, const std::vector<fs::path>& files, Setting s,
+                                        int beam) {
   ScopedTorchThreads threads(s.threads);
   CaptionPipelineOptions o;
   o.batch_size = s.batch;
@@ -106,8 +106,8 @@ bool cpu_has_vnni() {
 TEST(CaptionPipeline, DefaultModelStillWritesItsRecordedCaptions) {
   REQUIRE_SHARED();
   const fs::path dir = fs::path(CAPTIONER_SOURCE_DIR) / "models/default";
-  const fs::path golden = fs::path(CAPTIONER_SOURCE_DIR) /
-                          (cpu_has_vnni() ? "tests/data/default_model_captions.vnni.json" : "tests/data/default_model_captions.json");
+  const fs::path golden = fs::path(CAPTIONER_SOURCE_DIR) / (cpu_has_vnni() ? "tests/data/default_model_captions.vnni.json"
+                                                                           : "tests/data/default_model_captions.json");
   if (!fs::exists(dir / "config.json")) GTEST_SKIP() << "models/default is not in this checkout";
   auto model = ModelBundle::load(dir);
   if (!fs::exists(model.encoder_file)) GTEST_SKIP() << model.encoder_file << " missing: run scripts/setup.sh";
@@ -116,7 +116,8 @@ TEST(CaptionPipeline, DefaultModelStillWritesItsRecordedCaptions) {
   ASSERT_TRUE(in) << golden << " missing";
   auto recorded = nlohmann::json::parse(in);
   std::vector<fs::path> files;
-  for (const auto& r : recorded) files.push_back(test::shared_dir() / "datasets/flickr8k/images" / r.at("file_name").get<std::string>());
+  for (const auto& r : recorded)
+    files.push_back(test::shared_dir() / "datasets/flickr8k/images" / r.at("file_name").get<std::string>());
   for (const auto& s : {kSettings[0], kSettings[3], Setting{32, 2, 1, 2}}) {
     auto got = caption_all(model, encoder, files, s, model.search.beam_size);
     ASSERT_EQ(got.size(), recorded.size());

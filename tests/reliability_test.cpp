@@ -2,6 +2,7 @@
 // and devices given as photos, a full output device, an output path that is a folder, and a
 // training run pointed at a folder that already holds a model. Tiny model: no ../shared needed.
 #include <gtest/gtest.h>
+#include <torch/script.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -376,14 +377,16 @@ TEST(Reliability, TheReportOfAResumedRunShowsEveryCaption) {
   const std::string page = read_file(html);
   for (const char* n : {"a.jpg", "b.jpg", "c.jpg"}) EXPECT_NE(page.find(n), std::string::npos) << n << " is not on the page";
   size_t pictures = 0;
-  for (size_t p = page.find("data:image/jpeg;base64,"); p != std::string::npos; p = page.find("data:image/jpeg;base64,", p + 1)) ++pictures;
+  for (size_t p = page.find("data:image/jpeg;base64,"); p != std::string::npos; p = page.find("data:image/jpeg;base64,", p + 1))
+    ++pictures;
   EXPECT_EQ(pictures, 3u);
 }
 
 // A model folder copied elsewhere lost its encoder: the config names it relative to the folder.
 TEST(Reliability, ACopiedModelFolderStillFindsItsEncoder) {
   const fs::path source = fs::path(CAPTIONER_SOURCE_DIR) / "models";
-  if (!fs::exists(source / "encoders/mobilenet_v2_int8.pt")) GTEST_SKIP() << "the default encoder is not built: run scripts/setup.sh";
+  if (!fs::exists(source / "encoders/mobilenet_v2_int8.pt"))
+    GTEST_SKIP() << "the default encoder is not built: run scripts/setup.sh";
   TempDir tmp;
   fs::copy(source / "default", tmp / "copied", fs::copy_options::recursive);
   write_text(tmp / "a.jpg", jpeg());
@@ -408,7 +411,8 @@ TEST(Reliability, ALarge16BitPngIsCaptionedInBoundedMemory) {
     const std::string model = f.model.string(), file = png.string();
     int devnull = ::open("/dev/null", O_WRONLY);
     dup2(devnull, 1);
-    execl(CAPTIONER_BINARY, CAPTIONER_BINARY, "caption", file.c_str(), "--model", model.c_str(), "-q", static_cast<char*>(nullptr));
+    execl(CAPTIONER_BINARY, CAPTIONER_BINARY, "caption", file.c_str(), "--model", model.c_str(), "-q",
+          static_cast<char*>(nullptr));
     _exit(127);
   }
   int status = 0;
@@ -418,4 +422,38 @@ TEST(Reliability, ALarge16BitPngIsCaptionedInBoundedMemory) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   const double peak_mib = usage.ru_maxrss / 1024.0;
   EXPECT_LT(peak_mib, 1536) << "captioning one 8000x8000 16-bit PNG peaked at " << peak_mib << " MiB";
+}
+
+// `-o same.jpg` with same.jpg among the photos replaced the photo with JSON, exit 0.
+TEST(Reliability, AnOutputThatIsOneOfThePhotosIsRefused) {
+  Fixture f;
+  write_text(f.tmp / "same.jpg", jpeg());
+  auto r = f.caption((f.tmp / "same.jpg").string() + " --output " + (f.tmp / "." / "same.jpg").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is one of the photos to caption"), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(f.tmp / "same.jpg"), jpeg()) << "the photo was overwritten";
+}
+
+// An encoder that fails inside TorchScript printed the interpreter's two-part traceback (20+
+// lines). The error is now one line naming the encoder; --verbose keeps the rest available.
+TEST(Reliability, AnEncoderThatFailsMidRunIsOneLineNotATrace) {
+  TempDir tmp;
+  torch::jit::Module m("fails_on_pairs");
+  m.define(R"(
+    def forward(self, x):
+        if x.size(0) == 2:
+            x = x.view(-1, 7)
+        return x.mean(dim=[2, 3])
+  )");
+  const fs::path encoder = tmp / "encoders" / "fails_on_pairs.pt";
+  fs::create_directories(encoder.parent_path());
+  m.save(encoder.string());
+  fs::copy_file(make_tiny_encoder(tmp / "tiny").string() + ".json", encoder.string() + ".json");
+  make_bundle(encoder, make_vocab({"a", "dog"})).save(tmp / "model");
+  for (const char* n : {"a.jpg", "b.jpg"}) write_text(tmp / n, jpeg());
+  auto r = run_cli("caption " + (tmp / "a.jpg").string() + " " + (tmp / "b.jpg").string() + " --model " +
+                   (tmp / "model").string() + " -q");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("encoder " + encoder.string() + " failed on a batch of 2"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }

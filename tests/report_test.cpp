@@ -19,8 +19,10 @@ namespace {
 const char* kChromium = "/usr/bin/chromium";
 std::string chromium(const std::string& args) {
   // Flags for a sandboxed, offline, root-run CI machine.
-  return std::string(kChromium) + " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
-         "--disable-background-networking --disable-component-update --disable-sync " + args;
+  return std::string(kChromium) +
+         " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
+         "--disable-background-networking --disable-component-update --disable-sync " +
+         args;
 }
 }  // namespace
 
@@ -42,7 +44,8 @@ TEST(HtmlReport, RendersInHeadlessChromiumWithEveryThumbnail) {
   std::string coco = R"({"images": [)";
   for (int i = 0; i < 4; ++i) {
     cv::imwrite((tmp / "photos" / ("p" + std::to_string(i) + ".jpg")).string(), cv::Mat(240, 320, CV_8UC3, colors[i]));
-    coco += std::string(i ? "," : "") + R"({"id": )" + std::to_string(i + 1) + R"(, "file_name": "p)" + std::to_string(i) + R"(.jpg"})";
+    coco += std::string(i ? "," : "") + R"({"id": )" + std::to_string(i + 1) + R"(, "file_name": "p)" + std::to_string(i) +
+            R"(.jpg"})";
   }
   coco += R"(], "annotations": [{"id": 1, "image_id": 1, "caption": "a dog runs on <the> grass"}]})";
   write_text(tmp / "refs.json", coco);
@@ -137,11 +140,13 @@ TEST(TrainingPlot, LegendNeverCoversTheTitleOrTheData) {
       ASSERT_EQ(l.legend.size(), names.size());
       for (size_t i = 0; i < boxes.size(); ++i) {
         for (size_t j = i + 1; j < boxes.size(); ++j) {
-          EXPECT_TRUE((boxes[i] & boxes[j]).empty()) << title << " at width " << width << ": boxes " << i << " and " << j << " overlap";
+          EXPECT_TRUE((boxes[i] & boxes[j]).empty())
+              << title << " at width " << width << ": boxes " << i << " and " << j << " overlap";
         }
       }
       for (size_t i = 0; i < boxes.size(); ++i) {
-        EXPECT_LE(boxes[i].x + boxes[i].width, area.x + area.width) << title << " at width " << width << ": box " << i << " leaves the panel";
+        EXPECT_LE(boxes[i].x + boxes[i].width, area.x + area.width)
+            << title << " at width " << width << ": box " << i << " leaves the panel";
       }
     }
   }

@@ -74,8 +74,6 @@ CommandResult run_shell(const std::string& command) {
   return r;
 }
 
-CommandResult run_cli(const std::string& args) {
-  return run_shell(std::string("'") + CAPTIONER_BINARY + "' " + args);
-}
+CommandResult run_cli(const std::string& args) { return run_shell(std::string("'") + CAPTIONER_BINARY + "' " + args); }
 
 }  // namespace captioner::test

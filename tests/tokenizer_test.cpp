@@ -21,8 +21,7 @@ TEST(Tokenizer, SplitsClitics) {
             (Tokens{"the", "man", "'s", "dog", "is", "n't", "here", "and", "they", "'re", "gone"}));
   EXPECT_EQ(tokenize_caption("I'm sure we'll go, you'd say, we've been"),
             (Tokens{"i", "'m", "sure", "we", "'ll", "go", "you", "'d", "say", "we", "'ve", "been"}));
-  EXPECT_EQ(tokenize_caption("can't won't cannot gonna"),
-            (Tokens{"ca", "n't", "wo", "n't", "can", "not", "gon", "na"}));
+  EXPECT_EQ(tokenize_caption("can't won't cannot gonna"), (Tokens{"ca", "n't", "wo", "n't", "can", "not", "gon", "na"}));
   // Flickr8k writes clitics already split: same result.
   EXPECT_EQ(tokenize_caption_joined("a boy 's shirt"), tokenize_caption_joined("a boy's shirt"));
 }
@@ -57,6 +56,7 @@ TEST(Tokenizer, CollapsesWhitespaceAndHandlesEmpty) {
 }
 
 TEST(Tokenizer, NormalisesUnicodeQuotesAndLowercasesLatin1) {
-  EXPECT_EQ(tokenize_caption("The man\xE2\x80\x99s \xE2\x80\x9C" "big\xE2\x80\x9D caf\xC3\x89"),
+  EXPECT_EQ(tokenize_caption("The man\xE2\x80\x99s \xE2\x80\x9C"
+                             "big\xE2\x80\x9D caf\xC3\x89"),
             (Tokens{"the", "man", "'s", "big", "caf\xC3\xA9"}));
 }

@@ -80,12 +80,14 @@ TEST(Vocabulary, LoadRejectsCorruptOrMismatchedFiles) {
   expect_error(R"({"format":"captioner-vocabulary","version":7,"min_count":5,"tokens":[]})", "newer");
   expect_error(R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<end>","<start>","<unk>"]})",
                "expected special token");
-  expect_error(R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<start>","<end>","<unk>","a","a"]})",
-               "duplicate token");
+  expect_error(
+      R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<start>","<end>","<unk>","a","a"]})",
+      "duplicate token");
   expect_error(R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<start>","<end>","<unk>",3]})",
                "expected a string");
-  expect_error(R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<start>","<end>","<unk>"],"counts":[1]})",
-               "entries but tokens has");
+  expect_error(
+      R"({"format":"captioner-vocabulary","version":1,"min_count":5,"tokens":["<pad>","<start>","<end>","<unk>"],"counts":[1]})",
+      "entries but tokens has");
   EXPECT_THROW(Vocabulary::load(tmp / "missing.json"), std::runtime_error);
 }
 

@@ -32,34 +32,69 @@ std::string separate_punctuation(std::string_view in) {
   std::string s;
   s.reserve(in.size() + 16);
   for (size_t i = 0; i < in.size(); ++i) {
-    if (i + 2 < in.size() && static_cast<unsigned char>(in[i]) == 0xE2 &&
-        static_cast<unsigned char>(in[i + 1]) == 0x80) {
+    if (i + 2 < in.size() && static_cast<unsigned char>(in[i]) == 0xE2 && static_cast<unsigned char>(in[i + 1]) == 0x80) {
       unsigned char c = static_cast<unsigned char>(in[i + 2]);
-      if (c == 0x98 || c == 0x99) { s += '\''; i += 2; continue; }       // single quotes
-      if (c == 0x9C || c == 0x9D) { s += ' '; i += 2; continue; }        // double quotes
-      if (c == 0x93 || c == 0x94) { s += " -- "; i += 2; continue; }     // en/em dash
-      if (c == 0xA6) { s += " ... "; i += 2; continue; }                 // ellipsis
+      if (c == 0x98 || c == 0x99) {
+        s += '\'';
+        i += 2;
+        continue;
+      }  // single quotes
+      if (c == 0x9C || c == 0x9D) {
+        s += ' ';
+        i += 2;
+        continue;
+      }  // double quotes
+      if (c == 0x93 || c == 0x94) {
+        s += " -- ";
+        i += 2;
+        continue;
+      }  // en/em dash
+      if (c == 0xA6) {
+        s += " ... ";
+        i += 2;
+        continue;
+      }  // ellipsis
     }
-    if (in.compare(i, 5, "&amp;") == 0) { s += '&'; i += 4; continue; }
+    if (in.compare(i, 5, "&amp;") == 0) {
+      s += '&';
+      i += 4;
+      continue;
+    }
     s += in[i];
   }
 
   std::string out;
   out.reserve(s.size() + 16);
-  auto between_digits = [&](size_t i) {
-    return i > 0 && i + 1 < s.size() && is_digit(s[i - 1]) && is_digit(s[i + 1]);
-  };
+  auto between_digits = [&](size_t i) { return i > 0 && i + 1 < s.size() && is_digit(s[i - 1]) && is_digit(s[i + 1]); };
   for (size_t i = 0; i < s.size(); ++i) {
     char c = s[i];
     switch (c) {
-      case '(': out += " -lrb- "; continue;
-      case ')': out += " -rrb- "; continue;
-      case '[': out += " -lsb- "; continue;
-      case ']': out += " -rsb- "; continue;
-      case '{': out += " -lcb- "; continue;
-      case '}': out += " -rcb- "; continue;
-      case '"': case ';': case '!': case '?': out += ' '; continue;
-      case ',': case ':':
+      case '(':
+        out += " -lrb- ";
+        continue;
+      case ')':
+        out += " -rrb- ";
+        continue;
+      case '[':
+        out += " -lsb- ";
+        continue;
+      case ']':
+        out += " -rsb- ";
+        continue;
+      case '{':
+        out += " -lcb- ";
+        continue;
+      case '}':
+        out += " -rcb- ";
+        continue;
+      case '"':
+      case ';':
+      case '!':
+      case '?':
+        out += ' ';
+        continue;
+      case ',':
+      case ':':
         out += between_digits(i) ? c : ' ';
         continue;
       case '-':
@@ -85,9 +120,8 @@ std::string separate_punctuation(std::string_view in) {
 }
 
 constexpr std::array<std::string_view, 6> kApostropheClitics = {"'s", "'re", "'ve", "'ll", "'d", "'m"};
-constexpr std::array<std::string_view, 18> kAbbreviations = {
-    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "etc", "inc", "ltd", "co", "corp", "mt", "ft",
-    "prof", "capt", "sgt"};
+constexpr std::array<std::string_view, 18> kAbbreviations = {"mr",  "mrs", "ms", "dr",   "st", "jr", "sr",   "vs",   "etc",
+                                                             "inc", "ltd", "co", "corp", "mt", "ft", "prof", "capt", "sgt"};
 
 bool is_clitic(std::string_view lowered) {
   if (lowered == "n't") return true;
@@ -195,8 +229,8 @@ void split_chunk(std::string w, std::vector<std::string>& out, const TokenizerOp
 }  // namespace
 
 bool is_removed_punctuation(std::string_view t) {
-  static constexpr std::array<std::string_view, 17> kRemoved = {
-      "''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"};
+  static constexpr std::array<std::string_view, 17> kRemoved = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".",
+                                                                "?",  "!", ",",  ":", "-",     "--",    "...",   ";"};
   for (auto r : kRemoved) {
     if (t == r) return true;
   }

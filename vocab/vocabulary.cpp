@@ -34,9 +34,8 @@ Vocabulary Vocabulary::build(const std::vector<std::vector<std::string>>& captio
   for (auto& [token, n] : counts) {
     if (n >= min_count) kept.emplace_back(token, n);
   }
-  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
-    return a.second != b.second ? a.second > b.second : a.first < b.first;
-  });
+  std::sort(kept.begin(), kept.end(),
+            [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
   Vocabulary vocab;
   vocab.min_count_ = min_count;
   for (auto& [token, n] : kept) {
@@ -53,8 +52,7 @@ int64_t Vocabulary::id(const std::string& token) const {
 
 const std::string& Vocabulary::token(int64_t id) const {
   if (id < 0 || static_cast<size_t>(id) >= tokens_.size()) {
-    throw std::out_of_range("token id " + std::to_string(id) + " outside vocabulary of " +
-                            std::to_string(tokens_.size()));
+    throw std::out_of_range("token id " + std::to_string(id) + " outside vocabulary of " + std::to_string(tokens_.size()));
   }
   return tokens_[static_cast<size_t>(id)];
 }
@@ -96,8 +94,8 @@ Vocabulary Vocabulary::from_json(const json& j, const std::string& origin) {
   }
   int64_t version = root.at("version").as_int();
   if (version > kFormatVersion) {
-    root.fail("vocabulary format version " + std::to_string(version) +
-              " is newer than this captioner understands (" + std::to_string(kFormatVersion) + "); upgrade captioner");
+    root.fail("vocabulary format version " + std::to_string(version) + " is newer than this captioner understands (" +
+              std::to_string(kFormatVersion) + "); upgrade captioner");
   }
   if (version < 1) root.fail("invalid vocabulary format version " + std::to_string(version));
   auto tokens = root.at("tokens");
@@ -117,8 +115,8 @@ Vocabulary Vocabulary::from_json(const json& j, const std::string& origin) {
   for (size_t i = 0; i < n; ++i) {
     std::string t = tokens.at(i).as_string();
     if (i < kNumSpecial && t != specials[i]) {
-      tokens.at(i).fail("expected special token \"" + std::string(specials[i]) + "\" at id " + std::to_string(i) +
-                        ", found \"" + t + "\"");
+      tokens.at(i).fail("expected special token \"" + std::string(specials[i]) + "\" at id " + std::to_string(i) + ", found \"" +
+                        t + "\"");
     }
     if (t.empty()) tokens.at(i).fail("empty token");
     if (vocab.ids_.count(t)) tokens.at(i).fail("duplicate token \"" + t + "\"");
@@ -127,13 +125,9 @@ Vocabulary Vocabulary::from_json(const json& j, const std::string& origin) {
   return vocab;
 }
 
-void Vocabulary::save(const std::filesystem::path& path) const {
-  write_file_atomic(path, to_json().dump(1) + "\n");
-}
+void Vocabulary::save(const std::filesystem::path& path) const { write_file_atomic(path, to_json().dump(1) + "\n"); }
 
-Vocabulary Vocabulary::load(const std::filesystem::path& path) {
-  return from_json(load_json_file(path), path.string());
-}
+Vocabulary Vocabulary::load(const std::filesystem::path& path) { return from_json(load_json_file(path), path.string()); }
 
 uint64_t Vocabulary::fingerprint() const {
   uint64_t h = fnv1a64("captioner-vocabulary");

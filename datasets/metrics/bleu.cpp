@@ -15,8 +15,8 @@ constexpr double kTiny = 1e-15;
 
 // The toolkit multiplies the precisions in order and takes the 1/n-th power; the same order of
 // floating-point operations keeps results identical to the last bit in practice.
-std::array<double, kN> cumulative(const std::array<long, kN>& correct, const std::array<long, kN>& guess,
-                                  double test_len, double ref_len) {
+std::array<double, kN> cumulative(const std::array<long, kN>& correct, const std::array<long, kN>& guess, double test_len,
+                                  double ref_len) {
   std::array<double, kN> out{};
   double ratio = (test_len + kTiny) / (ref_len + kSmall);
   for (int nn = 1; nn <= kN; ++nn) {
@@ -29,8 +29,7 @@ std::array<double, kN> cumulative(const std::array<long, kN>& correct, const std
 }
 }  // namespace
 
-BleuScore compute_bleu(const std::vector<std::string>& hypotheses,
-                       const std::vector<std::vector<std::string>>& references) {
+BleuScore compute_bleu(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references) {
   if (hypotheses.size() != references.size()) {
     throw std::invalid_argument("BLEU: " + std::to_string(hypotheses.size()) + " hypotheses but " +
                                 std::to_string(references.size()) + " reference sets");

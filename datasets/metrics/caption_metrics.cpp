@@ -16,11 +16,11 @@ namespace captioner {
 
 using nlohmann::json;
 
-CaptionScores score_captions(const std::vector<std::string>& hypotheses,
-                             const std::vector<std::vector<std::string>>& references, const MetricsOptions& options) {
+CaptionScores score_captions(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references,
+                             const MetricsOptions& options) {
   if (hypotheses.size() != references.size()) {
-    throw std::invalid_argument(std::to_string(hypotheses.size()) + " captions but " +
-                                std::to_string(references.size()) + " reference sets");
+    throw std::invalid_argument(std::to_string(hypotheses.size()) + " captions but " + std::to_string(references.size()) +
+                                " reference sets");
   }
   std::vector<std::string> hyp;
   std::vector<std::vector<std::string>> refs(references.size());
@@ -46,7 +46,7 @@ CaptionScores score_captions(const std::vector<std::string>& hypotheses,
 }
 
 json scores_to_json(const CaptionScores& s) {
-  return json{{"BLEU-1", s.bleu[0]}, {"BLEU-2", s.bleu[1]}, {"BLEU-3", s.bleu[2]}, {"BLEU-4", s.bleu[3]},
+  return json{{"BLEU-1", s.bleu[0]},  {"BLEU-2", s.bleu[1]},  {"BLEU-3", s.bleu[2]}, {"BLEU-4", s.bleu[3]},
               {"CIDEr-D", s.cider_d}, {"ROUGE-L", s.rouge_l}, {"images", s.images}};
 }
 
@@ -111,8 +111,8 @@ CaptionScores evaluate_results(const std::vector<CaptionResult>& results, const 
   }
   if (!missing.empty()) {
     throw std::runtime_error(results_origin + ": no result for " + std::to_string(missing.size()) + " of " +
-                             std::to_string(references.records.size()) + " images of " + references.source.string() +
-                             ": " + list(missing));
+                             std::to_string(references.records.size()) + " images of " + references.source.string() + ": " +
+                             list(missing));
   }
   std::vector<std::string> hyp;
   std::vector<std::vector<std::string>> refs;

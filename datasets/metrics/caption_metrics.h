@@ -28,8 +28,7 @@ struct MetricsOptions {
 };
 
 // Raw captions in, scores out: hypotheses[i] against references[i].
-CaptionScores score_captions(const std::vector<std::string>& hypotheses,
-                             const std::vector<std::vector<std::string>>& references,
+CaptionScores score_captions(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references,
                              const MetricsOptions& options = {});
 
 // {"BLEU-1":..,"BLEU-2":..,"BLEU-3":..,"BLEU-4":..,"CIDEr-D":..,"ROUGE-L":..,"images":N}

@@ -52,8 +52,7 @@ std::array<double, kN> similarity(const TfIdf& hyp, const TfIdf& ref) {
 }
 }  // namespace
 
-CiderScore compute_cider_d(const std::vector<std::string>& hypotheses,
-                           const std::vector<std::vector<std::string>>& references) {
+CiderScore compute_cider_d(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references) {
   if (hypotheses.size() != references.size()) {
     throw std::invalid_argument("CIDEr-D: " + std::to_string(hypotheses.size()) + " hypotheses but " +
                                 std::to_string(references.size()) + " reference sets");

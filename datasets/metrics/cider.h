@@ -17,7 +17,6 @@ struct CiderScore {
 // n-gram order that is absent from the hypothesis or a reference contributes 0 (it produced NaN),
 // as in the toolkit's later releases; and the length penalty uses the toolkit's own "length",
 // which counts bigrams, not words.
-CiderScore compute_cider_d(const std::vector<std::string>& hypotheses,
-                           const std::vector<std::vector<std::string>>& references);
+CiderScore compute_cider_d(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references);
 
 }  // namespace captioner::metrics

@@ -33,8 +33,7 @@ size_t lcs(const std::vector<std::string_view>& a, const std::vector<std::string
 }
 }  // namespace
 
-RougeScore compute_rouge_l(const std::vector<std::string>& hypotheses,
-                           const std::vector<std::vector<std::string>>& references) {
+RougeScore compute_rouge_l(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references) {
   if (hypotheses.size() != references.size()) {
     throw std::invalid_argument("ROUGE-L: " + std::to_string(hypotheses.size()) + " hypotheses but " +
                                 std::to_string(references.size()) + " reference sets");

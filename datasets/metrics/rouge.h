@@ -13,7 +13,6 @@ struct RougeScore {
 };
 
 // Like the toolkit, sentences are split on single spaces, so an empty sentence is one empty token.
-RougeScore compute_rouge_l(const std::vector<std::string>& hypotheses,
-                           const std::vector<std::vector<std::string>>& references);
+RougeScore compute_rouge_l(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references);
 
 }  // namespace captioner::metrics

@@ -1,0 +1,29 @@
+// How captions are decoded: beam width, length limits and penalties, repeat blocking, sampling.
+// The model bundle stores its defaults as JSON; the CLI overrides them per run.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+
+namespace captioner {
+
+struct SearchOptions {
+  int beam_size = 3;                     // 1: greedy
+  int max_length = 20;                   // words, not counting <end>
+  int min_length = 1;                    // words before <end> may be chosen
+  double length_penalty = 0.0;           // alpha: beams are ranked by log_prob / (words + 1)^alpha
+  int block_ngram_repeat = 0;            // n > 0: never repeat an n-gram within a caption
+  bool block_consecutive_repeat = true;  // never the same word twice in a row ("dog dog")
+  bool suppress_unk = true;
+  bool sample = false;       // sample instead of searching
+  double temperature = 1.0;  // sampling only
+  int top_k = 0;             // sampling only: 0 = the whole vocabulary
+  uint64_t seed = 0;         // sampling only
+};
+
+nlohmann::json search_options_to_json(const SearchOptions& o);
+// Ranges as the command line's; errors name `origin` and the entry.
+SearchOptions search_options_from_json(const nlohmann::json& j, const std::string& origin);
+
+}  // namespace captioner
