@@ -78,6 +78,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   }
   bar->finish();
   for (const auto& f : feats.failures) std::cerr << "skipped " << f << "\n";
+  for (const auto& w : feats.warnings) std::cerr << "warning: " << w << "\n";
 
   std::vector<int64_t> rows;
   std::vector<CaptionRecord> kept;

@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <stdexcept>
 
+#include "datasets/file_io.h"
 #include "datasets/json_util.h"
 #include "vocab/vocabulary.h"
 
@@ -181,6 +183,47 @@ torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState
     x = drop(s.h[l]);
   }
   return torch::log_softmax(output(x), -1);  // (R, V)
+}
+
+void save_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file, bool fp16) {
+  torch::serialize::OutputArchive archive;
+  for (const auto& p : decoder->named_parameters()) {
+    archive.write(p.key(), p.value().detach().to(torch::kCPU, fp16 ? torch::kHalf : torch::kFloat));
+  }
+  save_archive_atomic(archive, file);
+}
+
+void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::filesystem::path& file) {
+  // Serialised in memory first: LibTorch's zip writer throws from its destructor when a write
+  // fails half way (a full disk), which no catch can stop from aborting the process.
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  AtomicFileWriter writer(file);
+  const std::string data = bytes.str();
+  writer.stream().write(data.data(), static_cast<std::streamsize>(data.size()));
+  writer.commit();  // flushes, checks the stream, fsyncs and renames; throws a one-line error
+}
+
+void load_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file) {
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(file.string());
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot read decoder weights " + file.string() + ": " + e.what_without_backtrace() +
+                             " (truncated or not a weights file)");
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& p : decoder->named_parameters()) {
+    torch::Tensor t;
+    if (!archive.try_read(p.key(), t)) {
+      throw std::runtime_error(file.string() + ": missing weight \"" + p.key() + "\" (written for another decoder layout)");
+    }
+    if (t.sizes() != p.value().sizes()) {
+      throw std::runtime_error(file.string() + ": weight \"" + p.key() + "\" has shape " + c10::str(t.sizes()) +
+                               " but the config needs " + c10::str(p.value().sizes()));
+    }
+    p.value().copy_(t.to(p.value().dtype()));
+  }
 }
 
 }  // namespace captioner

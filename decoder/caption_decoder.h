@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
@@ -86,5 +87,12 @@ class CaptionDecoderImpl : public torch::nn::Module {
   int64_t slice_offset_ = 0, slice_rows_ = 0;
 };
 TORCH_MODULE(CaptionDecoder);
+
+// Decoder weights alone (named tensors), optionally stored as float16.
+void save_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file, bool fp16);
+// Writes a LibTorch archive through AtomicFileWriter: the old file survives any failure (a full
+// disk included), the temporary file is removed, and the error is one line naming the file.
+void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::filesystem::path& file);
+void load_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file);
 
 }  // namespace captioner

@@ -48,11 +48,4 @@ struct ModelBundle {
 // Decoding defaults and the training record come from the first bundle.
 ModelBundle make_ensemble(std::vector<ModelBundle> parts, bool flip_tta);
 
-// Decoder weights alone (named tensors), optionally stored as float16.
-void save_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file, bool fp16);
-// Writes a LibTorch archive through AtomicFileWriter: the old file survives any failure (a full
-// disk included), the temporary file is removed, and the error is one line naming the file.
-void save_archive_atomic(torch::serialize::OutputArchive& archive, const std::filesystem::path& file);
-void load_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file);
-
 }  // namespace captioner

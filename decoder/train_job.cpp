@@ -129,6 +129,11 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   FeatureSet val_feats = compute_features(encoder, image_paths(val), fo);
   encoder_threads.reset();
   ScopedTorchThreads decoder_threads(threads.decoder);
+  for (const auto* feats : {&train_feats, &val_feats}) {
+    for (const auto& w : feats->warnings) {
+      if (say) say("warning: " + w);
+    }
+  }
   keep_readable(train, train_feats, say);
   keep_readable(val, val_feats, say);
 

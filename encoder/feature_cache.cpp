@@ -203,7 +203,15 @@ FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& image
       out.failures.push_back(it != problem.end() ? it->second : images[i].string() + ": could not be read (by another process)");
     }
   }
-  if (!options.cache_dir.empty() && options.write_cache) write_cache(file, key, out);
+  if (!options.cache_dir.empty() && options.write_cache) {
+    // A cache is only an optimisation: one that cannot be written (read-only, full, not a
+    // folder) costs the next run the encoding, never this run its result.
+    try {
+      write_cache(file, key, out);
+    } catch (const std::exception& e) {
+      out.warnings.push_back(std::string("features not cached: ") + e.what() + " (they will be computed again next time)");
+    }
+  }
   return out;
 }
 

@@ -19,6 +19,7 @@ struct FeatureSet {
   torch::Tensor flipped;              // (N, D) features of the mirrored images, when asked for
   std::vector<bool> ok;               // ok[i]: image i was read and encoded
   std::vector<std::string> failures;  // one line per unreadable image
+  std::vector<std::string> warnings;  // e.g. the cache could not be written (the features are fine)
   bool from_cache = false;
 };
 

@@ -10,16 +10,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <tuple>
 
 #include "datasets/caption_writer.h"
 #include "datasets/file_io.h"
+#include "decoder/install_paths.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_util.h"
 
@@ -456,4 +459,33 @@ TEST(Reliability, AnEncoderThatFailsMidRunIsOneLineNotATrace) {
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("encoder " + encoder.string() + " failed on a batch of 2"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+// A cache is only an optimisation: with a cache folder that cannot be made (read-only HOME, a file
+// in the way) eval encoded everything and then failed. It now warns and scores.
+TEST(Reliability, ACacheThatCannotBeWrittenOnlyCostsTheCache) {
+  Fixture f;
+  const fs::path captions = f.one_photo_captions();
+  write_text(f.tmp / "in_the_way", "a file where the cache folder would go");
+  auto r = run_shell("timeout 120 " + std::string(CAPTIONER_BINARY) + " eval --annotations " + captions.string() + " --images " +
+                     captions.parent_path().string() + " --model " + f.model.string() + " --cache-dir " +
+                     (f.tmp / "in_the_way" / "cache").string() + " -q --json");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: features not cached"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("BLEU-4"), std::string::npos) << r.out;
+}
+
+// With HOME unset the cache must not go to a fixed /tmp folder another local user could have
+// created first and filled with planted features.
+TEST(Reliability, WithoutHomeTheCacheIsThisUsersOwn) {
+  std::optional<std::string> home, xdg;
+  if (const char* h = std::getenv("HOME")) home = h;
+  if (const char* x = std::getenv("XDG_CACHE_HOME")) xdg = x;
+  unsetenv("HOME");
+  unsetenv("XDG_CACHE_HOME");
+  const fs::path dir = default_cache_dir();
+  if (home) setenv("HOME", home->c_str(), 1);
+  if (xdg) setenv("XDG_CACHE_HOME", xdg->c_str(), 1);
+  EXPECT_EQ(dir.filename().string(), "captioner-cache-" + std::to_string(getuid())) << dir;
+  EXPECT_EQ(dir.parent_path(), fs::temp_directory_path()) << dir;
 }
