@@ -7,7 +7,6 @@
 #include <memory>
 #include <optional>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "app/cli_util.h"
 #include "app/commands.h"
@@ -90,12 +89,10 @@ void run_caption(const CaptionOptions& o) {
 
   // An output that is one of the photos would replace the photo with captions.
   for (const auto& target : {output, o.html}) {
-    if (target.empty()) continue;
     std::error_code ec;
-    const auto out_file = std::filesystem::weakly_canonical(target, ec);
+    if (target.empty() || !std::filesystem::exists(target, ec)) continue;
     for (const auto& photo : list.images) {
-      std::error_code ec2;
-      if (!ec && std::filesystem::weakly_canonical(photo, ec2) == out_file && !ec2) {
+      if (std::filesystem::equivalent(photo, target, ec)) {
         throw std::runtime_error(target + " is one of the photos to caption; write the captions to another file");
       }
     }

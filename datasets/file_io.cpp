@@ -93,8 +93,8 @@ OutputLock::OutputLock(const fs::path& target) {
     }
     // The previous holder removes the lock file on release; if it did so between our open and
     // flock, we hold a lock on a file nobody else will open: try again with the one on disk.
-    struct stat held {
-    }, on_disk{};
+    struct stat held = {};
+    struct stat on_disk = {};
     if (::fstat(fd_, &held) == 0 && ::stat(lock_file_.c_str(), &on_disk) == 0 && held.st_ino == on_disk.st_ino &&
         held.st_dev == on_disk.st_dev) {
       const std::string pid = std::to_string(::getpid()) + "\n";

@@ -42,13 +42,13 @@ void panel(cv::Mat& img, cv::Rect area, const std::string& title, const std::str
   std::vector<std::string> names;
   for (const auto& s : series) names.push_back(s.name);
   const PanelLayout layout = layout_panel(area, title, names);
-  const auto font = kFont;
-  cv::putText(img, title, {layout.title.x, layout.title.y + layout.title.height - 4}, font, kTitleScale, {30, 30, 30}, 1,
+  cv::putText(img, title, {layout.title.x, layout.title.y + layout.title.height - 4}, kFont, kTitleScale, {30, 30, 30}, 1,
               cv::LINE_AA);
   for (size_t k = 0; k < series.size(); ++k) {
     const cv::Rect& r = layout.legend[k];
     cv::line(img, {r.x, r.y + r.height / 2}, {r.x + kLegendSwatch - 5, r.y + r.height / 2}, series[k].color, 2, cv::LINE_AA);
-    cv::putText(img, series[k].name, {r.x + kLegendSwatch, r.y + r.height - 4}, font, kLegendScale, {40, 40, 40}, 1, cv::LINE_AA);
+    cv::putText(img, series[k].name, {r.x + kLegendSwatch, r.y + r.height - 4}, kFont, kLegendScale, {40, 40, 40}, 1,
+                cv::LINE_AA);
   }
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
   for (const auto& s : series) {
@@ -71,11 +71,11 @@ void panel(cv::Mat& img, cv::Rect area, const std::string& title, const std::str
   for (int k = 0; k <= 4; ++k) {
     double xv = x0 + (x1 - x0) * k / 4, yv = y0 + (y1 - y0) * k / 4;
     cv::line(img, {px(xv), B}, {px(xv), B + 5}, {120, 120, 120});
-    cv::putText(img, number(xv), {px(xv) - 12, B + 20}, font, 0.4, {80, 80, 80}, 1, cv::LINE_AA);
+    cv::putText(img, number(xv), {px(xv) - 12, B + 20}, kFont, 0.4, {80, 80, 80}, 1, cv::LINE_AA);
     cv::line(img, {L - 5, py(yv)}, {R, py(yv)}, {230, 230, 230});
-    cv::putText(img, number(yv), {area.x + 8, py(yv) + 4}, font, 0.4, {80, 80, 80}, 1, cv::LINE_AA);
+    cv::putText(img, number(yv), {area.x + 8, py(yv) + 4}, kFont, 0.4, {80, 80, 80}, 1, cv::LINE_AA);
   }
-  cv::putText(img, xlabel, {(L + R) / 2 - 20, B + 38}, font, 0.45, {60, 60, 60}, 1, cv::LINE_AA);
+  cv::putText(img, xlabel, {(L + R) / 2 - 20, B + 38}, kFont, 0.45, {60, 60, 60}, 1, cv::LINE_AA);
   for (const auto& s : series) {
     for (size_t i = 0; i < s.x.size(); ++i) {
       cv::Point p{px(s.x[i]), py(s.y[i])};

@@ -75,12 +75,12 @@ struct Encoder::Int8Instances {
   static constexpr size_t kMaxCopies = 6;    // ~8 MB each
 };
 
-torch::jit::Module& Encoder::module_for(int64_t batch) {
-  if (!int8_) return *module_;
+std::shared_ptr<torch::jit::Module> Encoder::module_for(int64_t batch) {
+  if (!int8_) return module_;
   const std::pair<int, int64_t> shape{at::get_num_threads(), batch};
   std::lock_guard<std::mutex> lock(int8_->mutex);
   auto it = int8_->by_shape.find(shape);
-  if (it != int8_->by_shape.end()) return *it->second;
+  if (it != int8_->by_shape.end()) return it->second;
   if (int8_->by_shape.size() >= Int8Instances::kMaxCopies) {
     int8_->by_shape.erase(int8_->order.front());
     int8_->order.pop_front();
@@ -92,7 +92,8 @@ torch::jit::Module& Encoder::module_for(int64_t batch) {
     module->eval();
   }
   int8_->order.push_back(shape);
-  return *(int8_->by_shape[shape] = std::move(module));
+  int8_->by_shape[shape] = module;
+  return module;
 }
 
 Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device device) {
@@ -143,7 +144,7 @@ torch::Tensor Encoder::encode(const torch::Tensor& images) {
   c10::InferenceMode guard;
   torch::Tensor out;
   try {
-    out = module_for(images.size(0)).forward({images.to(device_)}).toTensor();
+    out = module_for(images.size(0))->forward({images.to(device_)}).toTensor();
   } catch (const std::exception& e) {
     // The TorchScript interpreter's message carries a two-part traceback; its last line says what
     // went wrong.

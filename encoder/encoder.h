@@ -32,7 +32,8 @@ class Encoder {
 
   Encoder(std::shared_ptr<torch::jit::Module> module, EncoderInfo info, torch::Device device)
       : module_(std::move(module)), info_(std::move(info)), device_(device) {}
-  torch::jit::Module& module_for(int64_t batch);
+  // Shared, so a copy evicted by another thread outlives a forward still running on it.
+  std::shared_ptr<torch::jit::Module> module_for(int64_t batch);
 
   std::shared_ptr<torch::jit::Module> module_;
   // int8 on CPU: one loaded copy per (threads, batch) shape, see module_for.
