@@ -15,9 +15,7 @@
 #include "datasets/caption_writer.h"
 #include "datasets/file_io.h"
 #include "datasets/html_report.h"
-#include "datasets/metrics/bleu.h"
 #include "datasets/metrics/caption_metrics.h"
-#include "vocab/tokenizer.h"
 #include "decoder/caption_pipeline.h"
 #include "decoder/install_paths.h"
 #include "encoder/image_files.h"
@@ -34,10 +32,7 @@ struct CaptionOptions {
   std::string html;
   std::string annotations;
   std::string device = "auto";
-  int beam = 0;  // 0: the model's default
-  int max_len = 0;
-  double length_penalty = -1;
-  int block_ngram = -1;
+  SearchOverrides search;  // the model's defaults unless given
   bool sample = false;
   double temperature = 1.0;
   int top_k = 0;
@@ -113,11 +108,7 @@ void run_caption(const CaptionOptions& o) {
   po.loader_threads = o.loader_threads;
   po.threads = ThreadPlan::choose(o.threads);
   po.image.max_pixels = o.max_pixels;
-  po.search = model.search;
-  if (o.beam > 0) po.search.beam_size = o.beam;
-  if (o.max_len > 0) po.search.max_length = o.max_len;
-  if (o.length_penalty >= 0) po.search.length_penalty = o.length_penalty;
-  if (o.block_ngram >= 0) po.search.block_ngram_repeat = o.block_ngram;
+  po.search = o.search.applied_to(model.search);
   po.search.sample = o.sample;
   po.search.temperature = o.temperature;
   po.search.top_k = o.top_k;
@@ -156,9 +147,7 @@ void run_caption(const CaptionOptions& o) {
     auto it = refs_by_name.find(file.filename().string());
     if (it != refs_by_name.end()) {
       row.references = it->second->captions;
-      std::vector<std::string> tok_refs;
-      for (const auto& r : row.references) tok_refs.push_back(tokenize_caption_joined(r));
-      row.bleu4 = metrics::compute_bleu({tokenize_caption_joined(caption)}, {tok_refs}).per_image[0][3];
+      row.bleu4 = image_bleu(caption, row.references)[3];
       scored_hyps.push_back(caption);
       scored_refs.push_back(row.references);
     }
@@ -264,10 +253,10 @@ void add_caption_command(CLI::App& app) {
                   "Caption only part K of N (every N-th photo) into <output>.part-K-of-N; "
                   "join the parts with `captioner merge` (default under torchrun: $RANK/$WORLD_SIZE)");
   auto search = "Decoding (defaults: the model's)";
-  cmd->add_option("--beam", o->beam, "Beam width (1: greedy)")->check(CLI::Range(1, 64))->group(search);
-  cmd->add_option("--max-len", o->max_len, "Maximum words per caption")->check(CLI::Range(1, 200))->group(search);
-  cmd->add_option("--length-penalty", o->length_penalty, "Rank beams by log-prob / (words+1)^alpha")->group(search);
-  cmd->add_option("--block-ngram", o->block_ngram, "Never repeat an n-gram of this size (0: off)")->group(search);
+  cmd->add_option("--beam", o->search.beam_size, "Beam width (1: greedy)")->check(CLI::Range(1, 64))->group(search);
+  cmd->add_option("--max-len", o->search.max_length, "Maximum words per caption")->check(CLI::Range(1, 200))->group(search);
+  cmd->add_option("--length-penalty", o->search.length_penalty, "Rank beams by log-prob / (words+1)^alpha")->group(search);
+  cmd->add_option("--block-ngram", o->search.block_ngram_repeat, "Never repeat an n-gram of this size (0: off)")->group(search);
   cmd->add_flag("--sample", o->sample, "Sample captions instead of searching for the most likely")->group(search);
   cmd->add_option("--temperature", o->temperature, "Sampling temperature")->check(CLI::Range(0.01, 100.0))->group(search);
   cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")

@@ -12,8 +12,7 @@
 #include "datasets/file_io.h"
 #include "datasets/metrics/caption_metrics.h"
 #include "decoder/install_paths.h"
-#include "decoder/model_bundle.h"
-#include "encoder/feature_cache.h"
+#include "decoder/caption_pipeline.h"
 #include "encoder/threading.h"
 
 namespace captioner::cli {
@@ -28,9 +27,7 @@ struct EvalOptions {
   std::string karpathy_split = "val";
   std::string output;
   std::string device = "auto";
-  int beam = 0;
-  double length_penalty = -1;
-  int block_ngram = -1;
+  SearchOverrides search;
   std::filesystem::path cache_dir = default_cache_dir();
   int batch = 4;
   int threads = 0;
@@ -48,71 +45,50 @@ void print_scores(const CaptionScores& scores, bool as_json) {
   }
 }
 
-// Captions the dataset's images with a model; returns COCO-style results. Features go through
-// the feature cache, so evaluating several decoding settings encodes the images only once.
+// Captions the dataset's images with a model; returns COCO-style results for the images that
+// could be read (the others leave `refs` too). Features go through the feature cache, so
+// evaluating several decoding settings encodes the images only once.
 std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset& refs) {
   set_threads(o.threads);
   torch::Device device = resolve_device(o.device);
-  ModelBundle model = ModelBundle::load(o.model.empty() ? default_model_dir() : std::filesystem::path(o.model), device);
+  const std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
+  ModelBundle model = ModelBundle::load(model_dir, device);
   Encoder encoder = Encoder::load(model.encoder_file, device);
-  check_same_encoder(model.encoder, encoder.info(), "model " + (o.model.empty() ? default_model_dir().string() : o.model));
-  SearchOptions search = model.search;
-  if (o.beam > 0) search.beam_size = o.beam;
-  if (o.length_penalty >= 0) search.length_penalty = o.length_penalty;
-  if (o.block_ngram >= 0) search.block_ngram_repeat = o.block_ngram;
+  check_same_encoder(model.encoder, encoder.info(), "model " + model_dir.string());
 
+  CachedCaptionOptions co;
+  co.search = o.search.applied_to(model.search);
+  co.threads = ThreadPlan::choose(o.threads);
+  co.features.cache_dir = o.cache_dir;
+  co.features.batch_size = o.batch;
+  co.features.workers = o.loader_threads;
   std::vector<std::filesystem::path> files;
   for (const auto& r : refs.records) files.push_back(r.image_path);
-  FeatureCacheOptions fo;
-  fo.cache_dir = o.cache_dir;
-  fo.batch_size = o.batch;
-  fo.workers = o.loader_threads;
-  fo.with_flipped = model.num_views() > 1;
-  std::unique_ptr<ProgressBar> bar = std::make_unique<ProgressBar>("encoding", static_cast<int64_t>(files.size()), !o.quiet);
-  fo.progress = [&](size_t done, size_t) { bar->update(static_cast<int64_t>(done)); };
-  const ThreadPlan plan = ThreadPlan::choose(o.threads);
-  FeatureSet feats;
-  {
-    ScopedTorchThreads threads(plan.encoder_alone);
-    feats = compute_features(encoder, files, fo);
-  }
-  bar->finish();
-  for (const auto& f : feats.failures) std::cerr << "skipped " << f << "\n";
-  for (const auto& w : feats.warnings) std::cerr << "warning: " << w << "\n";
-
-  std::vector<int64_t> rows;
-  std::vector<CaptionRecord> kept;
-  for (size_t i = 0; i < refs.records.size(); ++i) {
-    if (feats.ok[i]) {
-      rows.push_back(static_cast<int64_t>(i));
-      kept.push_back(std::move(refs.records[i]));
-    }
-  }
-  if (!feats.failures.empty()) {
-    std::cerr << "warning: " << feats.failures.size() << " of " << files.size() << " images could not be read; scoring the other "
-              << kept.size() << "\n";
+  ProgressBar encoding("encoding", static_cast<int64_t>(files.size()), !o.quiet);
+  std::optional<ProgressBar> captioning;  // sized once the readable images are known
+  co.features.progress = [&](size_t done, size_t) { encoding.update(static_cast<int64_t>(done)); };
+  co.decode_progress = [&](size_t done, size_t total) {
+    encoding.finish();
+    if (!captioning) captioning.emplace("captioning", static_cast<int64_t>(total), !o.quiet);
+    captioning->update(static_cast<int64_t>(done));
+  };
+  CaptionedFiles captioned = caption_files_cached(model, encoder, files, co);
+  encoding.finish();
+  if (captioning) captioning->finish();
+  for (const auto& f : captioned.failures) std::cerr << "skipped " << f << "\n";
+  for (const auto& w : captioned.warnings) std::cerr << "warning: " << w << "\n";
+  if (!captioned.failures.empty()) {
+    std::cerr << "warning: " << captioned.failures.size() << " of " << files.size()
+              << " images could not be read; scoring the other " << captioned.rows.size() << "\n";
     g_exit_code = 1;
   }
-  refs.records = std::move(kept);
-  auto index = torch::tensor(rows);
-  FeatureViews views{feats.features.index_select(0, index)};
-  if (fo.with_flipped) views.push_back(feats.flipped.index_select(0, index));
-
-  ScopedTorchThreads decoder_threads(plan.decoder);
-  auto scorer = model.make_scorer();
+  std::vector<CaptionRecord> kept;
   std::vector<CaptionResult> results;
-  bar = std::make_unique<ProgressBar>("captioning", static_cast<int64_t>(rows.size()), !o.quiet);
-  const int64_t n = static_cast<int64_t>(rows.size()), step = 100;
-  for (int64_t start = 0; start < n; start += step) {
-    FeatureViews chunk;
-    for (const auto& v : views) chunk.push_back(v.narrow(0, start, std::min(step, n - start)));
-    auto captions = search_captions(*scorer, chunk, search);
-    for (size_t i = 0; i < captions.size(); ++i) {
-      results.push_back({refs.records[static_cast<size_t>(start) + i].image_id, model.vocab.decode(captions[i].tokens)});
-    }
-    bar->update(start + static_cast<int64_t>(captions.size()));
+  for (size_t k = 0; k < captioned.rows.size(); ++k) {
+    kept.push_back(std::move(refs.records[captioned.rows[k]]));
+    results.push_back({kept.back().image_id, model.vocab.decode(captioned.captions[k].tokens)});
   }
-  bar->finish();
+  refs.records = std::move(kept);
   return results;
 }
 
@@ -180,9 +156,9 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--karpathy-split", o->karpathy_split, "Karpathy JSON only: split to evaluate");
   cmd->add_option("--max-images", o->max_images, "Evaluate only the first N images (0: all)");
   cmd->add_option("--output", o->output, "With --images: also write the captions as a COCO results file");
-  cmd->add_option("--beam", o->beam, "Beam width (default: the model's)")->check(CLI::Range(1, 64));
-  cmd->add_option("--length-penalty", o->length_penalty, "Length penalty alpha (default: the model's)");
-  cmd->add_option("--block-ngram", o->block_ngram, "Never repeat an n-gram of this size (default: the model's)");
+  cmd->add_option("--beam", o->search.beam_size, "Beam width (default: the model's)")->check(CLI::Range(1, 64));
+  cmd->add_option("--length-penalty", o->search.length_penalty, "Length penalty alpha (default: the model's)");
+  cmd->add_option("--block-ngram", o->search.block_ngram_repeat, "Never repeat an n-gram of this size (default: the model's)");
   cmd->add_option("--cache-dir", o->cache_dir, "Where image features are cached (empty: no cache)");
   cmd->add_option("--batch", o->batch, "Images per encoder call (4 is fastest for MobileNetV2 on few cores)")
       ->check(CLI::Range(1, 1024));

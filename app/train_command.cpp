@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <memory>
 
 #include "app/cli_util.h"
@@ -67,9 +68,10 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
         line, sizeof line,
         "[epoch %d/%d] loss %.4f%s  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
         r.epoch, job.trainer.epochs, r.train_loss,
-        job.trainer.objective == "scst" ? (" reward " + std::to_string(r.train_reward).substr(0, 6)).c_str() : "", r.bleu[0],
-        r.bleu[3], r.improved ? " *" : "  ", r.best_bleu4, r.best_epoch, r.learning_rate, format_duration(r.seconds).c_str(),
-        r.captions_per_second);
+        job.trainer.objective == Objective::kSelfCritical ? (" reward " + std::to_string(r.train_reward).substr(0, 6)).c_str()
+                                                          : "",
+        r.bleu[0], r.bleu[3], r.improved ? " *" : "  ", r.best_bleu4, r.best_epoch, r.learning_rate,
+        format_duration(r.seconds).c_str(), r.captions_per_second);
     std::cerr << line << std::endl;
   };
   TrainResult result = run_train_job(job, cb);
@@ -178,7 +180,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--fp16", t.fp16_bundle, "Store the model's weights as float16 (half the size)")->group(train);
   cmd->add_option("--objective", t.objective,
                   "xe: cross-entropy; scst: self-critical training with a CIDEr-D reward (use with --init-from)")
-      ->check(CLI::IsMember({"xe", "scst"}))
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, Objective>{{"xe", Objective::kCrossEntropy}, {"scst", Objective::kSelfCritical}}))
+      ->default_str("xe")
       ->group(train);
   cmd->add_option("--init-from", job.init_from, "Start from this trained model (its vocabulary and decoder)")
       ->check(CLI::ExistingDirectory)

@@ -12,8 +12,7 @@
 #include <opencv2/core.hpp>
 #include <thread>
 
-#include "decoder/caption_search.h"
-#include "decoder/model_bundle.h"
+#include "decoder/caption_pipeline.h"
 #include "encoder/encoder.h"
 #include "encoder/feature_cache.h"
 #include "encoder/image_files.h"
@@ -90,12 +89,9 @@ int main(int argc, char** argv) {
     {
       ScopedTorchThreads scope(cores);
       encoder.encode(pixels.narrow(0, 0, std::min<int64_t>(batch, n)));  // warm-up (oneDNN primitives)
-      std::vector<torch::Tensor> parts;
       t0 = now();
-      for (int64_t s = 0; s < n; s += batch)
-        parts.push_back(encoder.encode(pixels.narrow(0, s, std::min<int64_t>(batch, n - s))));
+      features = encoder.encode_in_batches(pixels, batch);
       encode_s = now() - t0;
-      features = torch::cat(parts);
     }
     // Stage 4: the decoder, one thread, in batches as `captioner caption` decodes.
     auto scorer = model.make_scorer();
@@ -105,9 +101,7 @@ int main(int argc, char** argv) {
       SearchOptions so = model.search;
       so.beam_size = beam;
       double t = now();
-      for (int64_t s = 0; s < n; s += decoder_batch) {
-        search_captions(*scorer, {features.narrow(0, s, std::min<int64_t>(decoder_batch, n - s))}, so);
-      }
+      caption_features(*scorer, {features}, so, decoder_batch);
       return now() - t;
     };
     decode_time(1);  // warm-up

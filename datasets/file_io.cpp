@@ -145,6 +145,14 @@ void write_file_atomic(const fs::path& path, std::string_view contents) {
   writer.commit();
 }
 
+void append_line(const fs::path& path, std::string_view line) {
+  std::ofstream out(path, std::ios::app | std::ios::binary);
+  out.write(line.data(), static_cast<std::streamsize>(line.size()));
+  out.put('\n');
+  out.flush();
+  if (!out) throw std::runtime_error("cannot write " + path.string() + ": " + std::strerror(errno));
+}
+
 uint64_t fnv1a64(std::string_view data, uint64_t seed) {
   uint64_t h = seed;
   for (unsigned char c : data) {

@@ -18,6 +18,10 @@ std::string read_file(const fs::path& path);
 // Replaces `path` with `contents` atomically: readers see the old file or the new one, never a mix.
 void write_file_atomic(const fs::path& path, std::string_view contents);
 
+// Appends `line` and a newline to `path` (a log), created if missing; throws "cannot write F:
+// reason" when the line does not reach the file (disk full, folder gone).
+void append_line(const fs::path& path, std::string_view line);
+
 // Streams into a temporary sibling of `path`; commit() makes it visible under `path` atomically.
 // Destroying the writer without commit() removes the temporary file and leaves `path` untouched.
 class AtomicFileWriter {

@@ -81,19 +81,11 @@ CaptionPipeline::CaptionPipeline(const ModelBundle& model, Encoder& encoder, Cap
   check_same_encoder(model_.encoder, encoder_.info(), "the model");
 }
 
-torch::Tensor CaptionPipeline::encode_in_chunks(const torch::Tensor& pixels) {
-  const int64_t n = pixels.size(0), step = std::max(1, options_.encoder_batch);
-  if (n <= step) return encoder_.encode(pixels);
-  std::vector<torch::Tensor> parts;
-  for (int64_t s = 0; s < n; s += step) parts.push_back(encoder_.encode(pixels.narrow(0, s, std::min(step, n - s))));
-  return torch::cat(parts);
-}
-
 FeatureViews CaptionPipeline::encode_batch(const ImageBatch& batch, bool with_flipped) {
   FeatureViews views;
   if (batch.indices.empty()) return views;
-  views.push_back(encode_in_chunks(batch.pixels));
-  if (with_flipped) views.push_back(encode_in_chunks(batch.flipped));
+  views.push_back(encoder_.encode_in_batches(batch.pixels, options_.encoder_batch));
+  if (with_flipped) views.push_back(encoder_.encode_in_batches(batch.flipped, options_.encoder_batch));
   return views;
 }
 
@@ -187,6 +179,43 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
   }
   join_all();
   return failed;
+}
+
+std::vector<Caption> caption_features(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& search,
+                                      int64_t chunk, const std::function<void(size_t, size_t)>& progress) {
+  std::vector<Caption> captions;
+  if (views.empty()) return captions;
+  const int64_t n = views.front().size(0);
+  chunk = std::max<int64_t>(1, chunk);
+  for (int64_t start = 0; start < n; start += chunk) {
+    FeatureViews part;
+    for (const auto& v : views) part.push_back(v.narrow(0, start, std::min(chunk, n - start)));
+    for (auto& c : search_captions(scorer, part, search)) captions.push_back(std::move(c));
+    if (progress) progress(captions.size(), static_cast<size_t>(n));
+  }
+  return captions;
+}
+
+CaptionedFiles caption_files_cached(const ModelBundle& model, Encoder& encoder, const std::vector<std::filesystem::path>& files,
+                                    const CachedCaptionOptions& options) {
+  check_same_encoder(model.encoder, encoder.info(), "the model");
+  FeatureCacheOptions fo = options.features;
+  fo.with_flipped = model.num_views() > 1;
+  FeatureSet feats;
+  {
+    ScopedTorchThreads threads(options.threads.encoder_alone);
+    feats = compute_features(encoder, files, fo);
+  }
+  CaptionedFiles out;
+  out.failures = std::move(feats.failures);
+  out.warnings = std::move(feats.warnings);
+  for (int64_t row : feats.drop_unreadable()) out.rows.push_back(static_cast<size_t>(row));
+  FeatureViews views{feats.features};
+  if (fo.with_flipped) views.push_back(feats.flipped);
+  ScopedTorchThreads threads(options.threads.decoder);
+  auto scorer = model.make_scorer();
+  out.captions = caption_features(*scorer, views, options.search, options.decode_chunk, options.decode_progress);
+  return out;
 }
 
 }  // namespace captioner

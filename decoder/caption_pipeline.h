@@ -1,6 +1,7 @@
-// Files in, captions out: loader threads decode and preprocess batches while the encoder and the
-// decoder run, and results are handed back in input order as soon as each batch is done, so a
-// folder of any size is captioned in constant memory.
+// "Caption these images", in one home. CaptionPipeline: files in, captions out, loader threads,
+// encoder and decoder overlapped and results handed back in input order, in constant memory (the
+// caption command). caption_files_cached: a dataset's images through the feature cache (eval,
+// benchmarks). caption_features: already-encoded images (all of them, and the trainer's validation).
 #pragma once
 
 #include <filesystem>
@@ -10,6 +11,7 @@
 
 #include "decoder/model_bundle.h"
 #include "encoder/encoder.h"
+#include "encoder/feature_cache.h"
 #include "encoder/image_loader.h"
 #include "encoder/threading.h"
 
@@ -53,12 +55,36 @@ class CaptionPipeline {
   size_t run(const std::vector<std::filesystem::path>& files, const CaptionCallbacks& callbacks);
 
  private:
-  torch::Tensor encode_in_chunks(const torch::Tensor& pixels);
   FeatureViews encode_batch(const ImageBatch& batch, bool with_flipped);
 
   const ModelBundle& model_;
   Encoder& encoder_;
   CaptionPipelineOptions options_;
 };
+
+// Captions of already-encoded images (views (N, D) each), decoded `chunk` images at a time with
+// all their beams in one tensor; progress after each chunk. One Caption per row.
+std::vector<Caption> caption_features(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& search,
+                                      int64_t chunk = 100, const std::function<void(size_t done, size_t total)>& progress = {});
+
+struct CachedCaptionOptions {
+  FeatureCacheOptions features;  // cache folder, encoder batch, loader threads, encoding progress
+  SearchOptions search;
+  ThreadPlan threads = ThreadPlan::choose(0);
+  int64_t decode_chunk = 100;
+  std::function<void(size_t done, size_t total)> decode_progress;
+};
+
+struct CaptionedFiles {
+  std::vector<size_t> rows;           // input positions of the images that were read, in order
+  std::vector<Caption> captions;      // one per entry of rows
+  std::vector<std::string> failures;  // one line per unreadable image
+  std::vector<std::string> warnings;  // e.g. the feature cache could not be written
+};
+
+// Encodes `files` through the feature cache (so several decoding settings encode them once), then
+// captions every image that could be read. Checks that the encoder is the model's.
+CaptionedFiles caption_files_cached(const ModelBundle& model, Encoder& encoder, const std::vector<std::filesystem::path>& files,
+                                    const CachedCaptionOptions& options);
 
 }  // namespace captioner

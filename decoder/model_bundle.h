@@ -13,7 +13,7 @@
 
 #include "decoder/caption_decoder.h"
 #include "decoder/caption_search.h"
-#include "encoder/preprocess_spec.h"
+#include "encoder/encoder_info.h"
 #include "vocab/vocabulary.h"
 
 namespace captioner {
@@ -42,10 +42,5 @@ struct ModelBundle {
   // Loads and cross-checks every part; decoders are put on `device` in eval mode.
   static ModelBundle load(const std::filesystem::path& dir, torch::Device device = torch::kCPU);
 };
-
-// Combines trained bundles that share a vocabulary and encoder into one ensemble whose members
-// vote at every decoding step; with flip_tta every decoder also reads the mirrored photo.
-// Decoding defaults and the training record come from the first bundle.
-ModelBundle make_ensemble(std::vector<ModelBundle> parts, bool flip_tta);
 
 }  // namespace captioner

@@ -8,6 +8,14 @@ namespace captioner {
 
 using nlohmann::json;
 
+SearchOptions SearchOverrides::applied_to(SearchOptions o) const {
+  if (beam_size > 0) o.beam_size = beam_size;
+  if (max_length > 0) o.max_length = max_length;
+  if (length_penalty >= 0) o.length_penalty = length_penalty;
+  if (block_ngram_repeat >= 0) o.block_ngram_repeat = block_ngram_repeat;
+  return o;
+}
+
 json search_options_to_json(const SearchOptions& o) {
   return json{{"beam_size", o.beam_size},
               {"max_length", o.max_length},

@@ -22,6 +22,15 @@ struct SearchOptions {
   uint64_t seed = 0;         // sampling only
 };
 
+// What a command line may change in a model's decoding defaults; unset fields keep the model's.
+struct SearchOverrides {
+  int beam_size = 0;            // 0: the model's
+  int max_length = 0;           // 0: the model's
+  double length_penalty = -1;   // < 0: the model's
+  int block_ngram_repeat = -1;  // < 0: the model's
+  SearchOptions applied_to(SearchOptions defaults) const;
+};
+
 nlohmann::json search_options_to_json(const SearchOptions& o);
 // Ranges as the command line's; errors name `origin` and the entry.
 SearchOptions search_options_from_json(const nlohmann::json& j, const std::string& origin);

@@ -11,7 +11,7 @@
 #include "decoder/trainer.h"
 #include "encoder/feature_cache.h"
 #include "encoder/threading.h"
-#include "vocab/tokenizer.h"
+#include "datasets/tokenizer.h"
 
 namespace captioner {
 
@@ -39,23 +39,14 @@ std::vector<fs::path> image_paths(const CaptionDataset& ds) {
 }
 
 // Drops images that could not be read, reporting each.
-void keep_readable(CaptionDataset& ds, FeatureSet& fs_, const std::function<void(const std::string&)>& say) {
-  for (const auto& f : fs_.failures) {
+void keep_readable(CaptionDataset& ds, FeatureSet& feats, const std::function<void(const std::string&)>& say) {
+  for (const auto& f : feats.failures) {
     if (say) say("skipped unreadable image: " + f);
   }
-  if (fs_.failures.empty()) return;
-  std::vector<int64_t> keep;
+  if (feats.failures.empty()) return;
   std::vector<CaptionRecord> records;
-  for (size_t i = 0; i < ds.records.size(); ++i) {
-    if (fs_.ok[i]) {
-      keep.push_back(static_cast<int64_t>(i));
-      records.push_back(std::move(ds.records[i]));
-    }
-  }
-  if (keep.empty()) throw std::runtime_error(ds.source.string() + ": none of the images could be read");
-  auto idx = torch::tensor(keep);
-  fs_.features = fs_.features.index_select(0, idx);
-  if (fs_.flipped.defined()) fs_.flipped = fs_.flipped.index_select(0, idx);
+  for (int64_t row : feats.drop_unreadable()) records.push_back(std::move(ds.records[static_cast<size_t>(row)]));
+  if (records.empty()) throw std::runtime_error(ds.source.string() + ": none of the images could be read");
   ds.records = std::move(records);
 }
 
@@ -212,7 +203,7 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
         {"seed", t.seed},
         {"min_word_count", job.min_word_count},
         {"max_caption_length", job.max_caption_length},
-        {"objective", t.objective},
+        {"objective", objective_name(t.objective)},
         {"init_from", job.init_from.string()}}}};
   if (say && group) {
     say("data-parallel over " + std::to_string(group->world_size()) + " processes: each takes " +

@@ -1,6 +1,6 @@
-// Trains a CaptionDecoder on cached image features with teacher forcing: Adam, gradient clipping,
-// step learning-rate decay, greedy validation BLEU every epoch, the best model kept as a bundle,
-// early stopping. Checkpoints every few hundred batches and at every epoch end (atomically), so
+// The training loop: a CaptionDecoder on cached image features under a TrainingObjective, Adam,
+// gradient clipping, step learning-rate decay, greedy validation BLEU every epoch, the best model
+// kept in the RunDirectory, early stopping. Checkpoints every few hundred batches and at every epoch end (atomically), so
 // Ctrl-C, SIGTERM, kill -9 or a crash lose at most one interval; `resume` continues bit-for-bit.
 #pragma once
 
@@ -11,18 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "datasets/metrics/cider_reward.h"
 #include "decoder/model_bundle.h"
+#include "decoder/run_directory.h"
 #include "decoder/trainer_options.h"
+#include "decoder/training_objective.h"
 
 namespace captioner {
-
-struct TrainingData {
-  torch::Tensor features;                      // (N, D) image features
-  torch::Tensor flipped;                       // (N, D) of the mirrored images, or undefined
-  std::vector<std::vector<int64_t>> captions;  // <start> w1 .. wn <end>
-  std::vector<int64_t> caption_image;          // row of `features` for each caption
-};
 
 struct ValidationData {
   torch::Tensor features;                            // (M, D)
@@ -42,28 +36,13 @@ class Trainer {
   std::array<double, 4> validate();
 
  private:
-  struct Batch {
-    torch::Tensor features;  // (B, D)
-    torch::Tensor tokens;    // (B, T)
-  };
-  std::vector<std::vector<int64_t>> epoch_batches(int epoch) const;
-  Batch make_batch(const std::vector<int64_t>& caption_ids, int epoch, int64_t batch_index) const;
-  // One optimisation step; returns (loss, reward). `items` are captions (xe) or images (scst).
-  std::pair<double, double> train_step(const std::vector<int64_t>& items, int epoch, int64_t batch_index);
-  // Data-parallel part of an xe step: this rank's share of the backward pass, then gradients
-  // summed over the ranks. Returns the global batch's mean loss.
-  double data_parallel_backward(const Batch& batch);
-  std::pair<double, double> scst_step(const std::vector<int64_t>& images, int epoch, int64_t batch_index);
-  torch::Tensor image_features(const std::vector<int64_t>& images, int epoch, int64_t batch_index) const;
+  // One optimisation step on a batch of the objective's items; returns (loss, reward).
+  StepResult train_step(const std::vector<int64_t>& items, int epoch, int64_t batch_index);
   std::string fingerprint() const;
-  void save_checkpoint(int epoch, int64_t next_batch, const nlohmann::json& state);
-  bool load_checkpoint(nlohmann::json& state);
-  void truncate_metrics(int64_t step);
+  CheckpointParts checkpoint_parts() { return {*decoder_, ema_, *optimizer_}; }
   void update_ema(int64_t step);
   // Swaps the averaged weights into the decoder (for validation and saving) and back.
   void swap_ema();
-  void append_metrics(const nlohmann::json& line);
-  bool is_main() const;         // the rank that validates and writes (the only one alone)
   bool stop_requested() const;  // by a signal here, or (data-parallel) on any rank
 
   ModelBundle model_;
@@ -71,12 +50,12 @@ class Trainer {
   TrainingData train_;
   ValidationData val_;
   TrainerOptions options_;
-  std::filesystem::path out_;
+  RunDirectory run_dir_;
+  std::unique_ptr<TrainingObjective> objective_;
   std::unique_ptr<torch::optim::Adam> optimizer_;
   torch::Device device_ = torch::kCPU;
-  std::unique_ptr<metrics::CiderReward> reward_;  // scst only
-  std::vector<torch::Tensor> ema_;                // averaged parameters, in parameters() order
-  bool stop_agreed_ = false;                      // data-parallel: a rank asked to stop
+  std::vector<torch::Tensor> ema_;  // averaged parameters, in parameters() order
+  bool stop_agreed_ = false;        // data-parallel: a rank asked to stop
 };
 
 }  // namespace captioner

@@ -17,6 +17,12 @@ namespace captioner {
 
 class DistributedGroup;
 
+// "xe": cross-entropy with teacher forcing. "scst": self-critical sequence training (Rennie et al.
+// 2017) with CIDEr-D on the training captions as the reward and the mean reward of the image's
+// other samples as the baseline (Luo 2020); start it from an xe-trained model.
+enum class Objective { kCrossEntropy, kSelfCritical };
+const char* objective_name(Objective objective);  // "xe", "scst"
+
 struct TrainerOptions {
   int epochs = 30;
   int batch_size = 64;
@@ -43,10 +49,7 @@ struct TrainerOptions {
   }();
   bool resume = false;
   bool fp16_bundle = false;
-  // "xe": cross-entropy with teacher forcing. "scst": self-critical sequence training (Rennie et
-  // al. 2017) with CIDEr-D on the training captions as the reward and the mean reward of the
-  // image's other samples as the baseline (Luo 2020); start it from an xe-trained model.
-  std::string objective = "xe";
+  Objective objective = Objective::kCrossEntropy;
   int scst_samples = 5;  // captions sampled per image
   int scst_images = 32;  // images per batch
   int scst_max_length = 16;

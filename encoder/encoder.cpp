@@ -159,4 +159,13 @@ torch::Tensor Encoder::encode(const torch::Tensor& images) {
   return out.to(torch::kCPU, torch::kFloat);
 }
 
+torch::Tensor Encoder::encode_in_batches(const torch::Tensor& images, int64_t batch) {
+  const int64_t n = images.size(0);
+  batch = std::max<int64_t>(1, batch);
+  if (n <= batch) return encode(images);
+  std::vector<torch::Tensor> parts;
+  for (int64_t s = 0; s < n; s += batch) parts.push_back(encode(images.narrow(0, s, std::min(batch, n - s))));
+  return torch::cat(parts);
+}
+
 }  // namespace captioner

@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "encoder/preprocess_spec.h"
+#include "encoder/encoder_info.h"
 
 namespace captioner {
 
@@ -26,6 +26,9 @@ class Encoder {
 
   // images: (N, 3, H, W) float32 preprocessed per info().spec -> (N, D) float32 on the CPU.
   torch::Tensor encode(const torch::Tensor& images);
+  // The same, `batch` images per call: MobileNetV2 ran ~3x faster per image at batch 4 than at 32
+  // on 2 cores (its activations stay in cache).
+  torch::Tensor encode_in_batches(const torch::Tensor& images, int64_t batch);
 
  private:
   struct Int8Instances;

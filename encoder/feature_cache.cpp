@@ -117,6 +117,19 @@ fs::path feature_cache_file(const Encoder& encoder, const std::vector<fs::path>&
   return options.cache_dir / ("features-" + hex64(inputs_key(encoder, images, options.with_flipped)) + ".bin");
 }
 
+std::vector<int64_t> FeatureSet::drop_unreadable() {
+  std::vector<int64_t> kept;
+  for (size_t i = 0; i < ok.size(); ++i) {
+    if (ok[i]) kept.push_back(static_cast<int64_t>(i));
+  }
+  if (kept.size() == ok.size()) return kept;
+  auto index = torch::tensor(kept);
+  features = features.index_select(0, index);
+  if (flipped.defined()) flipped = flipped.index_select(0, index);
+  ok.assign(kept.size(), true);
+  return kept;
+}
+
 FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& images, const FeatureCacheOptions& options) {
   const size_t n = images.size();
   const int64_t dim = encoder.info().feature_dim;

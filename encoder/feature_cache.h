@@ -21,6 +21,10 @@ struct FeatureSet {
   std::vector<std::string> failures;  // one line per unreadable image
   std::vector<std::string> warnings;  // e.g. the cache could not be written (the features are fine)
   bool from_cache = false;
+
+  // Keeps only the rows of images that were read (features, flipped and ok shrink alike) and
+  // returns the input positions kept, in order.
+  std::vector<int64_t> drop_unreadable();
 };
 
 struct FeatureCacheOptions {

@@ -9,7 +9,7 @@
 #include "datasets/caption_dataset.h"
 #include "decoder/caption_pipeline.h"
 #include "tests/test_util.h"
-#include "vocab/tokenizer.h"
+#include "datasets/tokenizer.h"
 
 using namespace captioner;
 namespace fs = std::filesystem;

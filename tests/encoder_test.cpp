@@ -317,3 +317,16 @@ TEST(Encoder, SameSidecarOtherWeightsIsAnotherEncoder) {
   EXPECT_THROW(check_same_encoder(a.info(), b.info(), "model m"), std::runtime_error);
   EXPECT_NO_THROW(check_same_encoder(a.info(), a2.info(), "model m"));
 }
+
+TEST(FeatureCache, DroppingUnreadableRowsKeepsFeaturesAndMirrorsAligned) {
+  FeatureSet set;
+  set.features = torch::arange(8, torch::kFloat).reshape({4, 2});
+  set.flipped = -set.features;
+  set.ok = {true, false, true, false};
+  EXPECT_EQ(set.drop_unreadable(), (std::vector<int64_t>{0, 2}));
+  ASSERT_EQ(set.features.size(0), 2);
+  EXPECT_TRUE(torch::equal(set.features[1], torch::tensor({4.f, 5.f})));
+  EXPECT_TRUE(torch::equal(set.flipped, -set.features));
+  EXPECT_EQ(set.ok, (std::vector<bool>{true, true}));
+  EXPECT_EQ(set.drop_unreadable(), (std::vector<int64_t>{0, 1}));  // nothing more to drop
+}

@@ -7,6 +7,7 @@
 
 #include <set>
 
+#include "decoder/caption_pipeline.h"
 #include "vocab/vocabulary.h"
 
 using namespace captioner;
@@ -186,4 +187,37 @@ TEST(Search, EnsembleOfOneModelWithItselfIsThatModel) {
     EXPECT_EQ(a[i].tokens, b[i].tokens);
     EXPECT_NEAR(a[i].log_prob, b[i].log_prob, 1e-4);
   }
+}
+
+TEST(Search, CaptioningFeaturesInChunksGivesTheCaptionsOfOneSearch) {
+  DecoderScorer s(random_decoder("lstm", 12));
+  auto f = features(10, 13);
+  const auto together = search_captions(s, f, opts(3));
+  std::vector<size_t> progress;
+  const auto chunked = caption_features(s, f, opts(3), 4, [&](size_t done, size_t total) {
+    EXPECT_EQ(total, 10u);
+    progress.push_back(done);
+  });
+  ASSERT_EQ(chunked.size(), together.size());
+  for (size_t i = 0; i < chunked.size(); ++i) EXPECT_EQ(chunked[i].tokens, together[i].tokens) << "image " << i;
+  EXPECT_EQ(progress, (std::vector<size_t>{4, 8, 10}));
+}
+
+TEST(SearchOverrides, ChangeOnlyWhatWasGiven) {
+  SearchOptions model;
+  model.beam_size = 5;
+  model.length_penalty = 0.3;
+  model.block_ngram_repeat = 2;
+  SearchOverrides none;
+  const SearchOptions same = none.applied_to(model);
+  EXPECT_EQ(same.beam_size, 5);
+  EXPECT_EQ(same.length_penalty, 0.3);
+  EXPECT_EQ(same.block_ngram_repeat, 2);
+  SearchOverrides some;
+  some.beam_size = 1;
+  some.block_ngram_repeat = 0;  // 0 is a value ("off"), not "unset"
+  const SearchOptions changed = some.applied_to(model);
+  EXPECT_EQ(changed.beam_size, 1);
+  EXPECT_EQ(changed.block_ngram_repeat, 0);
+  EXPECT_EQ(changed.length_penalty, 0.3);
 }

@@ -131,6 +131,20 @@ void check_resume_is_exact(double ema_decay) {
   EXPECT_EQ(r2.epochs_completed, 3);
   auto a = params(tmp / "straight"), b = params(tmp / "resumed");
   ASSERT_EQ(a.size(), b.size());
+  // The resumed run's log is the straight run's: lines after the checkpoint were dropped and
+  // logged again, in order, with the same numbers (times aside).
+  const TrainingLog la = read_training_log(tmp / "straight/metrics.jsonl");
+  const TrainingLog lb = read_training_log(tmp / "resumed/metrics.jsonl");
+  ASSERT_EQ(la.batches.size(), lb.batches.size());
+  for (size_t i = 0; i < la.batches.size(); ++i) {
+    EXPECT_EQ(la.batches[i].step, lb.batches[i].step);
+    EXPECT_EQ(la.batches[i].loss, lb.batches[i].loss) << "batch line " << i;
+  }
+  ASSERT_EQ(la.epochs.size(), lb.epochs.size());
+  for (size_t i = 0; i < la.epochs.size(); ++i) {
+    EXPECT_EQ(la.epochs[i].train_loss, lb.epochs[i].train_loss) << "epoch " << i + 1;
+    EXPECT_EQ(la.epochs[i].bleu, lb.epochs[i].bleu) << "epoch " << i + 1;
+  }
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i << " differs";
   if (ema_decay > 0) {
     auto ea = params(tmp / "straight", "ema."), eb = params(tmp / "resumed", "ema.");
@@ -165,6 +179,60 @@ TEST(Trainer, WeightAveragingLearnsAndSavesTheAverage) {
   EXPECT_DOUBLE_EQ(check.validate()[3], r.best_bleu[3]);
 }
 
+TEST(TrainingState, RoundTripsAndReadsTheCheckpointsOfEarlierVersions) {
+  TrainingState s;
+  s.epoch = 2;
+  s.next_batch = 7;
+  s.step = 31;
+  s.best_bleu4 = 0.25;
+  s.best_epoch = 2;
+  s.bad_epochs = 0;
+  s.epoch_loss_sum = 12.5;
+  s.epoch_reward_sum = 0.1;
+  s.epoch_items = 96;
+  s.epoch_seconds = 3.5;
+  EpochReport r;
+  r.epoch = 2;
+  r.step = 24;
+  r.bleu = {0.5, 0.4, 0.3, 0.25};
+  s.history = {r};
+  std::string fingerprint;
+  const TrainingState back = training_state_from_json(training_state_to_json(s, "abc"), "ckpt", &fingerprint);
+  EXPECT_EQ(fingerprint, "abc");
+  EXPECT_EQ(back.step, 31);
+  EXPECT_EQ(back.next_batch, 7);
+  EXPECT_EQ(back.epoch_items, 96);
+  EXPECT_EQ(back.epoch_loss_sum, 12.5);
+  ASSERT_EQ(back.history.size(), 1u);
+  EXPECT_EQ(back.history[0].bleu, r.bleu);
+  // A state as the trainer wrote it before the state was typed (no "finished", no reward sum).
+  const std::string old = R"({"step": 4, "best_bleu4": -1.0, "best_epoch": 0, "bad_epochs": 0, "epoch_loss_sum": 1.5,
+      "epoch_loss_count": 16, "epoch_seconds": 0.2, "history": [], "epoch": 0, "next_batch": 4, "fingerprint": "f"})";
+  const TrainingState o = training_state_from_json(old, "old.pt", nullptr);
+  EXPECT_EQ(o.next_batch, 4);
+  EXPECT_FALSE(o.finished);
+  try {
+    training_state_from_json(R"({"epoch": "two"})", "bad.pt", nullptr);
+    ADD_FAILURE() << "read a damaged state";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.pt"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RunDirectory, ALogLineThatCannotBeWrittenFailsTheRun) {
+  TempDir tmp;
+  RunDirectory run(tmp / "run", nullptr);
+  run.log(BatchLogLine{1, 1, 1, 2.0, 0.01, std::nullopt});
+  std::filesystem::remove_all(tmp / "run");
+  std::filesystem::create_directories(tmp / "run/metrics.jsonl");  // a folder in the log's way
+  try {
+    run.log(BatchLogLine{1, 2, 2, 1.9, 0.01, std::nullopt});
+    ADD_FAILURE() << "a lost log line went unnoticed";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("metrics.jsonl"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Trainer, RefusesToResumeWithOtherData) {
   TempDir tmp;
   auto toy = make_toy(tmp.path());
@@ -192,7 +260,7 @@ TEST(Trainer, SelfCriticalTrainingRaisesTheRewardAndResumesExactly) {
   Trainer(toy.model, toy.train, toy.val, o, tmp / "xe").run();  // a briefly trained start
   auto start = ModelBundle::load(tmp / "xe");
   auto scst = options();
-  scst.objective = "scst";
+  scst.objective = Objective::kSelfCritical;
   scst.epochs = 6;
   scst.learning_rate = 0.005;
   scst.scst_images = 8;

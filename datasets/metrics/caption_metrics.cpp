@@ -10,11 +10,17 @@
 #include "datasets/metrics/bleu.h"
 #include "datasets/metrics/cider.h"
 #include "datasets/metrics/rouge.h"
-#include "vocab/tokenizer.h"
+#include "datasets/tokenizer.h"
 
 namespace captioner {
 
 using nlohmann::json;
+
+std::array<double, 4> image_bleu(const std::string& caption, const std::vector<std::string>& references) {
+  std::vector<std::string> refs;
+  for (const auto& r : references) refs.push_back(tokenize_caption_joined(r));
+  return metrics::compute_bleu({tokenize_caption_joined(caption)}, {refs}).per_image[0];
+}
 
 CaptionScores score_captions(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references,
                              const MetricsOptions& options) {

@@ -31,6 +31,10 @@ struct MetricsOptions {
 CaptionScores score_captions(const std::vector<std::string>& hypotheses, const std::vector<std::vector<std::string>>& references,
                              const MetricsOptions& options = {});
 
+// One caption's BLEU-1..4 against its references, tokenized as score_captions does (coco-caption's
+// per-image BLEU depends on no other image, so a report can score row by row).
+std::array<double, 4> image_bleu(const std::string& caption, const std::vector<std::string>& references);
+
 // {"BLEU-1":..,"BLEU-2":..,"BLEU-3":..,"BLEU-4":..,"CIDEr-D":..,"ROUGE-L":..,"images":N}
 nlohmann::json scores_to_json(const CaptionScores& scores);
 std::string scores_table(const CaptionScores& scores);

@@ -5,7 +5,7 @@
 #include "datasets/metrics/bleu.h"
 #include "datasets/metrics/cider.h"
 #include "datasets/metrics/rouge.h"
-#include "vocab/tokenizer.h"
+#include "datasets/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);

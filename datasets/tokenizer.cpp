@@ -1,4 +1,4 @@
-#include "vocab/tokenizer.h"
+#include "datasets/tokenizer.h"
 
 #include <array>
 #include <cctype>
