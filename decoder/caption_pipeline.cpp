@@ -1,6 +1,7 @@
 #include "decoder/caption_pipeline.h"
 
 #include <ATen/Parallel.h>
+#include <malloc.h>
 
 #include <condition_variable>
 #include <map>
@@ -81,11 +82,14 @@ CaptionPipeline::CaptionPipeline(const ModelBundle& model, Encoder& encoder, Cap
   check_same_encoder(model_.encoder, encoder_.info(), "the model");
 }
 
-FeatureViews CaptionPipeline::encode_batch(const ImageBatch& batch, bool with_flipped) {
+FeatureViews CaptionPipeline::encode_batch(ImageBatch& batch, bool with_flipped) {
   FeatureViews views;
   if (batch.indices.empty()) return views;
   views.push_back(encoder_.encode_in_batches(batch.pixels, options_.encoder_batch));
   if (with_flipped) views.push_back(encoder_.encode_in_batches(batch.flipped, options_.encoder_batch));
+  // The pixels (19 MB a batch of 32) are not needed while the batch waits for the decoder.
+  batch.pixels = torch::Tensor();
+  batch.flipped = torch::Tensor();
   return views;
 }
 
@@ -124,6 +128,12 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
       }
     }
     done += batch.indices.size() + batch.failures.size();
+#ifdef __GLIBC__
+    // Tensors are freed on other threads than the ones that made them, so glibc's per-thread
+    // arenas keep ever more freed pages: peak memory grew from 663 MB at 1,000 photos to 910 MB at
+    // 7,000. Handing the free pages back once per batch keeps it flat (~530 MB) at no measured cost.
+    malloc_trim(0);
+#endif
     if (cb.on_progress) cb.on_progress(done, files.size());
   };
   auto stop_requested = [&] { return cb.should_stop && cb.should_stop(); };

@@ -55,7 +55,7 @@ class CaptionPipeline {
   size_t run(const std::vector<std::filesystem::path>& files, const CaptionCallbacks& callbacks);
 
  private:
-  FeatureViews encode_batch(const ImageBatch& batch, bool with_flipped);
+  FeatureViews encode_batch(ImageBatch& batch, bool with_flipped);  // frees the batch's pixels
 
   const ModelBundle& model_;
   Encoder& encoder_;
