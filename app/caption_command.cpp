@@ -257,6 +257,10 @@ void add_caption_command(CLI::App& app) {
   cmd->add_option("--max-len", o->search.max_length, "Maximum words per caption")->check(CLI::Range(1, 200))->group(search);
   cmd->add_option("--length-penalty", o->search.length_penalty, "Rank beams by log-prob / (words+1)^alpha")->group(search);
   cmd->add_option("--block-ngram", o->search.block_ngram_repeat, "Never repeat an n-gram of this size (0: off)")->group(search);
+  cmd->add_option("--max-word-repeats", o->search.max_word_repeats,
+                  "Use no word (function words aside) more than this many times in a caption (0: off)")
+      ->check(CLI::Range(0, 10))
+      ->group(search);
   cmd->add_flag("--sample", o->sample, "Sample captions instead of searching for the most likely")->group(search);
   cmd->add_option("--temperature", o->temperature, "Sampling temperature")->check(CLI::Range(0.01, 100.0))->group(search);
   cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")

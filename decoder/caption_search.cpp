@@ -5,6 +5,7 @@
 #include <functional>
 #include <limits>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "vocab/vocabulary.h"
 
@@ -25,6 +26,7 @@ void check_inputs(const FeatureViews& views, const SearchOptions& o) {
   if (o.beam_size < 1) throw std::invalid_argument("beam size must be >= 1");
   if (o.max_length < 1) throw std::invalid_argument("max length must be >= 1");
   if (o.block_ngram_repeat < 0) throw std::invalid_argument("block_ngram_repeat must be >= 0");
+  if (o.max_word_repeats < 0) throw std::invalid_argument("max_word_repeats must be >= 0");
   // Below ~1e-3 the division overflows float32 to inf and sampling breaks: 0.01 already samples
   // the most likely word almost always.
   if (o.sample && !(o.temperature >= 0.01 && o.temperature <= 100)) {
@@ -51,9 +53,26 @@ torch::Tensor mask_step(const torch::Tensor& logp, const std::vector<std::vector
   const int64_t R = logp.size(0);
   std::vector<int64_t> ban_rows, ban_cols;
   const size_t n = static_cast<size_t>(o.block_ngram_repeat);
+  std::vector<bool> exempt;
+  if (o.max_word_repeats > 0) {
+    exempt.assign(static_cast<size_t>(logp.size(1)), false);
+    for (int64_t id : o.repeat_exempt) {
+      if (id >= 0 && id < logp.size(1)) exempt[static_cast<size_t>(id)] = true;
+    }
+  }
+  std::unordered_map<int64_t, int> uses;
   for (int64_t r = 0; r < R; ++r) {
     const auto& h = history[r];
     if (h.empty()) continue;
+    if (o.max_word_repeats > 0) {  // a word used max_word_repeats times already is used up
+      uses.clear();
+      for (int64_t w : h) {
+        if (!exempt[static_cast<size_t>(w)] && ++uses[w] == o.max_word_repeats) {
+          ban_rows.push_back(r);
+          ban_cols.push_back(w);
+        }
+      }
+    }
     if (o.block_consecutive_repeat) {
       ban_rows.push_back(r);
       ban_cols.push_back(h.back());

@@ -145,6 +145,7 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
     b.members.push_back(std::move(m));
   }
   if (root.has("search")) b.search = search_options_from_json(config["search"], origin);
+  b.search.repeat_exempt = b.vocab.function_word_ids();
   if (root.has("training")) b.training = config["training"];
   return b;
 }

@@ -13,6 +13,7 @@ SearchOptions SearchOverrides::applied_to(SearchOptions o) const {
   if (max_length > 0) o.max_length = max_length;
   if (length_penalty >= 0) o.length_penalty = length_penalty;
   if (block_ngram_repeat >= 0) o.block_ngram_repeat = block_ngram_repeat;
+  if (max_word_repeats >= 0) o.max_word_repeats = max_word_repeats;
   return o;
 }
 
@@ -23,7 +24,8 @@ json search_options_to_json(const SearchOptions& o) {
               {"length_penalty", o.length_penalty},
               {"block_ngram_repeat", o.block_ngram_repeat},
               {"block_consecutive_repeat", o.block_consecutive_repeat},
-              {"suppress_unk", o.suppress_unk}};
+              {"suppress_unk", o.suppress_unk},
+              {"max_word_repeats", o.max_word_repeats}};
 }
 
 SearchOptions search_options_from_json(const json& j, const std::string& origin) {
@@ -36,6 +38,7 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("block_ngram_repeat")) o.block_ngram_repeat = static_cast<int>(v.at("block_ngram_repeat").as_int());
   if (v.has("block_consecutive_repeat")) o.block_consecutive_repeat = v.at("block_consecutive_repeat").as_bool();
   if (v.has("suppress_unk")) o.suppress_unk = v.at("suppress_unk").as_bool();
+  if (v.has("max_word_repeats")) o.max_word_repeats = static_cast<int>(v.at("max_word_repeats").as_int());
   // The same ranges the command line accepts: a hand-edited 100000-wide beam would otherwise
   // allocate gigabytes before failing inside LibTorch.
   auto range = [&](const char* key, int value, int lo, int hi) {
@@ -45,6 +48,7 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("max_length")) range("max_length", o.max_length, 1, 200);
   if (v.has("min_length")) range("min_length", o.min_length, 0, 200);
   if (v.has("block_ngram_repeat")) range("block_ngram_repeat", o.block_ngram_repeat, 0, 10);
+  if (v.has("max_word_repeats")) range("max_word_repeats", o.max_word_repeats, 0, 10);
   if (v.has("length_penalty") && !(o.length_penalty >= 0 && o.length_penalty <= 10)) {
     v.at("length_penalty").fail("must be between 0 and 10");
   }

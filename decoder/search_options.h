@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <vector>
 
 namespace captioner {
 
@@ -16,6 +17,11 @@ struct SearchOptions {
   int block_ngram_repeat = 0;            // n > 0: never repeat an n-gram within a caption
   bool block_consecutive_repeat = true;  // never the same word twice in a row ("dog dog")
   bool suppress_unk = true;
+  // n > 0: a word may appear at most n times in a caption (never "a woman and a woman and a
+  // woman"), except those in repeat_exempt: the vocabulary's function words, filled in by
+  // ModelBundle::load and not stored with the options.
+  int max_word_repeats = 0;
+  std::vector<int64_t> repeat_exempt;
   bool sample = false;       // sample instead of searching
   double temperature = 1.0;  // sampling only
   int top_k = 0;             // sampling only: 0 = the whole vocabulary
@@ -28,6 +34,7 @@ struct SearchOverrides {
   int max_length = 0;           // 0: the model's
   double length_penalty = -1;   // < 0: the model's
   int block_ngram_repeat = -1;  // < 0: the model's
+  int max_word_repeats = -1;    // < 0: the model's
   SearchOptions applied_to(SearchOptions defaults) const;
 };
 

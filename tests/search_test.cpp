@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include <map>
 #include <set>
 
 #include "decoder/caption_pipeline.h"
@@ -220,4 +221,33 @@ TEST(SearchOverrides, ChangeOnlyWhatWasGiven) {
   EXPECT_EQ(changed.beam_size, 1);
   EXPECT_EQ(changed.block_ngram_repeat, 0);
   EXPECT_EQ(changed.length_penalty, 0.3);
+}
+
+TEST(Search, NoWordIsUsedMoreOftenThanAllowedExceptTheExemptOnes) {
+  // A decoder whose every step favours a few words, so unconstrained captions repeat them.
+  DecoderScorer s(random_decoder("lstm", 21, 8));
+  auto f = features(16, 22);
+  auto count_max = [](const std::vector<int64_t>& tokens, int64_t except) {
+    std::map<int64_t, int> n;
+    int most = 0;
+    for (int64_t w : tokens) {
+      if (w != except) most = std::max(most, ++n[w]);
+    }
+    return most;
+  };
+  SearchOptions o = opts(3);
+  o.max_length = 16;
+  int most_free = 0;
+  for (const auto& c : search_captions(s, f, o)) most_free = std::max(most_free, count_max(c.tokens, -1));
+  ASSERT_GT(most_free, 2) << "the test needs captions that repeat words when not constrained";
+  o.max_word_repeats = 2;
+  o.repeat_exempt = {5};
+  for (int beam : {1, 3}) {
+    o.beam_size = beam;
+    for (const auto& c : search_captions(s, f, o)) {
+      EXPECT_LE(count_max(c.tokens, 5), 2) << "beam " << beam;
+    }
+  }
+  o.repeat_exempt.clear();
+  for (const auto& c : search_captions(s, f, o)) EXPECT_LE(count_max(c.tokens, -1), 2);
 }

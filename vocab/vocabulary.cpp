@@ -45,6 +45,19 @@ Vocabulary Vocabulary::build(const std::vector<std::vector<std::string>>& captio
   return vocab;
 }
 
+std::vector<int64_t> Vocabulary::function_word_ids() const {
+  static const char* const kFunctionWords[] = {
+      "a",    "an",   "the",   "and",  "or",    "but",  "of",   "in",   "on",    "at",  "to",      "with",   "by", "for",
+      "from", "into", "onto",  "over", "under", "near", "up",   "down", "out",   "off", "through", "behind", "is", "are",
+      "his",  "her",  "their", "its",  "he",    "she",  "they", "it",   "while", "as",  "that",    "who",    "'s"};
+  std::vector<int64_t> out;
+  for (const char* w : kFunctionWords) {
+    auto it = ids_.find(w);
+    if (it != ids_.end()) out.push_back(it->second);
+  }
+  return out;
+}
+
 int64_t Vocabulary::id(const std::string& token) const {
   auto it = ids_.find(token);
   return it == ids_.end() ? kUnk : it->second;

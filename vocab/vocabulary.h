@@ -37,6 +37,10 @@ class Vocabulary {
   const std::string& token(int64_t id) const;  // throws std::out_of_range
   int64_t count(int64_t id) const { return counts_.at(static_cast<size_t>(id)); }
 
+  // Ids of the English function words in this vocabulary (articles, prepositions, conjunctions,
+  // pronouns, auxiliaries): words a caption may repeat ("a man in a red shirt on a bike").
+  std::vector<int64_t> function_word_ids() const;
+
   // <start> w1 .. wn <end> when add_start_end.
   std::vector<int64_t> encode(const std::vector<std::string>& tokens, bool add_start_end = true) const;
   // Words up to the first <end>, specials skipped, joined by spaces.
