@@ -156,11 +156,16 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--karpathy-split", o->karpathy_split, "Karpathy JSON only: split to evaluate");
   cmd->add_option("--max-images", o->max_images, "Evaluate only the first N images (0: all)");
   cmd->add_option("--output", o->output, "With --images: also write the captions as a COCO results file");
-  cmd->add_option("--beam", o->search.beam_size, "Beam width (default: the model's)")->check(CLI::Range(1, 64));
-  cmd->add_option("--length-penalty", o->search.length_penalty, "Length penalty alpha (default: the model's)");
-  cmd->add_option("--block-ngram", o->search.block_ngram_repeat, "Never repeat an n-gram of this size (default: the model's)");
+  cmd->add_option("--beam", o->search.beam_size, "Beam width (default: the model's)")
+      ->default_str("the model's")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--length-penalty", o->search.length_penalty, "Length penalty alpha (default: the model's)")
+      ->default_str("the model's");
+  cmd->add_option("--block-ngram", o->search.block_ngram_repeat, "Never repeat an n-gram of this size (default: the model's)")
+      ->default_str("the model's");
   cmd->add_option("--max-word-repeats", o->search.max_word_repeats,
                   "Use no word (function words aside) more than this many times (0: off; default: the model's)")
+      ->default_str("the model's")
       ->check(CLI::Range(0, 10));
   cmd->add_option("--cache-dir", o->cache_dir, "Where image features are cached (empty: no cache)");
   cmd->add_option("--batch", o->batch, "Images per encoder call (4 is fastest for MobileNetV2 on few cores)")

@@ -2,7 +2,6 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
-#include <map>
 #include <memory>
 
 #include "app/cli_util.h"
@@ -16,6 +15,7 @@ namespace {
 struct TrainCommandOptions {
   TrainJob job;
   std::string injection = "every-step";
+  std::string objective = "xe";
   bool quiet = false;
   int dist_timeout = 300;
 };
@@ -25,8 +25,8 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
   job.decoder.image_every_step = o.injection != "init";
   job.decoder.image_init_state = o.injection != "every-step";
   job.command_line = command_line;
+  job.trainer.objective = o.objective == "scst" ? Objective::kSelfCritical : Objective::kCrossEntropy;
   job.distributed.timeout = std::chrono::seconds(o.dist_timeout);
-  if (job.encoder_file.empty()) job.encoder_file = default_encoder_file();
   if (job.val_images.empty()) job.val_images = job.train_images;
   install_stop_handlers();
   job.trainer.stop = &stop_requested();
@@ -128,7 +128,8 @@ void add_train_command(CLI::App& app) {
 
   auto model = "Model";
   cmd->add_option("--encoder", job.encoder_file,
-                  "TorchScript encoder with its .json sidecar (default: models/encoders/mobilenet_v2.pt)")
+                  "TorchScript encoder with its .json sidecar (default: --init-from's encoder, else "
+                  "models/encoders/mobilenet_v2.pt)")
       ->group(model);
   cmd->add_option("--cell", job.decoder.cell, "Recurrent cell")->check(CLI::IsMember({"lstm", "gru", "rnn"}))->group(model);
   cmd->add_option("--embed", job.decoder.embed_dim, "Word embedding size")->check(CLI::PositiveNumber)->group(model);
@@ -178,11 +179,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--resume", t.resume, "Continue from <output>/checkpoint.pt")->group(train);
   cmd->add_flag("--overwrite", job.overwrite, "Replace a model or run already in --output")->group(train);
   cmd->add_flag("--fp16", t.fp16_bundle, "Store the model's weights as float16 (half the size)")->group(train);
-  cmd->add_option("--objective", t.objective,
+  cmd->add_option("--objective", o->objective,
                   "xe: cross-entropy; scst: self-critical training with a CIDEr-D reward (use with --init-from)")
-      ->transform(CLI::CheckedTransformer(
-          std::map<std::string, Objective>{{"xe", Objective::kCrossEntropy}, {"scst", Objective::kSelfCritical}}))
-      ->default_str("xe")
+      ->check(CLI::IsMember({"xe", "scst"}))
       ->group(train);
   cmd->add_option("--init-from", job.init_from, "Start from this trained model (its vocabulary and decoder)")
       ->check(CLI::ExistingDirectory)

@@ -8,6 +8,7 @@
 
 #include "datasets/caption_dataset.h"
 #include "datasets/file_io.h"
+#include "decoder/install_paths.h"
 #include "decoder/trainer.h"
 #include "encoder/feature_cache.h"
 #include "encoder/threading.h"
@@ -97,7 +98,12 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   torch::Device device = resolve_device(job.device);
   const ThreadPlan threads = ThreadPlan::choose(job.threads);
   std::optional<ScopedTorchThreads> encoder_threads(std::in_place, threads.encoder_alone);
-  Encoder encoder = Encoder::load(job.encoder_file, device);
+  // Fine-tuning can only continue on the features its model was trained on: its encoder is the
+  // default then, not the installation's.
+  const fs::path encoder_file = !job.encoder_file.empty() ? job.encoder_file
+                                : !job.init_from.empty()  ? ModelBundle::load(job.init_from).encoder_file
+                                                          : default_encoder_file();
+  Encoder encoder = Encoder::load(encoder_file, device);
   FeatureCacheOptions fo;
   fo.cache_dir = job.cache_dir;
   fo.batch_size = job.encoder_batch;
@@ -170,7 +176,7 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
     model.members.push_back(member);
   }
   model.encoder = encoder.info();
-  model.encoder_file = job.encoder_file;
+  model.encoder_file = encoder_file;
   model.search = job.search;
 
   TrainingData data;

@@ -21,7 +21,7 @@ struct TrainJob {
   std::filesystem::path val_split;
   std::string karpathy_train_split = "train";
   std::string karpathy_val_split = "val";
-  std::filesystem::path encoder_file;
+  std::filesystem::path encoder_file;  // empty: init_from's encoder, else the installation's default
   std::filesystem::path output_dir;
   bool overwrite = false;           // replace a model or run already in output_dir
   std::filesystem::path init_from;  // start from this model (its vocabulary and decoder), e.g. for scst

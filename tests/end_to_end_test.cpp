@@ -76,3 +76,24 @@ TEST(EndToEnd, TrainsOnRealPhotosThenCaptionsAFolder) {
   }
   EXPECT_GE(distinct.size(), 4u) << "captions do not depend on the photo";
 }
+
+TEST(EndToEnd, FineTuningUsesItsModelsEncoderUnlessToldOtherwise) {
+  REQUIRE_SHARED();
+  const fs::path model = fs::path(CAPTIONER_SOURCE_DIR) / "models/default";
+  if (!fs::exists(fs::path(CAPTIONER_SOURCE_DIR) / "models/encoders/mobilenet_v2_int8.pt")) {
+    GTEST_SKIP() << "the default encoder is not built: run scripts/setup.sh";
+  }
+  TempDir tmp;
+  const fs::path f8k = shared_dir() / "datasets/flickr8k";
+  // The installation's default encoder (float) is not the one models/default was trained on
+  // (int8): without --encoder, --init-from must bring its own rather than fail the identity check.
+  auto train = run_cli("train --train-captions " + (f8k / "captions_train.json").string() + " --val-captions " +
+                       (f8k / "captions_val.json").string() + " --train-images " + (f8k / "images").string() +
+                       " --max-train-images 16 --max-val-images 8 --epochs 1 --objective scst --init-from " + model.string() +
+                       " --quiet --output " + (tmp / "tuned").string() + " --cache-dir " + (tmp / "cache").string());
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  std::ifstream in(tmp / "tuned/config.json");
+  const json config = json::parse(in);
+  EXPECT_EQ(config["encoder"]["precision"], "int8") << config["encoder"].dump();
+  EXPECT_EQ(config["training"]["options"]["objective"], "scst");
+}
