@@ -253,25 +253,7 @@ void add_caption_command(CLI::App& app) {
                   "Caption only part K of N (every N-th photo) into <output>.part-K-of-N; "
                   "join the parts with `captioner merge` (default under torchrun: $RANK/$WORLD_SIZE)");
   auto search = "Decoding (defaults: the model's)";
-  cmd->add_option("--beam", o->search.beam_size, "Beam width (1: greedy)")
-      ->default_str("the model's")
-      ->check(CLI::Range(1, 64))
-      ->group(search);
-  cmd->add_option("--max-len", o->search.max_length, "Maximum words per caption")
-      ->default_str("the model's")
-      ->check(CLI::Range(1, 200))
-      ->group(search);
-  cmd->add_option("--length-penalty", o->search.length_penalty, "Rank beams by log-prob / (words+1)^alpha")
-      ->default_str("the model's")
-      ->group(search);
-  cmd->add_option("--block-ngram", o->search.block_ngram_repeat, "Never repeat an n-gram of this size (0: off)")
-      ->default_str("the model's")
-      ->group(search);
-  cmd->add_option("--max-word-repeats", o->search.max_word_repeats,
-                  "Use no word (function words aside) more than this many times in a caption (0: off)")
-      ->default_str("the model's")
-      ->check(CLI::Range(0, 10))
-      ->group(search);
+  add_search_overrides(*cmd, o->search, "the model's", search);
   cmd->add_flag("--sample", o->sample, "Sample captions instead of searching for the most likely")->group(search);
   cmd->add_option("--temperature", o->temperature, "Sampling temperature")->check(CLI::Range(0.01, 100.0))->group(search);
   cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")

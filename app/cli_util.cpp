@@ -1,5 +1,7 @@
 #include "app/cli_util.h"
 
+#include "app/commands.h"
+
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -82,6 +84,28 @@ void ProgressBar::finish() {
     std::fflush(stderr);
     drawn_ = false;
   }
+}
+
+void add_search_overrides(CLI::App& cmd, SearchOverrides& search, const std::string& defaults_from, const std::string& group) {
+  cmd.add_option("--beam", search.beam_size, "Beam width (1: greedy)")
+      ->default_str(defaults_from)
+      ->check(CLI::Range(1, 64))
+      ->group(group);
+  cmd.add_option("--max-len", search.max_length, "Maximum words per caption")
+      ->default_str(defaults_from)
+      ->check(CLI::Range(1, 200))
+      ->group(group);
+  cmd.add_option("--length-penalty", search.length_penalty, "Rank beams by log-prob / (words+1)^alpha")
+      ->default_str(defaults_from)
+      ->group(group);
+  cmd.add_option("--block-ngram", search.block_ngram_repeat, "Never repeat an n-gram of this size (0: off)")
+      ->default_str(defaults_from)
+      ->group(group);
+  cmd.add_option("--max-word-repeats", search.max_word_repeats,
+                 "Use no word (function words aside) more than this many times in a caption (0: off)")
+      ->default_str(defaults_from)
+      ->check(CLI::Range(0, 10))
+      ->group(group);
 }
 
 }  // namespace captioner::cli

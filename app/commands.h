@@ -3,11 +3,20 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
+
+#include "decoder/search_options.h"
 
 namespace captioner::cli {
 
 // Set by a command to report partial failure (e.g. some images unreadable) without throwing.
 extern int g_exit_code;
+
+// The decoding options of every command that decodes or stores decoding defaults: --beam,
+// --max-len, --length-penalty, --block-ngram, --max-word-repeats. Each one left out keeps the value
+// of `defaults_from` ("the model's"), as SearchOverrides::applied_to does.
+void add_search_overrides(CLI::App& cmd, SearchOverrides& search, const std::string& defaults_from,
+                          const std::string& group = "Options");
 
 void add_caption_command(CLI::App& app);
 void add_train_command(CLI::App& app);

@@ -43,13 +43,7 @@ void add_ensemble_command(CLI::App& app) {
   cmd->add_option("--output", o->output, "Ensemble model directory to write")->required();
   cmd->add_flag("--flip-tta", o->flip_tta, "Also average over the mirrored photo (test-time augmentation)");
   cmd->add_flag("--fp16", o->fp16, "Store weights as float16");
-  cmd->add_option("--beam", o->search.beam_size, "Default beam width (default: the first model's)")
-      ->default_str("the first model's")
-      ->check(CLI::Range(1, 64));
-  cmd->add_option("--length-penalty", o->search.length_penalty, "Default length penalty (default: the first model's)")
-      ->default_str("the first model's");
-  cmd->add_option("--block-ngram", o->search.block_ngram_repeat, "Default n-gram blocking (default: the first model's)")
-      ->default_str("the first model's");
+  add_search_overrides(*cmd, o->search, "the first model's");
   cmd->callback([o] { run_ensemble(*o); });
 }
 

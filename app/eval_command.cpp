@@ -53,8 +53,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   torch::Device device = resolve_device(o.device);
   const std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
   ModelBundle model = ModelBundle::load(model_dir, device);
-  Encoder encoder = Encoder::load(model.encoder_file, device);
-  check_same_encoder(model.encoder, encoder.info(), "model " + model_dir.string());
+  Encoder encoder = Encoder::load(model.encoder_file, device);  // caption_files_cached checks it is the model's
 
   CachedCaptionOptions co;
   co.search = o.search.applied_to(model.search);
@@ -156,17 +155,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--karpathy-split", o->karpathy_split, "Karpathy JSON only: split to evaluate");
   cmd->add_option("--max-images", o->max_images, "Evaluate only the first N images (0: all)");
   cmd->add_option("--output", o->output, "With --images: also write the captions as a COCO results file");
-  cmd->add_option("--beam", o->search.beam_size, "Beam width (default: the model's)")
-      ->default_str("the model's")
-      ->check(CLI::Range(1, 64));
-  cmd->add_option("--length-penalty", o->search.length_penalty, "Length penalty alpha (default: the model's)")
-      ->default_str("the model's");
-  cmd->add_option("--block-ngram", o->search.block_ngram_repeat, "Never repeat an n-gram of this size (default: the model's)")
-      ->default_str("the model's");
-  cmd->add_option("--max-word-repeats", o->search.max_word_repeats,
-                  "Use no word (function words aside) more than this many times (0: off; default: the model's)")
-      ->default_str("the model's")
-      ->check(CLI::Range(0, 10));
+  add_search_overrides(*cmd, o->search, "the model's");
   cmd->add_option("--cache-dir", o->cache_dir, "Where image features are cached (empty: no cache)");
   cmd->add_option("--batch", o->batch, "Images per encoder call (4 is fastest for MobileNetV2 on few cores)")
       ->check(CLI::Range(1, 1024));

@@ -8,11 +8,11 @@
 
 #include "datasets/caption_dataset.h"
 #include "datasets/file_io.h"
+#include "datasets/tokenizer.h"
 #include "decoder/install_paths.h"
 #include "decoder/trainer.h"
 #include "encoder/feature_cache.h"
 #include "encoder/threading.h"
-#include "datasets/tokenizer.h"
 
 namespace captioner {
 
@@ -98,11 +98,18 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   torch::Device device = resolve_device(job.device);
   const ThreadPlan threads = ThreadPlan::choose(job.threads);
   std::optional<ScopedTorchThreads> encoder_threads(std::in_place, threads.encoder_alone);
-  // Fine-tuning can only continue on the features its model was trained on: its encoder is the
-  // default then, not the installation's.
-  const fs::path encoder_file = !job.encoder_file.empty() ? job.encoder_file
-                                : !job.init_from.empty()  ? ModelBundle::load(job.init_from).encoder_file
-                                                          : default_encoder_file();
+  // Fine-tuning: the starting model fixes the vocabulary and the decoder's shape, and can only
+  // continue on the features it was trained on, so its encoder is the default, not the
+  // installation's. Loaded (and refused) before any image is encoded.
+  std::optional<ModelBundle> init;
+  if (!job.init_from.empty()) {
+    init = ModelBundle::load(job.init_from, device);
+    if (init->members.size() != 1 || init->members[0].view != 0) {
+      throw std::runtime_error("--init-from " + job.init_from.string() +
+                               ": can only continue from a single model, not an ensemble");
+    }
+  }
+  const fs::path encoder_file = !job.encoder_file.empty() ? job.encoder_file : init ? init->encoder_file : default_encoder_file();
   Encoder encoder = Encoder::load(encoder_file, device);
   FeatureCacheOptions fo;
   fo.cache_dir = job.cache_dir;
@@ -149,16 +156,10 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
     }
   }
   ModelBundle model;
-  if (!job.init_from.empty()) {
-    // Fine-tuning: the starting model fixes the vocabulary and the decoder's shape.
-    ModelBundle init = ModelBundle::load(job.init_from, device);
-    if (init.members.size() != 1 || init.members[0].view != 0) {
-      throw std::runtime_error("--init-from " + job.init_from.string() +
-                               ": can only continue from a single model, not an ensemble");
-    }
-    check_same_encoder(init.encoder, encoder.info(), "--init-from " + job.init_from.string());
-    model.vocab = init.vocab;
-    model.members.push_back(init.members[0]);
+  if (init) {
+    check_same_encoder(init->encoder, encoder.info(), "--init-from " + job.init_from.string());
+    model.vocab = init->vocab;
+    model.members.push_back(init->members[0]);
     model.members[0].decoder->train();
   } else {
     model.vocab = Vocabulary::build(tokenized, job.min_word_count);
