@@ -141,9 +141,9 @@ void run_caption(const CaptionOptions& o) {
   CaptionDataset refs;
   std::vector<std::string> scored_hyps;
   std::vector<std::vector<std::string>> scored_refs;
-  auto add_to_report = [&](const std::filesystem::path& file, const std::string& caption, double log_prob,
-                           std::string thumbnail) {
-    ReportRow row{file.string(), caption, log_prob, std::move(thumbnail), {}, std::nullopt};
+  auto add_to_report = [&](const std::filesystem::path& file, const std::string& caption, double log_prob, std::string thumbnail,
+                           const std::string& tag, double tag_probability) {
+    ReportRow row{file.string(), caption, log_prob, std::move(thumbnail), {}, std::nullopt, tag, tag_probability};
     auto it = refs_by_name.find(file.filename().string());
     if (it != refs_by_name.end()) {
       row.references = it->second->captions;
@@ -171,7 +171,7 @@ void run_caption(const CaptionOptions& o) {
         thumbnail = make_thumbnail(thumbnail_loader.decode(r.file_name), po.thumbnail_size);
       } catch (const ImageError&) {
       }
-      add_to_report(r.file_name, r.caption, r.log_prob, std::move(thumbnail));
+      add_to_report(r.file_name, r.caption, r.log_prob, std::move(thumbnail), r.tag, r.tag_probability);
     }
   }
 
@@ -184,9 +184,11 @@ void run_caption(const CaptionOptions& o) {
   CaptionPipeline pipeline(model, encoder, po);
   CaptionCallbacks cb;
   cb.on_caption = [&](const CaptionedImage& c) {
-    writer->write({c.file.string(), image_id.at(c.index), c.caption, c.log_prob});
+    const std::string tag = c.tag ? c.tag->word : "";
+    const double tag_probability = c.tag ? c.tag->probability : 0;
+    writer->write({c.file.string(), image_id.at(c.index), c.caption, c.log_prob, tag, tag_probability});
     ++captioned;
-    if (report) add_to_report(c.file, c.caption, c.log_prob, c.thumbnail_jpeg);
+    if (report) add_to_report(c.file, c.caption, c.log_prob, c.thumbnail_jpeg, tag, tag_probability);
   };
   cb.on_failure = [&](size_t, const ImageError& e) {
     bar.finish();

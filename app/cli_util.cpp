@@ -106,6 +106,12 @@ void add_search_overrides(CLI::App& cmd, SearchOverrides& search, const std::str
       ->default_str(defaults_from)
       ->check(CLI::Range(0, 10))
       ->group(group);
+  cmd.add_option("--tags", search.tag_threshold,
+                 "Tag-guided captions: when the encoder's ImageNet classifier is at least this sure of a concept "
+                 "(\"bird\" for an eagle), the caption must name it (0: off)")
+      ->default_str(defaults_from)
+      ->check(CLI::Range(0.0, 1.0))
+      ->group(group);
 }
 
 }  // namespace captioner::cli

@@ -81,6 +81,11 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
               << " images could not be read; scoring the other " << captioned.rows.size() << "\n";
     g_exit_code = 1;
   }
+  if (!captioned.tags.empty() && !o.quiet) {
+    size_t tagged = 0;
+    for (const auto& t : captioned.tags) tagged += t.has_value();
+    std::cerr << "tags guided " << tagged << " of " << captioned.tags.size() << " captions\n";
+  }
   std::vector<CaptionRecord> kept;
   std::vector<CaptionResult> results;
   for (size_t k = 0; k < captioned.rows.size(); ++k) {

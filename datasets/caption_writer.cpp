@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -57,7 +58,9 @@ std::vector<int64_t> image_ids_for(const std::vector<fs::path>& files) {
 
 namespace {
 json row_json(const CaptionRow& r) {
-  return json{{"file_name", r.file_name}, {"image_id", r.image_id}, {"caption", r.caption}, {"log_prob", r.log_prob}};
+  json j{{"file_name", r.file_name}, {"image_id", r.image_id}, {"caption", r.caption}, {"log_prob", r.log_prob}};
+  if (!r.tag.empty()) j["tag"] = {{"word", r.tag}, {"probability", std::round(r.tag_probability * 1e4) / 1e4}};
+  return j;
 }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -257,6 +260,10 @@ std::vector<CaptionRow> read_caption_file(const fs::path& file, std::optional<Ca
     r.caption = v.at("caption").as_string();
     if (v.has("image_id")) r.image_id = v.at("image_id").as_int();
     if (v.has("log_prob")) r.log_prob = v.at("log_prob").as_number();
+    if (v.has("tag")) {
+      r.tag = v.at("tag").at("word").as_string();
+      r.tag_probability = v.at("tag").at("probability").as_number();
+    }
     return r;
   };
   switch (format ? *format : caption_format_for(file)) {
@@ -300,7 +307,7 @@ std::vector<CaptionRow> read_caption_file(const fs::path& file, std::optional<Ca
           throw std::runtime_error(where + ": image_id \"" + f[1] + "\" and log_prob \"" + f[3] +
                                    "\" must be numbers (is this a captioner CSV file?)");
         }
-        rows.push_back({f[0], id, f[2], lp});
+        rows.push_back({f[0], id, f[2], lp, "", 0});
       }
       break;
     }
@@ -310,7 +317,7 @@ std::vector<CaptionRow> read_caption_file(const fs::path& file, std::optional<Ca
       while (std::getline(in, line)) {
         auto tab = line.find('\t');
         if (tab == std::string::npos) continue;
-        rows.push_back({text_field_value(line.substr(0, tab)), 0, text_field_value(line.substr(tab + 1)), 0});
+        rows.push_back({text_field_value(line.substr(0, tab)), 0, text_field_value(line.substr(tab + 1)), 0, "", 0});
       }
       break;
     }

@@ -24,6 +24,9 @@ struct CaptionRow {
   int64_t image_id = 0;
   std::string caption;
   double log_prob = 0;
+  // The concept that guided the caption (--tags), JSON formats only; empty: none.
+  std::string tag;
+  double tag_probability = 0;
 };
 
 // The image_id of every photo of one run: the number a COCO-style name carries (000000493652.jpg:

@@ -93,6 +93,11 @@ void HtmlReport::add(const ReportRow& r) {
     std::snprintf(b, sizeof b, " &middot; BLEU-4 %.3f", *r.bleu4);
     o << b;
   }
+  if (!r.tag.empty()) {
+    char p[32];
+    std::snprintf(p, sizeof p, " %.2f", r.tag_probability);
+    o << " &middot; tag: " << html_escape(r.tag) << p;
+  }
   o << "</div>";
   if (!r.references.empty()) {
     o << "<ul class=\"refs\">";

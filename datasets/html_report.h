@@ -21,6 +21,8 @@ struct ReportRow {
   std::string thumbnail_jpeg;           // encoded JPEG bytes; empty: no picture
   std::vector<std::string> references;  // may be empty
   std::optional<double> bleu4;          // this image's BLEU-4 against its references
+  std::string tag;                      // the concept that guided the caption (--tags); may be empty
+  double tag_probability = 0;
 };
 
 class HtmlReport {

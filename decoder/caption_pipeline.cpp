@@ -80,6 +80,9 @@ class EncodedQueue {
 CaptionPipeline::CaptionPipeline(const ModelBundle& model, Encoder& encoder, CaptionPipelineOptions options)
     : model_(model), encoder_(encoder), options_(std::move(options)) {
   check_same_encoder(model_.encoder, encoder_.info(), "the model");
+  if (options_.search.tag_threshold > 0) {
+    tag_guide_.emplace(TagGuide::load(encoder_.info(), model_.vocab, options_.search.tag_threshold));
+  }
 }
 
 FeatureViews CaptionPipeline::encode_batch(ImageBatch& batch, bool with_flipped) {
@@ -112,10 +115,12 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
     }
     if (!batch.indices.empty()) {
       std::vector<Caption> captions;
+      ImageTags tags;
       {
         ScopedTorchThreads threads(options_.threads.decoder);
         ScopedBlasThreads blas(options_.threads.decoder_blas);
-        captions = search_captions(*scorer, item.views, options_.search);
+        if (tag_guide_) tags = tag_guide_->tags(item.views.front());
+        captions = search_captions(*scorer, item.views, options_.search, word_guides(tags));
       }
       for (size_t i = 0; i < captions.size(); ++i) {
         CaptionedImage out;
@@ -123,6 +128,7 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
         out.file = files[out.index];
         out.caption = model_.vocab.decode(captions[i].tokens);
         out.log_prob = captions[i].log_prob;
+        if (i < tags.size()) out.tag = tags[i];
         if (i < batch.thumbnails.size()) out.thumbnail_jpeg = std::move(batch.thumbnails[i]);
         if (cb.on_caption) cb.on_caption(out);
       }
@@ -192,15 +198,21 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
 }
 
 std::vector<Caption> caption_features(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& search,
-                                      int64_t chunk, const std::function<void(size_t, size_t)>& progress) {
+                                      int64_t chunk, const std::function<void(size_t, size_t)>& progress,
+                                      const WordGuides& guides) {
   std::vector<Caption> captions;
   if (views.empty()) return captions;
   const int64_t n = views.front().size(0);
+  if (!guides.empty() && static_cast<int64_t>(guides.size()) != n) {
+    throw std::invalid_argument("caption_features: one word guide per image expected");
+  }
   chunk = std::max<int64_t>(1, chunk);
   for (int64_t start = 0; start < n; start += chunk) {
     FeatureViews part;
     for (const auto& v : views) part.push_back(v.narrow(0, start, std::min(chunk, n - start)));
-    for (auto& c : search_captions(scorer, part, search)) captions.push_back(std::move(c));
+    WordGuides part_guides;
+    if (!guides.empty()) part_guides.assign(guides.begin() + start, guides.begin() + start + part.front().size(0));
+    for (auto& c : search_captions(scorer, part, search, part_guides)) captions.push_back(std::move(c));
     if (progress) progress(captions.size(), static_cast<size_t>(n));
   }
   return captions;
@@ -223,8 +235,12 @@ CaptionedFiles caption_files_cached(const ModelBundle& model, Encoder& encoder, 
   FeatureViews views{feats.features};
   if (fo.with_flipped) views.push_back(feats.flipped);
   ScopedTorchThreads threads(options.threads.decoder);
+  if (options.search.tag_threshold > 0) {
+    out.tags = TagGuide::load(encoder.info(), model.vocab, options.search.tag_threshold).tags(feats.features);
+  }
   auto scorer = model.make_scorer();
-  out.captions = caption_features(*scorer, views, options.search, options.decode_chunk, options.decode_progress);
+  out.captions =
+      caption_features(*scorer, views, options.search, options.decode_chunk, options.decode_progress, word_guides(out.tags));
   return out;
 }
 

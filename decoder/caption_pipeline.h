@@ -6,10 +6,12 @@
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "decoder/model_bundle.h"
+#include "decoder/tag_guide.h"
 #include "encoder/encoder.h"
 #include "encoder/feature_cache.h"
 #include "encoder/image_loader.h"
@@ -24,6 +26,7 @@ struct CaptionedImage {
   std::filesystem::path file;
   std::string caption;
   double log_prob = 0;
+  std::optional<Tag> tag;      // what guided the caption, with SearchOptions::tag_threshold > 0
   std::string thumbnail_jpeg;  // when CaptionPipelineOptions::thumbnail_size > 0
 };
 
@@ -60,12 +63,15 @@ class CaptionPipeline {
   const ModelBundle& model_;
   Encoder& encoder_;
   CaptionPipelineOptions options_;
+  std::optional<TagGuide> tag_guide_;  // with options_.search.tag_threshold > 0
 };
 
 // Captions of already-encoded images (views (N, D) each), decoded `chunk` images at a time with
-// all their beams in one tensor; progress after each chunk. One Caption per row.
+// all their beams in one tensor; progress after each chunk. One Caption per row. `guides`: one
+// per row, or none (see search_captions).
 std::vector<Caption> caption_features(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& search,
-                                      int64_t chunk = 100, const std::function<void(size_t done, size_t total)>& progress = {});
+                                      int64_t chunk = 100, const std::function<void(size_t done, size_t total)>& progress = {},
+                                      const WordGuides& guides = {});
 
 struct CachedCaptionOptions {
   FeatureCacheOptions features;  // cache folder, encoder batch, loader threads, encoding progress
@@ -78,6 +84,7 @@ struct CachedCaptionOptions {
 struct CaptionedFiles {
   std::vector<size_t> rows;           // input positions of the images that were read, in order
   std::vector<Caption> captions;      // one per entry of rows
+  ImageTags tags;                     // one per entry of rows, with search.tag_threshold > 0
   std::vector<std::string> failures;  // one line per unreadable image
   std::vector<std::string> warnings;  // e.g. the feature cache could not be written
 };

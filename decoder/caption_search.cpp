@@ -277,6 +277,137 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
   return out;
 }
 
+std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
+                                             const WordGuides& guides) {
+  check_inputs(views, o);
+  torch::NoGradGuard no_grad;
+  const int64_t B = views[0].size(0);
+  const int64_t K = o.beam_size;
+  const int64_t V = scorer.vocab_size();
+  if (static_cast<int64_t>(guides.size()) != B) throw std::invalid_argument("one word guide per image expected");
+  // Per image: the words that satisfy its constraint (all false: unconstrained), and its bans.
+  auto required_mask = torch::zeros({B, V}, torch::kBool);
+  auto banned_mask = torch::zeros({B, V}, torch::kBool);
+  bool any_banned = false;
+  for (int64_t i = 0; i < B; ++i) {
+    for (auto [words, mask] : {std::pair{&guides[i].required, &required_mask}, std::pair{&guides[i].banned, &banned_mask}}) {
+      for (int64_t w : *words) {
+        if (w < 0 || w >= V) throw std::invalid_argument("guide word id " + std::to_string(w) + " outside the vocabulary");
+        if (w >= Vocabulary::kNumSpecial) (*mask)[i][w] = true;
+      }
+    }
+    any_banned = any_banned || !guides[i].banned.empty();
+  }
+  std::vector<bool> constrained(B);
+  for (int64_t i = 0; i < B; ++i) constrained[i] = !guides[i].required.empty();
+
+  // Two beams of K per image: state 0 has not said a required word yet, state 1 has. Row
+  // a*2K + s*K + k holds beam k of state s of active image a.
+  const int64_t S = 2, rows_per_image = S * K;
+  scorer.start(views);
+  std::vector<int64_t> active(B);
+  for (int64_t i = 0; i < B; ++i) active[i] = i;
+  std::vector<std::vector<Caption>> finished[S] = {std::vector<std::vector<Caption>>(B), std::vector<std::vector<Caption>>(B)};
+  std::vector<std::vector<int64_t>> history(B * rows_per_image);
+  std::vector<double> beam_logp(B * rows_per_image, kNegInf);
+  for (int64_t a = 0; a < B; ++a) beam_logp[a * rows_per_image] = 0;
+  auto tokens = torch::full({B * rows_per_image}, Vocabulary::kStart, torch::kLong);
+  const float ninf = -std::numeric_limits<float>::infinity();
+
+  for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
+    const int64_t A = static_cast<int64_t>(active.size());
+    auto logp = scorer.step(t == 0 ? tokens.narrow(0, 0, B) : tokens).to(torch::kFloat);
+    if (t == 0) logp = logp.repeat_interleave(rows_per_image, 0);
+    auto masked = mask_step(logp, history, t, o);
+    if (any_banned) {
+      masked.masked_fill_(banned_mask.index_select(0, as_index(active)).repeat_interleave(rows_per_image, 0), ninf);
+    }
+    auto prior = torch::tensor(beam_logp, torch::kDouble).to(torch::kFloat).unsqueeze(1);
+    auto cand = (masked + prior).view({A, S, K, V});
+    auto req = required_mask.index_select(0, as_index(active)).unsqueeze(1);  // (A, 1, V)
+    auto from0 = cand.select(1, 0);
+    // State 0 continues with any word but a required one; state 1 with any word, or is entered
+    // from state 0 by a required word.
+    torch::Tensor pools[S] = {
+        from0.masked_fill(req, ninf).reshape({A, K * V}),
+        torch::cat({cand.select(1, 1), from0.masked_fill(req.logical_not(), ninf)}, 1).reshape({A, 2 * K * V})};
+    auto logp_d = logp.accessor<float, 2>();
+
+    std::vector<int64_t> rows, next_tokens, next_active;
+    std::vector<double> next_logp;
+    std::vector<std::vector<int64_t>> next_history;
+    for (int64_t a = 0; a < A; ++a) {
+      const int64_t img = active[a];
+      std::vector<std::pair<int64_t, int64_t>> live[S];  // (row, token)
+      std::vector<double> live_logp[S];
+      for (int s = 0; s < S; ++s) {
+        if (s == 1 && !constrained[img]) continue;
+        auto top = pools[s][a].topk(std::min<int64_t>(2 * K, pools[s].size(1)));
+        auto values = std::get<0>(top).to(torch::kDouble);
+        auto indices = std::get<1>(top);
+        auto va = values.accessor<double, 1>();
+        auto ia = indices.accessor<int64_t, 1>();
+        for (int64_t j = 0; j < values.size(0); ++j) {
+          if (!std::isfinite(va[j])) break;
+          const int64_t source = ia[j] / V, tok = ia[j] % V;
+          // State 1's pool lists its own K beams first, then state 0's entering it.
+          const int64_t row = a * rows_per_image + (s == 0 ? source : (source < K ? K + source : source - K));
+          const double lp = beam_logp[row] + logp_d[row][tok];
+          if (tok == Vocabulary::kEnd) {
+            if (j < K) finished[s][img].push_back({history[row], lp, ranked(lp, history[row].size(), o.length_penalty)});
+          } else if (static_cast<int64_t>(live[s].size()) < K) {
+            live[s].emplace_back(row, tok);
+            live_logp[s].push_back(lp);
+          }
+          if (static_cast<int64_t>(live[s].size()) == K && static_cast<int64_t>(finished[s][img].size()) >= K) break;
+        }
+      }
+      // The answer comes from state 1 when it has one, so the search ends once state 1 is settled
+      // (or, unconstrained, once state 0 is).
+      const int goal = constrained[img] ? 1 : 0;
+      double live_best = kNegInf, done_best = kNegInf;
+      for (int s = 0; s <= goal; ++s) {
+        for (double lp : live_logp[s]) live_best = std::max(live_best, lp);
+      }
+      for (const auto& c : finished[goal][img]) done_best = std::max(done_best, c.score);
+      const bool done = live_best == kNegInf || static_cast<int64_t>(finished[goal][img].size()) >= K ||
+                        (o.length_penalty == 0 && done_best >= live_best);
+      if (done) continue;
+      next_active.push_back(img);
+      for (int s = 0; s < S; ++s) {
+        for (int64_t k = 0; k < K; ++k) {
+          const bool real = k < static_cast<int64_t>(live[s].size());
+          const auto [row, tok] = real ? live[s][k] : std::make_pair(a * rows_per_image, Vocabulary::kEnd);
+          rows.push_back(row);
+          next_tokens.push_back(tok);
+          next_logp.push_back(real ? live_logp[s][k] : kNegInf);  // padding beams never win
+          auto h = history[row];
+          if (real) h.push_back(tok);
+          next_history.push_back(std::move(h));
+        }
+      }
+    }
+    if (next_active.empty()) break;
+    if (t == 0) {
+      for (auto& r : rows) r /= rows_per_image;  // the scorer still holds one row per image
+    }
+    scorer.select(as_index(rows));
+    active = std::move(next_active);
+    history = std::move(next_history);
+    beam_logp = std::move(next_logp);
+    tokens = as_index(next_tokens);
+  }
+
+  std::vector<Caption> out(B);
+  auto by_score = [](const Caption& x, const Caption& y) { return x.score < y.score; };
+  for (int64_t i = 0; i < B; ++i) {
+    const auto& pool = !finished[1][i].empty() ? finished[1][i] : finished[0][i];
+    if (pool.empty()) throw std::logic_error("constrained beam search finished an image without a caption");
+    out[i] = *std::max_element(pool.begin(), pool.end(), by_score);
+  }
+  return out;
+}
+
 std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
   auto gen = at::detail::createCPUGenerator(o.seed);
   return word_by_word(scorer, views, o, [&](const torch::Tensor& step_logp) {
@@ -289,7 +420,28 @@ std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews&
   });
 }
 
-std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
+std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
+                                     const WordGuides& guides) {
+  std::vector<int64_t> guided, free;
+  for (size_t i = 0; i < guides.size(); ++i) (guides[i].empty() ? free : guided).push_back(static_cast<int64_t>(i));
+  if (!guided.empty() && !o.sample) {
+    if (static_cast<int64_t>(guides.size()) != views[0].size(0)) throw std::invalid_argument("one word guide per image expected");
+    if (free.empty()) return constrained_beam_search(scorer, views, o, guides);
+    // Unconstrained images get exactly the caption they would get without tags.
+    auto subset = [&](const std::vector<int64_t>& rows) {
+      FeatureViews part;
+      for (const auto& v : views) part.push_back(v.index_select(0, as_index(rows)));
+      return part;
+    };
+    WordGuides guided_guides;
+    for (int64_t i : guided) guided_guides.push_back(guides[static_cast<size_t>(i)]);
+    auto guided_captions = constrained_beam_search(scorer, subset(guided), o, guided_guides);
+    auto free_captions = search_captions(scorer, subset(free), o);
+    std::vector<Caption> out(guides.size());
+    for (size_t j = 0; j < guided.size(); ++j) out[static_cast<size_t>(guided[j])] = std::move(guided_captions[j]);
+    for (size_t j = 0; j < free.size(); ++j) out[static_cast<size_t>(free[j])] = std::move(free_captions[j]);
+    return out;
+  }
   if (o.sample) return sample_captions(scorer, views, o);
   if (o.beam_size <= 1) return greedy_search(scorer, views, o);
   return beam_search(scorer, views, o);

@@ -14,6 +14,7 @@ SearchOptions SearchOverrides::applied_to(SearchOptions o) const {
   if (length_penalty >= 0) o.length_penalty = length_penalty;
   if (block_ngram_repeat >= 0) o.block_ngram_repeat = block_ngram_repeat;
   if (max_word_repeats >= 0) o.max_word_repeats = max_word_repeats;
+  if (tag_threshold >= 0) o.tag_threshold = tag_threshold;
   return o;
 }
 
@@ -25,7 +26,8 @@ json search_options_to_json(const SearchOptions& o) {
               {"block_ngram_repeat", o.block_ngram_repeat},
               {"block_consecutive_repeat", o.block_consecutive_repeat},
               {"suppress_unk", o.suppress_unk},
-              {"max_word_repeats", o.max_word_repeats}};
+              {"max_word_repeats", o.max_word_repeats},
+              {"tag_threshold", o.tag_threshold}};
 }
 
 SearchOptions search_options_from_json(const json& j, const std::string& origin) {
@@ -39,6 +41,7 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("block_consecutive_repeat")) o.block_consecutive_repeat = v.at("block_consecutive_repeat").as_bool();
   if (v.has("suppress_unk")) o.suppress_unk = v.at("suppress_unk").as_bool();
   if (v.has("max_word_repeats")) o.max_word_repeats = static_cast<int>(v.at("max_word_repeats").as_int());
+  if (v.has("tag_threshold")) o.tag_threshold = v.at("tag_threshold").as_number();
   // The same ranges the command line accepts: a hand-edited 100000-wide beam would otherwise
   // allocate gigabytes before failing inside LibTorch.
   auto range = [&](const char* key, int value, int lo, int hi) {
@@ -51,6 +54,9 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("max_word_repeats")) range("max_word_repeats", o.max_word_repeats, 0, 10);
   if (v.has("length_penalty") && !(o.length_penalty >= 0 && o.length_penalty <= 10)) {
     v.at("length_penalty").fail("must be between 0 and 10");
+  }
+  if (v.has("tag_threshold") && !(o.tag_threshold >= 0 && o.tag_threshold <= 1)) {
+    v.at("tag_threshold").fail("must be between 0 and 1");
   }
   return o;
 }

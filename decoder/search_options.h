@@ -22,6 +22,9 @@ struct SearchOptions {
   // ModelBundle::load and not stored with the options.
   int max_word_repeats = 0;
   std::vector<int64_t> repeat_exempt;
+  // > 0: tag-guided captioning (decoder/tag_guide.h): when the encoder's ImageNet head is this
+  // sure of a concept the vocabulary can name, the caption must name it. 0: off.
+  double tag_threshold = 0;
   bool sample = false;       // sample instead of searching
   double temperature = 1.0;  // sampling only
   int top_k = 0;             // sampling only: 0 = the whole vocabulary
@@ -35,6 +38,7 @@ struct SearchOverrides {
   double length_penalty = -1;   // < 0: the model's
   int block_ngram_repeat = -1;  // < 0: the model's
   int max_word_repeats = -1;    // < 0: the model's
+  double tag_threshold = -1;    // < 0: the model's; 0: off
   SearchOptions applied_to(SearchOptions defaults) const;
 };
 

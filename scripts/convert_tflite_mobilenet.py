@@ -335,6 +335,32 @@ def to_tensor(img):
     return x.unsqueeze(0)
 
 
+class ImageNetHead(nn.Module):
+    """The encoder's own ImageNet classifier, on its pooled features: what --tags reads."""
+    labels: List[str]
+
+    def __init__(self, classifier: nn.Linear, labels: List[str]):
+        super().__init__()
+        self.classifier = classifier
+        self.labels = labels
+
+    def forward(self, features):
+        """(N, 1280) pooled features -> (N, 1001) ImageNet logits, index 0 = background."""
+        return self.classifier(features)
+
+
+def write_classifier(encoder, labels_file, output):
+    """<output>.classifier.pt: the classifier and its class names, kept out of the encoder file so
+    that the encoder's identity (the hash its models record) does not change."""
+    labels = [l.strip() for l in open(labels_file)]
+    if len(labels) != encoder.classifier.out_features:
+        raise SystemExit("%s has %d lines, the classifier %d classes" % (labels_file, len(labels), encoder.classifier.out_features))
+    head = torch.jit.script(ImageNetHead(encoder.classifier, labels).eval())
+    tmp = output + ".classifier.pt.tmp"
+    head.save(tmp)
+    os.replace(tmp, output + ".classifier.pt")
+
+
 def write_reference(scripted, photo, output):
     """Saves a 224x224 crop of `photo` as PNG (lossless, so C++ decodes the same pixels) with the
     features and logits this script computes for it: tests check the C++ path against them."""
@@ -367,7 +393,7 @@ def sha256(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tflite", required=True)
-    ap.add_argument("--labels", help="imagenet_labels.txt (1001 lines) for --check")
+    ap.add_argument("--labels", help="imagenet_labels.txt (1001 lines): writes <output>.classifier.pt, names --check's labels")
     ap.add_argument("--output", required=True)
     ap.add_argument("--check", nargs="*", default=[], help="photos whose top-5 ImageNet labels to print")
     ap.add_argument("--reference-image", default="", help="write <output>.reference.{png,json} from this photo for tests")
@@ -432,6 +458,8 @@ def main():
     os.replace(args.output + ".json.tmp", args.output + ".json")
     print("wrote %s (%d conv layers, %d-d features) and %s.json" % (args.output, len(encoder.layers), dim, args.output))
 
+    if args.labels and os.path.exists(args.labels) and args.pooling == "global":
+        write_classifier(encoder, args.labels, args.output)
     if args.reference_image:
         write_reference(scripted, args.reference_image, args.output)
     if args.check:

@@ -13,7 +13,7 @@ COMMIT=104342d2d3480b3e66203073dac24f4e2dbb4c41
 URL_BASE=https://github.com/google-coral/test_data/raw/$COMMIT
 SHARED=${CAPTIONER_SHARED:-../shared}/models/mobilenet_v2_coral
 
-up_to_date() { [ -f "$1" ] && [ -f "$1.json" ] && grep -q "$SHA256" "$1.json" && [ -f "$1.reference.json" ]; }
+up_to_date() { [ -f "$1" ] && [ -f "$1.json" ] && grep -q "$SHA256" "$1.json" && [ -f "$1.reference.json" ] && [ -f "$1.classifier.pt" ]; }
 if up_to_date "$OUT" && up_to_date "$OUT_INT8" && grep -q '"precision": "int8"' "$OUT_INT8.json"; then
   echo "encoder: $OUT_INT8 and $OUT are up to date"
   exit 0

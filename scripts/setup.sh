@@ -16,6 +16,8 @@ PACKAGES=(
   libgloo-dev                                # c10d's Gloo backend headers: multi-process training and captioning
   python3-torch python3-torchvision python3-numpy   # scripts/ only: converting and exporting encoders
   darknet                                    # its sample photos (dog, eagle, horses...) for the README demo
+  wordnet-base                               # WordNet 3.0 nouns: ImageNet classes -> caption words (--tags)
+  python3-skimage                            # its sample photos (astronaut, chelsea the cat...) for the demo
   chromium                                   # tests open the HTML report in a real headless browser
   clang libclang-rt-14-dev                   # libFuzzer targets (tests/fuzz) and the sanitizer runtime
   clang-format                               # the house style (.clang-format), checked in CI

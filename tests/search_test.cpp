@@ -251,3 +251,62 @@ TEST(Search, NoWordIsUsedMoreOftenThanAllowedExceptTheExemptOnes) {
   o.repeat_exempt.clear();
   for (const auto& c : search_captions(s, f, o)) EXPECT_LE(count_max(c.tokens, -1), 2);
 }
+
+namespace {
+bool contains_any(const std::vector<int64_t>& tokens, const std::vector<int64_t>& words) {
+  return std::any_of(tokens.begin(), tokens.end(),
+                     [&](int64_t t) { return std::find(words.begin(), words.end(), t) != words.end(); });
+}
+}  // namespace
+
+TEST(ConstrainedSearch, EveryCaptionContainsARequiredWordAndNoBannedOne) {
+  auto d = random_decoder("lstm", 40, 30);
+  DecoderScorer s(d);
+  auto f = features(12, 41);
+  auto o = opts(3);
+  o.max_length = 15;
+  const auto plain = beam_search(s, f, o);
+  WordGuides guides(12);
+  for (int64_t i = 0; i < 12; ++i) {
+    // A word the plain caption does not use, so the constraint has to change it.
+    for (int64_t w = Vocabulary::kNumSpecial; w < 30; ++w) {
+      if (!contains_any(plain[i].tokens, {w})) {
+        guides[i].required = {w, w == 29 ? 28 : w + 1};
+        break;
+      }
+    }
+    guides[i].banned = {plain[i].tokens.empty() ? 5 : plain[i].tokens.front()};
+    for (int64_t w : guides[i].required)
+      guides[i].banned.erase(std::remove(guides[i].banned.begin(), guides[i].banned.end(), w), guides[i].banned.end());
+  }
+  const auto guided = constrained_beam_search(s, f, o, guides);
+  for (size_t i = 0; i < guided.size(); ++i) {
+    EXPECT_TRUE(contains_any(guided[i].tokens, guides[i].required)) << "image " << i;
+    EXPECT_FALSE(contains_any(guided[i].tokens, guides[i].banned)) << "image " << i;
+    // The reported log-prob is still the model's own for the caption it returns.
+    EXPECT_NEAR(guided[i].log_prob, caption_log_probs(s, {f[0].narrow(0, static_cast<int64_t>(i), 1)}, {guided[i].tokens})[0],
+                1e-3);
+  }
+}
+
+TEST(ConstrainedSearch, ImagesWithoutAGuideGetTheCaptionsOfPlainSearch) {
+  auto d = random_decoder("gru", 42, 30);
+  DecoderScorer s(d);
+  auto f = features(10, 43);
+  const auto plain = search_captions(s, f, opts(3));
+  EXPECT_EQ(search_captions(s, f, opts(3), WordGuides(10)).size(), 10u);
+  WordGuides guides(10);
+  guides[3].required = {7};
+  guides[6].required = {9, 11};
+  const auto guided = search_captions(s, f, opts(3), guides);
+  for (size_t i = 0; i < guided.size(); ++i) {
+    if (!guides[i].empty()) {
+      EXPECT_TRUE(contains_any(guided[i].tokens, guides[i].required)) << "image " << i;
+    } else {
+      EXPECT_EQ(guided[i].tokens, plain[i].tokens) << "image " << i;
+    }
+  }
+  // No guide at all: exactly the plain search.
+  const auto none = search_captions(s, f, opts(3), WordGuides(10));
+  for (size_t i = 0; i < none.size(); ++i) EXPECT_EQ(none[i].tokens, plain[i].tokens);
+}

@@ -1,0 +1,205 @@
+// WordNet, the ImageNet-class -> caption-word tagger, and tag-guided captioning of real photos.
+#include "vocab/tagger.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "decoder/caption_pipeline.h"
+#include "datasets/caption_writer.h"
+#include "datasets/file_io.h"
+#include "decoder/tag_guide.h"
+#include "datasets/tokenizer.h"
+#include "test_util.h"
+
+using namespace captioner;
+namespace fs = std::filesystem;
+
+namespace {
+
+bool have_wordnet() { return fs::exists(fs::path(WordNet::kDefaultDir) / "data.noun"); }
+#define REQUIRE_WORDNET() \
+  if (!have_wordnet()) GTEST_SKIP() << WordNet::kDefaultDir << " missing: apt-get install wordnet-base (scripts/setup.sh does)"
+
+std::vector<std::string> imagenet_labels() {
+  std::vector<std::string> labels;
+  std::ifstream in(test::shared_dir() / "models/mobilenet_v2_coral/imagenet_labels.txt");
+  for (std::string line; std::getline(in, line);) labels.push_back(line);
+  return labels;
+}
+
+size_t class_index(const std::vector<std::string>& labels, const std::string& label) {
+  auto it = std::find(labels.begin(), labels.end(), label);
+  return it == labels.end() ? labels.size() : static_cast<size_t>(it - labels.begin());
+}
+
+// A caption vocabulary with the words the tests look for, as Flickr8k's has them.
+Vocabulary caption_vocabulary() {
+  std::vector<std::vector<std::string>> captions;
+  for (const char* w : {"bird", "eagle", "horse", "cat", "animal", "dog", "puppy", "young", "man", "toy", "kite", "piece"}) {
+    for (int i = 0; i < 5; ++i) captions.push_back({"a", w, "is", "here"});
+  }
+  return Vocabulary::build(captions, 5);
+}
+
+}  // namespace
+
+TEST(WordNet, FindsSynsetsAndWalksUpTheirHypernyms) {
+  REQUIRE_WORDNET();
+  auto wn = WordNet::open();
+  const auto eagle = wn.synsets("bald eagle");
+  ASSERT_EQ(eagle, std::vector<int64_t>{1614925});  // ImageNet's n01614925
+  EXPECT_EQ(wn.synsets("Bald_Eagle"), eagle);
+  EXPECT_TRUE(wn.synsets("no such lemma at all").empty());
+  EXPECT_EQ(wn.synsets("crane").size(), 5u);  // the bird, the machine and three people
+  std::vector<std::string> names;
+  for (const auto& s : wn.ancestors(eagle[0])) names.push_back(s.lemmas.front());
+  ASSERT_GE(names.size(), 5u);
+  EXPECT_EQ(names[0], "bald eagle");
+  EXPECT_EQ(names[1], "eagle");
+  EXPECT_NE(std::find(names.begin(), names.end(), "bird"), names.end());
+  EXPECT_EQ(names.back(), "entity");
+  EXPECT_TRUE(wn.mostly_adjective("young"));
+  EXPECT_FALSE(wn.mostly_adjective("dog"));
+  EXPECT_THROW(wn.synset(12345), std::out_of_range);
+}
+
+TEST(WordNet, AMissingDatabaseIsAClearError) {
+  test::TempDir dir;
+  try {
+    WordNet::open(dir.path());
+    FAIL() << "opened an empty folder";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("index.noun"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("wordnet-base"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Tagger, MapsImageNetClassesToTheCaptionWordsThatNameThem) {
+  REQUIRE_SHARED();
+  REQUIRE_WORDNET();
+  const auto labels = imagenet_labels();
+  ASSERT_EQ(labels.size(), 1001u);
+  const auto vocab = caption_vocabulary();
+  auto tagger = Tagger::build(labels, WordNet::open(), vocab);
+  auto words_of = [&](const std::string& label) {
+    const size_t c = class_index(labels, label);
+    EXPECT_LT(c, labels.size()) << label;
+    return c < labels.size() ? tagger.class_words(c) : std::vector<std::string>{};
+  };
+  auto has = [](const std::vector<std::string>& words, const std::string& w) {
+    return std::find(words.begin(), words.end(), w) != words.end();
+  };
+  const auto eagle = words_of("bald eagle, American eagle, Haliaeetus leucocephalus");
+  ASSERT_GE(eagle.size(), 2u);
+  EXPECT_EQ(eagle[0], "eagle");  // nearest first
+  EXPECT_TRUE(has(eagle, "bird"));
+  EXPECT_TRUE(has(eagle, "animal"));
+  EXPECT_EQ(words_of("sorrel").front(), "horse");
+  EXPECT_EQ(words_of("tabby, tabby cat").front(), "cat");
+  // ImageNet's order settles the ambiguous "crane": the bird comes before the machine.
+  const size_t bird_crane = class_index(labels, "crane");
+  ASSERT_LT(bird_crane, labels.size());
+  EXPECT_TRUE(has(tagger.class_words(bird_crane), "bird"));
+  // Only a word's common sense names a concept: a toy terrier is a dog, not a "toy".
+  const auto toy_terrier = words_of("toy terrier");
+  EXPECT_EQ(toy_terrier.front(), "dog");
+  EXPECT_FALSE(has(toy_terrier, "toy"));
+  EXPECT_TRUE(tagger.class_words(0).empty());  // "background"
+}
+
+TEST(Tagger, TagsTheMostSpecificConceptTheClassifierIsSureOf) {
+  REQUIRE_SHARED();
+  REQUIRE_WORDNET();
+  const auto labels = imagenet_labels();
+  const auto vocab = caption_vocabulary();
+  auto tagger = Tagger::build(labels, WordNet::open(), vocab);
+  std::vector<float> p(labels.size(), 0.0f);
+  // An eagle photo as the classifier saw it: bald eagle 0.72, kite (the bird) 0.27.
+  p[class_index(labels, "bald eagle, American eagle, Haliaeetus leucocephalus")] = 0.72f;
+  p[class_index(labels, "kite")] = 0.27f;
+  auto tag = tagger.tag(p, 0.5);
+  ASSERT_TRUE(tag);
+  EXPECT_EQ(tag->word, "eagle");
+  EXPECT_NEAR(tag->probability, 0.72, 1e-6);
+  tag = tagger.tag(p, 0.9);  // only the two together are this sure: a bird
+  ASSERT_TRUE(tag);
+  EXPECT_EQ(tag->word, "bird");
+  auto satisfies = [&](const Tag& t, const std::string& w) {
+    return std::count(t.satisfied_by.begin(), t.satisfied_by.end(), vocab.id(w)) > 0;
+  };
+  EXPECT_TRUE(satisfies(*tag, "bird"));
+  EXPECT_TRUE(satisfies(*tag, "eagle"));  // a kind of bird names it too
+  EXPECT_FALSE(satisfies(*tag, "dog"));
+  EXPECT_FALSE(tagger.tag(p, 0.999));
+
+  // A broad tag is not met by kinds of it the classifier rules out, nor by adjectives.
+  std::fill(p.begin(), p.end(), 0.0f);
+  p[class_index(labels, "zebra")] = 0.6f;
+  p[class_index(labels, "gazelle")] = 0.39f;
+  p[class_index(labels, "Chihuahua")] = 0.01f;
+  tag = tagger.tag(p, 0.9);
+  ASSERT_TRUE(tag);
+  EXPECT_EQ(tag->word, "animal");
+  EXPECT_TRUE(satisfies(*tag, "animal"));
+  EXPECT_FALSE(satisfies(*tag, "dog"));
+  EXPECT_FALSE(satisfies(*tag, "puppy"));
+  EXPECT_FALSE(satisfies(*tag, "young"));
+  EXPECT_NE(std::find(tag->ruled_out.begin(), tag->ruled_out.end(), vocab.id("dog")), tag->ruled_out.end());
+  EXPECT_THROW(tagger.tag(std::vector<float>(10, 0.1f), 0.5), std::invalid_argument);
+}
+
+TEST(DefaultModel, TagsMakeItNameTheSubjectOfPhotosOutsideItsTrainingWorld) {
+  REQUIRE_WORDNET();
+  const fs::path dir = fs::path(CAPTIONER_SOURCE_DIR) / "models/default";
+  auto model = ModelBundle::load(dir);
+  if (!fs::exists(model.encoder_file.string() + ".classifier.pt")) {
+    GTEST_SKIP() << model.encoder_file << ".classifier.pt missing: run scripts/setup.sh";
+  }
+  const std::vector<std::pair<fs::path, std::string>> photos = {
+      {"/usr/share/darknet/data/eagle.jpg", "bird"},
+      {"/usr/share/darknet/data/dog.jpg", "dog"},
+      {"/usr/lib/python3/dist-packages/skimage/data/chelsea.png", "cat"}};
+  std::vector<fs::path> files;
+  for (const auto& [file, word] : photos) {
+    if (!fs::exists(file)) GTEST_SKIP() << file << " missing: apt-get install darknet python3-skimage (scripts/setup.sh does)";
+    files.push_back(file);
+  }
+  auto encoder = Encoder::load(model.encoder_file);
+  CaptionPipelineOptions o;
+  o.search = model.search;
+  o.search.tag_threshold = 0.5;
+  std::vector<CaptionedImage> out(files.size());
+  CaptionCallbacks cb;
+  cb.on_caption = [&](const CaptionedImage& c) { out[c.index] = c; };
+  ASSERT_EQ(CaptionPipeline(model, encoder, o).run(files, cb), 0u);
+  for (size_t i = 0; i < photos.size(); ++i) {
+    SCOPED_TRACE(files[i].string() + ": \"" + out[i].caption + "\"");
+    ASSERT_TRUE(out[i].tag);
+    EXPECT_EQ(out[i].tag->word, photos[i].second);
+    auto words = tokenize_caption(out[i].caption);
+    EXPECT_NE(std::find(words.begin(), words.end(), photos[i].second), words.end());
+  }
+}
+
+TEST(CaptionOutputTags, JsonRowsCarryTheTagAndReadBack) {
+  test::TempDir dir;
+  for (auto format : {CaptionFormat::kJson, CaptionFormat::kJsonl}) {
+    const fs::path file = dir / (format == CaptionFormat::kJson ? "c.json" : "c.jsonl");
+    {
+      CaptionWriter writer(file, format);
+      writer.write({"a.jpg", 1, "a small bird is flying", -3.5, "bird", 0.97771});
+      writer.write({"b.jpg", 2, "a dog runs", -2.0, "", 0});
+      writer.finish();
+    }
+    const std::string text = read_file(file);
+    EXPECT_NE(text.find("\"tag\":{\"probability\":0.9777,\"word\":\"bird\"}"), std::string::npos) << text;
+    EXPECT_EQ(text.find("b.jpg\",\"image_id\":2,\"log_prob\":-2.0,\"tag\""), std::string::npos) << text;
+    auto rows = read_caption_file(file);
+    ASSERT_EQ(rows.size(), 2u);
+    EXPECT_EQ(rows[0].tag, "bird");
+    EXPECT_NEAR(rows[0].tag_probability, 0.9777, 1e-9);
+    EXPECT_EQ(rows[1].tag, "");
+  }
+}

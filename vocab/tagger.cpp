@@ -1,0 +1,212 @@
+#include "vocab/tagger.h"
+
+#include <algorithm>
+#include <functional>
+#include <stdexcept>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace captioner {
+
+namespace {
+
+// Concepts so general that naming them tells a reader nothing ("an object is ..."): WordNet's top
+// levels, whatever vocabulary words they have.
+bool too_general(const WordNet::Synset& s) {
+  static const std::unordered_set<std::string> kGeneral = {"entity",
+                                                           "physical entity",
+                                                           "object",
+                                                           "whole",
+                                                           "thing",
+                                                           "matter",
+                                                           "substance",
+                                                           "artifact",
+                                                           "abstraction",
+                                                           "living thing",
+                                                           "organism",
+                                                           "being",
+                                                           "unit",
+                                                           "causal agent",
+                                                           "part",
+                                                           "instrumentality",
+                                                           "material",
+                                                           "structure",
+                                                           "device",
+                                                           "covering",
+                                                           "container",
+                                                           "commodity",
+                                                           "equipment",
+                                                           "implement",
+                                                           "article",
+                                                           "location",
+                                                           "region",
+                                                           "area",
+                                                           "group",
+                                                           "collection",
+                                                           "food",
+                                                           "solid",
+                                                           "nutrient",
+                                                           "produce",
+                                                           "conveyance",
+                                                           "attribute",
+                                                           "relation",
+                                                           "measure",
+                                                           "psychological feature",
+                                                           "geological formation",
+                                                           "instrument",
+                                                           "liquid"};
+  return std::any_of(s.lemmas.begin(), s.lemmas.end(), [](const std::string& l) { return kGeneral.count(l) > 0; });
+}
+
+std::vector<std::string> split_label(const std::string& label) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= label.size()) {
+    size_t comma = label.find(',', start);
+    if (comma == std::string::npos) comma = label.size();
+    std::string lemma = label.substr(start, comma - start);
+    const size_t b = lemma.find_first_not_of(' '), e = lemma.find_last_not_of(" \r");
+    if (b != std::string::npos) out.push_back(lemma.substr(b, e - b + 1));
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet& wordnet, const Vocabulary& vocab) {
+  Tagger tagger;
+  tagger.class_concepts_.resize(class_labels.size());
+  std::unordered_map<int64_t, int> concept_of;  // synset offset -> index into concepts_
+  std::unordered_map<int64_t, WordNet::Synset> synsets;
+  auto synset = [&](int64_t offset) -> const WordNet::Synset& {
+    auto it = synsets.find(offset);
+    if (it == synsets.end()) it = synsets.emplace(offset, wordnet.synset(offset)).first;
+    return it->second;
+  };
+  const auto function_words = vocab.function_word_ids();
+  // A noun a caption can use: not a special token or function word, and not mostly an adjective.
+  auto is_content_word = [&](int64_t id) {
+    return id >= Vocabulary::kNumSpecial && std::find(function_words.begin(), function_words.end(), id) == function_words.end() &&
+           !wordnet.mostly_adjective(vocab.token(id));
+  };
+
+  int64_t previous = 0;
+  for (size_t c = 0; c < class_labels.size(); ++c) {
+    // The synset holding most of the label's lemmas, the first after the previous class's.
+    std::unordered_map<int64_t, int> votes;
+    if (class_labels[c] == "background") continue;  // TF-slim's extra class 0
+    for (const auto& lemma : split_label(class_labels[c])) {
+      for (int64_t offset : wordnet.synsets(lemma)) ++votes[offset];
+    }
+    int64_t best = 0;
+    int best_votes = 0;
+    for (const auto& [offset, n] : votes) {
+      const bool in_order = offset > previous, best_in_order = best > previous;
+      if (best == 0 || (in_order && !best_in_order) ||
+          (in_order == best_in_order && (n > best_votes || (n == best_votes && offset < best)))) {
+        best = offset;
+        best_votes = n;
+      }
+    }
+    if (best == 0) continue;  // "background", or a name WordNet lacks
+    previous = std::max(previous, best);
+    // Up the hypernyms, nearest first: each concept a vocabulary word can name.
+    std::vector<int64_t> frontier{best};
+    std::unordered_set<int64_t> seen{best};
+    for (size_t i = 0; i < frontier.size(); ++i) {
+      const auto& s = synset(frontier[i]);
+      for (int64_t h : s.hypernyms) {
+        if (seen.insert(h).second) frontier.push_back(h);
+      }
+      if (too_general(s)) continue;
+      auto known = concept_of.find(s.offset);
+      if (known == concept_of.end()) {
+        Concept concept_;
+        for (const auto& lemma : s.lemmas) {
+          const int64_t id = vocab.id(lemma);
+          if (id == Vocabulary::kUnk || !is_content_word(id)) continue;
+          // Only a word's most common sense names a concept: "toy" is a plaything before it
+          // is a toy dog, "piece" a part before a gun.
+          if (wordnet.synsets(lemma).front() != s.offset) continue;
+          if (concept_.word.empty() || vocab.count(id) > vocab.count(concept_.word_id)) {
+            concept_.word = lemma;
+            concept_.word_id = id;
+          }
+        }
+        if (concept_.word.empty()) continue;
+        concept_.generality = -static_cast<int>(wordnet.ancestors(s.offset).size());
+        known = concept_of.emplace(s.offset, static_cast<int>(tagger.concepts_.size())).first;
+        tagger.concepts_.push_back(std::move(concept_));
+      }
+      tagger.class_concepts_[c].push_back(known->second);
+    }
+  }
+
+  // Which vocabulary words name each concept or a kind of it: each content word's most common
+  // noun sense, up its hypernyms ("eagle" satisfies bird). Rarer senses would let "young"
+  // (offspring), "game" (hunted animals) and "jersey" (cattle) name an animal.
+  std::unordered_map<int64_t, std::vector<int64_t>> above;  // synset -> its concepts, itself included
+  std::function<const std::vector<int64_t>&(int64_t)> concepts_above = [&](int64_t offset) -> const std::vector<int64_t>& {
+    auto it = above.find(offset);
+    if (it != above.end()) return it->second;
+    std::vector<int64_t> out;
+    if (auto c = concept_of.find(offset); c != concept_of.end()) out.push_back(c->second);
+    for (int64_t h : synset(offset).hypernyms) {
+      for (int64_t k : concepts_above(h)) {
+        if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
+      }
+    }
+    return above[offset] = std::move(out);
+  };
+  for (int64_t id = Vocabulary::kNumSpecial; id < static_cast<int64_t>(vocab.size()); ++id) {
+    if (!is_content_word(id)) continue;
+    const auto senses = wordnet.synsets(vocab.token(id));
+    if (senses.empty()) continue;
+    for (int64_t k : concepts_above(senses.front())) {
+      tagger.concepts_[static_cast<size_t>(k)].satisfied_by.push_back(id);
+      tagger.word_concepts_[id].push_back(static_cast<int>(k));
+    }
+  }
+  for (auto& c : tagger.concepts_) std::sort(c.satisfied_by.begin(), c.satisfied_by.end());
+  return tagger;
+}
+
+std::optional<Tag> Tagger::tag(const std::vector<float>& class_probabilities, double threshold) const {
+  if (class_probabilities.size() != class_concepts_.size()) {
+    throw std::invalid_argument("tagger: " + std::to_string(class_probabilities.size()) + " class probabilities for " +
+                                std::to_string(class_concepts_.size()) + " classes");
+  }
+  std::vector<double> mass(concepts_.size(), 0.0);
+  for (size_t c = 0; c < class_concepts_.size(); ++c) {
+    for (int k : class_concepts_[c]) mass[static_cast<size_t>(k)] += class_probabilities[c];
+  }
+  int best = -1;
+  for (size_t k = 0; k < concepts_.size(); ++k) {
+    if (mass[k] < threshold) continue;
+    // The least probable concept is the most specific; at equal mass (an eagle photo's "bird"
+    // and "animal") the one with more ancestors.
+    const auto key = [&](size_t i) { return std::make_pair(mass[i], concepts_[i].generality); };
+    if (best < 0 || key(k) < key(static_cast<size_t>(best))) best = static_cast<int>(k);
+  }
+  if (best < 0) return std::nullopt;
+  const Concept& c = concepts_[static_cast<size_t>(best)];
+  Tag tag{c.word, c.word_id, mass[static_cast<size_t>(best)], {}};
+  // A broad tag is not met by a kind of it that the classifier rules out: "animal" for a photo
+  // of a giraffe is not met by "dog", nor by "puppy", when the dog classes together score below
+  // kRuledOut.
+  for (int64_t w : c.satisfied_by) {
+    bool ruled_out = false;
+    for (int k : word_concepts_.at(w)) ruled_out = ruled_out || mass[static_cast<size_t>(k)] < kRuledOut;
+    (ruled_out ? tag.ruled_out : tag.satisfied_by).push_back(w);
+  }
+  return tag;
+}
+
+std::vector<std::string> Tagger::class_words(size_t c) const {
+  std::vector<std::string> out;
+  for (int k : class_concepts_.at(c)) out.push_back(concepts_[static_cast<size_t>(k)].word);
+  return out;
+}
+
+}  // namespace captioner

@@ -1,0 +1,139 @@
+#include "vocab/wordnet.h"
+
+#include <algorithm>
+#include <cctype>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_set>
+
+#include "datasets/file_io.h"
+
+namespace captioner {
+
+namespace {
+
+std::string_view lemma_of(std::string_view line) { return line.substr(0, line.find(' ')); }
+
+std::string_view line_at(const std::string& text, size_t start) {
+  const size_t end = text.find('\n', start);
+  return std::string_view(text).substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+// "Bald eagle" / "bald_eagle" -> "bald_eagle", WordNet's spelling in its index.
+std::string index_key(std::string_view lemma) {
+  std::string key;
+  for (char c : lemma) key += c == ' ' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return key;
+}
+
+}  // namespace
+
+WordNet WordNet::open(const std::filesystem::path& dir) {
+  WordNet wn;
+  wn.dir_ = dir;
+  for (auto [name, text] : {std::pair{"index.noun", &wn.index_}, std::pair{"data.noun", &wn.data_}}) {
+    const auto path = dir / name;
+    if (!std::filesystem::exists(path)) {
+      throw std::runtime_error(path.string() + ": WordNet is not installed there (apt-get install wordnet-base)");
+    }
+    *text = read_file(path);
+  }
+  // Both files start with the licence, each line indented by two spaces; then data lines.
+  if (wn.index_.rfind("  1 This software", 0) != 0 || wn.data_.rfind("  1 This software", 0) != 0) {
+    throw std::runtime_error((dir / "index.noun").string() + " or data.noun is not a WordNet 3.0 database");
+  }
+  // cntlist.rev: "sense_key sense_number tag_count", the key "word%pos:...", pos 1 noun, 3 and 5
+  // adjective.
+  const auto counts = dir / "cntlist.rev";
+  if (!std::filesystem::exists(counts)) throw std::runtime_error(counts.string() + ": missing (apt-get install wordnet-base)");
+  std::istringstream in(read_file(counts));
+  std::string key;
+  int sense = 0, count = 0;
+  while (in >> key >> sense >> count) {
+    const size_t pct = key.find('%');
+    if (pct == std::string::npos || pct + 1 >= key.size()) continue;
+    auto& c = wn.tag_counts_[key.substr(0, pct)];
+    const char pos = key[pct + 1];
+    if (pos == '1') c.first += count;
+    if (pos == '3' || pos == '5') c.second += count;
+  }
+  return wn;
+}
+
+std::vector<int64_t> WordNet::synsets(std::string_view lemma) const {
+  const std::string key = index_key(lemma);
+  // index.noun is sorted by lemma: bisect over byte positions, each probe moved to its line start.
+  size_t lo = 0, hi = index_.size();
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    size_t start = index_.rfind('\n', mid);
+    start = start == std::string::npos ? 0 : start + 1;
+    const auto line = line_at(index_, start);
+    if (line.rfind("  ", 0) == 0 || lemma_of(line) < key) {  // licence lines sort before every lemma
+      lo = start + line.size() + 1;
+    } else {
+      if (lemma_of(line) == key) {
+        // lemma pos synset_cnt p_cnt [ptr_symbol...] sense_cnt tagsense_cnt synset_offset...
+        std::istringstream in{std::string(line)};
+        std::string word, pos, symbol;
+        int synset_count = 0, pointer_count = 0, sense_count = 0, tagged = 0;
+        in >> word >> pos >> synset_count >> pointer_count;
+        for (int i = 0; i < pointer_count; ++i) in >> symbol;
+        in >> sense_count >> tagged;
+        std::vector<int64_t> out(static_cast<size_t>(std::max(synset_count, 0)));
+        for (auto& offset : out) in >> offset;
+        if (!in) throw std::runtime_error((dir_ / "index.noun").string() + ": malformed entry for \"" + key + "\"");
+        return out;
+      }
+      hi = start;
+    }
+  }
+  return {};
+}
+
+WordNet::Synset WordNet::synset(int64_t offset) const {
+  if (offset <= 0 || static_cast<size_t>(offset) >= data_.size() || data_[static_cast<size_t>(offset) - 1] != '\n') {
+    throw std::out_of_range("no WordNet noun synset at offset " + std::to_string(offset));
+  }
+  const auto line = line_at(data_, static_cast<size_t>(offset));
+  // synset_offset lex_filenum ss_type w_cnt(hex) word lex_id ... p_cnt ptr... | gloss
+  std::istringstream in{std::string(line.substr(0, line.find(" | ")))};
+  Synset s;
+  std::string lex_file, type, word, lex_id, symbol, target, pos, source_target;
+  int64_t own_offset = 0;
+  int word_count = 0, pointer_count = 0;
+  in >> own_offset >> lex_file >> type >> std::hex >> word_count >> std::dec;
+  for (int i = 0; i < word_count && in >> word >> lex_id; ++i) {
+    word = word.substr(0, word.find('('));  // adjective markers: "(a)", "(p)"
+    std::replace(word.begin(), word.end(), '_', ' ');
+    std::transform(word.begin(), word.end(), word.begin(), [](unsigned char c) { return std::tolower(c); });
+    s.lemmas.push_back(word);
+  }
+  in >> pointer_count;
+  for (int i = 0; i < pointer_count && in >> symbol >> target >> pos >> source_target; ++i) {
+    if ((symbol == "@" || symbol == "@i") && pos == "n") s.hypernyms.push_back(std::stoll(target));
+  }
+  if (!in || own_offset != offset) {
+    throw std::runtime_error((dir_ / "data.noun").string() + ": malformed synset at offset " + std::to_string(offset));
+  }
+  s.offset = offset;
+  return s;
+}
+
+bool WordNet::mostly_adjective(std::string_view word) const {
+  auto it = tag_counts_.find(index_key(word));
+  return it != tag_counts_.end() && it->second.second > it->second.first;
+}
+
+std::vector<WordNet::Synset> WordNet::ancestors(int64_t offset) const {
+  std::vector<Synset> out{synset(offset)};
+  std::unordered_set<int64_t> seen{offset};
+  for (size_t i = 0; i < out.size(); ++i) {
+    for (int64_t h : std::vector<int64_t>(out[i].hypernyms)) {
+      if (seen.insert(h).second) out.push_back(synset(h));
+    }
+  }
+  return out;
+}
+
+}  // namespace captioner
