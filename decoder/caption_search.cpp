@@ -96,6 +96,57 @@ torch::Tensor mask_step(const torch::Tensor& logp, const std::vector<std::vector
 
 torch::Tensor as_index(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
 
+// The next step's beams, image by image: a live beam extends its row's history by its token; a
+// padding beam (log-prob -inf, so never chosen) keeps every image's block of rows the same size.
+struct NextBeams {
+  std::vector<int64_t> rows, tokens;
+  std::vector<double> logp;
+  std::vector<std::vector<int64_t>> history;
+
+  void add(const std::vector<std::vector<int64_t>>& previous, int64_t row, int64_t token, double log_prob) {
+    rows.push_back(row);
+    tokens.push_back(token);
+    logp.push_back(log_prob);
+    history.push_back(previous[row]);
+    history.back().push_back(token);
+  }
+  void pad(const std::vector<std::vector<int64_t>>& previous, int64_t row) {
+    rows.push_back(row);
+    tokens.push_back(Vocabulary::kEnd);
+    logp.push_back(kNegInf);
+    history.push_back(previous[row]);
+  }
+  // Moves the scorer and the search's state onto these beams. At step 0 the scorer still holds
+  // one row per image, whose beams are the first `rows_per_image` rows.
+  void advance(SequenceScorer& scorer, int t, int64_t rows_per_image, std::vector<std::vector<int64_t>>& history_out,
+               std::vector<double>& logp_out, torch::Tensor& tokens_out) {
+    if (t == 0) {
+      for (auto& r : rows) r /= rows_per_image;
+    }
+    scorer.select(as_index(rows));
+    history_out = std::move(history);
+    logp_out = std::move(logp);
+    tokens_out = as_index(tokens);
+  }
+};
+
+// (B, V) true where a word of each image's list is; ids outside the vocabulary are an error,
+// special tokens are left out (no caption can be made to contain <end>).
+torch::Tensor word_mask(const std::vector<const std::vector<int64_t>*>& words, int64_t V) {
+  std::vector<int64_t> image, word;
+  for (size_t i = 0; i < words.size(); ++i) {
+    for (int64_t w : *words[i]) {
+      if (w < 0 || w >= V) throw std::invalid_argument("guide word id " + std::to_string(w) + " outside the vocabulary");
+      if (w < Vocabulary::kNumSpecial) continue;
+      image.push_back(static_cast<int64_t>(i));
+      word.push_back(w);
+    }
+  }
+  auto mask = torch::zeros({static_cast<int64_t>(words.size()), V}, torch::kBool);
+  if (!image.empty()) mask.index_put_({as_index(image), as_index(word)}, true);
+  return mask;
+}
+
 }  // namespace
 
 namespace {
@@ -188,9 +239,8 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
     auto greedy_next = masked.argmax(1);
     auto greedy_a = greedy_next.accessor<int64_t, 1>();
 
-    std::vector<int64_t> rows, next_tokens, next_active, next_greedy_row;
-    std::vector<double> next_logp;
-    std::vector<std::vector<int64_t>> next_history;
+    std::vector<int64_t> next_active, next_greedy_row;
+    NextBeams next;
     for (int64_t a = 0; a < A; ++a) {
       const int64_t img = active[a];
       std::vector<std::pair<int64_t, int64_t>> live;  // (row, token)
@@ -246,26 +296,17 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
       next_greedy_row.push_back(greedy_k >= 0 ? static_cast<int64_t>(next_active.size()) * K + greedy_k : -1);
       next_active.push_back(img);
       for (int64_t k = 0; k < K; ++k) {
-        bool real = k < static_cast<int64_t>(live.size());
-        auto [row, tok] = live[real ? k : 0];
-        rows.push_back(row);
-        next_tokens.push_back(tok);
-        next_logp.push_back(real ? live_logp[k] : kNegInf);  // padding beams never win
-        auto h = history[row];
-        h.push_back(tok);
-        next_history.push_back(std::move(h));
+        if (k < static_cast<int64_t>(live.size())) {
+          next.add(history, live[k].first, live[k].second, live_logp[k]);
+        } else {
+          next.pad(history, live[0].first);
+        }
       }
     }
     if (next_active.empty()) break;
-    if (t == 0) {
-      for (auto& r : rows) r /= K;  // the scorer still holds one row per image
-    }
-    scorer.select(as_index(rows));
+    next.advance(scorer, t, K, history, beam_logp, tokens);
     active = std::move(next_active);
     greedy_row = std::move(next_greedy_row);
-    history = std::move(next_history);
-    beam_logp = std::move(next_logp);
-    tokens = as_index(next_tokens);
   }
 
   std::vector<Caption> out(B);
@@ -286,20 +327,17 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
   const int64_t V = scorer.vocab_size();
   if (static_cast<int64_t>(guides.size()) != B) throw std::invalid_argument("one word guide per image expected");
   // Per image: the words that satisfy its constraint (all false: unconstrained), and its bans.
-  auto required_mask = torch::zeros({B, V}, torch::kBool);
-  auto banned_mask = torch::zeros({B, V}, torch::kBool);
+  std::vector<const std::vector<int64_t>*> required, banned;
+  std::vector<bool> constrained(B);
   bool any_banned = false;
   for (int64_t i = 0; i < B; ++i) {
-    for (auto [words, mask] : {std::pair{&guides[i].required, &required_mask}, std::pair{&guides[i].banned, &banned_mask}}) {
-      for (int64_t w : *words) {
-        if (w < 0 || w >= V) throw std::invalid_argument("guide word id " + std::to_string(w) + " outside the vocabulary");
-        if (w >= Vocabulary::kNumSpecial) (*mask)[i][w] = true;
-      }
-    }
+    required.push_back(&guides[i].required);
+    banned.push_back(&guides[i].banned);
+    constrained[i] = !guides[i].required.empty();
     any_banned = any_banned || !guides[i].banned.empty();
   }
-  std::vector<bool> constrained(B);
-  for (int64_t i = 0; i < B; ++i) constrained[i] = !guides[i].required.empty();
+  const auto required_mask = word_mask(required, V);
+  const auto banned_mask = word_mask(banned, V);
 
   // Two beams of K per image: state 0 has not said a required word yet, state 1 has. Row
   // a*2K + s*K + k holds beam k of state s of active image a.
@@ -331,23 +369,25 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
     torch::Tensor pools[S] = {
         from0.masked_fill(req, ninf).reshape({A, K * V}),
         torch::cat({cand.select(1, 1), from0.masked_fill(req.logical_not(), ninf)}, 1).reshape({A, 2 * K * V})};
+    torch::Tensor values[S], indices[S];
+    for (int s = 0; s < S; ++s) {
+      auto top = pools[s].topk(std::min<int64_t>(2 * K, pools[s].size(1)), 1);
+      values[s] = std::get<0>(top).to(torch::kDouble);
+      indices[s] = std::get<1>(top);
+    }
     auto logp_d = logp.accessor<float, 2>();
 
-    std::vector<int64_t> rows, next_tokens, next_active;
-    std::vector<double> next_logp;
-    std::vector<std::vector<int64_t>> next_history;
+    std::vector<int64_t> next_active;
+    NextBeams next;
     for (int64_t a = 0; a < A; ++a) {
       const int64_t img = active[a];
       std::vector<std::pair<int64_t, int64_t>> live[S];  // (row, token)
       std::vector<double> live_logp[S];
       for (int s = 0; s < S; ++s) {
         if (s == 1 && !constrained[img]) continue;
-        auto top = pools[s][a].topk(std::min<int64_t>(2 * K, pools[s].size(1)));
-        auto values = std::get<0>(top).to(torch::kDouble);
-        auto indices = std::get<1>(top);
-        auto va = values.accessor<double, 1>();
-        auto ia = indices.accessor<int64_t, 1>();
-        for (int64_t j = 0; j < values.size(0); ++j) {
+        auto va = values[s].accessor<double, 2>()[a];
+        auto ia = indices[s].accessor<int64_t, 2>()[a];
+        for (int64_t j = 0; j < values[s].size(1); ++j) {
           if (!std::isfinite(va[j])) break;
           const int64_t source = ia[j] / V, tok = ia[j] % V;
           // State 1's pool lists its own K beams first, then state 0's entering it.
@@ -376,26 +416,17 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
       next_active.push_back(img);
       for (int s = 0; s < S; ++s) {
         for (int64_t k = 0; k < K; ++k) {
-          const bool real = k < static_cast<int64_t>(live[s].size());
-          const auto [row, tok] = real ? live[s][k] : std::make_pair(a * rows_per_image, Vocabulary::kEnd);
-          rows.push_back(row);
-          next_tokens.push_back(tok);
-          next_logp.push_back(real ? live_logp[s][k] : kNegInf);  // padding beams never win
-          auto h = history[row];
-          if (real) h.push_back(tok);
-          next_history.push_back(std::move(h));
+          if (k < static_cast<int64_t>(live[s].size())) {
+            next.add(history, live[s][k].first, live[s][k].second, live_logp[s][k]);
+          } else {
+            next.pad(history, a * rows_per_image);  // a state may have no live beam at all
+          }
         }
       }
     }
     if (next_active.empty()) break;
-    if (t == 0) {
-      for (auto& r : rows) r /= rows_per_image;  // the scorer still holds one row per image
-    }
-    scorer.select(as_index(rows));
+    next.advance(scorer, t, rows_per_image, history, beam_logp, tokens);
     active = std::move(next_active);
-    history = std::move(next_history);
-    beam_logp = std::move(next_logp);
-    tokens = as_index(next_tokens);
   }
 
   std::vector<Caption> out(B);
