@@ -7,18 +7,32 @@
 
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <thread>
 
 namespace captioner::cli {
 
 namespace {
 std::atomic<bool> g_stop{false};
+std::atomic<int64_t> g_first_signal_ns{0};
+static_assert(std::atomic<int64_t>::is_always_lock_free, "used in a signal handler");
+
+int64_t monotonic_ns() {  // clock_gettime is async-signal-safe
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
 
 void on_signal(int sig) {
+  const int64_t now = monotonic_ns();
   if (g_stop.exchange(true)) {
+    // `timeout` (and supervisors that signal a process and then its group) deliver one request as
+    // two SIGTERMs a moment apart; only a second request, later than that, aborts.
+    if (now - g_first_signal_ns.load() < 500'000'000) return;
     std::signal(sig, SIG_DFL);
     std::raise(sig);
   }
+  g_first_signal_ns.store(now);
   const char msg[] = "\nstopping after the current batch (press Ctrl-C again to abort now)\n";
   ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
   (void)ignored;

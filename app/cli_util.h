@@ -29,8 +29,8 @@ class ProgressBar {
 // Sets LibTorch's intra-op threads (0: all cores); LibTorch starts with one here.
 void set_threads(int threads);
 
-// After install_stop_handlers(), the first SIGINT/SIGTERM sets stop_requested(); a second one
-// terminates at once.
+// After install_stop_handlers(), the first SIGINT/SIGTERM sets stop_requested(); a second one,
+// more than half a second later, terminates at once (`timeout` sends one request twice).
 void install_stop_handlers();
 const std::atomic<bool>& stop_requested();
 
