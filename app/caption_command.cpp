@@ -32,7 +32,8 @@ struct CaptionOptions {
   std::string html;
   std::string annotations;
   std::string device = "auto";
-  SearchOverrides search;  // the model's defaults unless given
+  std::string decoder_precision;  // empty: the model's
+  SearchOverrides search;         // the model's defaults unless given
   bool sample = false;
   double temperature = 1.0;
   int top_k = 0;
@@ -100,6 +101,7 @@ void run_caption(const CaptionOptions& o) {
   std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
   torch::Device device = resolve_device(o.device);
   ModelBundle model = ModelBundle::load(model_dir, device);
+  if (!o.decoder_precision.empty()) model.decoder_precision = o.decoder_precision;
   Encoder encoder = Encoder::load(model.encoder_file, device);
 
   CaptionPipelineOptions po;
@@ -256,6 +258,7 @@ void add_caption_command(CLI::App& app) {
                   "join the parts with `captioner merge` (default under torchrun: $RANK/$WORLD_SIZE)");
   auto search = "Decoding (defaults: the model's)";
   add_search_overrides(*cmd, o->search, "the model's", search);
+  add_decoder_precision_option(*cmd, o->decoder_precision, search);
   cmd->add_flag("--sample", o->sample, "Sample captions instead of searching for the most likely")->group(search);
   cmd->add_option("--temperature", o->temperature, "Sampling temperature")->check(CLI::Range(0.01, 100.0))->group(search);
   cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")

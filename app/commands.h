@@ -18,6 +18,9 @@ extern int g_exit_code;
 void add_search_overrides(CLI::App& cmd, SearchOverrides& search, const std::string& defaults_from,
                           const std::string& group = "Options");
 
+// --decoder-precision float32|int8: overrides the model's (ModelBundle::decoder_precision) when set.
+void add_decoder_precision_option(CLI::App& cmd, std::string& precision, const std::string& group = "Options");
+
 void add_caption_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);

@@ -27,6 +27,7 @@ struct EvalOptions {
   std::string karpathy_split = "val";
   std::string output;
   std::string device = "auto";
+  std::string decoder_precision;  // empty: the model's
   SearchOverrides search;
   std::filesystem::path cache_dir = default_cache_dir();
   int batch = 4;
@@ -53,6 +54,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   torch::Device device = resolve_device(o.device);
   const std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
   ModelBundle model = ModelBundle::load(model_dir, device);
+  if (!o.decoder_precision.empty()) model.decoder_precision = o.decoder_precision;
   Encoder encoder = Encoder::load(model.encoder_file, device);  // caption_files_cached checks it is the model's
 
   CachedCaptionOptions co;
@@ -161,6 +163,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--max-images", o->max_images, "Evaluate only the first N images (0: all)");
   cmd->add_option("--output", o->output, "With --images: also write the captions as a COCO results file");
   add_search_overrides(*cmd, o->search, "the model's");
+  add_decoder_precision_option(*cmd, o->decoder_precision);
   cmd->add_option("--cache-dir", o->cache_dir, "Where image features are cached (empty: no cache)");
   cmd->add_option("--batch", o->batch, "Images per encoder call (4 is fastest for MobileNetV2 on few cores)")
       ->check(CLI::Range(1, 1024));

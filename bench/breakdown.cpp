@@ -44,12 +44,14 @@ double gemm_gflops(int64_t n, int threads) {
 int main(int argc, char** argv) {
   CLI::App app{"Per-stage timings of the captioning pipeline"};
   fs::path model_dir, image_dir, encoder_file;
-  int limit = 200, batch = 4, decoder_batch = 32;
+  int limit = 200, batch = 4, decoder_batch = 32, decoder_repeats = 1;
   app.add_option("--model", model_dir)->required()->check(CLI::ExistingDirectory);
   app.add_option("--images", image_dir)->required()->check(CLI::ExistingDirectory);
   app.add_option("--limit", limit, "Images to time");
   app.add_option("--batch", batch, "Encoder batch size");
   app.add_option("--decoder-batch", decoder_batch, "Images per decoder batch (all their beams in one tensor)");
+  app.add_option("--decoder-repeats", decoder_repeats, "Decode this many times at each beam width (for profilers)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--encoder", encoder_file, "Encoder to time instead of the model's own");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -101,8 +103,8 @@ int main(int argc, char** argv) {
       SearchOptions so = model.search;
       so.beam_size = beam;
       double t = now();
-      caption_features(*scorer, {features}, so, decoder_batch);
-      return now() - t;
+      for (int r = 0; r < decoder_repeats; ++r) caption_features(*scorer, {features}, so, decoder_batch);
+      return (now() - t) / decoder_repeats;
     };
     decode_time(1);  // warm-up
     const double greedy_s = decode_time(1), beam3_s = decode_time(3), beam5_s = decode_time(5);

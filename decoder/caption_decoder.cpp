@@ -32,24 +32,24 @@ torch::Tensor RecurrentLayerImpl::project_inputs(const torch::Tensor& inputs) { 
 
 torch::Tensor RecurrentLayerImpl::project_image(const torch::Tensor& image) { return image_proj(image); }
 
-void RecurrentLayerImpl::step(const torch::Tensor& pre, torch::Tensor& h, torch::Tensor& c) {
+void RecurrentLayerImpl::step(const torch::Tensor& pre, torch::Tensor& h, torch::Tensor& c, const Int8Linear* hidden_int8) {
   const int64_t H = hidden_dim;
   if (cell == "lstm") {
     // Gate order (input, forget, output, cell): the three sigmoids run as one op.
-    auto gates = torch::addmm(pre, h, hidden_proj->weight.t());
+    auto gates = hidden_int8 ? hidden_int8->forward(h).add_(pre) : torch::addmm(pre, h, hidden_proj->weight.t());
     auto sig = torch::sigmoid(gates.narrow(1, 0, 3 * H));
     auto g = torch::tanh(gates.narrow(1, 3 * H, H));
     c = sig.narrow(1, H, H) * c + sig.narrow(1, 0, H) * g;
     h = sig.narrow(1, 2 * H, H) * torch::tanh(c);
   } else if (cell == "gru") {
-    auto hg = hidden_proj(h).chunk(3, 1);  // reset, update, candidate
+    auto hg = (hidden_int8 ? hidden_int8->forward(h) : hidden_proj(h)).chunk(3, 1);  // reset, update, candidate
     auto xg = pre.chunk(3, 1);
     auto r = torch::sigmoid(xg[0] + hg[0]);
     auto z = torch::sigmoid(xg[1] + hg[1]);
     auto n = torch::tanh(xg[2] + r * hg[2]);
     h = (1 - z) * n + z * h;
   } else {
-    h = torch::tanh(torch::addmm(pre, h, hidden_proj->weight.t()));
+    h = torch::tanh(hidden_int8 ? hidden_int8->forward(h).add_(pre) : torch::addmm(pre, h, hidden_proj->weight.t()));
   }
 }
 
@@ -172,17 +172,29 @@ torch::Tensor CaptionDecoderImpl::word_gate_table() {
   return layers[0]->as<RecurrentLayerImpl>()->project_inputs(embed->weight);  // (V, G*H)
 }
 
+std::shared_ptr<const DecoderInt8Weights> CaptionDecoderImpl::int8_weights() {
+  if (is_training()) throw std::logic_error("int8_weights is for decoding in eval mode");
+  auto w = std::make_shared<DecoderInt8Weights>();
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    auto& proj = *layers[l]->as<RecurrentLayerImpl>()->hidden_proj;
+    w->hidden.emplace_back(proj.weight, proj.bias);
+  }
+  w->output = Int8Linear(output->weight, output->bias);
+  return w;
+}
+
 torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState& s) {
   const bool lookup = s.word_gates.defined() && !is_training();
+  const DecoderInt8Weights* int8 = is_training() ? nullptr : s.int8.get();
   torch::Tensor x = lookup ? torch::Tensor() : drop(embed(tokens));  // (R, E)
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     auto& layer = *layers[l]->as<RecurrentLayerImpl>();
     auto pre = l == 0 && lookup ? s.word_gates.index_select(0, tokens) : layer.project_inputs(x);
     if (s.image_term[l].defined()) pre.add_(s.image_term[l]);
-    layer.step(pre, s.h[l], s.c[l]);
+    layer.step(pre, s.h[l], s.c[l], int8 ? &int8->hidden[l] : nullptr);
     x = drop(s.h[l]);
   }
-  return torch::log_softmax(output(x), -1);  // (R, V)
+  return torch::log_softmax(int8 ? int8->output.forward(x) : output(x), -1);  // (R, V)
 }
 
 void save_decoder_weights(CaptionDecoder& decoder, const std::filesystem::path& file, bool fp16) {

@@ -20,7 +20,10 @@ size_t ModelBundle::num_views() const {
 
 std::unique_ptr<SequenceScorer> ModelBundle::make_scorer() const {
   std::vector<std::unique_ptr<SequenceScorer>> scorers;
-  for (const auto& m : members) scorers.push_back(std::make_unique<DecoderScorer>(m.decoder, m.view));
+  for (const auto& m : members) {
+    const bool int8 = decoder_precision == "int8" && m.decoder->parameters().front().device().is_cpu();
+    scorers.push_back(std::make_unique<DecoderScorer>(m.decoder, m.view, int8));
+  }
   if (scorers.size() == 1) return std::move(scorers.front());
   return std::make_unique<EnsembleScorer>(std::move(scorers));
 }
@@ -63,6 +66,7 @@ void ModelBundle::save(const fs::path& dir, bool fp16) const {
               {"encoder", je},
               {"members", jm},
               {"search", search_options_to_json(search)},
+              {"decoder_precision", decoder_precision},
               {"training", training}};
   write_file_atomic(target / "config.json", config.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
@@ -145,6 +149,12 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
     b.members.push_back(std::move(m));
   }
   if (root.has("search")) b.search = search_options_from_json(config["search"], origin);
+  if (root.has("decoder_precision")) {
+    b.decoder_precision = root.at("decoder_precision").as_string();
+    if (b.decoder_precision != "float32" && b.decoder_precision != "int8") {
+      root.at("decoder_precision").fail("must be \"float32\" or \"int8\"");
+    }
+  }
   b.search.repeat_exempt = b.vocab.function_word_ids();
   if (root.has("training")) b.training = config["training"];
   return b;

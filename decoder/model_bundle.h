@@ -28,10 +28,13 @@ struct ModelBundle {
   static constexpr int kFormatVersion = 1;
 
   Vocabulary vocab;
-  EncoderInfo encoder;                                 // as recorded when the model was trained
-  std::filesystem::path encoder_file;                  // resolved path of the TorchScript encoder
-  std::vector<BundleMember> members;                   // one decoder, or an ensemble
-  SearchOptions search;                                // decoding defaults chosen on validation data
+  EncoderInfo encoder;                 // as recorded when the model was trained
+  std::filesystem::path encoder_file;  // resolved path of the TorchScript encoder
+  std::vector<BundleMember> members;   // one decoder, or an ensemble
+  SearchOptions search;                // decoding defaults chosen on validation data
+  // "float32", or "int8": the decoder's per-step products in int8 on the CPU (decoder/int8_linear.h;
+  // a GPU decodes in float32). Checked against the float32 captions before it is made a default.
+  std::string decoder_precision = "float32";
   nlohmann::json training = nlohmann::json::object();  // command, data, epochs, scores...
 
   size_t num_views() const;  // 1, or 2 when a member reads the mirrored photo

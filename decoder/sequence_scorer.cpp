@@ -17,6 +17,8 @@ void DecoderScorer::start(const FeatureViews& views) {
   if (!decoder_->is_training()) {
     if (!word_gates_.defined()) word_gates_ = decoder_->word_gate_table();
     state_.word_gates = word_gates_;
+    if (int8_ && !int8_weights_) int8_weights_ = decoder_->int8_weights();
+    state_.int8 = int8_weights_;
   }
 }
 

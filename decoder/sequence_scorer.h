@@ -26,7 +26,9 @@ class SequenceScorer {
 
 class DecoderScorer : public SequenceScorer {
  public:
-  explicit DecoderScorer(CaptionDecoder decoder, size_t view = 0) : decoder_(std::move(decoder)), view_(view) {}
+  // int8: each step's two products in int8 (decoder/int8_linear.h), on the CPU in eval mode.
+  explicit DecoderScorer(CaptionDecoder decoder, size_t view = 0, bool int8 = false)
+      : decoder_(std::move(decoder)), view_(view), int8_(int8) {}
   int64_t vocab_size() const override { return decoder_->config().vocab_size; }
   void start(const FeatureViews& views) override;
   torch::Tensor step(const torch::Tensor& tokens) override;
@@ -35,9 +37,11 @@ class DecoderScorer : public SequenceScorer {
  private:
   CaptionDecoder decoder_;
   size_t view_;
+  bool int8_;
   torch::Device device_ = torch::kCPU;
   DecoderState state_;
-  torch::Tensor word_gates_;  // the decoder's word -> gate table, built at the first start()
+  torch::Tensor word_gates_;                                // the decoder's word -> gate table, built at the first start()
+  std::shared_ptr<const DecoderInt8Weights> int8_weights_;  // likewise, when int8
 };
 
 // log(mean_m p_m(w | prefix)): members vote with probabilities, as ensembles usually do.

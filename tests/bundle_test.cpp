@@ -53,6 +53,7 @@ TEST(ModelBundle, SaveLoadRoundTripGivesIdenticalCaptions) {
     b.training = {{"note", "unit test"}};
     b.save(tmp / cell);
     auto loaded = ModelBundle::load(tmp / cell);
+    EXPECT_EQ(loaded.decoder_precision, "float32");
     EXPECT_EQ(loaded.search.beam_size, 4);
     EXPECT_DOUBLE_EQ(loaded.search.length_penalty, 0.7);
     EXPECT_EQ(loaded.training["note"], "unit test");
@@ -74,6 +75,24 @@ TEST(ModelBundle, Float16StorageHalvesTheFileAndKeepsCaptions) {
   EXPECT_LT(std::filesystem::file_size(tmp / "f16/decoder.pt"), std::filesystem::file_size(tmp / "f32/decoder.pt") * 6 / 10);
   auto a = captions_of(b), c = captions_of(ModelBundle::load(tmp / "f16"));
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i].log_prob, c[i].log_prob, 0.05);
+}
+
+TEST(ModelBundle, StoresItsDecoderPrecision) {
+  TempDir tmp;
+  auto enc = test::make_tiny_encoder(tmp / "enc");
+  auto b = test::make_bundle(enc, test::make_vocab(kWords), "lstm", 1, 64);
+  b.decoder_precision = "int8";
+  b.save(tmp / "q");
+  auto loaded = ModelBundle::load(tmp / "q");
+  EXPECT_EQ(loaded.decoder_precision, "int8");
+  // Its captions are int8's: close to float32's by log-probability.
+  b.decoder_precision = "float32";
+  auto q = captions_of(loaded), f = captions_of(b);
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (q[i].tokens == f[i].tokens) EXPECT_NEAR(q[i].log_prob, f[i].log_prob, 0.05);
+  }
+  edit_config(tmp / "q", [](json& j) { j["decoder_precision"] = "int4"; });
+  expect_load_error([&] { ModelBundle::load(tmp / "q"); }, "must be \"float32\" or \"int8\"");
 }
 
 TEST(ModelBundle, EncoderPathIsRelativeWhenNearby) {

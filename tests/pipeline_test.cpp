@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -102,28 +103,48 @@ bool cpu_has_vnni() {
 
 // The shipped model on real photos, against captions recorded when it was trained: a speed-up
 // that changes any caption of the default model fails here. One recording per kind of int8
-// arithmetic (scripts/record_default_captions.sh).
+// arithmetic and per decoder precision (scripts/record_default_captions.sh): the model's own
+// (int8) and float32, whose captions int8 may change only a little.
 TEST(CaptionPipeline, DefaultModelStillWritesItsRecordedCaptions) {
   REQUIRE_SHARED();
   const fs::path dir = fs::path(CAPTIONER_SOURCE_DIR) / "models/default";
-  const fs::path golden = fs::path(CAPTIONER_SOURCE_DIR) / (cpu_has_vnni() ? "tests/data/default_model_captions.vnni.json"
-                                                                           : "tests/data/default_model_captions.json");
   if (!fs::exists(dir / "config.json")) GTEST_SKIP() << "models/default is not in this checkout";
   auto model = ModelBundle::load(dir);
   if (!fs::exists(model.encoder_file)) GTEST_SKIP() << model.encoder_file << " missing: run scripts/setup.sh";
+  ASSERT_EQ(model.decoder_precision, "int8");
   auto encoder = Encoder::load(model.encoder_file);
-  std::ifstream in(golden);
-  ASSERT_TRUE(in) << golden << " missing";
-  auto recorded = nlohmann::json::parse(in);
-  std::vector<fs::path> files;
-  for (const auto& r : recorded)
-    files.push_back(test::shared_dir() / "datasets/flickr8k/images" / r.at("file_name").get<std::string>());
-  for (const auto& s : {kSettings[0], kSettings[3], Setting{32, 2, 1, 2}}) {
-    auto got = caption_all(model, encoder, files, s, model.search.beam_size);
-    ASSERT_EQ(got.size(), recorded.size());
-    for (size_t i = 0; i < got.size(); ++i) {
-      EXPECT_EQ(got[i].caption, recorded[i].at("caption").get<std::string>()) << files[i];
-      EXPECT_NEAR(got[i].log_prob, recorded[i].at("log_prob").get<double>(), 1e-3) << files[i];
+  std::map<std::string, std::vector<CaptionedImage>> by_precision;
+  for (const std::string precision : {"int8", "float32"}) {
+    const std::string name = std::string("tests/data/default_model_captions") + (precision == "float32" ? ".float32" : "") +
+                             (cpu_has_vnni() ? ".vnni" : "") + ".json";
+    const fs::path golden = fs::path(CAPTIONER_SOURCE_DIR) / name;
+    std::ifstream in(golden);
+    ASSERT_TRUE(in) << golden << " missing";
+    auto recorded = nlohmann::json::parse(in);
+    std::vector<fs::path> files;
+    for (const auto& r : recorded)
+      files.push_back(test::shared_dir() / "datasets/flickr8k/images" / r.at("file_name").get<std::string>());
+    model.decoder_precision = precision;
+    for (const auto& s : {kSettings[0], kSettings[3], Setting{32, 2, 1, 2}}) {
+      auto got = caption_all(model, encoder, files, s, model.search.beam_size);
+      ASSERT_EQ(got.size(), recorded.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i].caption, recorded[i].at("caption").get<std::string>()) << precision << " " << files[i];
+        EXPECT_NEAR(got[i].log_prob, recorded[i].at("log_prob").get<double>(), 1e-3) << precision << " " << files[i];
+      }
+      by_precision[precision] = std::move(got);
     }
   }
+  // The bound on int8's effect (measured: 1 caption of 24 differs, log-probs of the others within 0.04).
+  const auto& q = by_precision["int8"];
+  const auto& f = by_precision["float32"];
+  int differ = 0;
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (q[i].caption != f[i].caption) {
+      ++differ;
+    } else {
+      EXPECT_NEAR(q[i].log_prob, f[i].log_prob, 0.1) << q[i].file;
+    }
+  }
+  EXPECT_LE(differ, 3) << "int8 decoding changed " << differ << " of " << q.size() << " captions";
 }

@@ -1,0 +1,63 @@
+#include "decoder/int8_linear.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace captioner {
+
+namespace {
+
+// The quantized ops are reached through the dispatcher: LibTorch's C++ API has no wrapper for
+// them, and their packed-weights class is not in the installed headers, so it travels boxed.
+torch::jit::Stack call_op(const char* name, torch::jit::Stack stack) {
+  auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+  op.callBoxed(&stack);
+  return stack;
+}
+
+void use_onednn() {
+  auto& context = at::globalContext();
+  const auto& engines = context.supportedQEngines();
+  if (std::find(engines.begin(), engines.end(), at::QEngine::ONEDNN) == engines.end()) {
+    throw std::runtime_error(
+        "int8 decoding needs LibTorch's oneDNN quantized engine, which this LibTorch lacks: use --decoder-precision float32");
+  }
+  if (context.qEngine() != at::QEngine::ONEDNN) context.setQEngine(at::QEngine::ONEDNN);
+}
+
+}  // namespace
+
+Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (weight.dim() != 2 || weight.size(1) < 2) throw std::invalid_argument("Int8Linear needs a weight of shape (N, K >= 2)");
+  if (!weight.device().is_cpu()) throw std::invalid_argument("int8 decoding runs on the CPU only");
+  use_onednn();
+  torch::NoGradGuard no_grad;
+  auto w = weight.detach().to(torch::kFloat).contiguous();
+  // Symmetric per output row: oneDNN wants zero points of 0 for weights.
+  auto scales = (w.abs().amax(1) / 127.0).clamp_min(1e-12).to(torch::kDouble);
+  auto zero_points = torch::zeros({w.size(0)}, torch::kLong);
+  auto qweight = torch::quantize_per_channel(w, scales, zero_points, 0, torch::kQInt8);
+  c10::optional<at::Tensor> b;
+  if (bias.defined()) b = bias.detach().to(torch::kFloat).contiguous();
+  packed_ = call_op("quantized::linear_prepack", {qweight, b}).at(0);
+  in_features_ = w.size(1);
+}
+
+torch::Tensor Int8Linear::forward(const torch::Tensor& x) const {
+  if (!defined()) throw std::logic_error("Int8Linear used before it was built");
+  if (x.dim() != 2 || x.size(1) != in_features_) {
+    throw std::invalid_argument("Int8Linear expects (R, " + std::to_string(in_features_) + "), got " + c10::str(x.sizes()));
+  }
+  // One extra row holding +1 and -1 fixes the range the op measures at [-1, 1] (see the header).
+  auto pinned = torch::zeros({x.size(0) + 1, in_features_}, torch::kFloat);
+  pinned.narrow(0, 0, x.size(0)).copy_(x);
+  auto last = pinned[x.size(0)];
+  last[0] = 1.0;
+  last[1] = -1.0;
+  auto out = call_op("quantized::linear_dynamic", {pinned, packed_, /*reduce_range=*/true}).at(0).toTensor();
+  return out.narrow(0, 0, x.size(0));
+}
+
+}  // namespace captioner

@@ -1,0 +1,33 @@
+// Int8 matrix products for decoding: y = x W^T + b with W in int8 (one scale per output row) and
+// x, a recurrent cell's hidden state in [-1, 1], in 7-bit on the fixed scale of that range.
+//
+// Why a fixed input range: LibTorch's dynamic int8 linear picks the input's scale from the
+// min/max of the whole (R, K) matrix, which would make each photo's caption depend on the other
+// photos of its batch. Pinning the range to [-1, 1] keeps every row's result a function of that
+// row alone (integer sums are exact), so captions do not move with batch size, sharding or resume.
+// Why 7-bit: without VNNI, oneDNN sums u8 x s8 products in saturating 16-bit pairs; 7-bit inputs
+// never saturate, so the same products come out on every x86 CPU.
+//
+// Shapes: x (R, K) float, W (N, K), b (N) -> y (R, N) float. CPU only (oneDNN quantized engine).
+#pragma once
+
+#include <torch/torch.h>
+
+namespace captioner {
+
+class Int8Linear {
+ public:
+  Int8Linear() = default;
+  // Quantizes `weight` (N, K) per output row (symmetric int8); `bias` (N) may be undefined.
+  Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias);
+  bool defined() const { return !packed_.isNone(); }
+  // x (R, K) with values in [-1, 1] -> (R, N). Values outside the range are still multiplied
+  // correctly, but then share their scale with the batch's other rows.
+  torch::Tensor forward(const torch::Tensor& x) const;
+
+ private:
+  c10::IValue packed_;  // LibTorch's packed-weights object for quantized::linear_dynamic
+  int64_t in_features_ = 0;
+};
+
+}  // namespace captioner

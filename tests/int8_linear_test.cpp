@@ -1,0 +1,94 @@
+#include "decoder/int8_linear.h"
+
+#include <gtest/gtest.h>
+
+#include "decoder/caption_search.h"
+#include "decoder/sequence_scorer.h"
+#include "vocab/vocabulary.h"
+
+using namespace captioner;
+
+namespace {
+// Inputs shaped like a recurrent cell's hidden state: most values well inside (-1, 1).
+torch::Tensor hidden_like(int64_t rows, int64_t width, uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::tanh(torch::randn({rows, width}));
+}
+}  // namespace
+
+TEST(Int8Linear, IsCloseToTheFloatProduct) {
+  torch::manual_seed(3);
+  auto w = torch::randn({300, 128}) * 0.1;
+  auto b = torch::randn({300});
+  auto x = hidden_like(40, 128, 4);
+  auto exact = torch::nn::functional::linear(x, w, b);
+  auto got = Int8Linear(w, b).forward(x);
+  ASSERT_EQ(got.sizes(), exact.sizes());
+  // 7-bit inputs on [-1, 1] and per-row int8 weights: ~1% relative error (measured 0.6%).
+  const double rel = ((got - exact).norm() / exact.norm()).item<double>();
+  EXPECT_LT(rel, 0.02);
+  EXPECT_GT(rel, 0.0);  // it really ran in int8
+  // Without a bias too (an LSTM's W_hh).
+  auto no_bias = Int8Linear(w, torch::Tensor()).forward(x);
+  EXPECT_LT(((no_bias - x.matmul(w.t())).norm() / x.matmul(w.t()).norm()).item<double>(), 0.02);
+}
+
+TEST(Int8Linear, EachRowIsIndependentOfTheOthers) {
+  // The input range is fixed, so a row's result is the same alone, in any batch, and whatever
+  // the other rows hold: captions cannot depend on which photos share a batch.
+  torch::manual_seed(5);
+  Int8Linear layer(torch::randn({64, 32}), torch::randn({64}));
+  auto x = hidden_like(17, 32, 6);
+  auto all = layer.forward(x);
+  auto small = x * 0.01;  // a batch whose own min/max would give a much finer scale
+  auto mixed = layer.forward(torch::cat({small, x.narrow(0, 3, 1)}));
+  for (int64_t r = 0; r < x.size(0); ++r) {
+    EXPECT_TRUE(torch::equal(layer.forward(x.narrow(0, r, 1)), all.narrow(0, r, 1))) << "row " << r;
+  }
+  EXPECT_TRUE(torch::equal(mixed.narrow(0, 17, 1), all.narrow(0, 3, 1)));
+}
+
+TEST(Int8Linear, RefusesWrongShapes) {
+  Int8Linear layer(torch::randn({8, 4}), torch::Tensor());
+  EXPECT_THROW(layer.forward(torch::zeros({2, 5})), std::invalid_argument);
+  EXPECT_THROW(Int8Linear(torch::randn({8}), torch::Tensor()), std::invalid_argument);
+  EXPECT_THROW(Int8Linear().forward(torch::zeros({1, 4})), std::logic_error);
+}
+
+TEST(Int8Linear, DecodingFollowsTheFloatModelAndIgnoresBatchMates) {
+  for (const char* cell : {"lstm", "gru", "rnn"}) {
+    torch::manual_seed(7);
+    DecoderConfig c;
+    c.vocab_size = 30;
+    c.feature_dim = 6;
+    c.embed_dim = 16;
+    c.hidden_dim = 32;
+    c.image_dim = 8;
+    c.cell = cell;
+    c.dropout = 0.0;
+    CaptionDecoder d(c);
+    d->eval();
+    torch::manual_seed(8);
+    FeatureViews f{torch::randn({12, 6})};
+    // Step by step on the same words, int8's next-word log-probabilities stay near float32's.
+    DecoderScorer float_scorer(d), int8_scorer(d, 0, true);
+    float_scorer.start(f);
+    int8_scorer.start(f);
+    for (int t = 0; t < 6; ++t) {
+      auto words = torch::randint(Vocabulary::kNumSpecial, c.vocab_size, {12}, torch::kLong);
+      auto exact = float_scorer.step(words), got = int8_scorer.step(words);
+      EXPECT_LT((got - exact).abs().max().item<double>(), 0.03) << cell << " step " << t;
+      EXPECT_FALSE(torch::equal(got, exact)) << cell << ": int8 did not run";
+    }
+    // Alone, an image gets exactly the caption it got in a batch.
+    SearchOptions o;
+    o.beam_size = 3;
+    o.max_length = 10;
+    auto batch = beam_search(int8_scorer, f, o);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      auto alone = beam_search(int8_scorer, {f[0].narrow(0, static_cast<int64_t>(i), 1)}, o);
+      EXPECT_EQ(alone[0].tokens, batch[i].tokens) << cell << " image " << i;
+      EXPECT_NEAR(alone[0].log_prob, batch[i].log_prob, 1e-5) << cell << " image " << i;
+    }
+  }
+}
