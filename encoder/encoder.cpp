@@ -131,12 +131,6 @@ Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device dev
     enc.int8_->bytes = read_file(model_file);
     enc.int8_->fresh = enc.module_;
   }
-  // One tiny forward checks the output width against the sidecar now rather than mid-run.
-  auto probe = enc.encode(torch::zeros({1, 3, enc.info_.spec.input_height, enc.info_.spec.input_width}));
-  if (probe.dim() != 2 || probe.size(1) != enc.info_.feature_dim) {
-    throw std::runtime_error("encoder " + model_file.string() + " returns shape " + c10::str(probe.sizes()) +
-                             " but its sidecar says " + std::to_string(enc.info_.feature_dim) + "-d features");
-  }
   return enc;
 }
 
@@ -156,6 +150,12 @@ torch::Tensor Encoder::encode(const torch::Tensor& images) {
                              ": " + (nl == std::string::npos ? what : what.substr(nl + 1)));
   }
   if (out.dim() == 4) out = out.flatten(1);  // networks that stop at (N, D, 1, 1)
+  // Checked at every call rather than by a probe at load time: an int8 module packs its weights
+  // for the first batch shape it sees, so a probe would cost a second module load (~0.2 s).
+  if (out.dim() != 2 || out.size(1) != info_.feature_dim) {
+    throw std::runtime_error("encoder " + info_.model_file.string() + " returns shape " + c10::str(out.sizes()) +
+                             " but its sidecar says " + std::to_string(info_.feature_dim) + "-d features");
+  }
   return out.to(torch::kCPU, torch::kFloat);
 }
 

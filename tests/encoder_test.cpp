@@ -151,7 +151,7 @@ TEST(Encoder, RefusesMissingOrInconsistentSidecars) {
   j["feature_dim"] = 5;
   std::ofstream(enc.string() + ".json") << j.dump();
   try {
-    Encoder::load(enc);
+    Encoder::load(enc).encode(torch::zeros({1, 3, 32, 32}));  // the width is checked on every batch
     ADD_FAILURE();
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("sidecar says 5-d"), std::string::npos) << e.what();
