@@ -108,6 +108,12 @@ int main(int argc, char** argv) {
     };
     decode_time(1);  // warm-up
     const double greedy_s = decode_time(1), beam3_s = decode_time(3), beam5_s = decode_time(5);
+    // The same at beam 3 in float32, for comparison when the model decodes in int8.
+    const std::string precision = model.decoder_precision;
+    model.decoder_precision = "float32";
+    scorer = model.make_scorer();
+    decode_time(3);  // warm-up
+    const double float_beam3_s = decode_time(3);
 
     nlohmann::json out{{"images", n},
                        {"cores", cores},
@@ -122,6 +128,8 @@ int main(int argc, char** argv) {
                        {"decoder_beam1_ms", 1e3 * greedy_s / n},
                        {"decoder_beam3_ms", 1e3 * beam3_s / n},
                        {"decoder_beam5_ms", 1e3 * beam5_s / n},
+                       {"decoder_precision", precision},
+                       {"decoder_float32_beam3_ms", 1e3 * float_beam3_s / n},
                        {"gemm_gflops_all_cores", gemm_gflops(1024, cores)},
                        {"gemm_gflops_one_core", gemm_gflops(1024, 1)}};
     std::cout << out.dump() << std::endl;

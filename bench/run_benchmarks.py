@@ -213,9 +213,16 @@ def main():
         stages["encoder_precision"], stages["encoder_batch"], stages["encoder_ms"], cores,
         ("oneDNN int8 convolutions (u8s8 with VNNI)" if "vnni" in cpu_flags() else "oneDNN int8 convolutions (u8s8 without VNNI)")
         if stages["encoder_precision"] == "int8" else "oneDNN float convolutions"))
+    V = cfg["members"][0]["decoder"]["vocab_size"]
+    prec = stages.get("decoder_precision", "float32")
     for beam in (1, 3, 5):
-        L.append("| decoder, beam %d, batch %d | %.2f | 1 | the two GEMMs per step (recurrent 512x2048, output 512x%d) |" % (
-            beam, stages["decoder_batch"], stages["decoder_beam%d_ms" % beam], cfg["members"][0]["decoder"]["vocab_size"]))
+        L.append("| decoder (%s), beam %d, batch %d | %.2f | 1 | %s |" % (
+            prec, beam, stages["decoder_batch"], stages["decoder_beam%d_ms" % beam],
+            "int8 products per step (recurrent 512x2048, output 512x%d), then the search's per-step tensor ops "
+            "(log-softmax, masks, top-k, beam re-selection)" % V if prec == "int8" else
+            "the two GEMMs per step (recurrent 512x2048, output 512x%d)" % V))
+    L.append("| decoder (float32), beam 3, batch %d | %.2f | 1 | the two float GEMMs per step (recurrent 512x2048, output 512x%d) |" % (
+        stages["decoder_batch"], stages["decoder_float32_beam3_ms"], V))
     L.append("")
     L.append("The encoder does %.2f GMAC per photo (%.2f G operations): %.1f G op/s, against a float32 matrix-multiply peak "
              "measured through LibTorch of %.1f GFLOP/s on %d cores (%.1f on one). End to end, one single-threaded encoder "
