@@ -38,7 +38,11 @@ Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   // Symmetric per output row: oneDNN wants zero points of 0 for weights.
   auto scales = (w.abs().amax(1) / 127.0).clamp_min(1e-12).to(torch::kDouble);
   auto zero_points = torch::zeros({w.size(0)}, torch::kLong);
-  auto qweight = torch::quantize_per_channel(w, scales, zero_points, 0, torch::kQInt8);
+  // Rounded by tensor ops (as quantize_per_channel rounds: w * (1 / scale), half to even) and
+  // wrapped as a quantized tensor: quantize_per_channel goes one element at a time in this
+  // LibTorch (no FBGEMM).
+  auto q = (w * scales.to(torch::kFloat).reciprocal().unsqueeze(1)).round_().clamp_(-127, 127).to(torch::kChar);
+  auto qweight = at::_make_per_channel_quantized_tensor(q, scales, zero_points, 0);
   c10::optional<at::Tensor> b;
   if (bias.defined()) b = bias.detach().to(torch::kFloat).contiguous();
   packed_ = call_op("quantized::linear_prepack", {qweight, b}).at(0);
@@ -51,7 +55,11 @@ torch::Tensor Int8Linear::forward(const torch::Tensor& x) const {
     throw std::invalid_argument("Int8Linear expects (R, " + std::to_string(in_features_) + "), got " + c10::str(x.sizes()));
   }
   // One extra row holding +1 and -1 fixes the range the op measures at [-1, 1] (see the header).
-  auto pinned = torch::zeros({x.size(0) + 1, in_features_}, torch::kFloat);
+  // Rows are padded (with zeros) to a multiple of 16: oneDNN builds and caches a primitive per
+  // shape, and a beam search shrinking row by row would otherwise make dozens (~20 MB and their
+  // JIT time).
+  const int64_t rows = (x.size(0) + 1 + 15) / 16 * 16;
+  auto pinned = torch::zeros({rows, in_features_}, torch::kFloat);
   pinned.narrow(0, 0, x.size(0)).copy_(x);
   auto last = pinned[x.size(0)];
   last[0] = 1.0;

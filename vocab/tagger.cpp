@@ -191,7 +191,7 @@ std::optional<Tag> Tagger::tag(const std::vector<float>& class_probabilities, do
   }
   if (best < 0) return std::nullopt;
   const Concept& c = concepts_[static_cast<size_t>(best)];
-  Tag tag{c.word, c.word_id, mass[static_cast<size_t>(best)], {}};
+  Tag tag{c.word, c.word_id, mass[static_cast<size_t>(best)], {}, {}};
   // A broad tag is not met by a kind of it that the classifier rules out: "animal" for a photo
   // of a giraffe is not met by "dog", nor by "puppy", when the dog classes together score below
   // kRuledOut.
