@@ -11,10 +11,20 @@ namespace {
 
 // The quantized ops are reached through the dispatcher: LibTorch's C++ API has no wrapper for
 // them, and their packed-weights class is not in the installed headers, so it travels boxed.
-torch::jit::Stack call_op(const char* name, torch::jit::Stack stack) {
-  auto op = c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+// Each op is looked up by name once, not at every decoding step.
+torch::jit::Stack call_op(const c10::OperatorHandle& op, torch::jit::Stack stack) {
   op.callBoxed(&stack);
   return stack;
+}
+
+const c10::OperatorHandle& linear_prepack() {
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::linear_prepack", "");
+  return op;
+}
+
+const c10::OperatorHandle& linear_dynamic() {
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow("quantized::linear_dynamic", "");
+  return op;
 }
 
 void use_onednn() {
@@ -45,7 +55,7 @@ Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   auto qweight = at::_make_per_channel_quantized_tensor(q, scales, zero_points, 0);
   c10::optional<at::Tensor> b;
   if (bias.defined()) b = bias.detach().to(torch::kFloat).contiguous();
-  packed_ = call_op("quantized::linear_prepack", {qweight, b}).at(0);
+  packed_ = call_op(linear_prepack(), {qweight, b}).at(0);
   in_features_ = w.size(1);
 }
 
@@ -64,7 +74,7 @@ torch::Tensor Int8Linear::forward(const torch::Tensor& x) const {
   auto last = pinned[x.size(0)];
   last[0] = 1.0;
   last[1] = -1.0;
-  auto out = call_op("quantized::linear_dynamic", {pinned, packed_, /*reduce_range=*/true}).at(0).toTensor();
+  auto out = call_op(linear_dynamic(), {pinned, packed_, /*reduce_range=*/true}).at(0).toTensor();
   return out.narrow(0, 0, x.size(0));
 }
 

@@ -89,7 +89,9 @@ TEST(ModelBundle, StoresItsDecoderPrecision) {
   b.decoder_precision = "float32";
   auto q = captions_of(loaded), f = captions_of(b);
   for (size_t i = 0; i < q.size(); ++i) {
-    if (q[i].tokens == f[i].tokens) EXPECT_NEAR(q[i].log_prob, f[i].log_prob, 0.05);
+    if (q[i].tokens == f[i].tokens) {
+      EXPECT_NEAR(q[i].log_prob, f[i].log_prob, 0.05);
+    }
   }
   edit_config(tmp / "q", [](json& j) { j["decoder_precision"] = "int4"; });
   expect_load_error([&] { ModelBundle::load(tmp / "q"); }, "must be \"float32\" or \"int8\"");

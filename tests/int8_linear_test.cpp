@@ -4,6 +4,7 @@
 
 #include "decoder/caption_search.h"
 #include "decoder/sequence_scorer.h"
+#include "tests/model_fixtures.h"
 #include "vocab/vocabulary.h"
 
 using namespace captioner;
@@ -57,17 +58,8 @@ TEST(Int8Linear, RefusesWrongShapes) {
 
 TEST(Int8Linear, DecodingFollowsTheFloatModelAndIgnoresBatchMates) {
   for (const char* cell : {"lstm", "gru", "rnn"}) {
-    torch::manual_seed(7);
-    DecoderConfig c;
-    c.vocab_size = 30;
-    c.feature_dim = 6;
-    c.embed_dim = 16;
-    c.hidden_dim = 32;
-    c.image_dim = 8;
-    c.cell = cell;
-    c.dropout = 0.0;
-    CaptionDecoder d(c);
-    d->eval();
+    const int64_t vocab_size = 30;
+    auto d = test::make_decoder(vocab_size, 6, cell, 7);
     torch::manual_seed(8);
     FeatureViews f{torch::randn({12, 6})};
     // Step by step on the same words, int8's next-word log-probabilities stay near float32's.
@@ -75,7 +67,7 @@ TEST(Int8Linear, DecodingFollowsTheFloatModelAndIgnoresBatchMates) {
     float_scorer.start(f);
     int8_scorer.start(f);
     for (int t = 0; t < 6; ++t) {
-      auto words = torch::randint(Vocabulary::kNumSpecial, c.vocab_size, {12}, torch::kLong);
+      auto words = torch::randint(Vocabulary::kNumSpecial, vocab_size, {12}, torch::kLong);
       auto exact = float_scorer.step(words), got = int8_scorer.step(words);
       EXPECT_LT((got - exact).abs().max().item<double>(), 0.03) << cell << " step " << t;
       EXPECT_FALSE(torch::equal(got, exact)) << cell << ": int8 did not run";

@@ -23,24 +23,29 @@ std::filesystem::path make_tiny_encoder(const std::filesystem::path& dir, const 
 
 Vocabulary make_vocab(const std::vector<std::string>& words) { return Vocabulary::build({words}, 1); }
 
-ModelBundle make_bundle(const std::filesystem::path& encoder_file, const Vocabulary& vocab, const std::string& cell,
-                        uint64_t seed, int64_t hidden) {
-  ModelBundle b;
-  b.vocab = vocab;
-  b.encoder = EncoderInfo::load_sidecar(encoder_file);
-  b.encoder_file = encoder_file;
+CaptionDecoder make_decoder(int64_t vocab_size, int64_t feature_dim, const std::string& cell, uint64_t seed, int64_t hidden) {
   DecoderConfig c;
-  c.vocab_size = static_cast<int64_t>(vocab.size());
-  c.feature_dim = b.encoder.feature_dim;
+  c.vocab_size = vocab_size;
+  c.feature_dim = feature_dim;
   c.embed_dim = 16;
   c.hidden_dim = hidden;
   c.image_dim = 8;
   c.cell = cell;
   c.dropout = 0.0;
   torch::manual_seed(seed);
+  CaptionDecoder decoder(c);
+  decoder->eval();
+  return decoder;
+}
+
+ModelBundle make_bundle(const std::filesystem::path& encoder_file, const Vocabulary& vocab, const std::string& cell,
+                        uint64_t seed, int64_t hidden) {
+  ModelBundle b;
+  b.vocab = vocab;
+  b.encoder = EncoderInfo::load_sidecar(encoder_file);
+  b.encoder_file = encoder_file;
   BundleMember m;
-  m.decoder = CaptionDecoder(c);
-  m.decoder->eval();
+  m.decoder = make_decoder(static_cast<int64_t>(vocab.size()), b.encoder.feature_dim, cell, seed, hidden);
   b.members.push_back(m);
   return b;
 }

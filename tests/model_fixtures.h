@@ -16,7 +16,12 @@ std::filesystem::path make_tiny_encoder(const std::filesystem::path& dir, const 
 // A vocabulary over the given words (min count 1).
 Vocabulary make_vocab(const std::vector<std::string>& words);
 
-// A bundle with one randomly initialised decoder of the given cell.
+// A randomly initialised decoder in eval mode (embedding 16, image projection 8, no dropout),
+// its weights drawn after torch::manual_seed(seed).
+CaptionDecoder make_decoder(int64_t vocab_size, int64_t feature_dim, const std::string& cell = "lstm", uint64_t seed = 1,
+                            int64_t hidden = 32);
+
+// A bundle with one decoder from make_decoder.
 ModelBundle make_bundle(const std::filesystem::path& encoder_file, const Vocabulary& vocab, const std::string& cell = "lstm",
                         uint64_t seed = 1, int64_t hidden = 32);
 
