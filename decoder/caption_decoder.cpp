@@ -7,6 +7,8 @@
 
 #include "datasets/file_io.h"
 #include "datasets/json_util.h"
+#include "decoder/dropout_mask.h"
+#include "decoder/lstm_sequence.h"
 #include "vocab/vocabulary.h"
 
 namespace captioner {
@@ -80,7 +82,6 @@ CaptionDecoderImpl::CaptionDecoderImpl(DecoderConfig config) : config_(std::move
     layers->push_back(RecurrentLayer(c.cell, l == 0 ? c.embed_dim : c.hidden_dim, image_width, c.hidden_dim));
   }
   output = register_module("output", torch::nn::Linear(c.hidden_dim, c.vocab_size));
-  dropout = register_module("dropout", torch::nn::Dropout(c.dropout));
 }
 
 void CaptionDecoderImpl::set_batch_slice(int64_t offset, int64_t global_rows) {
@@ -93,13 +94,17 @@ void CaptionDecoderImpl::set_batch_slice(int64_t offset, int64_t global_rows) {
 
 torch::Tensor CaptionDecoderImpl::drop(const torch::Tensor& x) {
   const double p = config_.dropout;
-  if (slice_rows_ == 0 || !is_training() || p == 0) return dropout(x);
-  // The same draws as at::dropout makes on a CPU tensor of the global shape (bernoulli_ over a
-  // contiguous buffer, then / (1 - p)), rows [offset, offset + B) of it.
+  if (!is_training() || p == 0) return x;
+  // Data-parallel: masks drawn for the global batch's shape, rows [offset, offset + B) kept.
   auto shape = x.sizes().vec();
-  shape[0] = slice_rows_;
-  auto noise = torch::empty(shape, x.options().requires_grad(false)).bernoulli_(1 - p).div_(1 - p);
-  return x * noise.narrow(0, slice_offset_, x.size(0));
+  if (slice_rows_ > 0) shape[0] = slice_rows_;
+  torch::Tensor mask;
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
+    mask = dropout_mask(shape, p);
+  } else {
+    mask = torch::empty(shape, x.options().requires_grad(false)).bernoulli_(1 - p).div_(1 - p);
+  }
+  return x * (slice_rows_ > 0 ? mask.narrow(0, slice_offset_, x.size(0)) : mask);
 }
 
 torch::Tensor CaptionDecoderImpl::image_features(const torch::Tensor& features) {
@@ -136,6 +141,10 @@ torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const t
     auto& layer = *layers[l]->as<RecurrentLayerImpl>();
     auto pre = layer.project_inputs(x);  // (B, T, G*H), one product for all steps
     if (config_.image_every_step) pre = pre + layer.project_image(image).unsqueeze(1);
+    if (config_.cell == "lstm" && lstm_sequence_supports(pre)) {
+      x = drop(lstm_sequence(pre, layer.hidden_proj->weight, h[l], c[l]));  // the whole sequence, one node
+      continue;
+    }
     std::vector<torch::Tensor> outs;
     outs.reserve(T);
     for (int64_t t = 0; t < T; ++t) {

@@ -1,7 +1,8 @@
 // Recurrent caption decoder: word embedding, image projection and an LSTM, GRU or Elman RNN whose
 // every gate also receives the image, as in Mao et al. 2015 (m-RNN) and Karpathy & Fei-Fei 2015:
 //   rnn:  h_t = tanh(W_xh x_t + W_hh h_{t-1} + W_ih v)     (the same W_ih v term in LSTM/GRU gates)
-// The image term is computed once per image; training projects all time steps in one product.
+// The image term is computed once per image; training projects all time steps in one product and,
+// for the LSTM on CPU, runs the recurrence as one fused autograd node (decoder/lstm_sequence.h).
 //
 // Dimensions: B batch, T time steps, V vocabulary, D image feature, E embedding, H hidden,
 // G gates per cell (LSTM 4, GRU 3, RNN 1), L layers.
@@ -97,7 +98,6 @@ class CaptionDecoderImpl : public torch::nn::Module {
   torch::nn::Linear init_h{nullptr}, init_c{nullptr};
   torch::nn::ModuleList layers{nullptr};
   torch::nn::Linear output{nullptr};  // H -> V
-  torch::nn::Dropout dropout{nullptr};
   int64_t slice_offset_ = 0, slice_rows_ = 0;
 };
 TORCH_MODULE(CaptionDecoder);

@@ -12,6 +12,7 @@
 #include "datasets/metrics/caption_metrics.h"
 #include "decoder/caption_pipeline.h"
 #include "decoder/distributed.h"
+#include "decoder/fused_adam.h"
 
 namespace captioner {
 
@@ -63,7 +64,7 @@ StepResult Trainer::train_step(const std::vector<int64_t>& items, int epoch, int
   StepResult r = objective_->backward(decoder_, items, epoch, b);
   stop_agreed_ = r.any_rank_stopping;
   if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
-  optimizer_->step();
+  fused_adam_step(*optimizer_);
   return r;
 }
 
