@@ -10,6 +10,8 @@
 #include <ctime>
 #include <thread>
 
+#include "decoder/model_bundle.h"
+
 namespace captioner::cli {
 
 namespace {
@@ -132,7 +134,7 @@ void add_decoder_precision_option(CLI::App& cmd, std::string& precision, const s
   cmd.add_option("--decoder-precision", precision,
                  "Decoder arithmetic on the CPU: int8 (~3x faster products on CPUs with VNNI) or float32")
       ->default_str("the model's")
-      ->check(CLI::IsMember({"float32", "int8"}))
+      ->check(CLI::IsMember(ModelBundle::decoder_precisions()))
       ->group(group);
 }
 

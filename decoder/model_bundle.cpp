@@ -1,5 +1,6 @@
 #include "decoder/model_bundle.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -16,6 +17,11 @@ size_t ModelBundle::num_views() const {
   size_t n = 1;
   for (const auto& m : members) n = std::max(n, m.view + 1);
   return n;
+}
+
+const std::vector<std::string>& ModelBundle::decoder_precisions() {
+  static const std::vector<std::string> names{"float32", "int8"};
+  return names;
 }
 
 std::unique_ptr<SequenceScorer> ModelBundle::make_scorer() const {
@@ -151,8 +157,9 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
   if (root.has("search")) b.search = search_options_from_json(config["search"], origin);
   if (root.has("decoder_precision")) {
     b.decoder_precision = root.at("decoder_precision").as_string();
-    if (b.decoder_precision != "float32" && b.decoder_precision != "int8") {
-      root.at("decoder_precision").fail("must be \"float32\" or \"int8\"");
+    const auto& names = decoder_precisions();
+    if (std::find(names.begin(), names.end(), b.decoder_precision) == names.end()) {
+      root.at("decoder_precision").fail("must be \"" + names[0] + "\" or \"" + names[1] + "\"");
     }
   }
   b.search.repeat_exempt = b.vocab.function_word_ids();

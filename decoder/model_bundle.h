@@ -35,7 +35,8 @@ struct ModelBundle {
   // "float32", or "int8": the decoder's per-step products in int8 on the CPU (decoder/int8_linear.h;
   // a GPU decodes in float32). Checked against the float32 captions before it is made a default.
   std::string decoder_precision = "float32";
-  nlohmann::json training = nlohmann::json::object();  // command, data, epochs, scores...
+  static const std::vector<std::string>& decoder_precisions();  // the names it may hold
+  nlohmann::json training = nlohmann::json::object();           // command, data, epochs, scores...
 
   size_t num_views() const;  // 1, or 2 when a member reads the mirrored photo
   std::unique_ptr<SequenceScorer> make_scorer() const;

@@ -2,6 +2,7 @@
 // LibTorch computations they replace.
 #include <gtest/gtest.h>
 
+#include "decoder/caption_decoder.h"
 #include "decoder/dropout_mask.h"
 #include "decoder/fused_adam.h"
 #include "decoder/lstm_sequence.h"
@@ -10,15 +11,12 @@ using namespace captioner;
 
 namespace {
 
-// The cell stepped with autograd ops, as RecurrentLayerImpl::step does: gates (i, f, o, g).
-torch::Tensor lstm_by_steps(const torch::Tensor& pre, const torch::Tensor& w, torch::Tensor h, torch::Tensor c) {
-  const int64_t H = w.size(1);
+// The decoder's own cell (RecurrentLayerImpl::step, what decoding runs) stepped T times with
+// autograd; W_hh's gradient lands in layer->hidden_proj->weight.
+torch::Tensor lstm_by_steps(RecurrentLayer& layer, const torch::Tensor& pre, torch::Tensor h, torch::Tensor c) {
   std::vector<torch::Tensor> outs;
   for (int64_t t = 0; t < pre.size(1); ++t) {
-    auto gates = pre.select(1, t) + h.mm(w.t());
-    auto sig = torch::sigmoid(gates.narrow(1, 0, 3 * H));
-    c = sig.narrow(1, H, H) * c + sig.narrow(1, 0, H) * torch::tanh(gates.narrow(1, 3 * H, H));
-    h = sig.narrow(1, 2 * H, H) * torch::tanh(c);
+    layer->step(pre.select(1, t), h, c);
     outs.push_back(h);
   }
   return torch::stack(outs, 1);
@@ -38,8 +36,14 @@ TEST(LstmSequence, OutputsAndGradientsMatchSteppingTheCell) {
   const std::vector<torch::Tensor> inputs{torch::randn({B, T, 4 * H}), torch::randn({4 * H, H}) * 0.4, torch::randn({B, H}) * 0.5,
                                           torch::randn({B, H})};
   auto fused = leaves(inputs), plain = leaves(inputs);
+  RecurrentLayer layer("lstm", /*input_dim=*/1, /*image_dim=*/1, H);
+  {
+    torch::NoGradGuard no_grad;
+    layer->hidden_proj->weight.copy_(inputs[1]);
+  }
+  plain[1] = layer->hidden_proj->weight;
   auto out_fused = lstm_sequence(fused[0], fused[1], fused[2], fused[3]);
-  auto out_plain = lstm_by_steps(plain[0], plain[1], plain[2], plain[3]);
+  auto out_plain = lstm_by_steps(layer, plain[0], plain[2], plain[3]);
   ASSERT_EQ(out_fused.sizes(), (std::vector<int64_t>{B, T, H}));
   EXPECT_TRUE(torch::allclose(out_fused, out_plain, 1e-5, 1e-6));
   // A loss that weighs every output differently, so every path of the backward pass is used.
