@@ -8,6 +8,7 @@
 #include "datasets/file_io.h"
 #include "datasets/json_util.h"
 #include "decoder/dropout_mask.h"
+#include "decoder/lstm_cell_kernel.h"
 #include "decoder/lstm_sequence.h"
 #include "vocab/vocabulary.h"
 
@@ -192,15 +193,63 @@ std::shared_ptr<const DecoderInt8Weights> CaptionDecoderImpl::int8_weights() {
   return w;
 }
 
+namespace {
+
+// The LSTM cell's element-wise work in one pass (decoder/lstm_cell_kernel.h): for decoding on a
+// CPU with AVX2, where it equals LibTorch's ops bit for bit (H a multiple of 16).
+void fused_lstm_step(const LstmCellInputs& in, torch::Tensor& h, torch::Tensor& c) {
+  const int64_t R = h.size(0), H = h.size(1);
+  auto c_in = c.contiguous();
+  auto h_out = torch::empty({R, H}, h.options());
+  auto c_out = torch::empty({R, H}, c.options());
+  lstm_cell_step(in, c_in.data_ptr<float>(), c_out.data_ptr<float>(), h_out.data_ptr<float>(), R, H);
+  h = std::move(h_out);
+  c = std::move(c_out);
+}
+
+}  // namespace
+
+bool CaptionDecoderImpl::fused_lstm_cell(const DecoderState& s) const {
+  static const bool available = lstm_cell_kernel_available();
+  return available && config_.cell == "lstm" && config_.hidden_dim % 16 == 0 && !is_training() &&
+         !torch::GradMode::is_enabled() && !s.h.empty() && s.h[0].device().is_cpu() && s.h[0].scalar_type() == torch::kFloat &&
+         s.c[0].scalar_type() == torch::kFloat &&
+         (!s.word_gates.defined() || (s.word_gates.is_contiguous() && s.word_gates.scalar_type() == torch::kFloat)) &&
+         (s.image_term.empty() || !s.image_term[0].defined() ||
+          (s.image_term[0].is_contiguous() && s.image_term[0].scalar_type() == torch::kFloat));
+}
+
 torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState& s) {
   const bool lookup = s.word_gates.defined() && !is_training();
   const DecoderInt8Weights* int8 = is_training() ? nullptr : s.int8.get();
   torch::Tensor x = lookup ? torch::Tensor() : drop(embed(tokens));  // (R, E)
+  const bool fused = fused_lstm_cell(s);
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     auto& layer = *layers[l]->as<RecurrentLayerImpl>();
-    auto pre = l == 0 && lookup ? s.word_gates.index_select(0, tokens) : layer.project_inputs(x);
-    if (s.image_term[l].defined()) pre.add_(s.image_term[l]);
-    layer.step(pre, s.h[l], s.c[l], int8 ? &int8->hidden[l] : nullptr);
+    const Int8Linear* hidden_int8 = int8 ? &int8->hidden[l] : nullptr;
+    if (fused && hidden_int8 && l == 0 && lookup) {
+      // The word and image terms are added inside the fused pass, not gathered and summed first.
+      auto gates = hidden_int8->forward(s.h[l]);
+      auto rows = tokens.contiguous();
+      LstmCellInputs in;
+      in.gates = gates.data_ptr<float>();
+      in.word_gates = s.word_gates.data_ptr<float>();
+      in.tokens = rows.data_ptr<int64_t>();
+      if (s.image_term[l].defined()) in.image_gates = s.image_term[l].data_ptr<float>();
+      fused_lstm_step(in, s.h[l], s.c[l]);
+    } else {
+      auto pre = l == 0 && lookup ? s.word_gates.index_select(0, tokens) : layer.project_inputs(x);
+      if (s.image_term[l].defined()) pre.add_(s.image_term[l]);
+      if (fused) {
+        auto gates =
+            hidden_int8 ? hidden_int8->forward(s.h[l]).add_(pre) : torch::addmm(pre, s.h[l], layer.hidden_proj->weight.t());
+        LstmCellInputs in;
+        in.gates = gates.data_ptr<float>();
+        fused_lstm_step(in, s.h[l], s.c[l]);
+      } else {
+        layer.step(pre, s.h[l], s.c[l], hidden_int8);
+      }
+    }
     x = drop(s.h[l]);
   }
   return torch::log_softmax(int8 ? int8->output.forward(x) : output(x), -1);  // (R, V)

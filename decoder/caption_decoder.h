@@ -88,6 +88,7 @@ class CaptionDecoderImpl : public torch::nn::Module {
   void set_batch_slice(int64_t offset, int64_t global_rows);
 
  private:
+  bool fused_lstm_cell(const DecoderState& s) const;            // whether step() may use decoder/lstm_cell_kernel.h
   torch::Tensor drop(const torch::Tensor& x);                   // dropout, slice-aware (see set_batch_slice)
   torch::Tensor image_features(const torch::Tensor& features);  // (B, D) -> (B, I)
   void init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c);

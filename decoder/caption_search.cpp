@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "decoder/beam_candidates.h"
 #include "vocab/vocabulary.h"
 
 namespace captioner {
@@ -34,65 +35,78 @@ void check_inputs(const FeatureViews& views, const SearchOptions& o) {
   }
 }
 
-// Log-probabilities with every token the rules forbid at step t set to -inf. Other entries keep
-// their value, so the best surviving candidates still carry their true log-probabilities.
-torch::Tensor mask_step(const torch::Tensor& logp, const std::vector<std::vector<int64_t>>& history, int t,
-                        const SearchOptions& o) {
-  auto masked = logp.clone();
-  const float ninf = -std::numeric_limits<float>::infinity();
-  masked.select(1, Vocabulary::kPad).fill_(ninf);
-  masked.select(1, Vocabulary::kStart).fill_(ninf);
-  if (o.suppress_unk) masked.select(1, Vocabulary::kUnk).fill_(ninf);
-  if (t < o.min_length) masked.select(1, Vocabulary::kEnd).fill_(ninf);
-  if (t >= o.max_length) {  // out of words: only <end> remains
-    auto end_col = masked.select(1, Vocabulary::kEnd).clone();
-    masked.fill_(ninf);
-    masked.select(1, Vocabulary::kEnd).copy_(end_col.clamp_min(-1e30));
+// What the search options forbid at each step: <pad>, <start>, <unk> if suppressed, <end>
+// before min_length, and the repetition rules applied to each row's history.
+class BanRules {
+ public:
+  BanRules(const SearchOptions& o, int64_t vocab) : o_(o) {
+    if (o.max_word_repeats > 0) {
+      exempt_.assign(static_cast<size_t>(vocab), false);
+      for (int64_t id : o.repeat_exempt) {
+        if (id >= 0 && id < vocab) exempt_[static_cast<size_t>(id)] = true;
+      }
+    }
+  }
+
+  // Each row's banned words at step t < max_length, sorted ascending.
+  std::vector<std::vector<int64_t>> words(const std::vector<std::vector<int64_t>>& history, int t) const {
+    std::vector<int64_t> always = {Vocabulary::kPad, Vocabulary::kStart};
+    if (o_.suppress_unk) always.push_back(Vocabulary::kUnk);
+    if (t < o_.min_length) always.push_back(Vocabulary::kEnd);
+    std::vector<std::vector<int64_t>> out(history.size(), always);
+    const size_t n = static_cast<size_t>(o_.block_ngram_repeat);
+    std::unordered_map<int64_t, int> uses;
+    for (size_t r = 0; r < history.size(); ++r) {
+      const auto& h = history[r];
+      auto& ban = out[r];
+      if (!h.empty()) {
+        if (o_.max_word_repeats > 0) {  // a word used max_word_repeats times already is used up
+          uses.clear();
+          for (int64_t w : h) {
+            if (!exempt_[static_cast<size_t>(w)] && ++uses[w] == o_.max_word_repeats) ban.push_back(w);
+          }
+        }
+        if (o_.block_consecutive_repeat) ban.push_back(h.back());
+        // Ban w if (last n-1 words, w) already occurred: find earlier matches of the last n-1 words.
+        if (n >= 1 && h.size() >= n) {
+          const size_t k = n - 1;
+          for (size_t i = 0; i + k < h.size(); ++i) {
+            if (std::equal(h.end() - k, h.end(), h.begin() + i)) ban.push_back(h[i + k]);
+          }
+        }
+      }
+      std::sort(ban.begin(), ban.end());
+    }
+    return out;
+  }
+
+  // Log-probabilities with every banned word set to -inf (at t >= max_length all but <end>).
+  // Other entries keep their value, so the best surviving candidates carry their true log-probs.
+  torch::Tensor mask(const torch::Tensor& logp, const std::vector<std::vector<int64_t>>& history, int t) const {
+    auto masked = logp.clone();
+    const float ninf = -std::numeric_limits<float>::infinity();
+    if (t >= o_.max_length) {  // out of words: only <end> remains
+      auto end_col = masked.select(1, Vocabulary::kEnd).clone();
+      masked.fill_(ninf);
+      masked.select(1, Vocabulary::kEnd).copy_(end_col.clamp_min(-1e30));
+      return masked;
+    }
+    std::vector<int64_t> rows, cols;
+    const auto banned = words(history, t);
+    for (size_t r = 0; r < banned.size(); ++r) {
+      for (int64_t w : banned[r]) {
+        rows.push_back(static_cast<int64_t>(r));
+        cols.push_back(w);
+      }
+    }
+    if (!rows.empty()) masked.index_put_({torch::tensor(rows), torch::tensor(cols)}, ninf);
     return masked;
   }
-  const int64_t R = logp.size(0);
-  std::vector<int64_t> ban_rows, ban_cols;
-  const size_t n = static_cast<size_t>(o.block_ngram_repeat);
-  std::vector<bool> exempt;
-  if (o.max_word_repeats > 0) {
-    exempt.assign(static_cast<size_t>(logp.size(1)), false);
-    for (int64_t id : o.repeat_exempt) {
-      if (id >= 0 && id < logp.size(1)) exempt[static_cast<size_t>(id)] = true;
-    }
-  }
-  std::unordered_map<int64_t, int> uses;
-  for (int64_t r = 0; r < R; ++r) {
-    const auto& h = history[r];
-    if (h.empty()) continue;
-    if (o.max_word_repeats > 0) {  // a word used max_word_repeats times already is used up
-      uses.clear();
-      for (int64_t w : h) {
-        if (!exempt[static_cast<size_t>(w)] && ++uses[w] == o.max_word_repeats) {
-          ban_rows.push_back(r);
-          ban_cols.push_back(w);
-        }
-      }
-    }
-    if (o.block_consecutive_repeat) {
-      ban_rows.push_back(r);
-      ban_cols.push_back(h.back());
-    }
-    // Ban w if (last n-1 words, w) already occurred: find earlier matches of the last n-1 words.
-    if (n >= 1 && h.size() >= n) {
-      const size_t k = n - 1;
-      for (size_t i = 0; i + k < h.size(); ++i) {
-        if (std::equal(h.end() - k, h.end(), h.begin() + i)) {
-          ban_rows.push_back(r);
-          ban_cols.push_back(h[i + k]);
-        }
-      }
-    }
-  }
-  if (!ban_rows.empty()) {
-    masked.index_put_({torch::tensor(ban_rows), torch::tensor(ban_cols)}, ninf);
-  }
-  return masked;
-}
+
+ private:
+  const SearchOptions& o_;
+  std::vector<bool> exempt_;  // words max_word_repeats leaves alone (e.g. "a")
+};
 
 torch::Tensor as_index(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
 
@@ -163,9 +177,10 @@ std::vector<Caption> word_by_word(SequenceScorer& scorer, const FeatureViews& vi
   for (int64_t i = 0; i < B; ++i) active[i] = i;
   std::vector<std::vector<int64_t>> history(B);
   auto tokens = torch::full({B}, Vocabulary::kStart, torch::kLong);
+  const BanRules rules(o, scorer.vocab_size());
   for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
     auto logp = scorer.step(tokens).to(torch::kFloat);
-    auto next = choose(mask_step(logp, history, t, o));
+    auto next = choose(rules.mask(logp, history, t));
     auto chosen = logp.gather(1, next.unsqueeze(1)).squeeze(1).to(torch::kDouble);
     auto next_a = next.accessor<int64_t, 1>();
     auto chosen_a = chosen.accessor<double, 1>();
@@ -218,6 +233,7 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
   // decoding pass. It displaces the K-th candidate only when it has fallen out of the top K.
   std::vector<int64_t> greedy_row(B);
   for (int64_t a = 0; a < B; ++a) greedy_row[a] = a * K;
+  const BanRules rules(o, V);
 
   for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
     const int64_t A = static_cast<int64_t>(active.size());
@@ -225,19 +241,16 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
     // the K copies only come into being as the rows the first re-ranking selects.
     auto logp = scorer.step(t == 0 ? tokens.narrow(0, 0, B) : tokens).to(torch::kFloat);
     if (t == 0) logp = logp.repeat_interleave(K, 0);
-    auto masked = mask_step(logp, history, t, o);
-    auto prior = torch::tensor(beam_logp, torch::kDouble).to(torch::kFloat).unsqueeze(1);
-    auto cand = (masked + prior).view({A, K * V});
+    // The rules' bans are skipped while ranking rather than written into a masked copy; the last
+    // step (only <end> left) is rare enough to mask.
+    const bool last = t >= o.max_length;
+    const auto scores = (last ? rules.mask(logp, history, t) : logp).contiguous();
+    const auto banned = last ? std::vector<std::vector<int64_t>>(history.size()) : rules.words(history, t);
     const int64_t take = std::min<int64_t>(2 * K, K * V);
-    auto top = cand.topk(take, 1);
-    auto values = std::get<0>(top).to(torch::kDouble);
-    auto indices = std::get<1>(top);
-    auto va = values.accessor<double, 2>();
-    auto ia = indices.accessor<int64_t, 2>();
+    const auto candidates = best_beam_candidates(scores.data_ptr<float>(), A, K, V, beam_logp, banned, take);
     // The float sums above only rank; the exact log-probability is accumulated in double.
     auto logp_d = logp.accessor<float, 2>();
-    auto greedy_next = masked.argmax(1);
-    auto greedy_a = greedy_next.accessor<int64_t, 1>();
+    auto greedy_word = [&](int64_t row) { return best_allowed_word(scores.data_ptr<float>() + row * V, V, banned[row]); };
 
     std::vector<int64_t> next_active, next_greedy_row;
     NextBeams next;
@@ -245,15 +258,16 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
       const int64_t img = active[a];
       std::vector<std::pair<int64_t, int64_t>> live;  // (row, token)
       std::vector<double> live_logp;
-      for (int64_t j = 0; j < take; ++j) {
-        if (!std::isfinite(va[a][j])) break;
-        const int64_t beam = ia[a][j] / V, tok = ia[a][j] % V;
+      const auto& cand = candidates[a];
+      for (size_t j = 0; j < cand.size(); ++j) {
+        const int64_t beam = cand[j].index / V, tok = cand[j].index % V;
         const int64_t row = a * K + beam;
         const double lp = beam_logp[row] + logp_d[row][tok];
         if (tok == Vocabulary::kEnd) {
           // Only an <end> that ranks among the top K candidates finishes a caption, as in the
           // usual formulation; with K = 1 this makes beam search exactly greedy.
-          if (j < K) finished[img].push_back({history[row], lp, ranked(lp, history[row].size(), o.length_penalty)});
+          if (static_cast<int64_t>(j) < K)
+            finished[img].push_back({history[row], lp, ranked(lp, history[row].size(), o.length_penalty)});
         } else if (static_cast<int64_t>(live.size()) < K) {
           live.emplace_back(row, tok);
           live_logp.push_back(lp);
@@ -262,7 +276,7 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
       }
       int64_t greedy_k = -1;  // position of the greedy continuation among `live`
       if (const int64_t g = greedy_row[a]; g >= 0) {
-        const int64_t tok = greedy_a[g];
+        const int64_t tok = greedy_word(g);
         const double lp = beam_logp[g] + logp_d[g][tok];
         if (tok == Vocabulary::kEnd) {
           finished[img].push_back({history[g], lp, ranked(lp, history[g].size(), o.length_penalty)});
@@ -351,12 +365,13 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
   for (int64_t a = 0; a < B; ++a) beam_logp[a * rows_per_image] = 0;
   auto tokens = torch::full({B * rows_per_image}, Vocabulary::kStart, torch::kLong);
   const float ninf = -std::numeric_limits<float>::infinity();
+  const BanRules rules(o, V);
 
   for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
     const int64_t A = static_cast<int64_t>(active.size());
     auto logp = scorer.step(t == 0 ? tokens.narrow(0, 0, B) : tokens).to(torch::kFloat);
     if (t == 0) logp = logp.repeat_interleave(rows_per_image, 0);
-    auto masked = mask_step(logp, history, t, o);
+    auto masked = rules.mask(logp, history, t);
     if (any_banned) {
       masked.masked_fill_(banned_mask.index_select(0, as_index(active)).repeat_interleave(rows_per_image, 0), ninf);
     }

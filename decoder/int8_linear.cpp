@@ -40,11 +40,16 @@ void use_onednn() {
 }  // namespace
 
 Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
-  if (weight.dim() != 2 || weight.size(1) < 2) throw std::invalid_argument("Int8Linear needs a weight of shape (N, K >= 2)");
+  if (weight.dim() != 2 || weight.size(1) < 1) throw std::invalid_argument("Int8Linear needs a weight of shape (N, K)");
   if (!weight.device().is_cpu()) throw std::invalid_argument("int8 decoding runs on the CPU only");
   use_onednn();
   torch::NoGradGuard no_grad;
-  auto w = weight.detach().to(torch::kFloat).contiguous();
+  in_features_ = weight.size(1);
+  // Two or more zero columns past K carry the +1 and -1 that pin the input range (see forward),
+  // up to a multiple of 16 columns.
+  padded_features_ = (in_features_ + 2 + 15) / 16 * 16;
+  auto w = torch::zeros({weight.size(0), padded_features_}, torch::kFloat);
+  w.narrow(1, 0, in_features_).copy_(weight.detach());
   // Symmetric per output row: oneDNN wants zero points of 0 for weights.
   auto scales = (w.abs().amax(1) / 127.0).clamp_min(1e-12).to(torch::kDouble);
   auto zero_points = torch::zeros({w.size(0)}, torch::kLong);
@@ -56,7 +61,6 @@ Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   c10::optional<at::Tensor> b;
   if (bias.defined()) b = bias.detach().to(torch::kFloat).contiguous();
   packed_ = call_op(linear_prepack(), {qweight, b}).at(0);
-  in_features_ = w.size(1);
 }
 
 torch::Tensor Int8Linear::forward(const torch::Tensor& x) const {
@@ -64,16 +68,15 @@ torch::Tensor Int8Linear::forward(const torch::Tensor& x) const {
   if (x.dim() != 2 || x.size(1) != in_features_) {
     throw std::invalid_argument("Int8Linear expects (R, " + std::to_string(in_features_) + "), got " + c10::str(x.sizes()));
   }
-  // One extra row holding +1 and -1 fixes the range the op measures at [-1, 1] (see the header).
-  // Rows are padded (with zeros) to a multiple of 16: oneDNN builds and caches a primitive per
-  // shape, and a beam search shrinking row by row would otherwise make dozens (~20 MB and their
-  // JIT time).
-  const int64_t rows = (x.size(0) + 1 + 15) / 16 * 16;
-  auto pinned = torch::zeros({rows, in_features_}, torch::kFloat);
-  pinned.narrow(0, 0, x.size(0)).copy_(x);
-  auto last = pinned[x.size(0)];
-  last[0] = 1.0;
-  last[1] = -1.0;
+  // Columns K and K+1 hold +1 and -1 (their weights are zero): the range the op measures is then
+  // [-1, 1] whatever the rows hold (see the header). Rows are padded (with zeros) to a multiple
+  // of 16: oneDNN builds and caches a primitive per shape, and a beam search shrinking row by row
+  // would otherwise make dozens (~20 MB and their JIT time).
+  const int64_t rows = (x.size(0) + 15) / 16 * 16;
+  auto pinned = torch::zeros({rows, padded_features_}, torch::kFloat);
+  pinned.narrow(0, 0, x.size(0)).narrow(1, 0, in_features_).copy_(x);
+  pinned.data_ptr<float>()[in_features_] = 1.0f;
+  pinned.data_ptr<float>()[in_features_ + 1] = -1.0f;
   auto out = call_op(linear_dynamic(), {pinned, packed_, /*reduce_range=*/true}).at(0).toTensor();
   return out.narrow(0, 0, x.size(0));
 }

@@ -5,6 +5,8 @@
 // min/max of the whole (R, K) matrix, which would make each photo's caption depend on the other
 // photos of its batch. Pinning the range to [-1, 1] keeps every row's result a function of that
 // row alone (integer sums are exact), so captions do not move with batch size, sharding or resume.
+// The pin is a +1 and a -1 in two extra input columns whose weights are zero (not an extra row:
+// at 32 photos x 3 beams that row would pad 96 rows to 112).
 // Why 7-bit: without VNNI, oneDNN sums u8 x s8 products in saturating 16-bit pairs; 7-bit inputs
 // never saturate, so the same products come out on every x86 CPU.
 //
@@ -26,8 +28,9 @@ class Int8Linear {
   torch::Tensor forward(const torch::Tensor& x) const;
 
  private:
-  c10::IValue packed_;  // LibTorch's packed-weights object for quantized::linear_dynamic
-  int64_t in_features_ = 0;
+  c10::IValue packed_;           // LibTorch's packed-weights object for quantized::linear_dynamic
+  int64_t in_features_ = 0;      // K
+  int64_t padded_features_ = 0;  // K + the pinning columns, a multiple of 16
 };
 
 }  // namespace captioner
