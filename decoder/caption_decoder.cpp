@@ -57,11 +57,18 @@ void RecurrentLayerImpl::step(const torch::Tensor& pre, torch::Tensor& h, torch:
 }
 
 void DecoderState::select(const torch::Tensor& rows) {
-  for (auto* v : {&h, &c, &image_term}) {
+  for (auto* v : {&h, &c}) {
     for (auto& t : *v) {
       if (t.defined()) t = t.index_select(0, rows);
     }
   }
+  image_rows = image_rows.defined() ? image_rows.index_select(0, rows) : rows.to(torch::kLong).clone();
+}
+
+torch::Tensor DecoderState::image_term_rows(size_t layer) const {
+  const auto& term = image_term.at(layer);
+  if (!term.defined() || !image_rows.defined()) return term;
+  return term.index_select(0, image_rows);
 }
 
 CaptionDecoderImpl::CaptionDecoderImpl(DecoderConfig config) : config_(std::move(config)) {
@@ -235,11 +242,15 @@ torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState
       in.gates = gates.data_ptr<float>();
       in.word_gates = s.word_gates.data_ptr<float>();
       in.tokens = rows.data_ptr<int64_t>();
-      if (s.image_term[l].defined()) in.image_gates = s.image_term[l].data_ptr<float>();
+      auto image_rows = s.image_rows.defined() ? s.image_rows.contiguous() : torch::Tensor();
+      if (s.image_term[l].defined()) {
+        in.image_gates = s.image_term[l].data_ptr<float>();
+        if (image_rows.defined()) in.image_rows = image_rows.data_ptr<int64_t>();
+      }
       fused_lstm_step(in, s.h[l], s.c[l]);
     } else {
       auto pre = l == 0 && lookup ? s.word_gates.index_select(0, tokens) : layer.project_inputs(x);
-      if (s.image_term[l].defined()) pre.add_(s.image_term[l]);
+      if (s.image_term[l].defined()) pre.add_(s.image_term_rows(l));
       if (fused) {
         auto gates =
             hidden_int8 ? hidden_int8->forward(s.h[l]).add_(pre) : torch::addmm(pre, s.h[l], layer.hidden_proj->weight.t());

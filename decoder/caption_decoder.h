@@ -50,14 +50,18 @@ struct DecoderInt8Weights {
 };
 
 // Decoding state for R rows (images x beams): per layer h (R, H), c (R, H) for LSTM, and the
-// image pre-activation term (R, G*H). word_gates, when set, is layer 0's input term for every word
-// (V, G*H): a row lookup then replaces the embedding and its product at each step. int8, when
-// set, replaces the float products of each step (eval mode only).
+// image pre-activation term (B, G*H), one row per image: row r uses image_term[l][image_rows[r]]
+// (image_rows undefined: row r, as at the start), so re-ranking beams copies indices, not terms.
+// word_gates, when set, is layer 0's input term for every word (V, G*H): a row lookup then
+// replaces the embedding and its product at each step. int8, when set, replaces the float
+// products of each step (eval mode only).
 struct DecoderState {
   std::vector<torch::Tensor> h, c, image_term;
+  torch::Tensor image_rows;  // (R,) int64, or undefined
   torch::Tensor word_gates;
   std::shared_ptr<const DecoderInt8Weights> int8;
-  void select(const torch::Tensor& rows);  // keep/duplicate rows, e.g. when beams are re-ranked
+  torch::Tensor image_term_rows(size_t layer) const;  // (R, G*H): layer's image term for each row
+  void select(const torch::Tensor& rows);             // keep/duplicate rows, e.g. when beams are re-ranked
 };
 
 class CaptionDecoderImpl : public torch::nn::Module {

@@ -24,7 +24,7 @@ void lstm_cell_step_avx2(const LstmCellInputs& in, const float* c, float* c_out,
   for (int64_t r = 0; r < rows; ++r) {
     const float* z = in.gates + r * G;
     const float* word = in.word_gates ? in.word_gates + in.tokens[r] * G : nullptr;
-    const float* image = in.word_gates && in.image_gates ? in.image_gates + r * G : nullptr;
+    const float* image = in.word_gates && in.image_gates ? in.image_gates + (in.image_rows ? in.image_rows[r] : r) * G : nullptr;
     const float* c_row = c + r * H;
     float* c_out_row = c_out + r * H;
     float* h_row = h + r * H;
