@@ -81,10 +81,14 @@ std::vector<std::vector<BeamCandidate>> best_beam_candidates(const float* scores
 int64_t best_allowed_word(const float* row, int64_t vocab, const std::vector<int64_t>& banned) {
   int64_t best = 0;
   float best_score = -std::numeric_limits<float>::infinity();
-  for (int64_t w = 0; w < vocab; ++w) {
-    if (row[w] > best_score && !is_banned(banned, w)) {
-      best = w;
-      best_score = row[w];
+  for (int64_t w0 = 0; w0 < vocab; w0 += kChunk) {
+    const int64_t n = std::min(kChunk, vocab - w0);
+    if (n == kChunk && !any_above(row + w0, 0.0f, best_score)) continue;  // x + 0 is x
+    for (int64_t w = w0; w < w0 + n; ++w) {
+      if (row[w] > best_score && !is_banned(banned, w)) {
+        best = w;
+        best_score = row[w];
+      }
     }
   }
   return best;

@@ -176,6 +176,7 @@ DecoderState CaptionDecoderImpl::start(const torch::Tensor& features) {
   DecoderState s;
   auto image = image_features(features);
   init_state(image, s.h, s.c);
+  s.zero_state = !config_.image_init_state;
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     auto& layer = *layers[l]->as<RecurrentLayerImpl>();
     s.image_term.push_back(config_.image_every_step ? layer.project_image(image) : torch::Tensor());
@@ -234,12 +235,15 @@ torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     auto& layer = *layers[l]->as<RecurrentLayerImpl>();
     const Int8Linear* hidden_int8 = int8 ? &int8->hidden[l] : nullptr;
-    if (fused && hidden_int8 && l == 0 && lookup) {
+    // From a zero state W_hh h is zero: the fused pass skips that product (0 + z is z, up to the
+    // sign of a zero, which no activation below keeps).
+    const bool skip_hidden = fused && s.zero_state;
+    if (fused && (hidden_int8 || skip_hidden) && l == 0 && lookup) {
       // The word and image terms are added inside the fused pass, not gathered and summed first.
-      auto gates = hidden_int8->forward(s.h[l]);
+      auto gates = skip_hidden ? torch::Tensor() : hidden_int8->forward(s.h[l]);
       auto rows = tokens.contiguous();
       LstmCellInputs in;
-      in.gates = gates.data_ptr<float>();
+      in.gates = skip_hidden ? nullptr : gates.data_ptr<float>();
       in.word_gates = s.word_gates.data_ptr<float>();
       in.tokens = rows.data_ptr<int64_t>();
       auto image_rows = s.image_rows.defined() ? s.image_rows.contiguous() : torch::Tensor();
@@ -252,8 +256,9 @@ torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState
       auto pre = l == 0 && lookup ? s.word_gates.index_select(0, tokens) : layer.project_inputs(x);
       if (s.image_term[l].defined()) pre.add_(s.image_term_rows(l));
       if (fused) {
-        auto gates =
-            hidden_int8 ? hidden_int8->forward(s.h[l]).add_(pre) : torch::addmm(pre, s.h[l], layer.hidden_proj->weight.t());
+        auto gates = skip_hidden   ? pre
+                     : hidden_int8 ? hidden_int8->forward(s.h[l]).add_(pre)
+                                   : torch::addmm(pre, s.h[l], layer.hidden_proj->weight.t());
         LstmCellInputs in;
         in.gates = gates.data_ptr<float>();
         fused_lstm_step(in, s.h[l], s.c[l]);
@@ -263,6 +268,7 @@ torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState
     }
     x = drop(s.h[l]);
   }
+  s.zero_state = false;
   return torch::log_softmax(int8 ? int8->output.forward(x) : output(x), -1);  // (R, V)
 }
 

@@ -58,6 +58,7 @@ struct DecoderInt8Weights {
 struct DecoderState {
   std::vector<torch::Tensor> h, c, image_term;
   torch::Tensor image_rows;  // (R,) int64, or undefined
+  bool zero_state = false;   // h and c still all zero (step 0, no image-initialised state)
   torch::Tensor word_gates;
   std::shared_ptr<const DecoderInt8Weights> int8;
   torch::Tensor image_term_rows(size_t layer) const;  // (R, G*H): layer's image term for each row

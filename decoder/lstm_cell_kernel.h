@@ -1,7 +1,8 @@
 // The element-wise half of one LSTM decoding step as a single pass over the gates, instead of the
 // dozen LibTorch ops (and their temporaries) of RecurrentLayerImpl::step. Per row r, gate order
 // (input, forget, output, cell) as in decoder/caption_decoder.h:
-//   z = gates[r] + (word_gates[tokens[r]] + image_gates[image_rows[r]])   (the bracket optional)
+//   z = gates[r] + (word_gates[tokens[r]] + image_gates[image_rows[r]])   (the bracket optional;
+//                                                                        no gates: the bracket)
 //   i, f, o = sigmoid(z[0:H]), sigmoid(z[H:2H]), sigmoid(z[2H:3H]);  g = tanh(z[3H:4H])
 //   c_out[r] = f * c[r] + i * g;   h[r] = o * tanh(c_out[r])
 // Shapes: gates (R, 4H), word_gates (V, 4H), image_gates (B, 4H), c, c_out, h (R, H), all row-major

@@ -22,7 +22,7 @@ inline __m256 sigmoid8(__m256 x) {
 void lstm_cell_step_avx2(const LstmCellInputs& in, const float* c, float* c_out, float* h, int64_t rows, int64_t hidden) {
   const int64_t H = hidden, G = 4 * hidden;
   for (int64_t r = 0; r < rows; ++r) {
-    const float* z = in.gates + r * G;
+    const float* z = in.gates ? in.gates + r * G : nullptr;
     const float* word = in.word_gates ? in.word_gates + in.tokens[r] * G : nullptr;
     const float* image = in.word_gates && in.image_gates ? in.image_gates + (in.image_rows ? in.image_rows[r] : r) * G : nullptr;
     const float* c_row = c + r * H;
@@ -30,13 +30,10 @@ void lstm_cell_step_avx2(const LstmCellInputs& in, const float* c, float* c_out,
     float* h_row = h + r * H;
     // One gate block of 8 units: z + (word + image), added in the order the decoder adds them.
     auto load = [&](int64_t j) {
-      __m256 v = _mm256_loadu_ps(z + j);
-      if (word) {
-        __m256 x = _mm256_loadu_ps(word + j);
-        if (image) x = _mm256_add_ps(x, _mm256_loadu_ps(image + j));
-        v = _mm256_add_ps(v, x);
-      }
-      return v;
+      if (!word) return _mm256_loadu_ps(z + j);
+      __m256 x = _mm256_loadu_ps(word + j);
+      if (image) x = _mm256_add_ps(x, _mm256_loadu_ps(image + j));
+      return z ? _mm256_add_ps(_mm256_loadu_ps(z + j), x) : x;
     };
     for (int64_t u = 0; u < H; u += 8) {
       const __m256 i = sigmoid8(load(u));
