@@ -2,7 +2,8 @@
 // every gate also receives the image, as in Mao et al. 2015 (m-RNN) and Karpathy & Fei-Fei 2015:
 //   rnn:  h_t = tanh(W_xh x_t + W_hh h_{t-1} + W_ih v)     (the same W_ih v term in LSTM/GRU gates)
 // The image term is computed once per image; training projects all time steps in one product and,
-// for the LSTM on CPU, runs the recurrence as one fused autograd node (decoder/lstm_sequence.h).
+// for the LSTM on CPU, runs the recurrence as one fused autograd node (decoder/lstm_sequence.h);
+// decoding runs the LSTM cell's element-wise work as one pass (decoder/lstm_cell_kernel.h).
 //
 // Dimensions: B batch, T time steps, V vocabulary, D image feature, E embedding, H hidden,
 // G gates per cell (LSTM 4, GRU 3, RNN 1), L layers.
