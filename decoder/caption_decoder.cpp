@@ -241,11 +241,19 @@ torch::Tensor CaptionDecoderImpl::step(const torch::Tensor& tokens, DecoderState
     if (fused && (hidden_int8 || skip_hidden) && l == 0 && lookup) {
       // The word and image terms are added inside the fused pass, not gathered and summed first.
       auto gates = skip_hidden ? torch::Tensor() : hidden_int8->forward(s.h[l]);
-      auto rows = tokens.contiguous();
+      // The pass reads word_gates rows by these ids unchecked: vet them as index_select would.
+      auto rows = tokens.to(torch::kLong).contiguous();
+      const int64_t* ids = rows.data_ptr<int64_t>();
+      for (int64_t r = 0; r < rows.numel(); ++r) {
+        if (ids[r] < 0 || ids[r] >= config_.vocab_size) {
+          throw std::invalid_argument("token id " + std::to_string(ids[r]) + " outside the vocabulary of " +
+                                      std::to_string(config_.vocab_size));
+        }
+      }
       LstmCellInputs in;
       in.gates = skip_hidden ? nullptr : gates.data_ptr<float>();
       in.word_gates = s.word_gates.data_ptr<float>();
-      in.tokens = rows.data_ptr<int64_t>();
+      in.tokens = ids;
       auto image_rows = s.image_rows.defined() ? s.image_rows.contiguous() : torch::Tensor();
       if (s.image_term[l].defined()) {
         in.image_gates = s.image_term[l].data_ptr<float>();

@@ -72,7 +72,7 @@ torch::Tensor Int8Linear::forward(const torch::Tensor& x) const {
   // [-1, 1] whatever the rows hold (see the header). Rows are padded (with zeros) to a multiple
   // of 16: oneDNN builds and caches a primitive per shape, and a beam search shrinking row by row
   // would otherwise make dozens (~20 MB and their JIT time).
-  const int64_t rows = (x.size(0) + 15) / 16 * 16;
+  const int64_t rows = std::max<int64_t>(16, (x.size(0) + 15) / 16 * 16);  // row 0 exists even for R = 0
   auto pinned = torch::zeros({rows, padded_features_}, torch::kFloat);
   pinned.narrow(0, 0, x.size(0)).narrow(1, 0, in_features_).copy_(x);
   pinned.data_ptr<float>()[in_features_] = 1.0f;

@@ -183,3 +183,22 @@ TEST(BeamCandidates, TiesGoToTheLowerIndexAndEmptyBeamsGiveNothing) {
   EXPECT_EQ(best_allowed_word(scores.data(), 4, {0}), 1);
   EXPECT_THROW(best_beam_candidates(scores.data(), 1, 2, 4, {0.0}, {{}, {}}, 4), std::invalid_argument);
 }
+
+TEST(LstmCellKernel, DecoderStepRefusesTokensOutsideTheVocabulary) {
+  // The fused pass reads the word-gate table by token id unchecked, so the step checks the ids.
+  torch::manual_seed(2);
+  DecoderConfig config;
+  config.vocab_size = 9;
+  config.embed_dim = 4;
+  config.hidden_dim = 16;
+  config.feature_dim = 5;
+  config.image_dim = 0;
+  CaptionDecoder decoder(config);
+  decoder->eval();
+  torch::NoGradGuard no_grad;
+  DecoderState s = decoder->start(torch::randn({2, 5}));
+  s.word_gates = decoder->word_gate_table();
+  EXPECT_ANY_THROW(decoder->step(torch::tensor({1, 9}, torch::kLong), s));
+  EXPECT_ANY_THROW(decoder->step(torch::tensor({-1, 2}, torch::kLong), s));
+  EXPECT_NO_THROW(decoder->step(torch::tensor({1, 8}, torch::kLong), s));
+}
