@@ -36,6 +36,20 @@ std::pair<torch::Tensor, torch::Tensor> lstm_by_ops(const torch::Tensor& hidden,
   return {sig.narrow(1, 2 * H, H) * torch::tanh(c_new), c_new};
 }
 
+// An LSTM decoder in eval mode with the raw image in every gate (as the default model), its hidden
+// size a multiple of 16 so that decoding takes the fused pass.
+CaptionDecoder eval_lstm_decoder(int64_t vocab, int64_t embed, int64_t hidden, int64_t features) {
+  DecoderConfig config;
+  config.vocab_size = vocab;
+  config.embed_dim = embed;
+  config.hidden_dim = hidden;
+  config.feature_dim = features;
+  config.image_dim = 0;
+  CaptionDecoder decoder(config);
+  decoder->eval();
+  return decoder;
+}
+
 }  // namespace
 
 TEST(LstmCellKernel, EqualsLibTorchOps) {
@@ -82,14 +96,7 @@ TEST(LstmCellKernel, DecoderStepMatchesTheUnfusedCell) {
   // with autograd on (eval mode: no dropout) runs RecurrentLayerImpl::step's LibTorch ops.
   if (!lstm_cell_kernel_available()) GTEST_SKIP() << "this CPU has no AVX2: decoding uses LibTorch's ops";
   torch::manual_seed(1);
-  DecoderConfig config;
-  config.vocab_size = 23;
-  config.embed_dim = 8;
-  config.hidden_dim = 32;
-  config.feature_dim = 10;
-  config.image_dim = 0;
-  CaptionDecoder decoder(config);
-  decoder->eval();
+  auto decoder = eval_lstm_decoder(/*vocab=*/23, /*embed=*/8, /*hidden=*/32, /*features=*/10);
   const auto features = torch::randn({4, 10});
   const auto first = torch::randint(4, 23, {4}, torch::kLong), second = torch::randint(4, 23, {4}, torch::kLong);
   for (bool int8 : {false, true}) {
@@ -187,14 +194,7 @@ TEST(BeamCandidates, TiesGoToTheLowerIndexAndEmptyBeamsGiveNothing) {
 TEST(LstmCellKernel, DecoderStepRefusesTokensOutsideTheVocabulary) {
   // The fused pass reads the word-gate table by token id unchecked, so the step checks the ids.
   torch::manual_seed(2);
-  DecoderConfig config;
-  config.vocab_size = 9;
-  config.embed_dim = 4;
-  config.hidden_dim = 16;
-  config.feature_dim = 5;
-  config.image_dim = 0;
-  CaptionDecoder decoder(config);
-  decoder->eval();
+  auto decoder = eval_lstm_decoder(/*vocab=*/9, /*embed=*/4, /*hidden=*/16, /*features=*/5);
   torch::NoGradGuard no_grad;
   DecoderState s = decoder->start(torch::randn({2, 5}));
   s.word_gates = decoder->word_gate_table();
