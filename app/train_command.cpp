@@ -211,6 +211,10 @@ void add_train_command(CLI::App& app) {
       ->group(run);
   cmd->add_option("--loader-threads", job.loader_threads, "Image decoding threads")->check(CLI::PositiveNumber)->group(run);
   cmd->add_option("--device", job.device, "cpu, cuda or auto (cuda when available)")->group(run);
+  cmd->add_option("--bf16-products", job.bf16_products,
+                  "Training's matrix products in bfloat16 with float32 sums: auto (where the CPU has native bf16), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->group(run);
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bars")->group(run);
 
   auto dist = "Several processes (data-parallel over c10d/Gloo; torchrun sets these through the environment)";

@@ -7,6 +7,7 @@
 
 #include "datasets/file_io.h"
 #include "datasets/json_util.h"
+#include "decoder/bf16_matmul.h"
 #include "decoder/dropout_mask.h"
 #include "decoder/lstm_cell_kernel.h"
 #include "decoder/lstm_sequence.h"
@@ -115,12 +116,19 @@ torch::Tensor CaptionDecoderImpl::drop(const torch::Tensor& x) {
   return x * (slice_rows_ > 0 ? mask.narrow(0, slice_offset_, x.size(0)) : mask);
 }
 
+torch::Tensor CaptionDecoderImpl::linear(torch::nn::Linear& layer, const torch::Tensor& x) {
+  if (bf16_products_ && is_training() && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
+    return bf16_linear(x, layer->weight, layer->bias);
+  }
+  return layer(x);
+}
+
 torch::Tensor CaptionDecoderImpl::image_features(const torch::Tensor& features) {
   if (features.dim() != 2 || features.size(1) != config_.feature_dim) {
     throw std::invalid_argument("decoder expects image features of shape (B, " + std::to_string(config_.feature_dim) + "), got " +
                                 c10::str(features.sizes()));
   }
-  auto image = image_in ? torch::relu(image_in(features)) : features;
+  auto image = image_in ? torch::relu(linear(image_in, features)) : features;
   return config_.image_dropout ? drop(image) : image;
 }
 
@@ -147,10 +155,11 @@ torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const t
   auto x = drop(embed(tokens));  // (B, T, E)
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     auto& layer = *layers[l]->as<RecurrentLayerImpl>();
-    auto pre = layer.project_inputs(x);  // (B, T, G*H), one product for all steps
-    if (config_.image_every_step) pre = pre + layer.project_image(image).unsqueeze(1);
+    auto pre = linear(layer.input_proj, x);  // (B, T, G*H), one product for all steps
+    if (config_.image_every_step) pre = pre + linear(layer.image_proj, image).unsqueeze(1);
     if (config_.cell == "lstm" && lstm_sequence_supports(pre)) {
-      x = drop(lstm_sequence(pre, layer.hidden_proj->weight, h[l], c[l]));  // the whole sequence, one node
+      const bool bf16 = bf16_products_ && is_training();
+      x = drop(lstm_sequence(pre, layer.hidden_proj->weight, h[l], c[l], bf16));  // the whole sequence, one node
       continue;
     }
     std::vector<torch::Tensor> outs;
@@ -161,7 +170,7 @@ torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const t
     }
     x = drop(torch::stack(outs, 1));  // (B, T, H)
   }
-  return output(x);  // (B, T, V)
+  return linear(output, x);  // (B, T, V)
 }
 
 torch::Tensor CaptionDecoderImpl::loss(const torch::Tensor& features, const torch::Tensor& tokens, double label_smoothing) {

@@ -93,10 +93,15 @@ class CaptionDecoderImpl : public torch::nn::Module {
   // same rows (the random generators agree on all ranks). global_rows 0: off.
   void set_batch_slice(int64_t offset, int64_t global_rows);
 
+  // Training (train mode, CPU float32): the matrix products of forward() and its backward pass
+  // take bf16 operands with float32 sums (decoder/bf16_matmul.h). Eval-mode paths are untouched.
+  void set_bf16_products(bool on) { bf16_products_ = on; }
+
  private:
-  bool fused_lstm_cell(const DecoderState& s) const;            // whether step() may use decoder/lstm_cell_kernel.h
-  torch::Tensor drop(const torch::Tensor& x);                   // dropout, slice-aware (see set_batch_slice)
-  torch::Tensor image_features(const torch::Tensor& features);  // (B, D) -> (B, I)
+  bool fused_lstm_cell(const DecoderState& s) const;                       // whether step() may use decoder/lstm_cell_kernel.h
+  torch::Tensor drop(const torch::Tensor& x);                              // dropout, slice-aware (see set_batch_slice)
+  torch::Tensor image_features(const torch::Tensor& features);             // (B, D) -> (B, I)
+  torch::Tensor linear(torch::nn::Linear& layer, const torch::Tensor& x);  // float32, or bf16 products in training
   void init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c);
 
   DecoderConfig config_;
@@ -106,6 +111,7 @@ class CaptionDecoderImpl : public torch::nn::Module {
   torch::nn::ModuleList layers{nullptr};
   torch::nn::Linear output{nullptr};  // H -> V
   int64_t slice_offset_ = 0, slice_rows_ = 0;
+  bool bf16_products_ = false;
 };
 TORCH_MODULE(CaptionDecoder);
 

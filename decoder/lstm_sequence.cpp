@@ -1,5 +1,7 @@
 #include "decoder/lstm_sequence.h"
 
+#include "decoder/bf16_matmul.h"
+
 #include <stdexcept>
 
 namespace captioner {
@@ -12,7 +14,7 @@ using torch::autograd::variable_list;
 // Buffers are time-major (T, B, ...) so that step t is one contiguous block.
 struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& pre, const torch::Tensor& w_hh,
-                               const torch::Tensor& h0_in, const torch::Tensor& c0_in) {
+                               const torch::Tensor& h0_in, const torch::Tensor& c0_in, bool bf16) {
     const int64_t B = pre.size(0), T = pre.size(1), G = pre.size(2), H = G / 4;
     const auto h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
     auto gates = torch::empty({T, B, G}, pre.options());  // activated: i, f, o, g
@@ -20,9 +22,16 @@ struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunct
     auto tanh_c = torch::empty({T, B, H}, pre.options());
     auto h = torch::empty({T, B, H}, pre.options());
     const auto w_t = w_hh.t();
+    const auto w_t_bf16 = bf16 ? to_bf16(w_hh).t() : torch::Tensor();
     for (int64_t t = 0; t < T; ++t) {
       auto gates_t = gates[t];
-      at::addmm_out(gates_t, pre.select(1, t), t > 0 ? h[t - 1] : h0, w_t);
+      const auto& h_prev = t > 0 ? h[t - 1] : h0;
+      if (bf16) {
+        gates_t.copy_(pre.select(1, t));
+        bf16_matmul_out(gates_t, to_bf16(h_prev), w_t_bf16, /*accumulate=*/true);
+      } else {
+        at::addmm_out(gates_t, pre.select(1, t), h_prev, w_t);
+      }
       gates_t.narrow(1, 0, 3 * H).sigmoid_();
       gates_t.narrow(1, 3 * H, H).tanh_();
       const float* gp = gates_t.data_ptr<float>();
@@ -42,6 +51,7 @@ struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunct
       }
     }
     ctx->save_for_backward({w_hh, h0, c0, gates, c, tanh_c, h});
+    ctx->saved_data["bf16"] = bf16;
     return h.transpose(0, 1).contiguous();
   }
 
@@ -56,6 +66,8 @@ struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunct
     auto grad_c_next = torch::zeros({B, H}, gates.options());          // dL/dc_t through step t+1
     float* dh_next = grad_h_next.data_ptr<float>();
     float* dc_next = grad_c_next.data_ptr<float>();
+    const bool bf16 = ctx->saved_data["bf16"].toBool();
+    const auto w_bf16 = bf16 ? to_bf16(w_hh) : torch::Tensor();
     for (int64_t t = T - 1; t >= 0; --t) {
       const float* gp = gates[t].data_ptr<float>();
       const float* tc = tanh_c[t].data_ptr<float>();
@@ -77,12 +89,23 @@ struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunct
           dc_next[k] = dc * f;
         }
       }
-      at::mm_out(grad_h_next, grad_gates[t], w_hh);  // dL/dh_{t-1} through the gates
+      // dL/dh_{t-1} through the gates
+      if (bf16) {
+        bf16_matmul_out(grad_h_next, to_bf16(grad_gates[t]), w_bf16, /*accumulate=*/false);
+      } else {
+        at::mm_out(grad_h_next, grad_gates[t], w_hh);
+      }
     }
     // dW_hh = sum_t grad_gates_t^T h_{t-1}: one product over all steps.
     auto h_prev = torch::cat({h0.unsqueeze(0), h.narrow(0, 0, T - 1)}, 0).view({T * B, H});
-    auto grad_w = grad_gates.view({T * B, G}).t().mm(h_prev);
-    return {grad_gates.transpose(0, 1), grad_w, grad_h_next, grad_c_next};
+    torch::Tensor grad_w;
+    if (bf16) {
+      grad_w = torch::empty({G, H}, gates.options());
+      bf16_matmul_out(grad_w, to_bf16(grad_gates.view({T * B, G})).t(), to_bf16(h_prev), /*accumulate=*/false);
+    } else {
+      grad_w = grad_gates.view({T * B, G}).t().mm(h_prev);
+    }
+    return {grad_gates.transpose(0, 1), grad_w, grad_h_next, grad_c_next, torch::Tensor()};
   }
 };
 
@@ -90,15 +113,15 @@ struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunct
 
 bool lstm_sequence_supports(const torch::Tensor& pre) { return pre.device().is_cpu() && pre.scalar_type() == torch::kFloat; }
 
-torch::Tensor lstm_sequence(const torch::Tensor& pre, const torch::Tensor& w_hh, const torch::Tensor& h0,
-                            const torch::Tensor& c0) {
+torch::Tensor lstm_sequence(const torch::Tensor& pre, const torch::Tensor& w_hh, const torch::Tensor& h0, const torch::Tensor& c0,
+                            bool bf16_products) {
   if (!lstm_sequence_supports(pre) || pre.dim() != 3 || pre.size(1) < 1 || pre.size(2) % 4 != 0 ||
       w_hh.sizes() != torch::IntArrayRef{pre.size(2), pre.size(2) / 4} ||
       h0.sizes() != torch::IntArrayRef{pre.size(0), pre.size(2) / 4} || c0.sizes() != h0.sizes()) {
     throw std::invalid_argument("lstm_sequence: expects CPU float32 pre (B, T>=1, 4H), w_hh (4H, H), h0 and c0 (B, H); got " +
                                 c10::str(pre.sizes(), ", ", w_hh.sizes(), ", ", h0.sizes(), ", ", c0.sizes()));
   }
-  return LstmSequenceFunction::apply(pre, w_hh, h0, c0);
+  return LstmSequenceFunction::apply(pre, w_hh, h0, c0, bf16_products);
 }
 
 }  // namespace captioner

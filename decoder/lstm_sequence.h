@@ -19,8 +19,9 @@ namespace captioner {
 bool lstm_sequence_supports(const torch::Tensor& pre);
 
 // Differentiable in pre, w_hh, h0 and c0; equal to stepping RecurrentLayerImpl::step T times
-// (to float rounding: the products sum in another order).
-torch::Tensor lstm_sequence(const torch::Tensor& pre, const torch::Tensor& w_hh, const torch::Tensor& h0,
-                            const torch::Tensor& c0);
+// (to float rounding: the products sum in another order). bf16_products: the W_hh products of
+// both passes take bf16 operands (decoder/bf16_matmul.h); the cell's arithmetic stays float32.
+torch::Tensor lstm_sequence(const torch::Tensor& pre, const torch::Tensor& w_hh, const torch::Tensor& h0, const torch::Tensor& c0,
+                            bool bf16_products = false);
 
 }  // namespace captioner

@@ -9,6 +9,7 @@
 #include "datasets/caption_dataset.h"
 #include "datasets/file_io.h"
 #include "datasets/tokenizer.h"
+#include "decoder/bf16_matmul.h"
 #include "decoder/install_paths.h"
 #include "decoder/trainer.h"
 #include "encoder/feature_cache.h"
@@ -66,6 +67,20 @@ void check_output_dir(const TrainJob& job) {
   }
 }
 
+namespace {
+
+bool resolve_bf16_products(const std::string& request, const torch::Device& device) {
+  if (request == "off") return false;
+  if (request == "on") {
+    if (!device.is_cpu()) throw std::invalid_argument("--bf16-products on: bf16 products are for CPU training");
+    return true;
+  }
+  if (request == "auto") return device.is_cpu() && bf16_products_native();
+  throw std::invalid_argument("--bf16-products: expected auto, on or off, got '" + request + "'");
+}
+
+}  // namespace
+
 TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   std::unique_ptr<DistributedGroup> group = DistributedGroup::connect(job.distributed);
   const bool main_rank = !group || group->is_main();
@@ -96,7 +111,12 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   }
 
   torch::Device device = resolve_device(job.device);
-  const ThreadPlan threads = ThreadPlan::choose(job.threads);
+  TrainerOptions to = job.trainer;
+  to.bf16_products = resolve_bf16_products(job.bf16_products, device);
+  ThreadPlan threads = ThreadPlan::choose(job.threads);
+  // bf16 products run on oneDNN, whose threads are LibTorch's: give them every core (float32's
+  // products run on OpenBLAS's own pool, beside a single LibTorch thread).
+  if (to.bf16_products && job.threads == 0) threads.decoder = threads.encoder_alone;
   std::optional<ScopedTorchThreads> encoder_threads(std::in_place, threads.encoder_alone);
   // Fine-tuning: the starting model fixes the vocabulary and the decoder's shape, and can only
   // continue on the features it was trained on, so its encoder is the default, not the
@@ -189,7 +209,7 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   vdata.features = val_feats.features;
   for (const auto& r : val.records) vdata.references.push_back(r.captions);
 
-  const auto& t = job.trainer;
+  const auto& t = to;
   model.training = {
       {"command", job.command_line},
       {"train",
@@ -207,6 +227,7 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
         {"ema_decay", t.ema_decay},
         {"patience", t.patience},
         {"flip_augment", t.flip_augment},
+        {"bf16_products", t.bf16_products},
         {"seed", t.seed},
         {"min_word_count", job.min_word_count},
         {"max_caption_length", job.max_caption_length},
@@ -222,7 +243,6 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
         " images; validating on " + std::to_string(val.records.size()) + " images; vocabulary " +
         std::to_string(model.vocab.size()) + " words; " + (device.is_cuda() ? "GPU" : "CPU"));
   }
-  TrainerOptions to = job.trainer;
   to.group = group.get();
   Trainer trainer(std::move(model), std::move(data), std::move(vdata), to, job.output_dir);
   return trainer.run(cb.trainer);

@@ -49,6 +49,7 @@ struct TrainerOptions {
   }();
   bool resume = false;
   bool fp16_bundle = false;
+  bool bf16_products = false;  // the decoder's training products in bf16 (decoder/bf16_matmul.h); CPU
   Objective objective = Objective::kCrossEntropy;
   int scst_samples = 5;  // captions sampled per image
   int scst_images = 32;  // images per batch

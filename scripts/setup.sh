@@ -15,6 +15,7 @@ PACKAGES=(
   libopencv-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev
   libgloo-dev                                # c10d's Gloo backend headers: multi-process training and captioning
   libsleef-dev                               # SLEEF's header: the fused LSTM decoding step calls LibTorch's exp/tanh
+  libdnnl-dev                                # oneDNN's headers: training's bf16 matrix products
   python3-torch python3-torchvision python3-numpy   # scripts/ only: converting and exporting encoders
   darknet                                    # its sample photos (dog, eagle, horses...) for the README demo
   wordnet-base                               # WordNet 3.0 nouns: ImageNet classes -> caption words (--tags)
