@@ -206,7 +206,7 @@ void add_train_command(CLI::App& app) {
 
   auto run = "Running";
   cmd->add_option("--cache-dir", job.cache_dir, "Where image features are cached")->group(run);
-  cmd->add_option("--threads", job.threads, "LibTorch threads (0: all cores to encode, 1 to train: fastest here)")
+  cmd->add_option("--threads", job.threads, "LibTorch threads (0: all cores to encode; to train, 1 beside OpenBLAS's own threads, or all cores with bf16 products)")
       ->check(CLI::NonNegativeNumber)
       ->group(run);
   cmd->add_option("--loader-threads", job.loader_threads, "Image decoding threads")->check(CLI::PositiveNumber)->group(run);

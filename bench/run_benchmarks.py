@@ -21,6 +21,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
 PY = "/usr/bin/python3"
 
 
@@ -70,7 +71,7 @@ def cpu_flags():
         for line in open("/proc/cpuinfo"):
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
-                return ", ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags)
+                return ", ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16") if f in flags)
     except OSError:
         pass
     return "?"
@@ -170,14 +171,29 @@ def main():
             _, out, _ = run_measured([PY, os.path.join(pyref, "bench.py"), "--only", "train"], env=env)
             line = [l for l in out.splitlines() if l.startswith("train")][0]
             ref_train = float(line.split()[2])
-            train_dir = os.path.join(work, "train")
-            run_measured([captioner, "train", "--train-captions", os.path.join(flickr, "captions_train.json"),
-                          "--val-captions", os.path.join(flickr, "captions_val.json"), "--train-images", os.path.join(flickr, "images"),
-                          "--embed", "256", "--hidden", "512", "--image-dim", "0", "--no-image-dropout", "--lr", "1e-3",
-                          "--max-caption-length", "20", "--output", train_dir, "--epochs", "1", "--max-val-images", "50", "-q"])
-            epoch = [json.loads(l) for l in open(os.path.join(train_dir, "metrics.jsonl")) if '"type":"epoch"' in l][-1]
-            rows.append(("training on cached features (batch 64)", epoch["captions_per_second"], ref_train, "captions/s", True))
-            print("  %-50s captioner %7.1f  pyref %7.1f captions/s" % (rows[-1][0], rows[-1][1], ref_train), flush=True)
+            # The reference's bench under torch.autocast(bf16): what one line of Python buys.
+            _, out, _ = run_measured([PY, os.path.join(HERE, "pyref_train_bf16.py"), "--pyref", pyref], env=env)
+            ref_autocast = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][0][7:])["median"]
+
+            def captioner_train(name, extra):
+                train_dir = os.path.join(work, name)
+                run_measured([captioner, "train", "--train-captions", os.path.join(flickr, "captions_train.json"),
+                              "--val-captions", os.path.join(flickr, "captions_val.json"), "--train-images",
+                              os.path.join(flickr, "images"), "--embed", "256", "--hidden", "512", "--image-dim", "0",
+                              "--no-image-dropout", "--lr", "1e-3", "--max-caption-length", "20", "--output", train_dir,
+                              "--epochs", "1", "--max-val-images", "50", "-q"] + extra)
+                epoch = [json.loads(l) for l in open(os.path.join(train_dir, "metrics.jsonl")) if '"type":"epoch"' in l][-1]
+                bf16 = json.load(open(os.path.join(train_dir, "config.json")))["training"]["options"]["bf16_products"]
+                return epoch["captions_per_second"], bf16
+
+            rate, bf16 = captioner_train("train", [])  # the default: --bf16-products auto
+            rate_f32, _ = captioner_train("train_f32", ["--bf16-products", "off"])
+            default_kind = "bf16 products" if bf16 else "float32"
+            rows.append(("training on cached features (batch 64), default (%s)" % default_kind, rate, ref_train, "captions/s", True))
+            rows.append(("training, float32 products (`--bf16-products off`)", rate_f32, ref_train, "captions/s", True))
+            rows.append(("training, default vs pyref under `torch.autocast` bf16", rate, ref_autocast, "captions/s", True))
+            for r in rows[-3:]:
+                print("  %-50s captioner %7.1f  pyref %7.1f captions/s" % (r[0], r[1], r[2]), flush=True)
         macs = mobilenet_v2_macs()
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -232,7 +248,7 @@ def main():
     L.append("Commands: `captioner caption DIR --beam 3 --batch 32 --format json --output F -q`; "
              "`ref.py caption --ckpt ckpt/reference.pt --folder DIR --beam 3 --batch 32 --enc_batch 4 --out F`; "
              "`captioner train ... --epochs 1` (reference recipe: embed 256, raw image into the gates) vs "
-             "`bench.py --only train`; `captioner_bench --decoder-batch 32 --decoder-repeats 3`. Peak RSS from GNU time.")
+             "`bench.py --only train` (and `bench/pyref_train_bf16.py`, the same under autocast); `captioner_bench --decoder-batch 32 --decoder-repeats 3`. Peak RSS from GNU time.")
     text = "\n".join(L) + "\n"
     # Notes written by people (targets, earlier runs on other CPUs) follow this line and are kept.
     marker = "<!-- notes below are kept by bench/run.sh -->"
