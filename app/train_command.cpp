@@ -206,13 +206,16 @@ void add_train_command(CLI::App& app) {
 
   auto run = "Running";
   cmd->add_option("--cache-dir", job.cache_dir, "Where image features are cached")->group(run);
-  cmd->add_option("--threads", job.threads, "LibTorch threads (0: all cores to encode; to train, 1 beside OpenBLAS's own threads, or all cores with bf16 products)")
+  cmd->add_option(
+         "--threads", job.threads,
+         "LibTorch threads (0: all cores to encode; to train, 1 beside OpenBLAS's own threads, or all cores with bf16 products)")
       ->check(CLI::NonNegativeNumber)
       ->group(run);
   cmd->add_option("--loader-threads", job.loader_threads, "Image decoding threads")->check(CLI::PositiveNumber)->group(run);
   cmd->add_option("--device", job.device, "cpu, cuda or auto (cuda when available)")->group(run);
   cmd->add_option("--bf16-products", job.bf16_products,
-                  "Training's matrix products in bfloat16 with float32 sums: auto (where the CPU has native bf16), on, off")
+                  "Training's matrix products in bfloat16 with float32 sums (~1.75x faster; held-out BLEU-4 ~0.002 lower): off, "
+                  "on, or auto (on where the CPU has native bf16)")
       ->check(CLI::IsMember({"auto", "on", "off"}))
       ->group(run);
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bars")->group(run);

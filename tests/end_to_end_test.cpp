@@ -7,6 +7,7 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "decoder/bf16_matmul.h"
 #include "tests/test_util.h"
 
 using namespace captioner::test;
@@ -23,7 +24,7 @@ TEST(EndToEnd, TrainsOnRealPhotosThenCaptionsAFolder) {
   auto train = run_cli("train --train-captions " + (f8k / "captions_train.json").string() + " --val-captions " +
                        (f8k / "captions_val.json").string() + " --train-images " + (f8k / "images").string() +
                        " --max-train-images 1000 --max-val-images 200 --epochs 8 --batch 32 --lr 1e-3 --lr-decay 0.9"
-                       " --hidden 256 --embed 256 --image-dim 256 --seed 3 --threads 2 --quiet --output " +
+                       " --hidden 256 --embed 256 --image-dim 256 --seed 3 --threads 2 --bf16-products auto --quiet --output " +
                        (tmp / "model").string() + " --cache-dir " + (tmp / "cache").string());
   ASSERT_EQ(train.exit_code, 0) << train.err;
 
@@ -42,6 +43,9 @@ TEST(EndToEnd, TrainsOnRealPhotosThenCaptionsAFolder) {
   double best = 0;
   for (const auto& e : epochs) best = std::max(best, e["bleu4"].get<double>());
   EXPECT_GT(best, epochs.front()["bleu4"].get<double>()) << "validation BLEU-4 never improved on epoch 1";
+  // --bf16-products auto: where the CPU multiplies bf16 natively this run trained with bf16 products.
+  std::ifstream config_file(tmp / "model/config.json");
+  EXPECT_EQ(json::parse(config_file)["training"]["options"]["bf16_products"].get<bool>(), captioner::bf16_products_native());
 
   // Scores of the kept model through `captioner eval`. A constant caption ("a man in a red shirt
   // is standing on the street") scores BLEU-4 0.076 / CIDEr-D 0.09 on these photos.
