@@ -16,7 +16,7 @@
 
 namespace captioner {
 
-// Whether this CPU can run lstm_cell_step (AVX2 and FMA).
+// Whether this CPU can run lstm_cell_step (AVX2; no FMA is used).
 bool lstm_cell_kernel_available();
 
 struct LstmCellInputs {

@@ -22,13 +22,18 @@ struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunct
     auto tanh_c = torch::empty({T, B, H}, pre.options());
     auto h = torch::empty({T, B, H}, pre.options());
     const auto w_t = w_hh.t();
-    const auto w_t_bf16 = bf16 ? to_bf16(w_hh).t() : torch::Tensor();
+    // bf16 products: W_hh and every h_{t-1} are rounded once here and kept for the backward
+    // pass's products (h_prev_bf16[t] = bf16(h_{t-1}), h_{-1} = h0).
+    const auto w_bf16 = bf16 ? to_bf16(w_hh) : torch::Tensor();
+    const auto h_prev_bf16 = bf16 ? torch::empty({T, B, H}, pre.options().dtype(torch::kBFloat16)) : torch::Tensor();
     for (int64_t t = 0; t < T; ++t) {
       auto gates_t = gates[t];
       const auto& h_prev = t > 0 ? h[t - 1] : h0;
       if (bf16) {
+        auto h_prev_t = h_prev_bf16[t];
+        h_prev_t.copy_(h_prev);
         gates_t.copy_(pre.select(1, t));
-        bf16_matmul_out(gates_t, to_bf16(h_prev), w_t_bf16, /*accumulate=*/true);
+        bf16_matmul_out(gates_t, h_prev_t, w_bf16.t(), /*accumulate=*/true);
       } else {
         at::addmm_out(gates_t, pre.select(1, t), h_prev, w_t);
       }
@@ -52,6 +57,10 @@ struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunct
     }
     ctx->save_for_backward({w_hh, h0, c0, gates, c, tanh_c, h});
     ctx->saved_data["bf16"] = bf16;
+    if (bf16) {
+      ctx->saved_data["w_bf16"] = w_bf16;
+      ctx->saved_data["h_prev_bf16"] = h_prev_bf16;
+    }
     return h.transpose(0, 1).contiguous();
   }
 
@@ -67,7 +76,9 @@ struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunct
     float* dh_next = grad_h_next.data_ptr<float>();
     float* dc_next = grad_c_next.data_ptr<float>();
     const bool bf16 = ctx->saved_data["bf16"].toBool();
-    const auto w_bf16 = bf16 ? to_bf16(w_hh) : torch::Tensor();
+    const auto w_bf16 = bf16 ? ctx->saved_data["w_bf16"].toTensor() : torch::Tensor();
+    // Each step's gate gradients rounded once: for that step's dL/dh_{t-1} and for dW_hh.
+    auto grad_gates_bf16 = bf16 ? torch::empty({T, B, G}, gates.options().dtype(torch::kBFloat16)) : torch::Tensor();
     for (int64_t t = T - 1; t >= 0; --t) {
       const float* gp = gates[t].data_ptr<float>();
       const float* tc = tanh_c[t].data_ptr<float>();
@@ -91,18 +102,21 @@ struct LstmSequenceFunction : public torch::autograd::Function<LstmSequenceFunct
       }
       // dL/dh_{t-1} through the gates
       if (bf16) {
-        bf16_matmul_out(grad_h_next, to_bf16(grad_gates[t]), w_bf16, /*accumulate=*/false);
+        auto grad_gates_t = grad_gates_bf16[t];
+        grad_gates_t.copy_(grad_gates[t]);
+        bf16_matmul_out(grad_h_next, grad_gates_t, w_bf16, /*accumulate=*/false);
       } else {
         at::mm_out(grad_h_next, grad_gates[t], w_hh);
       }
     }
     // dW_hh = sum_t grad_gates_t^T h_{t-1}: one product over all steps.
-    auto h_prev = torch::cat({h0.unsqueeze(0), h.narrow(0, 0, T - 1)}, 0).view({T * B, H});
     torch::Tensor grad_w;
     if (bf16) {
       grad_w = torch::empty({G, H}, gates.options());
-      bf16_matmul_out(grad_w, to_bf16(grad_gates.view({T * B, G})).t(), to_bf16(h_prev), /*accumulate=*/false);
+      const auto h_prev_bf16 = ctx->saved_data["h_prev_bf16"].toTensor().view({T * B, H});
+      bf16_matmul_out(grad_w, grad_gates_bf16.view({T * B, G}).t(), h_prev_bf16, /*accumulate=*/false);
     } else {
+      auto h_prev = torch::cat({h0.unsqueeze(0), h.narrow(0, 0, T - 1)}, 0).view({T * B, H});
       grad_w = grad_gates.view({T * B, G}).t().mm(h_prev);
     }
     return {grad_gates.transpose(0, 1), grad_w, grad_h_next, grad_c_next, torch::Tensor()};
