@@ -128,6 +128,12 @@ void add_search_overrides(CLI::App& cmd, SearchOverrides& search, const std::str
       ->default_str(defaults_from)
       ->check(CLI::Range(0.0, 1.0))
       ->group(group);
+  cmd.add_option("--mi-weight", search.mi_weight,
+                 "Mutual-information decoding: rank words by log p(w|photo) - L log p(w|mean photo), "
+                 "for captions that say what sets a photo apart (0: off; doubles decoding work)")
+      ->default_str(defaults_from)
+      ->check(CLI::Range(0.0, 0.99))
+      ->group(group);
 }
 
 void add_decoder_precision_option(CLI::App& cmd, std::string& precision, const std::string& group) {

@@ -25,6 +25,7 @@ void add_caption_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_ensemble_command(CLI::App& app);
+void add_prior_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
 

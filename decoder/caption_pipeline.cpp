@@ -104,7 +104,7 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
   bo.with_flipped = model_.num_views() > 1;
   bo.thumbnail_size = options_.thumbnail_size;
   ImageBatcher batcher(files, ImageLoader(encoder_.info().spec, options_.image), bo);
-  auto scorer = model_.make_scorer();
+  auto scorer = model_.make_scorer(options_.search.mi_weight);
   size_t failed = 0, done = 0;
 
   auto decode = [&](EncodedBatch& item) {
@@ -238,7 +238,7 @@ CaptionedFiles caption_files_cached(const ModelBundle& model, Encoder& encoder, 
   if (options.search.tag_threshold > 0) {
     out.tags = TagGuide::load(encoder.info(), model.vocab, options.search.tag_threshold).tags(feats.features);
   }
-  auto scorer = model.make_scorer();
+  auto scorer = model.make_scorer(options.search.mi_weight);
   out.captions =
       caption_features(*scorer, views, options.search, options.decode_chunk, options.decode_progress, word_guides(out.tags));
   return out;

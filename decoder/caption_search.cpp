@@ -466,8 +466,9 @@ std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews&
   });
 }
 
-std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
-                                     const WordGuides& guides) {
+namespace {
+std::vector<Caption> search_by_kind(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
+                                    const WordGuides& guides) {
   std::vector<int64_t> guided, free;
   for (size_t i = 0; i < guides.size(); ++i) (guides[i].empty() ? free : guided).push_back(static_cast<int64_t>(i));
   if (!guided.empty() && !o.sample) {
@@ -482,7 +483,7 @@ std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews&
     WordGuides guided_guides;
     for (int64_t i : guided) guided_guides.push_back(guides[static_cast<size_t>(i)]);
     auto guided_captions = constrained_beam_search(scorer, subset(guided), o, guided_guides);
-    auto free_captions = search_captions(scorer, subset(free), o);
+    auto free_captions = search_by_kind(scorer, subset(free), o, {});
     std::vector<Caption> out(guides.size());
     for (size_t j = 0; j < guided.size(); ++j) out[static_cast<size_t>(guided[j])] = std::move(guided_captions[j]);
     for (size_t j = 0; j < free.size(); ++j) out[static_cast<size_t>(free[j])] = std::move(free_captions[j]);
@@ -491,6 +492,22 @@ std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews&
   if (o.sample) return sample_captions(scorer, views, o);
   if (o.beam_size <= 1) return greedy_search(scorer, views, o);
   return beam_search(scorer, views, o);
+}
+}  // namespace
+
+std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
+                                     const WordGuides& guides) {
+  auto captions = search_by_kind(scorer, views, o, guides);
+  SequenceScorer& model = scorer.model();
+  if (&model != &scorer && !captions.empty()) {
+    // The search ranked by another objective (mutual information); the caption reports what the
+    // model itself gives it, one teacher-forced pass.
+    std::vector<std::vector<int64_t>> tokens;
+    for (const auto& c : captions) tokens.push_back(c.tokens);
+    const auto log_probs = caption_log_probs(model, views, tokens);
+    for (size_t i = 0; i < captions.size(); ++i) captions[i].log_prob = log_probs[i];
+  }
+  return captions;
 }
 
 std::vector<double> caption_log_probs(SequenceScorer& scorer, const FeatureViews& views,
@@ -504,7 +521,8 @@ std::vector<double> caption_log_probs(SequenceScorer& scorer, const FeatureViews
   std::vector<double> total(B, 0.0);
   auto tokens = torch::full({B}, Vocabulary::kStart, torch::kLong);
   for (size_t t = 0; t < T; ++t) {
-    auto logp = scorer.step(tokens).to(torch::kFloat);
+    const auto logp = scorer.step(tokens).to(torch::kFloat).contiguous();
+    const auto logp_a = logp.accessor<float, 2>();
     std::vector<int64_t> next(B);
     for (int64_t i = 0; i < B; ++i) {
       const auto& c = captions[i];
@@ -513,7 +531,7 @@ std::vector<double> caption_log_probs(SequenceScorer& scorer, const FeatureViews
       } else {
         next[i] = Vocabulary::kEnd;  // past the end: feed <end>, add nothing more
       }
-      if (t <= c.size()) total[i] += logp[i][next[i]].item<float>();
+      if (t <= c.size()) total[i] += logp_a[i][next[i]];
     }
     tokens = as_index(next);
   }

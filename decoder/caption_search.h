@@ -44,7 +44,9 @@ std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews&
 // Dispatches on options.sample and options.beam_size; images with a non-empty guide go to
 // constrained beam search, the others to the search they would get without (sampling ignores
 // guides). Beam search keeps the greedy caption among
-// its beams, so the result is never ranked below greedy's by the search's own score.
+// its beams, so the result is never ranked below greedy's by the search's own score. When the
+// scorer ranks by something other than its model (SequenceScorer::model()), each caption's
+// log_prob is recomputed under the model; `score` stays what the search ranked by.
 std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& features, const SearchOptions& options,
                                      const WordGuides& guides = {});
 

@@ -24,14 +24,50 @@ const std::vector<std::string>& ModelBundle::decoder_precisions() {
   return names;
 }
 
-std::unique_ptr<SequenceScorer> ModelBundle::make_scorer() const {
-  std::vector<std::unique_ptr<SequenceScorer>> scorers;
-  for (const auto& m : members) {
-    const bool int8 = decoder_precision == "int8" && m.decoder->parameters().front().device().is_cpu();
-    scorers.push_back(std::make_unique<DecoderScorer>(m.decoder, m.view, int8));
+std::unique_ptr<SequenceScorer> ModelBundle::make_scorer(double mi_weight) const {
+  auto model_scorer = [this]() -> std::unique_ptr<SequenceScorer> {
+    std::vector<std::unique_ptr<SequenceScorer>> scorers;
+    for (const auto& m : members) {
+      const bool int8 = decoder_precision == "int8" && m.decoder->parameters().front().device().is_cpu();
+      scorers.push_back(std::make_unique<DecoderScorer>(m.decoder, m.view, int8));
+    }
+    if (scorers.size() == 1) return std::move(scorers.front());
+    return std::make_unique<EnsembleScorer>(std::move(scorers));
+  };
+  if (mi_weight <= 0) return model_scorer();
+  if (!image_prior.defined()) {
+    throw std::runtime_error(
+        "mutual-information decoding (--mi-weight) needs the model's image prior, and this model has "
+        "none (models trained by this version have one; retrain to get it)");
   }
-  if (scorers.size() == 1) return std::move(scorers.front());
-  return std::make_unique<EnsembleScorer>(std::move(scorers));
+  return std::make_unique<MutualInformationScorer>(model_scorer(), model_scorer(), image_prior, mi_weight);
+}
+
+void ModelBundle::set_image_prior(const torch::Tensor& train_features) {
+  if (!train_features.defined() || train_features.dim() != 2 || train_features.size(0) == 0) {
+    throw std::invalid_argument("the image prior needs (N, D) training features");
+  }
+  image_prior = train_features.to(torch::kCPU, torch::kFloat).mean(0).contiguous();
+  image_prior_images = train_features.size(0);
+}
+
+namespace {
+// image_prior.pt and its config.json entry; null without a prior.
+json write_image_prior(const ModelBundle& b, const fs::path& dir) {
+  if (!b.image_prior.defined()) return nullptr;
+  torch::serialize::OutputArchive archive;
+  archive.write("mean_feature", b.image_prior.detach().to(torch::kCPU, torch::kFloat));
+  save_archive_atomic(archive, dir / "image_prior.pt");
+  return {{"file", "image_prior.pt"}, {"images", b.image_prior_images}};
+}
+}  // namespace
+
+void ModelBundle::save_image_prior(const fs::path& dir) const {
+  if (!image_prior.defined()) throw std::invalid_argument("no image prior to save");
+  const fs::path config_file = dir / "config.json";
+  json config = load_json_file(config_file);
+  config["image_prior"] = write_image_prior(*this, dir);
+  write_file_atomic(config_file, config.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 void ModelBundle::save(const fs::path& dir, bool fp16) const {
@@ -66,6 +102,7 @@ void ModelBundle::save(const fs::path& dir, bool fp16) const {
   json je = encoder.to_json();
   je["file"] = (!rel.empty() && rel.native().rfind("../../../", 0) != 0) ? rel.string() : enc.string();
   je["fingerprint"] = encoder.fingerprint();
+  const json prior = write_image_prior(*this, target);
   json config{{"format", "captioner-model"},
               {"version", kFormatVersion},
               {"vocabulary", {{"file", "vocab.json"}, {"size", vocab.size()}, {"fingerprint", hex64(vocab.fingerprint())}}},
@@ -74,6 +111,7 @@ void ModelBundle::save(const fs::path& dir, bool fp16) const {
               {"search", search_options_to_json(search)},
               {"decoder_precision", decoder_precision},
               {"training", training}};
+  if (!prior.is_null()) config["image_prior"] = prior;
   write_file_atomic(target / "config.json", config.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
@@ -161,6 +199,25 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
     if (std::find(names.begin(), names.end(), b.decoder_precision) == names.end()) {
       root.at("decoder_precision").fail("must be \"" + names[0] + "\" or \"" + names[1] + "\"");
     }
+  }
+  if (root.has("image_prior")) {
+    auto jp = root.at("image_prior");
+    const fs::path file = dir / jp.at("file").as_string();
+    torch::serialize::InputArchive archive;
+    try {
+      archive.load_from(file.string());
+    } catch (const c10::Error& e) {
+      jp.fail("cannot read " + file.string() + ": " + e.what_without_backtrace() + " (truncated or not a tensor file)");
+    }
+    if (!archive.try_read("mean_feature", b.image_prior) || b.image_prior.dim() != 1 ||
+        b.image_prior.size(0) != b.encoder.feature_dim) {
+      jp.fail(file.string() + " does not hold a " + std::to_string(b.encoder.feature_dim) + "-d mean feature");
+    }
+    b.image_prior = b.image_prior.to(torch::kFloat);
+    b.image_prior_images = jp.has("images") ? jp.at("images").as_int() : 0;
+  }
+  if (b.search.mi_weight > 0 && !b.image_prior.defined()) {
+    root.at("search").fail("mi_weight needs an \"image_prior\"");
   }
   b.search.repeat_exempt = b.vocab.function_word_ids();
   if (root.has("training")) b.training = config["training"];

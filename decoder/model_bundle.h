@@ -37,9 +37,18 @@ struct ModelBundle {
   std::string decoder_precision = "float32";
   static const std::vector<std::string>& decoder_precisions();  // the names it may hold
   nlohmann::json training = nlohmann::json::object();           // command, data, epochs, scores...
+  // (D,) the mean feature of the training photos (image_prior.pt), the "mean photo" of
+  // mutual-information decoding; undefined for models saved without one.
+  torch::Tensor image_prior;
+  int64_t image_prior_images = 0;  // how many photos it averages
 
   size_t num_views() const;  // 1, or 2 when a member reads the mirrored photo
-  std::unique_ptr<SequenceScorer> make_scorer() const;
+  // mi_weight > 0: a MutualInformationScorer over the image prior (an error without one).
+  std::unique_ptr<SequenceScorer> make_scorer(double mi_weight = 0) const;
+  void set_image_prior(const torch::Tensor& train_features);  // the mean of (N, D) training features
+  // Adds this bundle's image prior to the saved bundle in `dir` (image_prior.pt, then config.json
+  // atomically), leaving everything else as it is: for models saved before they carried one.
+  void save_image_prior(const std::filesystem::path& dir) const;
 
   // Writes the bundle to `dir` atomically (a staged directory swapped in). fp16 halves the size.
   void save(const std::filesystem::path& dir, bool fp16 = false) const;

@@ -15,6 +15,7 @@ SearchOptions SearchOverrides::applied_to(SearchOptions o) const {
   if (block_ngram_repeat >= 0) o.block_ngram_repeat = block_ngram_repeat;
   if (max_word_repeats >= 0) o.max_word_repeats = max_word_repeats;
   if (tag_threshold >= 0) o.tag_threshold = tag_threshold;
+  if (mi_weight >= 0) o.mi_weight = mi_weight;
   return o;
 }
 
@@ -27,7 +28,8 @@ json search_options_to_json(const SearchOptions& o) {
               {"block_consecutive_repeat", o.block_consecutive_repeat},
               {"suppress_unk", o.suppress_unk},
               {"max_word_repeats", o.max_word_repeats},
-              {"tag_threshold", o.tag_threshold}};
+              {"tag_threshold", o.tag_threshold},
+              {"mi_weight", o.mi_weight}};
 }
 
 SearchOptions search_options_from_json(const json& j, const std::string& origin) {
@@ -42,6 +44,7 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("suppress_unk")) o.suppress_unk = v.at("suppress_unk").as_bool();
   if (v.has("max_word_repeats")) o.max_word_repeats = static_cast<int>(v.at("max_word_repeats").as_int());
   if (v.has("tag_threshold")) o.tag_threshold = v.at("tag_threshold").as_number();
+  if (v.has("mi_weight")) o.mi_weight = v.at("mi_weight").as_number();
   // The same ranges the command line accepts: a hand-edited 100000-wide beam would otherwise
   // allocate gigabytes before failing inside LibTorch.
   auto range = [&](const char* key, int value, int lo, int hi) {
@@ -58,6 +61,7 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("tag_threshold") && !(o.tag_threshold >= 0 && o.tag_threshold <= 1)) {
     v.at("tag_threshold").fail("must be between 0 and 1");
   }
+  if (v.has("mi_weight") && !(o.mi_weight >= 0 && o.mi_weight < 1)) v.at("mi_weight").fail("must be at least 0 and below 1");
   return o;
 }
 

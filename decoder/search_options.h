@@ -25,6 +25,11 @@ struct SearchOptions {
   // > 0: tag-guided captioning (decoder/tag_guide.h): when the encoder's ImageNet head is this
   // sure of a concept the vocabulary can name, the caption must name it. 0: off.
   double tag_threshold = 0;
+  // > 0: mutual-information decoding (Li et al. 2016, "A Diversity-Promoting Objective Function
+  // for Neural Conversation Models"): words are ranked by log p(w | photo) - mi_weight *
+  // log p(w | mean photo), so a caption says what sets this photo apart rather than what every
+  // photo gets. Needs the model's image prior (ModelBundle::image_prior). 0: off.
+  double mi_weight = 0;
   bool sample = false;       // sample instead of searching
   double temperature = 1.0;  // sampling only
   int top_k = 0;             // sampling only: 0 = the whole vocabulary
@@ -39,6 +44,7 @@ struct SearchOverrides {
   int block_ngram_repeat = -1;  // < 0: the model's
   int max_word_repeats = -1;    // < 0: the model's
   double tag_threshold = -1;    // < 0: the model's; 0: off
+  double mi_weight = -1;        // < 0: the model's; 0: off
   SearchOptions applied_to(SearchOptions defaults) const;
 };
 

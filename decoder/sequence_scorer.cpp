@@ -54,4 +54,38 @@ void EnsembleScorer::select(const torch::Tensor& rows) {
   for (auto& m : members_) m->select(rows);
 }
 
+MutualInformationScorer::MutualInformationScorer(std::unique_ptr<SequenceScorer> photo, std::unique_ptr<SequenceScorer> prior,
+                                                 torch::Tensor image_prior, double weight)
+    : photo_(std::move(photo)), prior_(std::move(prior)), image_prior_(std::move(image_prior)), weight_(weight) {
+  if (!photo_ || !prior_) throw std::invalid_argument("mutual-information decoding needs two scorers");
+  if (photo_->vocab_size() != prior_->vocab_size()) throw std::invalid_argument("MI scorers disagree on the vocabulary size");
+  if (!image_prior_.defined() || image_prior_.dim() != 1) throw std::invalid_argument("the image prior must be a (D,) feature");
+  if (!(weight_ >= 0 && weight_ < 1)) throw std::invalid_argument("the MI weight must be in [0, 1)");
+}
+
+void MutualInformationScorer::start(const FeatureViews& views) {
+  photo_->start(views);
+  FeatureViews prior_views;
+  for (const auto& v : views) {
+    if (v.dim() != 2 || v.size(1) != image_prior_.size(0)) {
+      throw std::invalid_argument("features of width " + std::to_string(v.dim() == 2 ? v.size(1) : -1) +
+                                  " do not match the image prior's " + std::to_string(image_prior_.size(0)));
+    }
+    // One mean photo per row; the mirrored view's mean is the same photo statistics, so every
+    // view reads the one prior.
+    prior_views.push_back(image_prior_.to(v.dtype()).unsqueeze(0).expand({v.size(0), -1}).contiguous());
+  }
+  prior_->start(prior_views);
+}
+
+torch::Tensor MutualInformationScorer::step(const torch::Tensor& tokens) {
+  auto logp = photo_->step(tokens);
+  return logp - weight_ * prior_->step(tokens);
+}
+
+void MutualInformationScorer::select(const torch::Tensor& rows) {
+  photo_->select(rows);
+  prior_->select(rows);
+}
+
 }  // namespace captioner

@@ -22,6 +22,9 @@ class SequenceScorer {
   virtual void start(const FeatureViews& views) = 0;            // B rows, one per image
   virtual torch::Tensor step(const torch::Tensor& tokens) = 0;  // (R,) int64 -> (R, V) log-probs
   virtual void select(const torch::Tensor& rows) = 0;           // (R',) int64 rows to keep
+  // The model whose log-probabilities a caption reports: itself, or for a scorer that ranks
+  // words by something else (MutualInformationScorer) the model inside it.
+  virtual SequenceScorer& model() { return *this; }
 };
 
 class DecoderScorer : public SequenceScorer {
@@ -55,6 +58,27 @@ class EnsembleScorer : public SequenceScorer {
 
  private:
   std::vector<std::unique_ptr<SequenceScorer>> members_;
+};
+
+// Mutual-information decoding: log p(w | prefix, photo) - weight * log p(w | prefix, mean photo).
+// The second term is the same decoder reading the average training feature (the image prior)
+// with the same prefix, so words that any photo would get (the generic "a man in a blue shirt")
+// lose ground to the ones this photo makes likely. Twice the decoding work.
+class MutualInformationScorer : public SequenceScorer {
+ public:
+  // photo and prior: two scorers of the same model(s); image_prior (D,), weight in [0, 1).
+  MutualInformationScorer(std::unique_ptr<SequenceScorer> photo, std::unique_ptr<SequenceScorer> prior, torch::Tensor image_prior,
+                          double weight);
+  int64_t vocab_size() const override { return photo_->vocab_size(); }
+  void start(const FeatureViews& views) override;
+  torch::Tensor step(const torch::Tensor& tokens) override;
+  void select(const torch::Tensor& rows) override;
+  SequenceScorer& model() override { return *photo_; }
+
+ private:
+  std::unique_ptr<SequenceScorer> photo_, prior_;
+  torch::Tensor image_prior_;
+  double weight_;
 };
 
 }  // namespace captioner

@@ -42,6 +42,8 @@ Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, Trai
   }
   if (options_.batch_size < 1 || options_.epochs < 1) throw std::invalid_argument("batch size and epochs must be >= 1");
   if (options_.ema_decay < 0 || options_.ema_decay >= 1) throw std::invalid_argument("EMA decay must be in [0, 1)");
+  // The "mean photo" that mutual-information decoding compares each photo with.
+  model_.set_image_prior(train_.features);
   device_ = decoder_->parameters().front().device();
   if (options_.bf16_products && !device_.is_cpu()) throw std::invalid_argument("bf16 products are for CPU training");
   decoder_->set_bf16_products(options_.bf16_products);

@@ -156,3 +156,44 @@ TEST(ModelBundle, RefusesPartsThatDoNotBelongTogether) {
   write_file_atomic(d / "config.json", "{ not json");
   expect_load_error([&] { ModelBundle::load(d); }, "invalid JSON");
 }
+
+TEST(ModelBundle, StoresItsImagePriorForMutualInformationDecoding) {
+  TempDir tmp;
+  auto enc = test::make_tiny_encoder(tmp / "enc");
+  auto b = test::make_bundle(enc, test::make_vocab(kWords));
+  expect_load_error([&] { b.make_scorer(0.2); }, "image prior");
+  b.save(tmp / "old");  // a model saved without a prior
+  EXPECT_FALSE(std::filesystem::exists(tmp / "old" / "image_prior.pt"));
+  EXPECT_FALSE(ModelBundle::load(tmp / "old").image_prior.defined());
+
+  const auto train_features = torch::rand({10, 3});
+  b.set_image_prior(train_features);
+  EXPECT_TRUE(torch::allclose(b.image_prior, train_features.mean(0)));
+  b.save_image_prior(tmp / "old");  // added to the saved model, nothing else touched
+  for (const char* dir : {"old", "new"}) {
+    if (std::string(dir) == "new") b.save(tmp / dir, /*fp16=*/true);
+    auto loaded = ModelBundle::load(tmp / dir);
+    ASSERT_TRUE(loaded.image_prior.defined()) << dir;
+    EXPECT_TRUE(torch::equal(loaded.image_prior, b.image_prior)) << dir;  // float32 even in an fp16 bundle
+    EXPECT_EQ(loaded.image_prior_images, 10) << dir;
+    torch::manual_seed(3);
+    FeatureViews f{torch::randn({6, 3})};
+    SearchOptions o;
+    o.mi_weight = 0.4;
+    auto scorer = loaded.make_scorer(o.mi_weight);
+    EXPECT_EQ(search_captions(*scorer, f, o).size(), 6u);
+  }
+
+  // A prior of the wrong width, or mi_weight without a prior, is refused at load.
+  {
+    torch::serialize::OutputArchive archive;
+    archive.write("mean_feature", torch::zeros({5}));
+    save_archive_atomic(archive, tmp / "new" / "image_prior.pt");
+  }
+  expect_load_error([&] { ModelBundle::load(tmp / "new"); }, "does not hold a 3-d mean feature");
+  edit_config(tmp / "new", [](json& j) {
+    j.erase("image_prior");
+    j["search"]["mi_weight"] = 0.1;
+  });
+  expect_load_error([&] { ModelBundle::load(tmp / "new"); }, "mi_weight needs an \"image_prior\"");
+}

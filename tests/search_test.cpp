@@ -310,3 +310,60 @@ TEST(ConstrainedSearch, ImagesWithoutAGuideGetTheCaptionsOfPlainSearch) {
   const auto none = search_captions(s, f, opts(3), WordGuides(10));
   for (size_t i = 0; i < none.size(); ++i) EXPECT_EQ(none[i].tokens, plain[i].tokens);
 }
+
+TEST(MutualInformation, StepIsPhotoMinusWeightedMeanPhotoLogProbs) {
+  auto d = random_decoder("lstm", 110);
+  auto f = features(4, 111);
+  const auto prior = torch::randn({6});
+  MutualInformationScorer mi(std::make_unique<DecoderScorer>(d), std::make_unique<DecoderScorer>(d), prior, 0.3);
+  DecoderScorer photo(d), mean_photo(d);
+  mi.start(f);
+  photo.start(f);
+  mean_photo.start({prior.unsqueeze(0).expand({4, 6}).contiguous()});
+  // Two steps with a re-selection between them, as a beam search does.
+  auto tokens = torch::full({4}, Vocabulary::kStart, torch::kLong);
+  EXPECT_TRUE(torch::allclose(mi.step(tokens), photo.step(tokens) - 0.3 * mean_photo.step(tokens), 1e-5, 1e-5));
+  const auto rows = torch::tensor({3, 0, 0}, torch::kLong);
+  mi.select(rows);
+  photo.select(rows);
+  mean_photo.select(rows);
+  tokens = torch::tensor({7, 8, 9}, torch::kLong);
+  EXPECT_TRUE(torch::allclose(mi.step(tokens), photo.step(tokens) - 0.3 * mean_photo.step(tokens), 1e-5, 1e-5));
+}
+
+TEST(MutualInformation, CaptionsReportTheModelsLogProbAndWeightZeroChangesNothing) {
+  auto d = random_decoder("gru", 120);
+  auto f = features(8, 121);
+  const auto prior = f[0].mean(0);
+  DecoderScorer plain(d);
+  for (int beam : {1, 3}) {
+    const auto reference = search_captions(plain, f, opts(beam));
+    MutualInformationScorer off(std::make_unique<DecoderScorer>(d), std::make_unique<DecoderScorer>(d), prior, 0.0);
+    const auto same = search_captions(off, f, opts(beam));
+    MutualInformationScorer on(std::make_unique<DecoderScorer>(d), std::make_unique<DecoderScorer>(d), prior, 0.5);
+    const auto mi = search_captions(on, f, opts(beam));
+    std::vector<std::vector<int64_t>> tokens;
+    int changed = 0;
+    for (size_t i = 0; i < mi.size(); ++i) {
+      EXPECT_EQ(same[i].tokens, reference[i].tokens) << "beam " << beam << " image " << i;
+      tokens.push_back(mi[i].tokens);
+      changed += mi[i].tokens != reference[i].tokens;
+    }
+    // The search ranked by the MI objective; log_prob is what the model itself gives the caption.
+    const auto model_log_probs = caption_log_probs(plain, f, tokens);
+    for (size_t i = 0; i < mi.size(); ++i) EXPECT_NEAR(mi[i].log_prob, model_log_probs[i], 1e-4) << "image " << i;
+    EXPECT_GT(changed, 0) << "an MI weight of 0.5 changed no caption at beam " << beam;
+  }
+}
+
+TEST(MutualInformation, RefusesBadInputs) {
+  auto d = random_decoder("lstm", 130);
+  auto make = [&](torch::Tensor prior, double w) {
+    return MutualInformationScorer(std::make_unique<DecoderScorer>(d), std::make_unique<DecoderScorer>(d), prior, w);
+  };
+  EXPECT_THROW(make(torch::zeros({6}), 1.0), std::invalid_argument);
+  EXPECT_THROW(make(torch::zeros({6}), -0.1), std::invalid_argument);
+  EXPECT_THROW(make(torch::zeros({2, 6}), 0.1), std::invalid_argument);
+  auto wrong_width = make(torch::zeros({5}), 0.1);
+  EXPECT_THROW(wrong_width.start(features(2, 1)), std::invalid_argument);
+}

@@ -83,6 +83,10 @@ TEST(Trainer, LearnsTheToyTaskAndKeepsTheBestModel) {
   EXPECT_GT(r.best_bleu[3], 0.9) << "the toy captions are fully determined by the image";
   auto best = ModelBundle::load(tmp / "out");
   EXPECT_EQ(best.training["best_epoch"], r.best_epoch);
+  // The mean training photo, for mutual-information decoding.
+  ASSERT_TRUE(best.image_prior.defined());
+  EXPECT_TRUE(torch::allclose(best.image_prior, toy.train.features.mean(0)));
+  EXPECT_EQ(best.image_prior_images, toy.train.features.size(0));
   // metrics.jsonl: loss lines and one line per epoch.
   std::ifstream in(tmp / "out/metrics.jsonl");
   int epochs = 0, batches = 0;
