@@ -38,7 +38,8 @@ std::unique_ptr<SequenceScorer> ModelBundle::make_scorer(double mi_weight) const
   if (!image_prior.defined()) {
     throw std::runtime_error(
         "mutual-information decoding (--mi-weight) needs the model's image prior, and this model has "
-        "none (models trained by this version have one; retrain to get it)");
+        "none (models trained by this version have one; add one with `captioner prior --model DIR --captions TRAIN_CAPTIONS "
+        "--images TRAIN_IMAGES`)");
   }
   return std::make_unique<MutualInformationScorer>(model_scorer(), model_scorer(), image_prior, mi_weight);
 }
@@ -65,8 +66,10 @@ json write_image_prior(const ModelBundle& b, const fs::path& dir) {
 void ModelBundle::save_image_prior(const fs::path& dir) const {
   if (!image_prior.defined()) throw std::invalid_argument("no image prior to save");
   const fs::path config_file = dir / "config.json";
-  json config = load_json_file(config_file);
-  config["image_prior"] = write_image_prior(*this, dir);
+  load_json_file(config_file);  // a one-line error if it is not JSON
+  // Ordered, so that the rest of the file keeps its keys where they were.
+  auto config = nlohmann::ordered_json::parse(read_file(config_file));
+  config["image_prior"] = nlohmann::ordered_json(write_image_prior(*this, dir));
   write_file_atomic(config_file, config.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 

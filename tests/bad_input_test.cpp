@@ -9,6 +9,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <sstream>
 
+#include "datasets/json_util.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_util.h"
 
@@ -175,6 +176,36 @@ TEST(BadInput, BrokenModelsAndCaptionFilesGiveOneLineErrors) {
   write_text(f.tmp / "latin1.json", "{\"images\": [{\"id\": 1, \"file_name\": \"caf\xE9.jpg\"}], \"annotations\": []}");
   one_line_error(run_cli("eval --results " + (f.tmp / "r.json").string() + " --annotations " + (f.tmp / "latin1.json").string()),
                  "latin1.json:1:");
+}
+
+TEST(MutualInformationCli, PriorIsAddedOnceAndMiDecodingNeedsIt) {
+  Fixture f;
+  write_text(f.tmp / "photos/a.png", png({200, 30, 30}));
+  write_text(f.tmp / "photos/b.png", png({30, 200, 30}));
+  write_text(f.tmp / "train.json",
+             R"({"images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}],
+                 "annotations": [{"id": 1, "image_id": 1, "caption": "a dog"}, {"id": 2, "image_id": 2, "caption": "a cat"}]})");
+  // A model saved without a prior: --mi-weight says how to get one, in one line.
+  auto r = f.caption((f.tmp / "photos").string() + " --mi-weight 0.1");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  ASSERT_EQ(lines(r.err).size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("captioner prior"), std::string::npos) << r.err;
+
+  const std::string prior = "prior --model " + f.model.string() + " --captions " + (f.tmp / "train.json").string() +
+                            " --images " + (f.tmp / "photos").string() + " --cache-dir " + (f.tmp / "cache").string() + " -q";
+  r = run_cli(prior);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("mean feature of 2 photos"), std::string::npos) << r.err;
+  EXPECT_EQ(load_json_file(f.model / "config.json")["image_prior"]["images"], 2);
+  r = run_cli(prior);  // never replaced without being asked
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("already has an image prior"), std::string::npos) << r.err;
+  EXPECT_EQ(run_cli(prior + " --overwrite").exit_code, 0);
+
+  r = f.caption((f.tmp / "photos").string() + " --mi-weight 0.1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(lines(r.out).size(), 2u) << r.out;
+  EXPECT_NE(f.caption((f.tmp / "photos").string() + " --mi-weight 1.5").exit_code, 0);
 }
 
 TEST(CaptionOutput, WrittenAtomicallyAndResumable) {
