@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <unordered_map>
 
 namespace captioner {
 
@@ -71,21 +72,45 @@ void MutualInformationScorer::start(const FeatureViews& views) {
       throw std::invalid_argument("features of width " + std::to_string(v.dim() == 2 ? v.size(1) : -1) +
                                   " do not match the image prior's " + std::to_string(image_prior_.size(0)));
     }
-    // One mean photo per row; the mirrored view's mean is the same photo statistics, so every
-    // view reads the one prior.
-    prior_views.push_back(image_prior_.to(v.dtype()).unsqueeze(0).expand({v.size(0), -1}).contiguous());
+    // The mirrored view's mean is the same photo statistics: every view reads the one prior.
+    prior_views.push_back(image_prior_.to(v.dtype()).unsqueeze(0));
   }
-  prior_->start(prior_views);
+  prior_->start(prior_views);  // one row: the empty prefix
+  prefix_row_.assign(static_cast<size_t>(views.front().size(0)), 0);
 }
 
 torch::Tensor MutualInformationScorer::step(const torch::Tensor& tokens) {
   auto logp = photo_->step(tokens);
-  return logp - weight_ * prior_->step(tokens);
+  const auto t = tokens.to(torch::kCPU, torch::kLong).contiguous();
+  const int64_t R = t.size(0);
+  if (static_cast<int64_t>(prefix_row_.size()) != R) throw std::logic_error("MI scorer: rows and tokens disagree");
+  // Each row's new prefix is (its old prefix, its token); the mean photo scores each distinct one once.
+  const int64_t* tok = t.data_ptr<int64_t>();
+  std::unordered_map<int64_t, int64_t> distinct;
+  std::vector<int64_t> parent_rows, next_tokens;
+  const int64_t V = vocab_size();
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t key = prefix_row_[static_cast<size_t>(r)] * V + tok[r];
+    auto [it, added] = distinct.emplace(key, static_cast<int64_t>(parent_rows.size()));
+    if (added) {
+      parent_rows.push_back(prefix_row_[static_cast<size_t>(r)]);
+      next_tokens.push_back(tok[r]);
+    }
+    prefix_row_[static_cast<size_t>(r)] = it->second;
+  }
+  prior_->select(torch::tensor(parent_rows, torch::kLong));
+  const auto prior_logp = prior_->step(torch::tensor(next_tokens, torch::kLong));
+  return logp - weight_ * prior_logp.index_select(0, torch::tensor(prefix_row_, torch::kLong));
 }
 
 void MutualInformationScorer::select(const torch::Tensor& rows) {
   photo_->select(rows);
-  prior_->select(rows);
+  // The prior's state is re-selected lazily, by prefix, at the next step.
+  const auto r = rows.to(torch::kCPU, torch::kLong).contiguous();
+  std::vector<int64_t> kept(static_cast<size_t>(r.size(0)));
+  for (int64_t i = 0; i < r.size(0); ++i)
+    kept[static_cast<size_t>(i)] = prefix_row_.at(static_cast<size_t>(r.data_ptr<int64_t>()[i]));
+  prefix_row_ = std::move(kept);
 }
 
 }  // namespace captioner

@@ -63,7 +63,9 @@ class EnsembleScorer : public SequenceScorer {
 // Mutual-information decoding: log p(w | prefix, photo) - weight * log p(w | prefix, mean photo).
 // The second term is the same decoder reading the average training feature (the image prior)
 // with the same prefix, so words that any photo would get (the generic "a man in a blue shirt")
-// lose ground to the ones this photo makes likely. Twice the decoding work.
+// lose ground to the ones this photo makes likely. The mean photo is the same for every row, so
+// its term depends on the prefix alone: it is computed once per distinct prefix among the rows
+// ("a man" once for every beam of every photo that says it), not once per row.
 class MutualInformationScorer : public SequenceScorer {
  public:
   // photo and prior: two scorers of the same model(s); image_prior (D,), weight in [0, 1).
@@ -79,6 +81,7 @@ class MutualInformationScorer : public SequenceScorer {
   std::unique_ptr<SequenceScorer> photo_, prior_;
   torch::Tensor image_prior_;
   double weight_;
+  std::vector<int64_t> prefix_row_;  // for each row, its prefix's row in prior_'s state
 };
 
 }  // namespace captioner

@@ -311,24 +311,52 @@ TEST(ConstrainedSearch, ImagesWithoutAGuideGetTheCaptionsOfPlainSearch) {
   for (size_t i = 0; i < none.size(); ++i) EXPECT_EQ(none[i].tokens, plain[i].tokens);
 }
 
-TEST(MutualInformation, StepIsPhotoMinusWeightedMeanPhotoLogProbs) {
+namespace {
+// Counts the rows each step() scores.
+class CountingScorer : public SequenceScorer {
+ public:
+  CountingScorer(CaptionDecoder d, std::vector<int64_t>& rows) : inner_(std::move(d)), rows_(rows) {}
+  int64_t vocab_size() const override { return inner_.vocab_size(); }
+  void start(const FeatureViews& views) override { inner_.start(views); }
+  torch::Tensor step(const torch::Tensor& tokens) override {
+    rows_.push_back(tokens.size(0));
+    return inner_.step(tokens);
+  }
+  void select(const torch::Tensor& rows) override { inner_.select(rows); }
+
+ private:
+  DecoderScorer inner_;
+  std::vector<int64_t>& rows_;
+};
+}  // namespace
+
+TEST(MutualInformation, StepIsPhotoMinusWeightedMeanPhotoLogProbsScoredOncePerPrefix) {
   auto d = random_decoder("lstm", 110);
   auto f = features(4, 111);
   const auto prior = torch::randn({6});
-  MutualInformationScorer mi(std::make_unique<DecoderScorer>(d), std::make_unique<DecoderScorer>(d), prior, 0.3);
-  DecoderScorer photo(d), mean_photo(d);
+  std::vector<int64_t> prior_rows;
+  MutualInformationScorer mi(std::make_unique<DecoderScorer>(d), std::make_unique<CountingScorer>(d, prior_rows), prior, 0.3);
+  DecoderScorer photo(d), mean_photo(d);  // the mean photo on every row, for reference
   mi.start(f);
   photo.start(f);
   mean_photo.start({prior.unsqueeze(0).expand({4, 6}).contiguous()});
-  // Two steps with a re-selection between them, as a beam search does.
-  auto tokens = torch::full({4}, Vocabulary::kStart, torch::kLong);
-  EXPECT_TRUE(torch::allclose(mi.step(tokens), photo.step(tokens) - 0.3 * mean_photo.step(tokens), 1e-5, 1e-5));
-  const auto rows = torch::tensor({3, 0, 0}, torch::kLong);
-  mi.select(rows);
-  photo.select(rows);
-  mean_photo.select(rows);
-  tokens = torch::tensor({7, 8, 9}, torch::kLong);
-  EXPECT_TRUE(torch::allclose(mi.step(tokens), photo.step(tokens) - 0.3 * mean_photo.step(tokens), 1e-5, 1e-5));
+  auto expect_step = [&](const torch::Tensor& tokens) {
+    const auto expected = photo.step(tokens) - 0.3 * mean_photo.step(tokens);
+    EXPECT_TRUE(torch::allclose(mi.step(tokens), expected, 1e-5, 1e-5));
+  };
+  // Three steps with re-selections between them, as a beam search does.
+  expect_step(torch::full({4}, Vocabulary::kStart, torch::kLong));
+  auto select = [&](const torch::Tensor& rows) {
+    mi.select(rows);
+    photo.select(rows);
+    mean_photo.select(rows);
+  };
+  select(torch::tensor({3, 0, 0, 1}, torch::kLong));
+  expect_step(torch::tensor({7, 7, 9, 7}, torch::kLong));
+  select(torch::tensor({0, 1, 2, 2, 3}, torch::kLong));
+  expect_step(torch::tensor({5, 5, 5, 6, 5}, torch::kLong));
+  // <start> once; then "7" and "9"; then "7 5" (rows 0, 1 and 4 share it), "9 5", "9 6".
+  EXPECT_EQ(prior_rows, (std::vector<int64_t>{1, 2, 3}));
 }
 
 TEST(MutualInformation, CaptionsReportTheModelsLogProbAndWeightZeroChangesNothing) {
