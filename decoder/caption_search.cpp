@@ -110,17 +110,29 @@ class BanRules {
 
 torch::Tensor as_index(const std::vector<int64_t>& v) { return torch::tensor(v, torch::kLong); }
 
+// The model's own log-probabilities of the step whose ranking scores are `ranking`: that very
+// tensor, unless the scorer ranks by something else; then its model's, each row repeated `repeat`
+// times as the search repeated the ranking's at step 0.
+torch::Tensor model_step(SequenceScorer& scorer, const torch::Tensor& ranking, int64_t repeat) {
+  auto m = scorer.last_model_log_probs();
+  if (!m.defined()) return ranking;
+  m = m.to(torch::kFloat).contiguous();
+  return repeat > 1 ? m.repeat_interleave(repeat, 0) : m;
+}
+
 // The next step's beams, image by image: a live beam extends its row's history by its token; a
 // padding beam (log-prob -inf, so never chosen) keeps every image's block of rows the same size.
 struct NextBeams {
   std::vector<int64_t> rows, tokens;
-  std::vector<double> logp;
+  std::vector<double> logp, model_logp;  // what the search ranks by; the model's own log-prob
   std::vector<std::vector<int64_t>> history;
 
-  void add(const std::vector<std::vector<int64_t>>& previous, int64_t row, int64_t token, double log_prob) {
+  void add(const std::vector<std::vector<int64_t>>& previous, int64_t row, int64_t token, double log_prob,
+           double model_log_prob) {
     rows.push_back(row);
     tokens.push_back(token);
     logp.push_back(log_prob);
+    model_logp.push_back(model_log_prob);
     history.push_back(previous[row]);
     history.back().push_back(token);
   }
@@ -128,18 +140,20 @@ struct NextBeams {
     rows.push_back(row);
     tokens.push_back(Vocabulary::kEnd);
     logp.push_back(kNegInf);
+    model_logp.push_back(kNegInf);
     history.push_back(previous[row]);
   }
   // Moves the scorer and the search's state onto these beams. At step 0 the scorer still holds
   // one row per image, whose beams are the first `rows_per_image` rows.
   void advance(SequenceScorer& scorer, int t, int64_t rows_per_image, std::vector<std::vector<int64_t>>& history_out,
-               std::vector<double>& logp_out, torch::Tensor& tokens_out) {
+               std::vector<double>& logp_out, std::vector<double>& model_logp_out, torch::Tensor& tokens_out) {
     if (t == 0) {
       for (auto& r : rows) r /= rows_per_image;
     }
     scorer.select(as_index(rows));
     history_out = std::move(history);
     logp_out = std::move(logp);
+    model_logp_out = std::move(model_logp);
     tokens_out = as_index(tokens);
   }
 };
@@ -176,22 +190,27 @@ std::vector<Caption> word_by_word(SequenceScorer& scorer, const FeatureViews& vi
   std::vector<int64_t> active(B);
   for (int64_t i = 0; i < B; ++i) active[i] = i;
   std::vector<std::vector<int64_t>> history(B);
+  std::vector<double> ranking_sum(B, 0.0);  // what the choices were made by (the model's log-prob unless MI)
   auto tokens = torch::full({B}, Vocabulary::kStart, torch::kLong);
   const BanRules rules(o, scorer.vocab_size());
   for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
     auto logp = scorer.step(tokens).to(torch::kFloat);
+    const auto model = model_step(scorer, logp, 1);
     auto next = choose(rules.mask(logp, history, t));
     auto chosen = logp.gather(1, next.unsqueeze(1)).squeeze(1).to(torch::kDouble);
+    auto chosen_model = model.gather(1, next.unsqueeze(1)).squeeze(1).to(torch::kDouble);
     auto next_a = next.accessor<int64_t, 1>();
     auto chosen_a = chosen.accessor<double, 1>();
+    auto chosen_model_a = chosen_model.accessor<double, 1>();
     std::vector<int64_t> keep, keep_tokens, still_active;
     std::vector<std::vector<int64_t>> kept_history;
     for (size_t r = 0; r < active.size(); ++r) {
       Caption& c = out[active[r]];
-      c.log_prob += chosen_a[r];
+      c.log_prob += chosen_model_a[r];
+      ranking_sum[active[r]] += chosen_a[r];
       if (next_a[r] == Vocabulary::kEnd) {
         c.tokens = std::move(history[r]);
-        c.score = ranked(c.log_prob, c.tokens.size(), o.length_penalty);
+        c.score = ranked(ranking_sum[active[r]], c.tokens.size(), o.length_penalty);
       } else {
         history[r].push_back(next_a[r]);
         keep.push_back(static_cast<int64_t>(r));
@@ -225,8 +244,9 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
   for (int64_t i = 0; i < B; ++i) active[i] = i;
   std::vector<std::vector<Caption>> finished(B);
   std::vector<std::vector<int64_t>> history(B * K);
-  std::vector<double> beam_logp(B * K, kNegInf);
+  std::vector<double> beam_logp(B * K, kNegInf);         // ranking score of each row's prefix
   for (int64_t a = 0; a < B; ++a) beam_logp[a * K] = 0;  // one live beam per image at the start
+  std::vector<double> beam_model = beam_logp;            // the model's log-prob of it
   auto tokens = torch::full({B * K}, Vocabulary::kStart, torch::kLong);
   // The greedy caption rides along as one of the K beams (the row holding it, -1 once it has
   // ended), so the result is never below greedy's by the search's own score without a second
@@ -241,6 +261,10 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
     // the K copies only come into being as the rows the first re-ranking selects.
     auto logp = scorer.step(t == 0 ? tokens.narrow(0, 0, B) : tokens).to(torch::kFloat);
     if (t == 0) logp = logp.repeat_interleave(K, 0);
+    const auto model = model_step(scorer, logp, t == 0 ? K : 1);
+    // Without a length penalty a caption's score only falls as it grows, unless the search ranks
+    // by something other than log-probabilities (MI can add to it).
+    const bool monotone = o.length_penalty == 0 && model.is_same(logp);
     // The rules' bans are skipped while ranking rather than written into a masked copy; the last
     // step (only <end> left) is rare enough to mask.
     const bool last = t >= o.max_length;
@@ -250,6 +274,7 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
     const auto candidates = best_beam_candidates(scores.data_ptr<float>(), A, K, V, beam_logp, banned, take);
     // The float sums above only rank; the exact log-probability is accumulated in double.
     auto logp_d = logp.accessor<float, 2>();
+    auto model_d = model.accessor<float, 2>();
     auto greedy_word = [&](int64_t row) { return best_allowed_word(scores.data_ptr<float>() + row * V, V, banned[row]); };
 
     std::vector<int64_t> next_active, next_greedy_row;
@@ -257,20 +282,22 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
     for (int64_t a = 0; a < A; ++a) {
       const int64_t img = active[a];
       std::vector<std::pair<int64_t, int64_t>> live;  // (row, token)
-      std::vector<double> live_logp;
+      std::vector<double> live_logp, live_model;
       const auto& cand = candidates[a];
       for (size_t j = 0; j < cand.size(); ++j) {
         const int64_t beam = cand[j].index / V, tok = cand[j].index % V;
         const int64_t row = a * K + beam;
         const double lp = beam_logp[row] + logp_d[row][tok];
+        const double mlp = beam_model[row] + model_d[row][tok];
         if (tok == Vocabulary::kEnd) {
           // Only an <end> that ranks among the top K candidates finishes a caption, as in the
           // usual formulation; with K = 1 this makes beam search exactly greedy.
           if (static_cast<int64_t>(j) < K)
-            finished[img].push_back({history[row], lp, ranked(lp, history[row].size(), o.length_penalty)});
+            finished[img].push_back({history[row], mlp, ranked(lp, history[row].size(), o.length_penalty)});
         } else if (static_cast<int64_t>(live.size()) < K) {
           live.emplace_back(row, tok);
           live_logp.push_back(lp);
+          live_model.push_back(mlp);
         }
         if (static_cast<int64_t>(live.size()) == K && static_cast<int64_t>(finished[img].size()) >= K) break;
       }
@@ -278,17 +305,20 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
       if (const int64_t g = greedy_row[a]; g >= 0) {
         const int64_t tok = greedy_word(g);
         const double lp = beam_logp[g] + logp_d[g][tok];
+        const double mlp = beam_model[g] + model_d[g][tok];
         if (tok == Vocabulary::kEnd) {
-          finished[img].push_back({history[g], lp, ranked(lp, history[g].size(), o.length_penalty)});
+          finished[img].push_back({history[g], mlp, ranked(lp, history[g].size(), o.length_penalty)});
         } else {
           auto it = std::find(live.begin(), live.end(), std::make_pair(g, tok));
           if (it == live.end()) {
             if (static_cast<int64_t>(live.size()) < K) {
               live.emplace_back(g, tok);
               live_logp.push_back(lp);
+              live_model.push_back(mlp);
             } else {
               live.back() = {g, tok};
               live_logp.back() = lp;
+              live_model.back() = mlp;
             }
             it = live.end() - 1;
           }
@@ -298,27 +328,27 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& vie
       bool done = live.empty() || static_cast<int64_t>(finished[img].size()) >= K;
       double best_done = kNegInf;
       for (const auto& c : finished[img]) best_done = std::max(best_done, c.score);
-      if (!done && o.length_penalty == 0 && !finished[img].empty()) {
+      if (!done && monotone && !finished[img].empty()) {
         // Without a length penalty scores only fall as captions grow: a finished caption that
         // beats every live beam cannot be overtaken.
         done = best_done >= *std::max_element(live_logp.begin(), live_logp.end());
       }
       // Stopping while the greedy caption is unfinished is only safe when nothing it can still
       // become could beat what is finished.
-      if (done && greedy_k >= 0 && !(o.length_penalty == 0 && best_done >= live_logp[greedy_k])) done = false;
+      if (done && greedy_k >= 0 && !(monotone && best_done >= live_logp[greedy_k])) done = false;
       if (done) continue;
       next_greedy_row.push_back(greedy_k >= 0 ? static_cast<int64_t>(next_active.size()) * K + greedy_k : -1);
       next_active.push_back(img);
       for (int64_t k = 0; k < K; ++k) {
         if (k < static_cast<int64_t>(live.size())) {
-          next.add(history, live[k].first, live[k].second, live_logp[k]);
+          next.add(history, live[k].first, live[k].second, live_logp[k], live_model[k]);
         } else {
           next.pad(history, live[0].first);
         }
       }
     }
     if (next_active.empty()) break;
-    next.advance(scorer, t, K, history, beam_logp, tokens);
+    next.advance(scorer, t, K, history, beam_logp, beam_model, tokens);
     active = std::move(next_active);
     greedy_row = std::move(next_greedy_row);
   }
@@ -363,6 +393,7 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
   std::vector<std::vector<int64_t>> history(B * rows_per_image);
   std::vector<double> beam_logp(B * rows_per_image, kNegInf);
   for (int64_t a = 0; a < B; ++a) beam_logp[a * rows_per_image] = 0;
+  std::vector<double> beam_model = beam_logp;  // the model's own log-prob (beam_logp ranks)
   auto tokens = torch::full({B * rows_per_image}, Vocabulary::kStart, torch::kLong);
   const float ninf = -std::numeric_limits<float>::infinity();
   const BanRules rules(o, V);
@@ -371,6 +402,8 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
     const int64_t A = static_cast<int64_t>(active.size());
     auto logp = scorer.step(t == 0 ? tokens.narrow(0, 0, B) : tokens).to(torch::kFloat);
     if (t == 0) logp = logp.repeat_interleave(rows_per_image, 0);
+    const auto model = model_step(scorer, logp, t == 0 ? rows_per_image : 1);
+    const bool monotone = o.length_penalty == 0 && model.is_same(logp);  // as in beam_search
     auto masked = rules.mask(logp, history, t);
     if (any_banned) {
       masked.masked_fill_(banned_mask.index_select(0, as_index(active)).repeat_interleave(rows_per_image, 0), ninf);
@@ -391,13 +424,14 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
       indices[s] = std::get<1>(top);
     }
     auto logp_d = logp.accessor<float, 2>();
+    auto model_d = model.accessor<float, 2>();
 
     std::vector<int64_t> next_active;
     NextBeams next;
     for (int64_t a = 0; a < A; ++a) {
       const int64_t img = active[a];
       std::vector<std::pair<int64_t, int64_t>> live[S];  // (row, token)
-      std::vector<double> live_logp[S];
+      std::vector<double> live_logp[S], live_model[S];
       for (int s = 0; s < S; ++s) {
         if (s == 1 && !constrained[img]) continue;
         auto va = values[s].accessor<double, 2>()[a];
@@ -408,11 +442,13 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
           // State 1's pool lists its own K beams first, then state 0's entering it.
           const int64_t row = a * rows_per_image + (s == 0 ? source : (source < K ? K + source : source - K));
           const double lp = beam_logp[row] + logp_d[row][tok];
+          const double mlp = beam_model[row] + model_d[row][tok];
           if (tok == Vocabulary::kEnd) {
-            if (j < K) finished[s][img].push_back({history[row], lp, ranked(lp, history[row].size(), o.length_penalty)});
+            if (j < K) finished[s][img].push_back({history[row], mlp, ranked(lp, history[row].size(), o.length_penalty)});
           } else if (static_cast<int64_t>(live[s].size()) < K) {
             live[s].emplace_back(row, tok);
             live_logp[s].push_back(lp);
+            live_model[s].push_back(mlp);
           }
           if (static_cast<int64_t>(live[s].size()) == K && static_cast<int64_t>(finished[s][img].size()) >= K) break;
         }
@@ -425,14 +461,14 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
         for (double lp : live_logp[s]) live_best = std::max(live_best, lp);
       }
       for (const auto& c : finished[goal][img]) done_best = std::max(done_best, c.score);
-      const bool done = live_best == kNegInf || static_cast<int64_t>(finished[goal][img].size()) >= K ||
-                        (o.length_penalty == 0 && done_best >= live_best);
+      const bool done =
+          live_best == kNegInf || static_cast<int64_t>(finished[goal][img].size()) >= K || (monotone && done_best >= live_best);
       if (done) continue;
       next_active.push_back(img);
       for (int s = 0; s < S; ++s) {
         for (int64_t k = 0; k < K; ++k) {
           if (k < static_cast<int64_t>(live[s].size())) {
-            next.add(history, live[s][k].first, live[s][k].second, live_logp[s][k]);
+            next.add(history, live[s][k].first, live[s][k].second, live_logp[s][k], live_model[s][k]);
           } else {
             next.pad(history, a * rows_per_image);  // a state may have no live beam at all
           }
@@ -440,7 +476,7 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
       }
     }
     if (next_active.empty()) break;
-    next.advance(scorer, t, rows_per_image, history, beam_logp, tokens);
+    next.advance(scorer, t, rows_per_image, history, beam_logp, beam_model, tokens);
     active = std::move(next_active);
   }
 
@@ -497,17 +533,7 @@ std::vector<Caption> search_by_kind(SequenceScorer& scorer, const FeatureViews& 
 
 std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
                                      const WordGuides& guides) {
-  auto captions = search_by_kind(scorer, views, o, guides);
-  SequenceScorer& model = scorer.model();
-  if (&model != &scorer && !captions.empty()) {
-    // The search ranked by another objective (mutual information); the caption reports what the
-    // model itself gives it, one teacher-forced pass.
-    std::vector<std::vector<int64_t>> tokens;
-    for (const auto& c : captions) tokens.push_back(c.tokens);
-    const auto log_probs = caption_log_probs(model, views, tokens);
-    for (size_t i = 0; i < captions.size(); ++i) captions[i].log_prob = log_probs[i];
-  }
-  return captions;
+  return search_by_kind(scorer, views, o, guides);
 }
 
 std::vector<double> caption_log_probs(SequenceScorer& scorer, const FeatureViews& views,

@@ -45,8 +45,8 @@ std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews&
 // constrained beam search, the others to the search they would get without (sampling ignores
 // guides). Beam search keeps the greedy caption among
 // its beams, so the result is never ranked below greedy's by the search's own score. When the
-// scorer ranks by something other than its model (SequenceScorer::model()), each caption's
-// log_prob is recomputed under the model; `score` stays what the search ranked by.
+// scorer ranks by something other than its model's log-probabilities (MI decoding), `score` is
+// what the search ranked by and `log_prob` still the model's (SequenceScorer::last_model_log_probs).
 std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& features, const SearchOptions& options,
                                      const WordGuides& guides = {});
 

@@ -80,7 +80,7 @@ void MutualInformationScorer::start(const FeatureViews& views) {
 }
 
 torch::Tensor MutualInformationScorer::step(const torch::Tensor& tokens) {
-  auto logp = photo_->step(tokens);
+  photo_logp_ = photo_->step(tokens);
   const auto t = tokens.to(torch::kCPU, torch::kLong).contiguous();
   const int64_t R = t.size(0);
   if (static_cast<int64_t>(prefix_row_.size()) != R) throw std::logic_error("MI scorer: rows and tokens disagree");
@@ -100,7 +100,7 @@ torch::Tensor MutualInformationScorer::step(const torch::Tensor& tokens) {
   }
   prior_->select(torch::tensor(parent_rows, torch::kLong));
   const auto prior_logp = prior_->step(torch::tensor(next_tokens, torch::kLong));
-  return logp - weight_ * prior_logp.index_select(0, torch::tensor(prefix_row_, torch::kLong));
+  return photo_logp_ - weight_ * prior_logp.index_select(0, torch::tensor(prefix_row_, torch::kLong));
 }
 
 void MutualInformationScorer::select(const torch::Tensor& rows) {

@@ -22,9 +22,10 @@ class SequenceScorer {
   virtual void start(const FeatureViews& views) = 0;            // B rows, one per image
   virtual torch::Tensor step(const torch::Tensor& tokens) = 0;  // (R,) int64 -> (R, V) log-probs
   virtual void select(const torch::Tensor& rows) = 0;           // (R',) int64 rows to keep
-  // The model whose log-probabilities a caption reports: itself, or for a scorer that ranks
-  // words by something else (MutualInformationScorer) the model inside it.
-  virtual SequenceScorer& model() { return *this; }
+  // When step() ranks words by something other than the model's log-probabilities
+  // (MutualInformationScorer): the model's own of the last step, (R, V), which captions report.
+  // Undefined otherwise.
+  virtual torch::Tensor last_model_log_probs() const { return {}; }
 };
 
 class DecoderScorer : public SequenceScorer {
@@ -75,13 +76,14 @@ class MutualInformationScorer : public SequenceScorer {
   void start(const FeatureViews& views) override;
   torch::Tensor step(const torch::Tensor& tokens) override;
   void select(const torch::Tensor& rows) override;
-  SequenceScorer& model() override { return *photo_; }
+  torch::Tensor last_model_log_probs() const override { return photo_logp_; }
 
  private:
   std::unique_ptr<SequenceScorer> photo_, prior_;
   torch::Tensor image_prior_;
   double weight_;
   std::vector<int64_t> prefix_row_;  // for each row, its prefix's row in prior_'s state
+  torch::Tensor photo_logp_;         // the last step's log p(w | prefix, photo)
 };
 
 }  // namespace captioner
