@@ -502,9 +502,8 @@ std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews&
   });
 }
 
-namespace {
-std::vector<Caption> search_by_kind(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
-                                    const WordGuides& guides) {
+std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
+                                     const WordGuides& guides) {
   std::vector<int64_t> guided, free;
   for (size_t i = 0; i < guides.size(); ++i) (guides[i].empty() ? free : guided).push_back(static_cast<int64_t>(i));
   if (!guided.empty() && !o.sample) {
@@ -519,7 +518,7 @@ std::vector<Caption> search_by_kind(SequenceScorer& scorer, const FeatureViews& 
     WordGuides guided_guides;
     for (int64_t i : guided) guided_guides.push_back(guides[static_cast<size_t>(i)]);
     auto guided_captions = constrained_beam_search(scorer, subset(guided), o, guided_guides);
-    auto free_captions = search_by_kind(scorer, subset(free), o, {});
+    auto free_captions = search_captions(scorer, subset(free), o);
     std::vector<Caption> out(guides.size());
     for (size_t j = 0; j < guided.size(); ++j) out[static_cast<size_t>(guided[j])] = std::move(guided_captions[j]);
     for (size_t j = 0; j < free.size(); ++j) out[static_cast<size_t>(free[j])] = std::move(free_captions[j]);
@@ -528,12 +527,6 @@ std::vector<Caption> search_by_kind(SequenceScorer& scorer, const FeatureViews& 
   if (o.sample) return sample_captions(scorer, views, o);
   if (o.beam_size <= 1) return greedy_search(scorer, views, o);
   return beam_search(scorer, views, o);
-}
-}  // namespace
-
-std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
-                                     const WordGuides& guides) {
-  return search_by_kind(scorer, views, o, guides);
 }
 
 std::vector<double> caption_log_probs(SequenceScorer& scorer, const FeatureViews& views,

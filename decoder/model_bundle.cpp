@@ -66,9 +66,10 @@ json write_image_prior(const ModelBundle& b, const fs::path& dir) {
 void ModelBundle::save_image_prior(const fs::path& dir) const {
   if (!image_prior.defined()) throw std::invalid_argument("no image prior to save");
   const fs::path config_file = dir / "config.json";
-  load_json_file(config_file);  // a one-line error if it is not JSON
+  const std::string text = read_file(config_file);
+  parse_json_text(text, config_file.string());  // a one-line error if it is not JSON
   // Ordered, so that the rest of the file keeps its keys where they were.
-  auto config = nlohmann::ordered_json::parse(read_file(config_file));
+  auto config = nlohmann::ordered_json::parse(text);
   config["image_prior"] = nlohmann::ordered_json(write_image_prior(*this, dir));
   write_file_atomic(config_file, config.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
