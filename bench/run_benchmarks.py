@@ -246,8 +246,8 @@ def main():
     L.append("| decoder (float32), beam 3, batch %d | %.2f | 1 | the two float GEMMs per step (recurrent 512x2048, output 512x%d) |" % (
         stages["decoder_batch"], stages["decoder_float32_beam3_ms"], V))
     if stages.get("decoder_beam3_mi_ms", 0) > 0:
-        L.append("| decoder (%s), beam 3, batch %d, `--mi-weight %g` | %.2f | 1 | every beam decoded twice (the photo and the "
-                 "mean photo), the chosen caption rescored once |" % (
+        L.append("| decoder (%s), beam 3, batch %d, `--mi-weight %g` | %.2f | 1 | the decoder run twice: every beam on the "
+                 "photo, every distinct prefix on the mean photo |" % (
                      prec, stages["decoder_batch"], stages["decoder_beam3_mi_weight"], stages["decoder_beam3_mi_ms"]))
     L.append("")
     L.append("The encoder does %.2f GMAC per photo (%.2f G operations): %.1f G op/s, against a float32 matrix-multiply peak "
