@@ -63,8 +63,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   co.features.cache_dir = o.cache_dir;
   co.features.batch_size = o.batch;
   co.features.workers = o.loader_threads;
-  std::vector<std::filesystem::path> files;
-  for (const auto& r : refs.records) files.push_back(r.image_path);
+  const auto files = refs.image_paths();
   ProgressBar encoding("encoding", static_cast<int64_t>(files.size()), !o.quiet);
   std::optional<ProgressBar> captioning;  // sized once the readable images are known
   co.features.progress = [&](size_t done, size_t) { encoding.update(static_cast<int64_t>(done)); };

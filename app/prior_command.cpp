@@ -2,7 +2,6 @@
 // "mean photo" that --mi-weight compares every photo with. Models trained by `captioner train`
 // already carry one; this adds it to a model saved before they did.
 #include <iostream>
-#include <set>
 
 #include "app/cli_util.h"
 #include "app/commands.h"
@@ -37,11 +36,8 @@ void run_prior(const PriorOptions& o) {
   dopt.image_dir = o.images;
   CaptionDataset data = load_caption_file(o.captions, dopt);
   for (const auto& w : data.warnings) std::cerr << "warning: " << w << "\n";
-  std::vector<std::filesystem::path> files;
-  std::set<std::filesystem::path> seen;
-  for (const auto& r : data.records) {
-    if (seen.insert(r.image_path).second) files.push_back(r.image_path);
-  }
+  // The photos the trainer averages: one per record, as it reads them.
+  const auto files = data.image_paths();
   if (files.empty()) throw std::runtime_error(o.captions + " lists no images");
 
   Encoder encoder = Encoder::load(model.encoder_file);

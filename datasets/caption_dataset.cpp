@@ -20,6 +20,13 @@ size_t CaptionDataset::num_captions() const {
   return n;
 }
 
+std::vector<std::filesystem::path> CaptionDataset::image_paths() const {
+  std::vector<std::filesystem::path> paths;
+  paths.reserve(records.size());
+  for (const auto& r : records) paths.push_back(r.image_path);
+  return paths;
+}
+
 const CaptionRecord* CaptionDataset::find(int64_t image_id) const {
   for (const auto& r : records) {
     if (r.image_id == image_id) return &r;

@@ -24,6 +24,7 @@ struct CaptionDataset {
   std::vector<std::string> warnings;  // non-fatal problems, one line each
 
   size_t num_captions() const;
+  std::vector<std::filesystem::path> image_paths() const;  // one per record, in order
   const CaptionRecord* find(int64_t image_id) const;
 };
 

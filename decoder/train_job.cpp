@@ -34,12 +34,6 @@ CaptionDataset load_split(const fs::path& file, const fs::path& images, const fs
   return ds;
 }
 
-std::vector<fs::path> image_paths(const CaptionDataset& ds) {
-  std::vector<fs::path> paths;
-  for (const auto& r : ds.records) paths.push_back(r.image_path);
-  return paths;
-}
-
 // Drops images that could not be read, reporting each.
 void keep_readable(CaptionDataset& ds, FeatureSet& feats, const std::function<void(const std::string&)>& say) {
   for (const auto& f : feats.failures) {
@@ -145,12 +139,12 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   fo.progress = [&](size_t done, size_t total) {
     if (cb.on_features) cb.on_features("train images", done, total);
   };
-  FeatureSet train_feats = compute_features(encoder, image_paths(train), fo);
+  FeatureSet train_feats = compute_features(encoder, train.image_paths(), fo);
   fo.with_flipped = false;
   fo.progress = [&](size_t done, size_t total) {
     if (cb.on_features) cb.on_features("validation images", done, total);
   };
-  FeatureSet val_feats = compute_features(encoder, image_paths(val), fo);
+  FeatureSet val_feats = compute_features(encoder, val.image_paths(), fo);
   encoder_threads.reset();
   ScopedTorchThreads decoder_threads(threads.decoder);
   for (const auto* feats : {&train_feats, &val_feats}) {
