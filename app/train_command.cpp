@@ -142,6 +142,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("!--no-image-dropout", job.decoder.image_dropout,
                 "Dropout on the words and the recurrent outputs only, never on the image")
       ->group(model);
+  cmd->add_flag("--concept-input", job.concept_input,
+                "Also feed the decoder the encoder's ImageNet classes, summed into caption words through WordNet "
+                "(needs the encoder's .classifier.pt and wordnet-base)")
+      ->group(model);
   cmd->add_option("--image-injection", o->injection, "Where the image enters: every step's gates, the initial state, or both")
       ->check(CLI::IsMember({"every-step", "init", "both"}))
       ->group(model);

@@ -8,6 +8,7 @@
 #include "datasets/file_io.h"
 #include "datasets/json_util.h"
 #include "decoder/bf16_matmul.h"
+#include "decoder/concept_input.h"
 #include "decoder/dropout_mask.h"
 #include "decoder/lstm_cell_kernel.h"
 #include "decoder/lstm_sequence.h"
@@ -77,9 +78,9 @@ CaptionDecoderImpl::CaptionDecoderImpl(DecoderConfig config) : config_(std::move
   const auto& c = config_;
   embed = register_module(
       "embed", torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.embed_dim).padding_idx(Vocabulary::kPad)));
-  int64_t image_width = c.feature_dim;
+  int64_t image_width = c.image_input_dim();
   if (c.image_dim > 0) {
-    image_in = register_module("image_in", torch::nn::Linear(c.feature_dim, c.image_dim));
+    image_in = register_module("image_in", torch::nn::Linear(c.image_input_dim(), c.image_dim));
     image_width = c.image_dim;
   }
   if (c.image_init_state) {
@@ -123,12 +124,24 @@ torch::Tensor CaptionDecoderImpl::linear(torch::nn::Linear& layer, const torch::
   return layer(x);
 }
 
+void CaptionDecoderImpl::set_concept_input(std::shared_ptr<const ConceptInput> input) {
+  if (input && input->words() != config_.concepts) {
+    throw std::invalid_argument("concept input: its words are not the decoder's concepts");
+  }
+  concept_input_ = std::move(input);
+}
+
 torch::Tensor CaptionDecoderImpl::image_features(const torch::Tensor& features) {
   if (features.dim() != 2 || features.size(1) != config_.feature_dim) {
     throw std::invalid_argument("decoder expects image features of shape (B, " + std::to_string(config_.feature_dim) + "), got " +
                                 c10::str(features.sizes()));
   }
-  auto image = image_in ? torch::relu(linear(image_in, features)) : features;
+  torch::Tensor v = features;
+  if (!config_.concepts.empty()) {
+    if (!concept_input_) throw std::logic_error("decoder has concept inputs but no ConceptInput was set");
+    v = torch::cat({features, concept_input_->scores(features)}, 1);
+  }
+  auto image = image_in ? torch::relu(linear(image_in, v)) : v;
   return config_.image_dropout ? drop(image) : image;
 }
 

@@ -6,7 +6,9 @@
 // decoding runs the LSTM cell's element-wise work as one pass (decoder/lstm_cell_kernel.h).
 //
 // Dimensions: B batch, T time steps, V vocabulary, D image feature, E embedding, H hidden,
-// G gates per cell (LSTM 4, GRU 3, RNN 1), L layers.
+// G gates per cell (LSTM 4, GRU 3, RNN 1), L layers, K concept words (usually 0; then v is the
+// D-d feature, otherwise the feature and K concept scores, decoder/concept_input.h),
+// I the image width W_ih reads (D + K, or image_dim with a projection).
 #pragma once
 
 #include <torch/torch.h>
@@ -21,6 +23,8 @@
 #include "decoder/int8_linear.h"
 
 namespace captioner {
+
+class ConceptInput;
 
 // One layer of the recurrent cell, unrolled by the caller so the image term and the input
 // projection can be shared across steps.
@@ -97,10 +101,14 @@ class CaptionDecoderImpl : public torch::nn::Module {
   // take bf16 operands with float32 sums (decoder/bf16_matmul.h). Eval-mode paths are untouched.
   void set_bf16_products(bool on) { bf16_products_ = on; }
 
+  // Where config().concepts' scores come from (decoder/concept_input.h): required before the
+  // first forward/start of a decoder that has concepts; its words must be config().concepts.
+  void set_concept_input(std::shared_ptr<const ConceptInput> input);
+
  private:
   bool fused_lstm_cell(const DecoderState& s) const;                       // whether step() may use decoder/lstm_cell_kernel.h
   torch::Tensor drop(const torch::Tensor& x);                              // dropout, slice-aware (see set_batch_slice)
-  torch::Tensor image_features(const torch::Tensor& features);             // (B, D) -> (B, I)
+  torch::Tensor image_features(const torch::Tensor& features);             // (B, D) -> (B, I), concepts joined
   torch::Tensor linear(torch::nn::Linear& layer, const torch::Tensor& x);  // float32, or bf16 products in training
   void init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c);
 
@@ -112,6 +120,7 @@ class CaptionDecoderImpl : public torch::nn::Module {
   torch::nn::Linear output{nullptr};  // H -> V
   int64_t slice_offset_ = 0, slice_rows_ = 0;
   bool bf16_products_ = false;
+  std::shared_ptr<const ConceptInput> concept_input_;
 };
 TORCH_MODULE(CaptionDecoder);
 

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <unordered_set>
 
 #include "datasets/json_util.h"
 #include "vocab/vocabulary.h"
@@ -29,20 +30,28 @@ void DecoderConfig::validate() const {
   if (num_layers < 1 || num_layers > 8) bad("num_layers must be 1..8");
   if (dropout < 0 || dropout >= 1) bad("dropout must be in [0, 1)");
   if (!image_every_step && !image_init_state) bad("the image must enter every step, the initial state, or both");
+  if (static_cast<int64_t>(concepts.size()) > kMaxWidth) bad("more than " + std::to_string(kMaxWidth) + " concepts");
+  std::unordered_set<std::string> seen;
+  for (const auto& w : concepts) {
+    if (w.empty()) bad("an empty concept word");
+    if (!seen.insert(w).second) bad("concept \"" + w + "\" listed twice");
+  }
 }
 
 json DecoderConfig::to_json() const {
-  return json{{"vocab_size", vocab_size},
-              {"feature_dim", feature_dim},
-              {"embed_dim", embed_dim},
-              {"hidden_dim", hidden_dim},
-              {"image_dim", image_dim},
-              {"num_layers", num_layers},
-              {"cell", cell},
-              {"dropout", dropout},
-              {"image_dropout", image_dropout},
-              {"image_every_step", image_every_step},
-              {"image_init_state", image_init_state}};
+  json j{{"vocab_size", vocab_size},
+         {"feature_dim", feature_dim},
+         {"embed_dim", embed_dim},
+         {"hidden_dim", hidden_dim},
+         {"image_dim", image_dim},
+         {"num_layers", num_layers},
+         {"cell", cell},
+         {"dropout", dropout},
+         {"image_dropout", image_dropout},
+         {"image_every_step", image_every_step},
+         {"image_init_state", image_init_state}};
+  if (!concepts.empty()) j["concepts"] = concepts;  // absent: configs written before stay as they were
+  return j;
 }
 
 DecoderConfig DecoderConfig::from_json(const json& j, const std::string& origin) {
@@ -59,6 +68,10 @@ DecoderConfig DecoderConfig::from_json(const json& j, const std::string& origin)
   if (v.has("image_dropout")) c.image_dropout = v.at("image_dropout").as_bool();  // absent before: on
   c.image_every_step = v.at("image_every_step").as_bool();
   c.image_init_state = v.at("image_init_state").as_bool();
+  if (v.has("concepts")) {
+    auto words = v.at("concepts").expect_array();
+    for (size_t i = 0; i < words.array_size(); ++i) c.concepts.push_back(words.at(i).as_string());
+  }
   try {
     c.validate();
   } catch (const std::invalid_argument& e) {

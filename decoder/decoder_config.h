@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <vector>
 
 namespace captioner {
 
@@ -20,6 +21,11 @@ struct DecoderConfig {
   bool image_dropout = true;      // also drop out the image features (or their projection)
   bool image_every_step = true;   // W_ih v in every step's gates
   bool image_init_state = false;  // also h_0 (and c_0) = tanh(W v)
+  // Caption words whose ImageNet-classifier scores join the image features (decoder/concept_input.h):
+  // v = [encoder features; concept scores]. Empty: the encoder features alone.
+  std::vector<std::string> concepts;
+
+  int64_t image_input_dim() const { return feature_dim + static_cast<int64_t>(concepts.size()); }
 
   int64_t gates() const;
   void validate() const;  // throws std::invalid_argument

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "decoder/concept_input.h"
 #include "decoder/install_paths.h"
 #include "datasets/file_io.h"
 #include "datasets/json_util.h"
@@ -170,6 +171,7 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
 
   auto members = root.at("members");
   if (members.array_size() == 0) members.fail("no decoders listed");
+  std::shared_ptr<const ConceptInput> concepts;  // shared by the members that read the same words
   for (size_t i = 0; i < members.array_size(); ++i) {
     auto jm = members.at(i);
     DecoderConfig dc = DecoderConfig::from_json(jm.at("decoder").value(), origin);
@@ -190,6 +192,16 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
     }
     if (!m.decoder) {
       m.decoder = CaptionDecoder(dc);
+      if (!dc.concepts.empty()) {
+        if (!concepts || concepts->words() != dc.concepts) {
+          try {
+            concepts = ConceptInput::load(b.encoder_file, b.encoder.feature_dim, b.vocab, dc.concepts);
+          } catch (const std::exception& e) {
+            jm.at("decoder").fail(std::string("concept input: ") + e.what());
+          }
+        }
+        m.decoder->set_concept_input(concepts);
+      }
       load_decoder_weights(m.decoder, dir / m.weights_file);
       m.decoder->to(device);
       m.decoder->eval();

@@ -10,6 +10,7 @@
 #include "datasets/file_io.h"
 #include "datasets/tokenizer.h"
 #include "decoder/bf16_matmul.h"
+#include "decoder/concept_input.h"
 #include "decoder/install_paths.h"
 #include "decoder/trainer.h"
 #include "encoder/feature_cache.h"
@@ -172,6 +173,10 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   ModelBundle model;
   if (init) {
     check_same_encoder(init->encoder, encoder.info(), "--init-from " + job.init_from.string());
+    if (job.concept_input && init->members[0].decoder->config().concepts.empty()) {
+      throw std::runtime_error("--concept-input: --init-from " + job.init_from.string() +
+                               " was trained without concept inputs, and a decoder's inputs are fixed when it is made");
+    }
     model.vocab = init->vocab;
     model.members.push_back(init->members[0]);
     model.members[0].decoder->train();
@@ -184,9 +189,16 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
     DecoderConfig dc = job.decoder;
     dc.vocab_size = static_cast<int64_t>(model.vocab.size());
     dc.feature_dim = encoder.info().feature_dim;
+    std::shared_ptr<const ConceptInput> concepts;
+    if (job.concept_input) {
+      concepts = ConceptInput::load(encoder_file, dc.feature_dim, model.vocab);
+      dc.concepts = concepts->words();
+      if (say) say(std::to_string(dc.concepts.size()) + " concept words join the image features");
+    }
     torch::manual_seed(job.trainer.seed);
     BundleMember member;
     member.decoder = CaptionDecoder(dc);
+    member.decoder->set_concept_input(concepts);
     member.decoder->to(device);
     model.members.push_back(member);
   }

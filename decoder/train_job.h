@@ -40,6 +40,9 @@ struct TrainJob {
   std::string bf16_products = "off";
   std::string command_line;  // recorded in the model bundle
   DecoderConfig decoder;     // vocab_size and feature_dim are filled in
+  // The encoder's ImageNet classifier, summed into caption words, joins the image features
+  // (decoder/concept_input.h); needs <encoder>.classifier.pt and WordNet.
+  bool concept_input = false;
   TrainerOptions trainer;
   SearchOptions search;  // decoding defaults written into the bundle
   // Several processes (torchrun's environment, or rank/world size/master given here): features

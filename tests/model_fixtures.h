@@ -13,6 +13,10 @@ namespace captioner::test {
 // Writes <dir>/mean_rgb.pt (+ .json sidecar, 3-d features, 32x32 stretch input); returns its path.
 std::filesystem::path make_tiny_encoder(const std::filesystem::path& dir, const std::string& name = "mean_rgb");
 
+// Writes <encoder_file>.classifier.pt beside a make_tiny_encoder file: one class per label, class i
+// scoring 5 x feature i (so a red photo is class 0, green 1, blue 2); labels as ImageNet's lines.
+void make_tiny_classifier(const std::filesystem::path& encoder_file, const std::vector<std::string>& labels);
+
 // A vocabulary over the given words (min count 1).
 Vocabulary make_vocab(const std::vector<std::string>& words);
 

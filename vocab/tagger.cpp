@@ -209,4 +209,16 @@ std::vector<std::string> Tagger::class_words(size_t c) const {
   return out;
 }
 
+std::vector<std::string> Tagger::concept_words() const {
+  std::vector<std::string> out;
+  std::unordered_set<std::string> seen;
+  for (const auto& ks : class_concepts_) {
+    for (int k : ks) {
+      const auto& w = concepts_[static_cast<size_t>(k)].word;
+      if (seen.insert(w).second) out.push_back(w);
+    }
+  }
+  return out;
+}
+
 }  // namespace captioner
