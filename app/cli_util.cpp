@@ -8,9 +8,9 @@
 #include <csignal>
 #include <cstdio>
 #include <ctime>
-#include <thread>
 
 #include "decoder/model_bundle.h"
+#include "encoder/threading.h"
 
 namespace captioner::cli {
 
@@ -49,7 +49,7 @@ void install_stop_handlers() {
 const std::atomic<bool>& stop_requested() { return g_stop; }
 
 void set_threads(int threads) {
-  int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int n = threads > 0 ? threads : usable_cores();
   at::set_num_threads(n);
 }
 

@@ -10,7 +10,6 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
-#include <thread>
 
 #include "decoder/caption_pipeline.h"
 #include "encoder/encoder.h"
@@ -58,7 +57,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 0.99));
   CLI11_PARSE(app, argc, argv);
   try {
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int cores = usable_cores();
     auto model = ModelBundle::load(model_dir);
     auto encoder = Encoder::load(encoder_file.empty() ? model.encoder_file : encoder_file);
     ImageLoader loader(encoder.info().spec);

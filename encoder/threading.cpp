@@ -3,15 +3,33 @@
 #include <ATen/Parallel.h>
 
 #include <dlfcn.h>
+#include <sched.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 namespace captioner {
 
+int usable_cores() {
+  int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) > 0) cores = CPU_COUNT(&allowed);
+  // torchrun --nproc_per_node K: K processes share this machine's cores; each taking all of them
+  // would run K times as many threads as cores.
+  if (const char* local = std::getenv("LOCAL_WORLD_SIZE"); local && *local) {
+    char* end = nullptr;
+    const long k = std::strtol(local, &end, 10);
+    if (*end == '\0' && k > 1) cores = std::max(1, cores / static_cast<int>(std::min<long>(k, cores)));
+  }
+  return cores;
+}
+
 ThreadPlan ThreadPlan::choose(int requested) {
   ThreadPlan p;
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores = usable_cores();
   if (requested > 0) {
     p.encoder = p.encoder_alone = p.decoder = p.decoder_blas = requested;
     p.encoder_workers = 1;

@@ -6,6 +6,10 @@
 
 namespace captioner {
 
+// The cores this process may use: those its CPU affinity allows (taskset, a container's cpuset),
+// shared evenly among the processes torchrun started on this machine ($LOCAL_WORLD_SIZE); at least 1.
+int usable_cores();
+
 struct ThreadPlan {
   int encoder = 1;          // LibTorch (oneDNN) threads of each encoder worker
   int encoder_workers = 1;  // encoder threads running side by side, each on its own batches
@@ -13,7 +17,7 @@ struct ThreadPlan {
   int decoder = 1;          // LibTorch threads of the decoder
   int decoder_blas = 1;     // OpenBLAS threads of the decoder's matrix products
   bool overlap = true;      // encoder workers and the decoder run concurrently
-  // requested 0: one single-threaded encoder worker per core beside a single-threaded decoder,
+  // requested 0: one single-threaded encoder worker per usable core beside a single-threaded decoder,
   // all concurrent (measured: a photo costs fewer core-milliseconds on one thread than split
   // across two, and the decoder's skinny GEMMs do not scale); N > 0: N threads each, taking turns.
   static ThreadPlan choose(int requested);

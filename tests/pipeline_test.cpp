@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <random>
+#include <sched.h>
+#include <cstdlib>
 
 #include "encoder/threading.h"
 #include "tests/model_fixtures.h"
@@ -147,4 +149,33 @@ TEST(CaptionPipeline, DefaultModelStillWritesItsRecordedCaptions) {
     }
   }
   EXPECT_LE(differ, 3) << "int8 decoding changed " << differ << " of " << q.size() << " captions";
+}
+
+// torchrun --nproc_per_node K starts K processes on one machine: each plans for its share of the
+// cores it may run on, never for all of them.
+TEST(ThreadPlan, ProcessesOnOneMachineShareItsCores) {
+  const char* saved = std::getenv("LOCAL_WORLD_SIZE");
+  const std::string previous = saved ? saved : "";
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ASSERT_EQ(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+  const int affinity = CPU_COUNT(&allowed);
+
+  unsetenv("LOCAL_WORLD_SIZE");
+  EXPECT_EQ(usable_cores(), affinity);
+  EXPECT_EQ(ThreadPlan::choose(0).encoder_workers, affinity);
+  setenv("LOCAL_WORLD_SIZE", "2", 1);
+  EXPECT_EQ(usable_cores(), std::max(1, affinity / 2));
+  EXPECT_EQ(ThreadPlan::choose(0).encoder_alone, std::max(1, affinity / 2));
+  EXPECT_EQ(ThreadPlan::choose(3).encoder_alone, 3) << "--threads N is taken as given";
+  setenv("LOCAL_WORLD_SIZE", std::to_string(affinity * 4).c_str(), 1);
+  EXPECT_EQ(usable_cores(), 1);
+  setenv("LOCAL_WORLD_SIZE", "two", 1);
+  EXPECT_EQ(usable_cores(), affinity) << "a value that is not a number is ignored";
+
+  if (saved) {
+    setenv("LOCAL_WORLD_SIZE", previous.c_str(), 1);
+  } else {
+    unsetenv("LOCAL_WORLD_SIZE");
+  }
 }
