@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 namespace captioner {
 
@@ -212,10 +213,9 @@ std::vector<std::string> Tagger::class_words(size_t c) const {
 std::vector<std::string> Tagger::concept_words() const {
   std::vector<std::string> out;
   std::unordered_set<std::string> seen;
-  for (const auto& ks : class_concepts_) {
-    for (int k : ks) {
-      const auto& w = concepts_[static_cast<size_t>(k)].word;
-      if (seen.insert(w).second) out.push_back(w);
+  for (size_t c = 0; c < num_classes(); ++c) {
+    for (auto& w : class_words(c)) {
+      if (seen.insert(w).second) out.push_back(std::move(w));
     }
   }
   return out;
