@@ -1,8 +1,11 @@
 // `captioner caption`: write a sentence for every photo in the given folders and files.
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -16,8 +19,8 @@
 #include "datasets/file_io.h"
 #include "datasets/html_report.h"
 #include "datasets/metrics/caption_metrics.h"
-#include "decoder/caption_pipeline.h"
-#include "decoder/install_paths.h"
+#include "decoder/pipeline/caption_pipeline.h"
+#include "decoder/bundle/install_paths.h"
 #include "encoder/image_files.h"
 #include "encoder/image_loader.h"
 
@@ -26,6 +29,7 @@ namespace captioner::cli {
 namespace {
 struct CaptionOptions {
   std::vector<std::string> inputs;
+  std::string files_from;  // a file listing photos, one path per line
   std::string model;
   std::string output;
   std::string format;
@@ -48,34 +52,89 @@ struct CaptionOptions {
   std::string shard;  // "K/N"; empty: $RANK/$WORLD_SIZE under torchrun, else everything
 };
 
+// Photo paths, one per line, from another program ("-": standard input) or a --files-from list.
+// Each is taken as a photo named explicitly; blank lines are skipped, a line is at most 4096 bytes.
+void read_path_list(std::istream& in, const std::string& origin, std::vector<std::string>& out) {
+  std::string line;
+  for (size_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    if (line.size() > 4096) throw std::runtime_error(origin + ":" + std::to_string(n) + ": a path longer than 4096 bytes");
+    out.push_back(line);
+  }
+  if (in.bad()) throw std::runtime_error("cannot read " + origin);
+}
+
+std::vector<std::string> expand_inputs(const CaptionOptions& o) {
+  std::vector<std::string> inputs;
+  for (const auto& in : o.inputs) {
+    if (in == "-") {
+      read_path_list(std::cin, "standard input", inputs);
+    } else {
+      inputs.push_back(in);
+    }
+  }
+  if (!o.files_from.empty()) {
+    std::ifstream list(o.files_from);
+    if (!list) throw std::runtime_error("cannot read --files-from " + o.files_from + ": " + std::strerror(errno));
+    read_path_list(list, o.files_from, inputs);
+  }
+  if (inputs.empty() && o.inputs.empty() && o.files_from.empty()) {
+    throw std::invalid_argument("give photos or folders, - (paths on standard input) or --files-from LIST");
+  }
+  return inputs;
+}
+
 void run_caption(const CaptionOptions& o) {
   set_threads(o.threads);
-  ImageFileList list = collect_images(o.inputs, o.recursive);
+  const std::vector<std::string> inputs = expand_inputs(o);
+  ImageFileList list = collect_images(inputs, o.recursive);
   for (const auto& p : list.problems) std::cerr << "error: " << p << "\n";
   bool any_failed = !list.problems.empty();
   if (list.images.empty()) {
+    if (any_failed) {  // each input's problem is already named above
+      g_exit_code = 1;
+      return;
+    }
     std::string where;
-    for (const auto& in : o.inputs) where += (where.empty() ? "" : ", ") + in;
+    for (const auto& in : inputs) where += (where.empty() ? "" : ", ") + in;
+    if (inputs.empty()) where = o.files_from.empty() ? "standard input" : o.files_from;
     throw std::runtime_error("no images found in " + where +
                              (list.skipped_non_images ? " (" + std::to_string(list.skipped_non_images) + " other files)" : "") +
-                             (o.recursive ? "" : "; use --recursive to look in subfolders"));
+                             (list.skipped_folders ? "; use --recursive to look in its " + std::to_string(list.skipped_folders) +
+                                                         (list.skipped_folders == 1 ? " subfolder" : " subfolders")
+                                                   : ""));
+  }
+  if (list.skipped_folders > 0 && !o.quiet) {
+    std::cerr << "note: " << list.skipped_folders << (list.skipped_folders == 1 ? " subfolder" : " subfolders")
+              << " not entered (--recursive enters them)\n";
   }
 
   // --shard K/N (or torchrun's RANK/WORLD_SIZE): this process takes every N-th photo and writes
   // its own part of the output; `captioner merge` joins the parts.
   const ShardSpec shard = o.shard.empty() ? shard_from_environment() : parse_shard(o.shard);
   std::vector<int64_t> image_id;  // of each photo of this shard, from the whole list
+  ShardManifest manifest;         // what this part is asked to do, for `captioner merge` to check
   {
     const std::vector<int64_t> all_ids = image_ids_for(list.images);
+    manifest.shard = shard;
+    manifest.total_photos = list.images.size();
+    manifest.run_fingerprint = photo_list_fingerprint(list.images);
     std::vector<std::filesystem::path> mine;
     for (size_t i = 0; i < list.images.size(); ++i) {
       if (static_cast<int>(i % static_cast<size_t>(shard.count)) != shard.index) continue;
       mine.push_back(list.images[i]);
+      manifest.photos.push_back(list.images[i].string());
       image_id.push_back(all_ids[i]);
     }
     list.images = std::move(mine);
   }
-  std::string output = o.output;
+  // `-o -`: JSON lines on standard output, each written as soon as it is made.
+  const bool lines_to_stdout = o.output == "-";
+  if (lines_to_stdout && (o.resume || shard.sharded())) {
+    throw std::invalid_argument("-o - streams to standard output: --resume and --shard need an output file");
+  }
+  std::string output = lines_to_stdout ? "" : o.output;
   if (shard.sharded()) {
     if (output.empty()) throw std::runtime_error("--shard needs --output: each part is written to its own file, then merged");
     if (!o.html.empty())
@@ -97,6 +156,7 @@ void run_caption(const CaptionOptions& o) {
   std::optional<OutputLock> output_lock, html_lock;
   if (!output.empty()) output_lock.emplace(output);
   if (!o.html.empty()) html_lock.emplace(o.html);
+  if (shard.sharded()) write_shard_manifest(output, manifest);  // unfinished until the end
 
   std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
   torch::Device device = resolve_device(o.device);
@@ -117,6 +177,7 @@ void run_caption(const CaptionOptions& o) {
   po.search.seed = o.seed;
 
   CaptionFormat format = !o.format.empty() ? parse_caption_format(o.format)
+                         : lines_to_stdout ? CaptionFormat::kJsonl
                          : !output.empty() ? caption_format_for(output)
                                            : CaptionFormat::kText;
   // --resume: keep what an earlier run already wrote and caption only the rest.
@@ -193,6 +254,7 @@ void run_caption(const CaptionOptions& o) {
     if (report) add_to_report(c.file, c.caption, c.log_prob, c.thumbnail_jpeg, tag, tag_probability);
   };
   cb.on_failure = [&](size_t, const ImageError& e) {
+    manifest.unreadable.push_back(e.file().string());
     bar.finish();
     std::cerr << "skipped " << e.what() << "\n";
   };
@@ -222,6 +284,10 @@ void run_caption(const CaptionOptions& o) {
     report->finish(summary);
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (shard.sharded() && !stop_requested()) {
+    manifest.finished = true;
+    write_shard_manifest(output, manifest);
+  }
   if (stop_requested()) {
     std::cerr << "interrupted: " << captioned << " captions saved" << (output.empty() ? "" : " to " + output)
               << "; run again with --resume to continue\n";
@@ -242,9 +308,12 @@ void add_caption_command(CLI::App& app) {
   auto o = std::make_shared<CaptionOptions>();
   auto* cmd = app.add_subcommand("caption", "Write a caption for every image in the given folders and files");
   cmd->option_defaults()->always_capture_default();
-  cmd->add_option("inputs", o->inputs, "Image files and folders")->required();
+  cmd->add_option("inputs", o->inputs, "Image files and folders; - reads photo paths from standard input, one per line");
+  cmd->add_option("--files-from", o->files_from, "Also caption the photos this file lists, one path per line")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--model", o->model, "Model directory (default: $CAPTIONER_MODEL, else models/default)");
-  cmd->add_option("--output,-o", o->output, "Write captions to this file (atomically) instead of stdout");
+  cmd->add_option("--output,-o", o->output,
+                  "Write captions to this file (atomically) instead of stdout; -: JSON lines on stdout as they are made");
   cmd->add_option("--format", o->format, "json, jsonl, csv or text (default: from --output's extension; text on stdout)")
       ->check(CLI::IsMember({"json", "jsonl", "csv", "text"}));
   cmd->add_flag("--recursive,-r", o->recursive, "Also caption images in subfolders");

@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <ctime>
 
-#include "decoder/model_bundle.h"
+#include "decoder/bundle/model_bundle.h"
 #include "encoder/threading.h"
 
 namespace captioner::cli {

@@ -3,14 +3,21 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <stdexcept>
 #include <string>
 
-#include "decoder/search_options.h"
+#include "decoder/search/search_options.h"
 
 namespace captioner::cli {
 
 // Set by a command to report partial failure (e.g. some images unreadable) without throwing.
 extern int g_exit_code;
+
+// Thrown by a command that stops on SIGINT/SIGTERM with nothing worth keeping (eval's scores
+// are all or nothing): main prints "interrupted: <what>" and exits 130, as a shell does.
+struct Interrupted : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 // The decoding options of every command that decodes or stores decoding defaults: --beam,
 // --max-len, --length-penalty, --block-ngram, --max-word-repeats. Each one left out keeps the value
@@ -25,7 +32,6 @@ void add_caption_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_ensemble_command(CLI::App& app);
-void add_prior_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
 

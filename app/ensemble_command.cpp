@@ -4,7 +4,7 @@
 
 #include "app/commands.h"
 #include "datasets/file_io.h"
-#include "decoder/ensemble.h"
+#include "decoder/bundle/ensemble.h"
 #include "encoder/encoder.h"
 
 namespace captioner::cli {

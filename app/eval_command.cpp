@@ -11,8 +11,8 @@
 #include "datasets/caption_dataset.h"
 #include "datasets/file_io.h"
 #include "datasets/metrics/caption_metrics.h"
-#include "decoder/install_paths.h"
-#include "decoder/caption_pipeline.h"
+#include "decoder/bundle/install_paths.h"
+#include "decoder/pipeline/caption_pipeline.h"
 #include "encoder/threading.h"
 
 namespace captioner::cli {
@@ -66,13 +66,22 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   const auto files = refs.image_paths();
   ProgressBar encoding("encoding", static_cast<int64_t>(files.size()), !o.quiet);
   std::optional<ProgressBar> captioning;  // sized once the readable images are known
-  co.features.progress = [&](size_t done, size_t) { encoding.update(static_cast<int64_t>(done)); };
+  // Ctrl-C / SIGTERM: scores of part of a split are not the split's scores, so none are printed.
+  auto stop_if_asked = [] {
+    if (stop_requested()) throw Interrupted("no scores (eval scores the whole split or nothing)");
+  };
+  co.features.progress = [&](size_t done, size_t) {
+    stop_if_asked();
+    encoding.update(static_cast<int64_t>(done));
+  };
   co.decode_progress = [&](size_t done, size_t total) {
+    stop_if_asked();
     encoding.finish();
     if (!captioning) captioning.emplace("captioning", static_cast<int64_t>(total), !o.quiet);
     captioning->update(static_cast<int64_t>(done));
   };
   CaptionedFiles captioned = caption_files_cached(model, encoder, files, co);
+  stop_if_asked();
   encoding.finish();
   if (captioning) captioning->finish();
   for (const auto& f : captioned.failures) std::cerr << "skipped " << f << "\n";
@@ -98,6 +107,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
 }
 
 void run_eval(const EvalOptions& o) {
+  install_stop_handlers();  // also where a shell started it with SIGINT ignored (a background job)
   if (o.results.empty() == o.images.empty()) {
     throw std::invalid_argument("give either --results (score a results file) or --images (caption with a model, then score)");
   }

@@ -32,13 +32,15 @@ int main(int argc, char** argv) {
   captioner::cli::add_train_command(app);
   captioner::cli::add_eval_command(app);
   captioner::cli::add_ensemble_command(app);
-  captioner::cli::add_prior_command(app);
   captioner::cli::add_plot_command(app);
   captioner::cli::add_merge_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const captioner::cli::Interrupted& e) {
+    std::cerr << "interrupted: " << e.what() << "\n";
+    return 130;
   } catch (const c10::Error& e) {
     // A LibTorch error that no layer turned into a user-level one is a bug or a limit of this
     // build, not bad input: exit 2.

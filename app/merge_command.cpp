@@ -20,13 +20,15 @@ void add_merge_command(CLI::App& app) {
       ->check(CLI::IsMember({"json", "jsonl", "csv", "text"}));
   cmd->callback([parts, output, format] {
     std::vector<std::filesystem::path> files(parts->begin(), parts->end());
-    auto rows = merge_caption_parts(files);
+    const MergedCaptions merged = merge_caption_parts(files);
     OutputLock lock(*output);
     CaptionWriter writer(std::filesystem::path(*output),
                          format->empty() ? caption_format_for(*output) : parse_caption_format(*format));
-    for (const auto& r : rows) writer.write(r);
+    for (const auto& r : merged.rows) writer.write(r);
     writer.finish();
-    std::cerr << "merged " << rows.size() << " captions from " << files.size() << " parts into " << *output << "\n";
+    for (const auto& photo : merged.unreadable) std::cerr << "not captioned (unreadable when its part ran): " << photo << "\n";
+    std::cerr << "merged " << merged.rows.size() << " captions from " << files.size() << " parts into " << *output << "\n";
+    if (!merged.unreadable.empty()) g_exit_code = 1;  // as `caption` itself: not every photo has a caption
   });
 }
 

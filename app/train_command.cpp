@@ -6,8 +6,8 @@
 
 #include "app/cli_util.h"
 #include "app/commands.h"
-#include "decoder/install_paths.h"
-#include "decoder/train_job.h"
+#include "decoder/bundle/install_paths.h"
+#include "decoder/training/train_job.h"
 
 namespace captioner::cli {
 
@@ -25,7 +25,11 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
   job.decoder.image_every_step = o.injection != "init";
   job.decoder.image_init_state = o.injection != "every-step";
   job.command_line = command_line;
-  job.trainer.objective = o.objective == "scst" ? Objective::kSelfCritical : Objective::kCrossEntropy;
+  if (o.objective != "xe") {
+    throw std::invalid_argument("--objective " + o.objective +
+                                ": self-critical training was removed (it collapsed the captions and never showed a held-out "
+                                "gain, docs/ablation.md); cross-entropy (xe) is the only objective");
+  }
   job.distributed.timeout = std::chrono::seconds(o.dist_timeout);
   if (job.val_images.empty()) job.val_images = job.train_images;
   install_stop_handlers();
@@ -66,12 +70,9 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
     char line[320];
     std::snprintf(
         line, sizeof line,
-        "[epoch %d/%d] loss %.4f%s  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
-        r.epoch, job.trainer.epochs, r.train_loss,
-        job.trainer.objective == Objective::kSelfCritical ? (" reward " + std::to_string(r.train_reward).substr(0, 6)).c_str()
-                                                          : "",
-        r.bleu[0], r.bleu[3], r.improved ? " *" : "  ", r.best_bleu4, r.best_epoch, r.learning_rate,
-        format_duration(r.seconds).c_str(), r.captions_per_second);
+        "[epoch %d/%d] loss %.4f  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
+        r.epoch, job.trainer.epochs, r.train_loss, r.bleu[0], r.bleu[3], r.improved ? " *" : "  ", r.best_bleu4, r.best_epoch,
+        r.learning_rate, format_duration(r.seconds).c_str(), r.captions_per_second);
     std::cerr << line << std::endl;
   };
   TrainResult result = run_train_job(job, cb);
@@ -142,10 +143,6 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("!--no-image-dropout", job.decoder.image_dropout,
                 "Dropout on the words and the recurrent outputs only, never on the image")
       ->group(model);
-  cmd->add_flag("--concept-input", job.concept_input,
-                "Also feed the decoder the encoder's ImageNet classes, summed into caption words through WordNet "
-                "(needs the encoder's .classifier.pt and wordnet-base)")
-      ->group(model);
   cmd->add_option("--image-injection", o->injection, "Where the image enters: every step's gates, the initial state, or both")
       ->check(CLI::IsMember({"every-step", "init", "both"}))
       ->group(model);
@@ -183,17 +180,9 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--resume", t.resume, "Continue from <output>/checkpoint.pt")->group(train);
   cmd->add_flag("--overwrite", job.overwrite, "Replace a model or run already in --output")->group(train);
   cmd->add_flag("--fp16", t.fp16_bundle, "Store the model's weights as float16 (half the size)")->group(train);
-  cmd->add_option("--objective", o->objective,
-                  "xe: cross-entropy; scst: self-critical training with a CIDEr-D reward (use with --init-from)")
-      ->check(CLI::IsMember({"xe", "scst"}))
-      ->group(train);
+  cmd->add_option("--objective", o->objective, "xe: cross-entropy with teacher forcing (the only one)")->group(train);
   cmd->add_option("--init-from", job.init_from, "Start from this trained model (its vocabulary and decoder)")
       ->check(CLI::ExistingDirectory)
-      ->group(train);
-  cmd->add_option("--scst-samples", t.scst_samples, "scst: captions sampled per image")->check(CLI::Range(2, 32))->group(train);
-  cmd->add_option("--scst-images", t.scst_images, "scst: images per batch")->check(CLI::PositiveNumber)->group(train);
-  cmd->add_option("--scst-max-len", t.scst_max_length, "scst: maximum words of a sampled caption")
-      ->check(CLI::Range(1, 100))
       ->group(train);
 
   auto decoding = "Decoding defaults stored with the model";

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 
-#include "decoder/caption_pipeline.h"
+#include "decoder/pipeline/caption_pipeline.h"
 #include "encoder/encoder.h"
 #include "encoder/feature_cache.h"
 #include "encoder/image_files.h"

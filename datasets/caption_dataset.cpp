@@ -1,6 +1,7 @@
 #include "datasets/caption_dataset.h"
 
 #include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -39,6 +40,16 @@ namespace {
 fs::path image_root(const fs::path& source, const DatasetOptions& options) {
   if (!options.image_dir.empty()) return options.image_dir;
   return source.has_parent_path() ? source.parent_path() : fs::path(".");
+}
+
+// A photo named by a caption file lies inside the image folder: an absolute name, or one whose ".."
+// climbs out of it, is refused (empty string: fine). A link the user placed inside the folder is
+// the user's choice and is followed as usual.
+std::string outside_image_folder(const fs::path& name) {
+  if (name.has_root_path()) return "absolute path " + name.string() + " is outside the image folder";
+  const fs::path normal = name.lexically_normal();
+  if (!normal.empty() && *normal.begin() == "..") return "path " + name.string() + " climbs out of the image folder";
+  return "";
 }
 
 bool is_blank(const std::string& s) {
@@ -106,6 +117,7 @@ CaptionDataset coco_from_json(const json& doc, const fs::path& path, const Datas
     r.image_id = img.at("id").as_int();
     r.file_name = img.at("file_name").as_string();
     if (r.file_name.empty()) img.at("file_name").fail("empty file name");
+    if (auto why = outside_image_folder(r.file_name); !why.empty()) img.at("file_name").fail(why);
     if (!index.emplace(r.image_id, ds.records.size()).second) {
       img.at("id").fail("duplicate image id " + std::to_string(r.image_id));
     }
@@ -197,6 +209,9 @@ CaptionDataset load_flickr8k(const fs::path& token_file, const DatasetOptions& o
   }
   int64_t id = 1;
   for (const auto& name : names) {
+    if (auto why = outside_image_folder(name); !why.empty()) {
+      throw std::runtime_error(token_file.string() + ": image " + name + ": " + why);
+    }
     CaptionRecord r;
     r.image_id = id++;
     r.file_name = name;
@@ -242,6 +257,9 @@ CaptionDataset karpathy_from_json(const json& doc, const fs::path& path, const D
     r.file_name = img.at("filename").as_string();
     if (r.file_name.empty()) img.at("filename").fail("empty file name");
     std::string sub = img.has("filepath") ? img.at("filepath").as_string() : "";
+    if (auto why = outside_image_folder(fs::path(sub) / r.file_name); !why.empty()) {
+      img.at(sub.empty() || outside_image_folder(sub).empty() ? "filename" : "filepath").fail(why);
+    }
     r.image_path = sub.empty() ? root_dir / r.file_name : root_dir / sub / r.file_name;
     auto sentences = img.at("sentences").expect_array();
     for (size_t k = 0; k < sentences.array_size(); ++k) {

@@ -1,10 +1,14 @@
 // File helpers every module shares: whole-file reads whose errors name the file, and atomic writes
 // (temp file in the same folder, fsync, rename) so a crash never leaves a half-written output.
+// Every file captioner creates is created here, never through a link someone planted (O_NOFOLLOW,
+// O_EXCL), and nothing it did not create is ever truncated.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
+#include <memory>
+#include <ostream>
+#include <streambuf>
 #include <string>
 #include <string_view>
 
@@ -19,7 +23,8 @@ std::string read_file(const fs::path& path);
 void write_file_atomic(const fs::path& path, std::string_view contents);
 
 // Appends `line` and a newline to `path` (a log), created if missing; throws "cannot write F:
-// reason" when the line does not reach the file (disk full, folder gone).
+// reason" when the line does not reach the file (disk full, folder gone) or when `path` is a
+// symbolic link or not a regular file (a log is never written through a link).
 void append_line(const fs::path& path, std::string_view line);
 
 // Streams into a temporary sibling of `path`; commit() makes it visible under `path` atomically.
@@ -38,7 +43,8 @@ class AtomicFileWriter {
  private:
   fs::path path_;
   fs::path temp_;
-  std::ofstream out_;
+  std::unique_ptr<std::streambuf> file_;  // over the descriptor create_new_file() returned
+  std::ostream out_{nullptr};
   bool committed_ = false;
 };
 
@@ -48,8 +54,10 @@ class AtomicFileWriter {
 class OutputLock {
  public:
   // Throws "<target> is in use by another captioner run (pid N) ..." when another process holds
-  // it. Where no lock file can be made (no such folder, read-only), nothing is locked: writing
-  // the output itself will report that.
+  // it, and refuses a lock name that is a symbolic link or not a regular file (a planted link is
+  // never followed). Where no lock file can be made (no such folder, read-only), nothing is
+  // locked: writing the output itself will report that. The pid is written only into a lock file
+  // this run created; a stale one (left by kill -9) is replaced, never truncated.
   explicit OutputLock(const fs::path& target);
   ~OutputLock();
   OutputLock(const OutputLock&) = delete;
@@ -58,6 +66,7 @@ class OutputLock {
  private:
   fs::path lock_file_;
   int fd_ = -1;
+  bool owns_name_ = false;  // the file at lock_file_ is ours to remove on release
 };
 
 // fsyncs a file or directory so a rename survives power loss; best effort on filesystems without it.

@@ -11,7 +11,6 @@ using nlohmann::json;
 
 json to_json(const BatchLogLine& l) {
   json j{{"type", "batch"}, {"epoch", l.epoch}, {"batch", l.batch}, {"step", l.step}, {"loss", l.loss}, {"lr", l.learning_rate}};
-  if (l.reward) j["reward"] = *l.reward;
   return j;
 }
 
@@ -20,7 +19,6 @@ json to_json(const EpochReport& r) {
               {"epoch", r.epoch},
               {"step", r.step},
               {"train_loss", r.train_loss},
-              {"train_reward", r.train_reward},
               {"bleu1", r.bleu[0]},
               {"bleu2", r.bleu[1]},
               {"bleu3", r.bleu[2]},
@@ -38,7 +36,6 @@ EpochReport epoch_report_from_json(const JsonView& j) {
   r.epoch = static_cast<int>(j.at("epoch").as_int());
   if (j.has("step")) r.step = j.at("step").as_int();
   r.train_loss = j.at("train_loss").as_number();
-  if (j.has("train_reward")) r.train_reward = j.at("train_reward").as_number();
   r.bleu = {j.at("bleu1").as_number(), j.at("bleu2").as_number(), j.at("bleu3").as_number(), j.at("bleu4").as_number()};
   r.learning_rate = j.at("lr").as_number();
   r.seconds = j.at("seconds").as_number();
@@ -76,7 +73,6 @@ TrainingLog read_training_log(const std::filesystem::path& file) {
       b.step = v.at("step").as_int();
       b.loss = v.at("loss").as_number();
       b.learning_rate = v.at("lr").as_number();
-      if (v.has("reward")) b.reward = v.at("reward").as_number();
       log.batches.push_back(b);
     } else if (type == "epoch") {
       log.epochs.push_back(epoch_report_from_json(v));

@@ -19,14 +19,12 @@ struct BatchLogLine {
   int64_t step = 0;   // batches since the start of training
   double loss = 0;
   double learning_rate = 0;
-  std::optional<double> reward;  // scst only
 };
 
 struct EpochReport {
   int epoch = 0;     // 1-based
   int64_t step = 0;  // batches since the start of training, at the epoch's end
   double train_loss = 0;
-  double train_reward = 0;       // scst: mean CIDEr-D of the sampled captions
   std::array<double, 4> bleu{};  // validation BLEU-1..4 (greedy)
   double learning_rate = 0;
   double seconds = 0;

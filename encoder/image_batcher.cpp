@@ -10,8 +10,12 @@
 
 namespace captioner {
 
-ImageBatcher::ImageBatcher(std::vector<std::filesystem::path> files, ImageLoader loader, ImageBatcherOptions options)
-    : files_(std::move(files)), loader_(std::move(loader)), options_(options) {
+ImageBatcher::ImageBatcher(std::vector<std::filesystem::path> files, ImageLoader loader, ImageBatcherOptions options,
+                           std::vector<std::string_view> in_memory)
+    : files_(std::move(files)), in_memory_(std::move(in_memory)), loader_(std::move(loader)), options_(options) {
+  if (!in_memory_.empty() && in_memory_.size() != files_.size()) {
+    throw std::invalid_argument("ImageBatcher: one name per in-memory photo");
+  }
   if (options_.batch_size < 1) options_.batch_size = 1;
   if (options_.workers < 1) options_.workers = 1;
   if (options_.prefetch < 1) options_.prefetch = 1;
@@ -45,7 +49,7 @@ ImageBatch ImageBatcher::load_batch(size_t number) const {
   int64_t row = 0;
   for (size_t i = begin; i < end; ++i) {
     try {
-      cv::Mat rgb = loader_.decode(files_[i]);
+      cv::Mat rgb = in_memory_.empty() ? loader_.decode(files_[i]) : loader_.decode_bytes(in_memory_[i], files_[i]);
       loader_.preprocess(rgb, pixels.data_ptr<float>() + row * stride);
       if (flipped.defined()) loader_.preprocess(rgb, flipped.data_ptr<float>() + row * stride, true);
       if (options_.thumbnail_size > 0) batch.thumbnails.push_back(make_thumbnail(rgb, options_.thumbnail_size));

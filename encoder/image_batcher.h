@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <string_view>
 #include <vector>
 
 #include "encoder/image_loader.h"
@@ -37,7 +38,10 @@ struct ImageBatcherOptions {
 
 class ImageBatcher {
  public:
-  ImageBatcher(std::vector<std::filesystem::path> files, ImageLoader loader, ImageBatcherOptions options);
+  // `in_memory`: the photos' encoded bytes (JPEG, PNG...), one per file, when they are already in
+  // memory; `files` then only name them (in errors). The bytes must outlive the batcher.
+  ImageBatcher(std::vector<std::filesystem::path> files, ImageLoader loader, ImageBatcherOptions options,
+               std::vector<std::string_view> in_memory = {});
   ~ImageBatcher();
   ImageBatcher(const ImageBatcher&) = delete;
   ImageBatcher& operator=(const ImageBatcher&) = delete;
@@ -52,6 +56,7 @@ class ImageBatcher {
   ImageBatch load_batch(size_t number) const;
 
   std::vector<std::filesystem::path> files_;
+  std::vector<std::string_view> in_memory_;
   ImageLoader loader_;
   ImageBatcherOptions options_;
   size_t num_batches_ = 0;

@@ -11,8 +11,10 @@ namespace captioner {
 
 struct ImageFileList {
   std::vector<std::filesystem::path> images;  // sorted within each folder, inputs in given order
-  std::vector<std::string> problems;          // inputs that do not exist or cannot be listed
-  size_t skipped_non_images = 0;              // files in scanned folders that are not images
+  std::vector<std::string> problems;          // one line for each input or file found that is not captioned
+                                              // (missing, unreadable folder, FIFO, HEIC/AVIF/JPEG 2000...)
+  size_t skipped_non_images = 0;              // files in scanned folders that are not images (text, video...)
+  size_t skipped_folders = 0;                 // subfolders not entered (without --recursive)
 };
 
 ImageFileList collect_images(const std::vector<std::string>& inputs, bool recursive);

@@ -9,6 +9,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "encoder/image_probe.h"
+#include "encoder/jpeg_decoder.h"
 
 namespace captioner {
 
@@ -84,7 +85,7 @@ cv::Mat to_8bit(const cv::Mat& m) {
 
 }  // namespace
 
-cv::Mat ImageLoader::decode_bytes(const std::string& bytes, const fs::path& file) const {
+cv::Mat ImageLoader::decode_bytes(std::string_view bytes, const fs::path& file) const {
   if (bytes.empty()) throw ImageError(file, "empty file (0 bytes)");
   ImageHeader h = probe_image(bytes);
   if (h.format.empty()) {
@@ -104,8 +105,10 @@ cv::Mat ImageLoader::decode_bytes(const std::string& bytes, const fs::path& file
   cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
   cv::Mat img;
   try {
-    if (h.format == "jpeg" || h.format == "bmp") {
-      // IMREAD_COLOR applies EXIF orientation and converts grayscale and CMYK JPEGs to BGR.
+    if (h.format == "jpeg") {
+      // Ours rather than cv::imdecode's: the same pixels, but a damaged photo is refused.
+      img = shrink_to_working_size(decode_jpeg(bytes, file));
+    } else if (h.format == "bmp") {
       img = shrink_to_working_size(cv::imdecode(raw, cv::IMREAD_COLOR));
     } else {
       // Keep alpha and 16-bit samples to composite and scale them properly.

@@ -8,6 +8,7 @@
 #include <opencv2/core/mat.hpp>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "encoder/preprocess_spec.h"
 
@@ -40,7 +41,7 @@ class ImageLoader {
   // File -> 8-bit RGB (H, W, 3), upright. Throws ImageError.
   cv::Mat decode(const std::filesystem::path& file) const;
   // Encoded bytes -> 8-bit RGB; `file` only names the source in errors.
-  cv::Mat decode_bytes(const std::string& bytes, const std::filesystem::path& file) const;
+  cv::Mat decode_bytes(std::string_view bytes, const std::filesystem::path& file) const;
 
   // RGB image -> normalised (3, H, W) float32 written to `chw`, optionally mirrored left-right.
   void preprocess(const cv::Mat& rgb, float* chw, bool flip = false) const;

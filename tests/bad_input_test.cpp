@@ -178,30 +178,21 @@ TEST(BadInput, BrokenModelsAndCaptionFilesGiveOneLineErrors) {
                  "latin1.json:1:");
 }
 
-TEST(MutualInformationCli, PriorIsAddedOnceAndMiDecodingNeedsIt) {
+TEST(MutualInformationCli, MiDecodingNeedsTheModelsPrior) {
   Fixture f;
   write_text(f.tmp / "photos/a.png", png({200, 30, 30}));
   write_text(f.tmp / "photos/b.png", png({30, 200, 30}));
-  write_text(f.tmp / "train.json",
-             R"({"images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}],
-                 "annotations": [{"id": 1, "image_id": 1, "caption": "a dog"}, {"id": 2, "image_id": 2, "caption": "a cat"}]})");
   // A model saved without a prior: --mi-weight says how to get one, in one line.
   auto r = f.caption((f.tmp / "photos").string() + " --mi-weight 0.1");
   EXPECT_EQ(r.exit_code, 1) << r.err;
   ASSERT_EQ(lines(r.err).size(), 1u) << r.err;
-  EXPECT_NE(r.err.find("captioner prior"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("train it again"), std::string::npos) << r.err;
 
-  const std::string prior = "prior --model " + f.model.string() + " --captions " + (f.tmp / "train.json").string() +
-                            " --images " + (f.tmp / "photos").string() + " --cache-dir " + (f.tmp / "cache").string() + " -q";
-  r = run_cli(prior);
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.err.find("mean feature of 2 photos"), std::string::npos) << r.err;
+  // With one (every trained model stores it), the same command works.
+  auto model = make_bundle(make_tiny_encoder(f.tmp / "encoders"), make_vocab({"a", "dog", "cat", "runs", "on", "the", "grass"}));
+  model.set_image_prior(torch::rand({2, 3}));
+  model.save(f.model);
   EXPECT_EQ(load_json_file(f.model / "config.json")["image_prior"]["images"], 2);
-  r = run_cli(prior);  // never replaced without being asked
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("already has an image prior"), std::string::npos) << r.err;
-  EXPECT_EQ(run_cli(prior + " --overwrite").exit_code, 0);
-
   r = f.caption((f.tmp / "photos").string() + " --mi-weight 0.1");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(lines(r.out).size(), 2u) << r.out;
@@ -239,4 +230,96 @@ TEST(CaptionOutput, WrittenAtomicallyAndResumable) {
     auto again = run_cli("caption " + dir.string() + " --model " + f.model.string() + " --output " + o.string() + " --resume");
     EXPECT_NE(again.err.find("8 images already in"), std::string::npos) << ext << ": " << again.err;
   }
+}
+
+// Issue 27 F: everything in a folder that is not captioned is named (a FIFO, HEIC/AVIF/JPEG 2000
+// photos, an unreadable subfolder under -r, an unreadable folder given directly), and the exit
+// code says so. Text files are only counted: they are not photos.
+TEST(BadInput, NothingInAFolderIsSkippedInSilence) {
+  Fixture f;
+  const fs::path dir = f.tmp / "photos";
+  fs::create_directories(dir / "locked");
+  write_text(dir / "ok.png", png({1, 2, 3}));
+  write_text(dir / "locked" / "hidden.png", png({1, 2, 3}));
+  write_text(dir / "notes.txt", "not a photo");
+  for (const char* name : {"phone.heic", "phone.avif", "scan.jp2"})
+    write_text(dir / name,
+               "\0\0\0\x18"
+               "ftypheic");
+  ASSERT_EQ(mkfifo((dir / "pipe.jpg").c_str(), 0644), 0);
+  auto r = f.caption(dir.string());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.out.find("ok.png"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("phone.heic: HEIC/HEIF images are not supported"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("phone.avif: AVIF images are not supported"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("scan.jp2: JPEG 2000 images are not supported"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("pipe.jpg: not a regular file"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("notes.txt"), std::string::npos) << r.err;
+
+  // Run as an ordinary user (root reads every folder): an unreadable subfolder under -r, and an
+  // unreadable folder named directly, are each one line, not "no images found".
+  fs::remove(dir / "pipe.jpg");
+  for (const char* name : {"phone.heic", "phone.avif", "scan.jp2"}) fs::remove(dir / name);
+  fs::permissions(f.tmp.path(), fs::perms::all);  // the ordinary user must reach the model and photos
+  fs::permissions(dir / "locked", fs::perms::none);
+  const std::string as_user = geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+  if (as_user.empty() || fs::exists("/usr/bin/setpriv")) {
+    r = run_shell(as_user + CAPTIONER_BINARY + " caption -r " + dir.string() + " --model " + f.model.string() + " -q");
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.out.find("ok.png"), std::string::npos) << r.out;
+    EXPECT_NE(r.err.find("locked: cannot list folder: Permission denied"), std::string::npos) << r.err;
+    r = run_shell(as_user + CAPTIONER_BINARY + " caption " + (dir / "locked").string() + " --model " + f.model.string() + " -q");
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find("locked: cannot list folder: Permission denied"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("no images found"), std::string::npos) << r.err;
+  } else {
+    ADD_FAILURE() << "setpriv (util-linux) is needed to run as an ordinary user";
+  }
+  fs::permissions(dir / "locked", fs::perms::owner_all);
+
+  // Without -r a subfolder is noted, and an empty-looking folder's hint names its subfolders.
+  r = run_cli("caption " + dir.string() + " --model " + f.model.string());
+  EXPECT_NE(r.err.find("note: 1 subfolder not entered (--recursive enters them)"), std::string::npos) << r.err;
+  fs::remove(dir / "ok.png");
+  r = f.caption(dir.string());
+  EXPECT_NE(r.err.find("use --recursive to look in its 1 subfolder"), std::string::npos) << r.err;
+  fs::remove_all(dir / "locked");
+  r = f.caption(dir.string());
+  EXPECT_EQ(r.err.find("--recursive"), std::string::npos) << r.err;
+}
+
+// Issue 29: other programs' inputs. `caption -` reads photo paths from standard input,
+// `--files-from LIST` from a file (blank lines skipped, each path taken as named), and `-o -`
+// streams JSON lines to standard output.
+TEST(CaptionOutput, PathsFromStdinOrAListAndJsonLinesToStdout) {
+  Fixture f;
+  write_text(f.tmp / "a.png", png({200, 30, 30}));
+  write_text(f.tmp / "b.png", png({30, 200, 30}));
+  write_text(f.tmp / "list.txt", (f.tmp / "a.png").string() + "\n\n" + (f.tmp / "b.png").string() + "\r\n");
+  auto r = run_shell("printf '%s\\n' '" + (f.tmp / "b.png").string() + "' | '" + CAPTIONER_BINARY + "' caption - --model " +
+                     f.model.string() + " -o - -q");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto rows = lines(r.out);
+  ASSERT_EQ(rows.size(), 1u) << r.out;
+  EXPECT_EQ(json::parse(rows[0])["file_name"], (f.tmp / "b.png").string());
+  r = f.caption("--files-from " + (f.tmp / "list.txt").string() + " -o -");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  rows = lines(r.out);
+  ASSERT_EQ(rows.size(), 2u) << r.out;
+  EXPECT_EQ(json::parse(rows[0])["file_name"], (f.tmp / "a.png").string());
+  EXPECT_EQ(json::parse(rows[1])["file_name"], (f.tmp / "b.png").string());
+  EXPECT_FALSE(json::parse(rows[1])["caption"].get<std::string>().empty());
+  // A path in the list that is missing is named like any other, and the exit code says so.
+  write_text(f.tmp / "list.txt", (f.tmp / "a.png").string() + "\n" + (f.tmp / "gone.png").string() + "\n");
+  r = f.caption("--files-from " + (f.tmp / "list.txt").string() + " -o -");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("gone.png"), std::string::npos) << r.err;
+  EXPECT_EQ(lines(r.out).size(), 1u) << r.out;
+  // Nothing to caption at all is a usage error, not an empty success.
+  r = run_shell("'" + std::string(CAPTIONER_BINARY) + "' caption --model " + f.model.string() + " -q");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--files-from"), std::string::npos) << r.err;
+  r = f.caption((f.tmp / "a.png").string() + " -o - --resume");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("-o - streams to standard output"), std::string::npos) << r.err;
 }

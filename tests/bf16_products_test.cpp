@@ -1,10 +1,10 @@
-// Training's bf16 products (decoder/bf16_matmul.h): exactly the float32 sums of bf16-rounded
+// Training's bf16 products (decoder/kernels/bf16_matmul.h): exactly the float32 sums of bf16-rounded
 // operands, with gradients to match, and within bf16's rounding of the float32 training step.
 #include <gtest/gtest.h>
 
-#include "decoder/bf16_matmul.h"
-#include "decoder/caption_decoder.h"
-#include "decoder/lstm_sequence.h"
+#include "decoder/kernels/bf16_matmul.h"
+#include "decoder/network/caption_decoder.h"
+#include "decoder/kernels/lstm_sequence.h"
 
 using namespace captioner;
 

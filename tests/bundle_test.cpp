@@ -1,4 +1,4 @@
-#include "decoder/model_bundle.h"
+#include "decoder/bundle/model_bundle.h"
 
 #include <gtest/gtest.h>
 
@@ -155,6 +155,11 @@ TEST(ModelBundle, RefusesPartsThatDoNotBelongTogether) {
   d = fresh("garbage");
   write_file_atomic(d / "config.json", "{ not json");
   expect_load_error([&] { ModelBundle::load(d); }, "invalid JSON");
+
+  // A removed feature (issue 28): a model that names concept inputs is refused in one line.
+  d = fresh("concepts");
+  edit_config(d, [](json& j) { j["members"][0]["decoder"]["concepts"] = {"dog", "cat"}; });
+  expect_load_error([&] { ModelBundle::load(d); }, "`train --concept-input`, which measured no gain and was removed");
 }
 
 TEST(ModelBundle, StoresItsImagePriorForMutualInformationDecoding) {
@@ -169,9 +174,8 @@ TEST(ModelBundle, StoresItsImagePriorForMutualInformationDecoding) {
   const auto train_features = torch::rand({10, 3});
   b.set_image_prior(train_features);
   EXPECT_TRUE(torch::allclose(b.image_prior, train_features.mean(0)));
-  b.save_image_prior(tmp / "old");  // added to the saved model, nothing else touched
-  for (const char* dir : {"old", "new"}) {
-    if (std::string(dir) == "new") b.save(tmp / dir, /*fp16=*/true);
+  for (const char* dir : {"new", "new-fp32"}) {
+    b.save(tmp / dir, /*fp16=*/std::string(dir) == "new");
     auto loaded = ModelBundle::load(tmp / dir);
     ASSERT_TRUE(loaded.image_prior.defined()) << dir;
     EXPECT_TRUE(torch::equal(loaded.image_prior, b.image_prior)) << dir;  // float32 even in an fp16 bundle

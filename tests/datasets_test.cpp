@@ -232,3 +232,26 @@ TEST(EvalCli, ScoresAResultsFileAsJson) {
   EXPECT_NE(r.err.find("error: "), std::string::npos);
   EXPECT_NE(r.err.find("r.json"), std::string::npos) << r.err;
 }
+
+// Issue 27 C: every loader refuses an entry that leaves the image folder, naming the entry.
+TEST(CaptionFile, EntriesThatLeaveTheImageFolderAreRefused) {
+  TempDir tmp;
+  DatasetOptions opt;
+  opt.check_images = false;
+  write_text(tmp / "coco.json",
+             R"({"images":[{"id":1,"file_name":"/etc/passwd"}],"annotations":[{"image_id":1,"caption":"x"}]})");
+  expect_error([&] { load_caption_file(tmp / "coco.json", opt); }, "images[0].file_name", "absolute path /etc/passwd");
+  write_text(tmp / "coco.json",
+             R"({"images":[{"id":1,"file_name":"a/../../x.jpg"}],"annotations":[{"image_id":1,"caption":"x"}]})");
+  expect_error([&] { load_caption_file(tmp / "coco.json", opt); }, "coco.json", "climbs out of the image folder");
+  write_text(tmp / "k.json", R"({"images":[{"filepath":"/tmp","filename":"x.jpg","sentences":[{"raw":"x"}]}]})");
+  expect_error([&] { load_caption_file(tmp / "k.json", opt); }, "images[0].filepath", "absolute path");
+  write_text(tmp / "k.json", R"({"images":[{"filepath":"val","filename":"../../x.jpg","sentences":[{"raw":"x"}]}]})");
+  expect_error([&] { load_caption_file(tmp / "k.json", opt); }, "images[0].filename", "climbs out");
+  write_text(tmp / "t.txt", "../x.jpg#0\ta dog\n");
+  expect_error([&] { load_caption_file(tmp / "t.txt", opt); }, "t.txt", "climbs out");
+  // Inside the folder, however spelled, is fine.
+  write_text(tmp / "coco.json",
+             R"({"images":[{"id":1,"file_name":"a/../b/./x.jpg"}],"annotations":[{"image_id":1,"caption":"x"}]})");
+  EXPECT_EQ(load_caption_file(tmp / "coco.json", opt).records.at(0).image_path, tmp / "a/../b/./x.jpg");
+}

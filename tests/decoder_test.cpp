@@ -1,8 +1,8 @@
-#include "decoder/caption_decoder.h"
+#include "decoder/network/caption_decoder.h"
 
 #include <gtest/gtest.h>
 
-#include "decoder/caption_search.h"
+#include "decoder/search/caption_search.h"
 #include "vocab/vocabulary.h"
 
 using namespace captioner;

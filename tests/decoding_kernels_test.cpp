@@ -7,21 +7,21 @@
 #include <limits>
 #include <random>
 
-#include "decoder/beam_candidates.h"
-#include "decoder/caption_decoder.h"
-#include "decoder/lstm_cell_kernel.h"
+#include "decoder/search/beam_candidates.h"
+#include "decoder/network/caption_decoder.h"
+#include "decoder/kernels/lstm_cell_kernel.h"
 
 using namespace captioner;
 
 namespace {
 
-// The fused pass promises LibTorch's bits (decoder/lstm_cell_kernel.h): a LibTorch whose sigmoid or
+// The fused pass promises LibTorch's bits (decoder/kernels/lstm_cell_kernel.h): a LibTorch whose sigmoid or
 // tanh kernels call other SLEEF functions fails here, and the promise must be revisited.
 void expect_same(const torch::Tensor& fused, const torch::Tensor& plain) {
   EXPECT_TRUE(torch::equal(fused, plain)) << "max difference " << (fused - plain).abs().max().item<float>();
 }
 
-// decoder/caption_decoder.cpp's int8 decoding step, op by op: pre = word_gates[tokens] + image,
+// decoder/network/caption_decoder.cpp's int8 decoding step, op by op: pre = word_gates[tokens] + image,
 // gates = hidden + pre, then RecurrentLayerImpl::step's activations.
 std::pair<torch::Tensor, torch::Tensor> lstm_by_ops(const torch::Tensor& hidden, const torch::Tensor& word_gates,
                                                     const torch::Tensor& tokens, const torch::Tensor& image,

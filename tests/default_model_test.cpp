@@ -7,7 +7,7 @@
 #include <set>
 
 #include "datasets/caption_dataset.h"
-#include "decoder/caption_pipeline.h"
+#include "decoder/pipeline/caption_pipeline.h"
 #include "tests/test_util.h"
 #include "datasets/tokenizer.h"
 

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -13,12 +14,14 @@
 #include <random>
 
 #include "datasets/caption_writer.h"
-#include "decoder/model_bundle.h"
+#include "datasets/file_io.h"
+#include "decoder/bundle/model_bundle.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_util.h"
 
 using namespace captioner;
 using namespace captioner::test;
+using nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
@@ -188,10 +191,72 @@ TEST(Distributed, ThreeShardsMergeIntoTheOneProcessOutput) {
     EXPECT_EQ(a[i].caption, b[i].caption);
     EXPECT_EQ(a[i].image_id, b[i].image_id);
   }
-  // A photo in two parts is refused by name.
+  // A file that is not a part of this run (no manifest beside it) is refused by name.
   auto twice = run_cli("merge" + parts + " " + (f.tmp / "one.json").string() + " -o " + (f.tmp / "bad.json").string());
   EXPECT_NE(twice.exit_code, 0);
-  EXPECT_NE(twice.err.find("is captioned in both"), std::string::npos) << twice.err;
+  EXPECT_NE(twice.err.find("one.json has no one.json.manifest beside it"), std::string::npos) << twice.err;
+}
+
+// Issue 27 E: merge trusts nothing. A part whose run was killed, a row deleted or repeated, a
+// part of another run, an unrelated JSON list: each refused in one line naming the part.
+TEST(Distributed, MergeRefusesAnythingButEveryPhotoOnce) {
+  Fixture f;
+  make_bundle(f.encoder, make_vocab({"a", "red", "green", "blue", "photo"})).save(f.tmp / "model");
+  const std::string common = " caption " + f.data.string() + " --model " + (f.tmp / "model").string() + " -q";
+  const fs::path part0 = f.tmp / "out.part-0-of-2.json", part1 = f.tmp / "out.part-1-of-2.json";
+  for (int k = 0; k < 2; ++k) {
+    ASSERT_EQ(run_cli(common + " --shard " + std::to_string(k) + "/2 -o " + (f.tmp / "out.json").string()).exit_code, 0);
+  }
+  const std::string good_part0 = read_file(part0), good_manifest0 = read_file(part0.string() + ".manifest");
+  auto merge = [&](const std::string& parts) { return run_cli("merge " + parts + " -o " + (f.tmp / "merged.json").string()); };
+  auto expect_refused = [&](const std::string& why, const std::string& fragment) {
+    auto r = merge(part0.string() + " " + part1.string());
+    EXPECT_EQ(r.exit_code, 1) << why << ": " << r.err;
+    EXPECT_NE(r.err.find(fragment), std::string::npos) << why << ": " << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << why << ": one line, not " << r.err;
+    EXPECT_FALSE(fs::exists(f.tmp / "merged.json")) << why;
+    write_text(part0, good_part0);
+    write_text(part0.string() + ".manifest", good_manifest0);
+  };
+  // A run killed before it finished leaves its manifest unfinished.
+  json m = json::parse(good_manifest0);
+  m["finished"] = false;
+  write_text(part0.string() + ".manifest", m.dump());
+  expect_refused("killed part", "out.part-0-of-2.json is unfinished");
+  // A row deleted, then a row repeated.
+  json rows = json::parse(good_part0);
+  const json first = rows[0];
+  rows.erase(rows.begin());
+  write_text(part0, rows.dump());
+  expect_refused("deleted row", "lacks the caption of");
+  rows = json::parse(good_part0);
+  rows.push_back(first);
+  write_text(part0, rows.dump());
+  expect_refused("repeated row", "twice");
+  // A row for a photo that is another part's.
+  rows = json::parse(good_part0);
+  rows.push_back(json::parse(read_file(part1))[0]);
+  write_text(part0, rows.dump());
+  expect_refused("another part's photo", "which is not one of its photos");
+  // A part of another run (another folder) with the same name pattern.
+  fs::create_directories(f.tmp / "other");
+  fs::copy(f.data, f.tmp / "other" / "photos");
+  fs::remove(*fs::directory_iterator(f.tmp / "other" / "photos"));
+  ASSERT_EQ(run_cli(" caption " + (f.tmp / "other" / "photos").string() + " --model " + (f.tmp / "model").string() +
+                    " -q --shard 1/2 -o " + (f.tmp / "other" / "out.json").string())
+                .exit_code,
+            0);
+  auto r = merge(part0.string() + " " + (f.tmp / "other" / "out.part-1-of-2.json").string());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("of another run"), std::string::npos) << r.err;
+  // The same part twice, and a part alone.
+  r = merge(part0.string() + " " + part0.string());
+  EXPECT_NE(r.err.find("part 0 is given twice"), std::string::npos) << r.err;
+  r = merge(part1.string());
+  EXPECT_NE(r.err.find("part 0 of 2 is missing"), std::string::npos) << r.err;
+  // Untouched, they merge.
+  r = merge(part0.string() + " " + part1.string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 TEST(Distributed, ASignalOnOneRankStopsAllWithACheckpoint) {
@@ -215,4 +280,46 @@ TEST(Distributed, ASignalOnOneRankStopsAllWithACheckpoint) {
                            f.train_command(out, more + " --rank 0") + "; r=$?; wait $! || exit 99; exit $r)");
   EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
   EXPECT_NE(resumed.err.find("resuming from"), std::string::npos) << resumed.err;
+}
+
+// Issue 27 D: ranks started with other options or other data must not train (silently another
+// model) nor die inside Gloo on mismatched sizes: every rank stops with one line naming the first
+// setting that differs and both values.
+TEST(Distributed, RanksThatDisagreeStopWithOneLineNamingTheSetting) {
+  Fixture f;
+  // The same captions in another order: what a shuffled copy on another machine looks like.
+  nlohmann::json coco = nlohmann::json::parse(read_file(f.captions));
+  std::reverse(coco["annotations"].begin(), coco["annotations"].end());
+  const fs::path shuffled = f.tmp / "data" / "shuffled.json";
+  write_text(shuffled, coco.dump());
+  struct Case {
+    std::string rank0_args, rank1_args, setting, rank0_value, rank1_value;
+  };
+  std::string rank1_train = f.train_command(f.tmp / "run", "");
+  const std::string captions_arg = "--train-captions " + f.captions.string();
+  rank1_train.replace(rank1_train.find(captions_arg), captions_arg.size(), "--train-captions " + shuffled.string());
+  for (const Case& c :
+       {Case{"--lr 0.001", "--lr 0.01", "--lr", "0.001", "0.01"}, Case{"--seed 5", "--seed 9", "--seed", "5", "9"},
+        Case{"--cell lstm", "--cell gru", "--cell", "lstm", "gru"},
+        Case{"", "SHUFFLED", "the training captions", "48 photos", "48 photos"}}) {
+    const int port = free_port();
+    const std::string common =
+        " --epochs 1 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 30";
+    const std::string rank1 = c.rank1_args == "SHUFFLED" ? rank1_train + common + " --rank 1"
+                                                         : f.train_command(f.tmp / "run", c.rank1_args + common + " --rank 1");
+    auto r = run_shell("(" + rank1 + " 2>" + (f.tmp / "rank1.err").string() + " & " +
+                       f.train_command(f.tmp / "run", c.rank0_args + common + " --rank 0") +
+                       "; r=$?; wait $!; r1=$?; exit $(( r * 10 + r1 )))");
+    const std::string rank1_err = read_file(f.tmp / "rank1.err");
+    EXPECT_EQ(r.exit_code, 11) << c.setting << ": both ranks must exit 1\n" << r.err << rank1_err;
+    for (const std::string& err : {r.err, rank1_err}) {
+      EXPECT_NE(err.find("rank 1 and rank 0 disagree on " + c.setting), std::string::npos) << err;
+      EXPECT_NE(err.find("rank 0 has " + c.rank0_value), std::string::npos) << err;
+      EXPECT_NE(err.find("rank 1 has " + c.rank1_value), std::string::npos) << err;
+      EXPECT_EQ(err.find("EnforceNotMet"), std::string::npos) << err;
+      EXPECT_EQ(err.find("frame #"), std::string::npos) << err;
+    }
+    EXPECT_FALSE(fs::exists(f.tmp / "run" / "decoder.pt")) << c.setting;
+    fs::remove_all(f.tmp / "run");
+  }
 }

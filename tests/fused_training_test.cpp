@@ -2,10 +2,10 @@
 // LibTorch computations they replace.
 #include <gtest/gtest.h>
 
-#include "decoder/caption_decoder.h"
-#include "decoder/dropout_mask.h"
-#include "decoder/fused_adam.h"
-#include "decoder/lstm_sequence.h"
+#include "decoder/network/caption_decoder.h"
+#include "decoder/kernels/dropout_mask.h"
+#include "decoder/kernels/fused_adam.h"
+#include "decoder/kernels/lstm_sequence.h"
 
 using namespace captioner;
 

@@ -5,10 +5,14 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "datasets/file_io.h"
 #include "encoder/image_probe.h"
+#include "encoder/jpeg_decoder.h"
 #include "tests/test_util.h"
 
 using namespace captioner;
+using captioner::read_file;
+using captioner::test::flickr8k_images;
 using captioner::test::TempDir;
 using captioner::test::write_text;
 
@@ -221,4 +225,53 @@ TEST(ImageLoader, ForgedHeaderSizesDoNotOverflow) {
   for (int i = 16; i < 24; ++i) png[i] = '\xFF';
   write_text(tmp / "forged.png", png);
   expect_image_error([&] { loader().decode(tmp / "forged.png"); }, "forged.png", "exceeds the limit");
+}
+
+// Issue 27 B: libjpeg only warns about a photo whose data ends early (it fills the rest with
+// grey). `head -c N photo.jpg; printf '\xff\xd9'` must be refused by name, not captioned.
+TEST(ImageLoader, APartlyDecodedJpegIsRefusedNotGreyFilled) {
+  TempDir tmp;
+  cv::Mat noise(240, 320, CV_8UC3);
+  cv::randu(noise, 0, 255);
+  const std::string jpeg = encode(noise, ".jpg");
+  write_text(tmp / "t.jpg", jpeg.substr(0, jpeg.size() / 2) + "\xFF\xD9");
+  expect_image_error([&] { loader().decode(tmp / "t.jpg"); }, "t.jpg", "damaged JPEG");
+  // A run of bytes inside the entropy-coded data overwritten: refused, by name, whatever libjpeg
+  // makes of it (a bad Huffman code, a marker where none may be).
+  std::string overwritten = jpeg;
+  for (size_t i = overwritten.size() / 2; i < overwritten.size() / 2 + 64; ++i) overwritten[i] = static_cast<char>(0xFF);
+  write_text(tmp / "overwritten.jpg", overwritten);
+  EXPECT_THROW(loader().decode(tmp / "overwritten.jpg"), ImageError);
+}
+
+// decode_jpeg gives exactly cv::imdecode(IMREAD_COLOR)'s pixels: baseline and progressive,
+// restart markers, greyscale, CMYK, every EXIF orientation, and real photos where ../shared is.
+TEST(ImageLoader, OurJpegDecodingIsOpenCvsPixelForPixel) {
+  auto same = [](const std::string& bytes, const std::string& what) {
+    cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
+    cv::Mat theirs = cv::imdecode(raw, cv::IMREAD_COLOR);
+    cv::Mat ours = decode_jpeg(bytes, what);
+    ASSERT_EQ(ours.size(), theirs.size()) << what;
+    ASSERT_EQ(ours.type(), theirs.type()) << what;
+    EXPECT_EQ(cv::norm(ours, theirs, cv::NORM_INF), 0) << what;
+  };
+  cv::Mat noise(37, 53, CV_8UC3);
+  cv::randu(noise, 0, 255);
+  std::vector<uchar> buf;
+  cv::imencode(".jpg", noise, buf);
+  const std::string baseline(buf.begin(), buf.end());
+  same(baseline, "baseline 4:2:0");
+  cv::imencode(".jpg", noise, buf, {cv::IMWRITE_JPEG_PROGRESSIVE, 1});
+  same(std::string(buf.begin(), buf.end()), "progressive");
+  cv::imencode(".jpg", noise, buf, {cv::IMWRITE_JPEG_RST_INTERVAL, 2, cv::IMWRITE_JPEG_QUALITY, 100});
+  same(std::string(buf.begin(), buf.end()), "restart markers, quality 100");
+  cv::Mat grey;
+  cv::cvtColor(noise, grey, cv::COLOR_BGR2GRAY);
+  cv::imencode(".jpg", grey, buf);
+  same(std::string(buf.begin(), buf.end()), "greyscale");
+  same(read_file(std::filesystem::path(CAPTIONER_SOURCE_DIR) / "tests/data/cmyk_red_blue.jpg"), "cmyk");
+  for (uint16_t orientation = 1; orientation <= 8; ++orientation) {
+    same(with_exif_orientation(baseline, orientation), "EXIF orientation " + std::to_string(orientation));
+  }
+  for (const auto& photo : flickr8k_images(20)) same(read_file(photo), photo.string());
 }

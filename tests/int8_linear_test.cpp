@@ -1,9 +1,9 @@
-#include "decoder/int8_linear.h"
+#include "decoder/kernels/int8_linear.h"
 
 #include <gtest/gtest.h>
 
-#include "decoder/caption_search.h"
-#include "decoder/sequence_scorer.h"
+#include "decoder/search/caption_search.h"
+#include "decoder/search/sequence_scorer.h"
 #include "tests/model_fixtures.h"
 #include "vocab/vocabulary.h"
 

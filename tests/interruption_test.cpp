@@ -12,7 +12,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <thread>
 
-#include "decoder/model_bundle.h"
+#include "decoder/bundle/model_bundle.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_util.h"
 
@@ -180,5 +180,44 @@ TEST(Interruption, SigintAndSigtermSaveACheckpointAndExitCleanly) {
     std::string text((std::istreambuf_iterator<char>(log)), {});
     EXPECT_NE(text.find("interrupted: checkpoint saved"), std::string::npos) << text;
     EXPECT_NO_THROW(checkpoint_weights(out));
+  }
+}
+
+// Issue 27 G: eval scores a whole split or nothing. Ctrl-C (also where the shell started it with
+// SIGINT ignored, as for a background job) and SIGTERM stop it with exit 130 and no table.
+TEST(Interruption, EvalStopsOnSigintAndSigtermWithoutPrintingScores) {
+  TempDir tmp;
+  fs::create_directories(tmp / "photos");
+  auto enc = make_tiny_encoder(tmp / "enc");
+  const fs::path model = tmp / "model";
+  make_bundle(enc, make_vocab({"a", "dog", "runs"})).save(model);
+  // Enough photos that decoding them one at a time takes many seconds.
+  std::vector<uchar> bytes;
+  cv::Mat photo(240, 320, CV_8UC3);
+  cv::randu(photo, 0, 255);
+  cv::imencode(".jpg", photo, bytes);
+  json coco{{"images", json::array()}, {"annotations", json::array()}};
+  for (int i = 0; i < 20000; ++i) {
+    const std::string name = std::to_string(i) + ".jpg";
+    std::ofstream(tmp / "photos" / name, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    coco["images"].push_back({{"id", i + 1}, {"file_name", name}});
+    coco["annotations"].push_back({{"id", i + 1}, {"image_id", i + 1}, {"caption", "a dog runs"}});
+  }
+  std::ofstream(tmp / "photos" / "captions.json") << coco.dump();
+  const std::string eval = std::string(CAPTIONER_BINARY) + " eval --annotations " + (tmp / "photos" / "captions.json").string() +
+                           " --images " + (tmp / "photos").string() + " --model " + model.string() +
+                           " --batch 1 --loader-threads 1 --threads 1 --cache-dir '' -q";
+  for (int sig : {SIGINT, SIGTERM}) {
+    const fs::path log = tmp / ("eval" + std::to_string(sig) + ".log");
+    pid_t pid = spawn({"/bin/sh", "-c", "trap '' INT; exec " + eval + " > " + (tmp / "scores.txt").string()}, log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    kill(pid, sig);
+    EXPECT_EQ(wait_exit(pid), 130) << "signal " << sig;
+    std::ifstream in(log);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(text.find("interrupted: no scores"), std::string::npos) << text;
+    std::ifstream scores(tmp / "scores.txt");
+    std::string table((std::istreambuf_iterator<char>(scores)), {});
+    EXPECT_EQ(table.find("BLEU"), std::string::npos) << table;
   }
 }

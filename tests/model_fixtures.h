@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "decoder/model_bundle.h"
+#include "decoder/bundle/model_bundle.h"
 
 namespace captioner::test {
 

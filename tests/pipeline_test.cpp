@@ -1,6 +1,6 @@
 // The speed settings of `captioner caption` (batch size, loader threads, LibTorch threads, batched
 // beams) must never change what it writes: same captions, same log-probabilities, same order.
-#include "decoder/caption_pipeline.h"
+#include "decoder/pipeline/caption_pipeline.h"
 
 #include <gtest/gtest.h>
 

@@ -22,7 +22,7 @@
 
 #include "datasets/caption_writer.h"
 #include "datasets/file_io.h"
-#include "decoder/install_paths.h"
+#include "decoder/bundle/install_paths.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_util.h"
 
@@ -488,4 +488,85 @@ TEST(Reliability, WithoutHomeTheCacheIsThisUsersOwn) {
   if (xdg) setenv("XDG_CACHE_HOME", xdg->c_str(), 1);
   EXPECT_EQ(dir.filename().string(), "captioner-cache-" + std::to_string(getuid())) << dir;
   EXPECT_EQ(dir.parent_path(), fs::temp_directory_path()) << dir;
+}
+
+// Issue 27 A: in a shared folder another user plants `.<output>.lock` -> a file of root's; root's
+// next run must refuse the link, not truncate the file: caption -o, merge -o and train --output.
+TEST(Reliability, PlantedLockLinksAreRefusedAndTheirTargetsUntouched) {
+  Fixture f;
+  write_text(f.tmp / "a.jpg", jpeg());
+  write_text(f.tmp / "victim.txt", "DATA\n");
+  const fs::path out = f.tmp / "out.json";
+  fs::create_symlink(f.tmp / "victim.txt", f.tmp / ".out.json.lock");
+  auto r = f.caption((f.tmp / "a.jpg").string() + " -o " + out.string());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find(".out.json.lock is a symbolic link"), std::string::npos) << r.err;
+  EXPECT_EQ(count_lines(r.err), 1u) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+
+  // merge: a real part to merge, then the same planted link.
+  ASSERT_EQ(f.caption((f.tmp / "a.jpg").string() + " --shard 0/2 -o " + (f.tmp / "c.json").string()).exit_code, 0);
+  ASSERT_EQ(f.caption((f.tmp / "a.jpg").string() + " --shard 1/2 -o " + (f.tmp / "c.json").string()).exit_code, 0);
+  r = run_shell(std::string(CAPTIONER_BINARY) + " merge " + (f.tmp / "c.part-0-of-2.json").string() + " " +
+                (f.tmp / "c.part-1-of-2.json").string() + " -o " + out.string());
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("symbolic link"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(out));
+
+  fs::create_symlink(f.tmp / "victim.txt", f.tmp / ".run.lock");
+  r = f.train(f.tmp / "run", "", 1);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find(".run.lock is a symbolic link"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(f.tmp / "run" / "decoder.pt"));
+  EXPECT_EQ(read_file(f.tmp / "victim.txt"), "DATA\n");
+
+  // Without the links every command works, and a training log planted as a link is refused too.
+  fs::remove(f.tmp / ".out.json.lock");
+  fs::remove(f.tmp / ".run.lock");
+  EXPECT_EQ(f.caption((f.tmp / "a.jpg").string() + " -o " + out.string()).exit_code, 0);
+  fs::create_directories(f.tmp / "run2");
+  fs::create_symlink(f.tmp / "victim.txt", f.tmp / "run2" / "metrics.jsonl");
+  r = f.train(f.tmp / "run2", "", 1);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("metrics.jsonl"), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(f.tmp / "victim.txt"), "DATA\n");
+}
+
+// Issue 27 C: a caption file's entries name photos inside --train-images; one that leaves it (an
+// absolute path, a climbing "..") is refused with a line naming the entry. Links placed inside
+// the folder by the user stay allowed.
+TEST(Reliability, TrainingReadsNoPhotoOutsideItsImageFolder) {
+  Fixture f;
+  fs::create_directories(f.tmp / "outside");
+  write_text(f.tmp / "outside" / "eagle.jpg", jpeg());
+  fs::create_directories(f.tmp / "data" / "sub");
+  write_text(f.tmp / "data" / "1.jpg", jpeg());
+  const std::string bad_names[] = {"../outside/eagle.jpg", "sub/../../outside/eagle.jpg",
+                                   (f.tmp / "outside" / "eagle.jpg").string()};
+  for (const auto& name : bad_names) {
+    write_text(
+        f.tmp / "data" / "escape.json",
+        R"({"images":[{"id":1,"file_name":"1.jpg"},{"id":2,"file_name":")" + name +
+            R"("}],"annotations":[{"image_id":1,"id":1,"caption":"a dog runs"},{"image_id":2,"id":2,"caption":"an eagle flies"}]})");
+    auto r = run_shell(
+        "timeout 120 " + std::string(CAPTIONER_BINARY) + " train --train-captions " + (f.tmp / "data" / "escape.json").string() +
+        " --val-captions " + (f.tmp / "data" / "escape.json").string() + " --train-images " + (f.tmp / "data").string() +
+        " --encoder " + f.encoder.string() + " --min-word-count 1 --epochs 1 -q --output " + (f.tmp / "run-escape").string());
+    EXPECT_EQ(r.exit_code, 1) << name << ": " << r.err;
+    EXPECT_NE(r.err.find("escape.json"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("images[1].file_name"), std::string::npos) << r.err;
+    EXPECT_TRUE(r.err.find("outside the image folder") != std::string::npos || r.err.find("climbs out") != std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(f.tmp / "run-escape" / "vocab.json"));
+  }
+  // A link the user put inside the folder is the user's choice.
+  fs::create_symlink(f.tmp / "outside" / "eagle.jpg", f.tmp / "data" / "linked.jpg");
+  write_text(f.tmp / "data" / "linked.json",
+             R"({"images":[{"id":1,"file_name":"1.jpg"},{"id":2,"file_name":"sub/../linked.jpg"}],)"
+             R"("annotations":[{"image_id":1,"id":1,"caption":"a dog runs"},{"image_id":2,"id":2,"caption":"a dog runs"}]})");
+  auto r = run_shell("timeout 300 " + std::string(CAPTIONER_BINARY) + " train --train-captions " +
+                     (f.tmp / "data" / "linked.json").string() + " --val-captions " + (f.tmp / "data" / "linked.json").string() +
+                     " --train-images " + (f.tmp / "data").string() + " --encoder " + f.encoder.string() +
+                     " --min-word-count 1 --epochs 1 -q --output " + (f.tmp / "run-linked").string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }

@@ -86,7 +86,7 @@ TEST(HtmlReport, RendersInHeadlessChromiumWithEveryThumbnail) {
 TEST(TrainingPlot, DrawsLossAndBleuCurves) {
   TempDir tmp;
   std::ofstream m(tmp / "metrics.jsonl");
-  for (int s = 1; s <= 40; ++s) m << to_json(BatchLogLine{1, s, s * 10, 5.0 - s * 0.05, 1e-3, std::nullopt}).dump() << "\n";
+  for (int s = 1; s <= 40; ++s) m << to_json(BatchLogLine{1, s, s * 10, 5.0 - s * 0.05, 1e-3}).dump() << "\n";
   for (int e = 1; e <= 4; ++e) {
     EpochReport r;
     r.epoch = e;
@@ -118,7 +118,7 @@ TEST(TrainingPlot, DrawsLossAndBleuCurves) {
 // line (it was a raw nlohmann type_error).
 TEST(TrainingPlot, ABadEntryInTheMetricsLogIsOneLineNamingLineAndEntry) {
   TempDir tmp;
-  write_text(tmp / "metrics.jsonl", to_json(BatchLogLine{1, 1, 1, 4.5, 1e-3, std::nullopt}).dump() + "\n" +
+  write_text(tmp / "metrics.jsonl", to_json(BatchLogLine{1, 1, 1, 4.5, 1e-3}).dump() + "\n" +
                                         R"({"type":"batch","epoch":1,"batch":2,"step":2,"loss":"high","lr":0.001})" + "\n");
   auto r = run_cli("plot " + tmp.path().string());
   EXPECT_EQ(r.exit_code, 1);

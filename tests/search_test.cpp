@@ -1,4 +1,4 @@
-#include "decoder/caption_search.h"
+#include "decoder/search/caption_search.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <map>
 #include <set>
 
-#include "decoder/caption_pipeline.h"
+#include "decoder/pipeline/caption_pipeline.h"
 #include "vocab/vocabulary.h"
 
 using namespace captioner;

@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <fstream>
 
-#include "decoder/caption_pipeline.h"
+#include "decoder/pipeline/caption_pipeline.h"
 #include "datasets/caption_writer.h"
 #include "datasets/file_io.h"
-#include "decoder/tag_guide.h"
+#include "decoder/search/tag_guide.h"
 #include "datasets/tokenizer.h"
 #include "test_util.h"
 

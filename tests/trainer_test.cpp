@@ -1,4 +1,4 @@
-#include "decoder/trainer.h"
+#include "decoder/training/trainer.h"
 
 #include <gtest/gtest.h>
 
@@ -192,7 +192,6 @@ TEST(TrainingState, RoundTripsAndReadsTheCheckpointsOfEarlierVersions) {
   s.best_epoch = 2;
   s.bad_epochs = 0;
   s.epoch_loss_sum = 12.5;
-  s.epoch_reward_sum = 0.1;
   s.epoch_items = 96;
   s.epoch_seconds = 3.5;
   EpochReport r;
@@ -226,11 +225,11 @@ TEST(TrainingState, RoundTripsAndReadsTheCheckpointsOfEarlierVersions) {
 TEST(RunDirectory, ALogLineThatCannotBeWrittenFailsTheRun) {
   TempDir tmp;
   RunDirectory run(tmp / "run", nullptr);
-  run.log(BatchLogLine{1, 1, 1, 2.0, 0.01, std::nullopt});
+  run.log(BatchLogLine{1, 1, 1, 2.0, 0.01});
   std::filesystem::remove_all(tmp / "run");
   std::filesystem::create_directories(tmp / "run/metrics.jsonl");  // a folder in the log's way
   try {
-    run.log(BatchLogLine{1, 2, 2, 1.9, 0.01, std::nullopt});
+    run.log(BatchLogLine{1, 2, 2, 1.9, 0.01});
     ADD_FAILURE() << "a lost log line went unnoticed";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("metrics.jsonl"), std::string::npos) << e.what();
@@ -254,44 +253,4 @@ TEST(Trainer, RefusesToResumeWithOtherData) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("other data"), std::string::npos) << e.what();
   }
-}
-
-TEST(Trainer, SelfCriticalTrainingRaisesTheRewardAndResumesExactly) {
-  TempDir tmp;
-  auto toy = make_toy(tmp.path());
-  auto o = options();
-  o.epochs = 2;
-  Trainer(toy.model, toy.train, toy.val, o, tmp / "xe").run();  // a briefly trained start
-  auto start = ModelBundle::load(tmp / "xe");
-  auto scst = options();
-  scst.objective = Objective::kSelfCritical;
-  scst.epochs = 6;
-  scst.learning_rate = 0.005;
-  scst.scst_images = 8;
-  scst.scst_samples = 4;
-  toy.model.members = start.members;
-  toy.model.members[0].decoder->train();
-  auto r = Trainer(toy.model, toy.train, toy.val, scst, tmp / "scst").run();
-  ASSERT_EQ(r.history.size(), 6u);
-  EXPECT_GT(r.history.back().train_reward, r.history.front().train_reward) << "CIDEr-D of the samples did not rise";
-
-  // Interrupted and resumed, SCST lands on the same weights (sampling is seeded per batch).
-  auto again = make_toy(tmp.path());
-  again.model.members = ModelBundle::load(tmp / "xe").members;
-  again.model.members[0].decoder->train();
-  std::atomic<bool> stop{false};
-  scst.stop = &stop;
-  int seen = 0;
-  TrainerCallbacks cb;
-  cb.on_batch = [&](int epoch, int64_t, int64_t, double, double) {
-    if (epoch == 3 && ++seen == 3) stop = true;
-  };
-  ASSERT_TRUE(Trainer(again.model, again.train, again.val, scst, tmp / "scst2").run(cb).interrupted);
-  auto resumed = make_toy(tmp.path());
-  resumed.model.members = ModelBundle::load(tmp / "xe").members;
-  scst.stop = nullptr;
-  scst.resume = true;
-  Trainer(resumed.model, resumed.train, resumed.val, scst, tmp / "scst2").run();
-  auto a = params(tmp / "scst"), b = params(tmp / "scst2");
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
 }

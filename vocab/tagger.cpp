@@ -210,15 +210,4 @@ std::vector<std::string> Tagger::class_words(size_t c) const {
   return out;
 }
 
-std::vector<std::string> Tagger::concept_words() const {
-  std::vector<std::string> out;
-  std::unordered_set<std::string> seen;
-  for (size_t c = 0; c < num_classes(); ++c) {
-    for (auto& w : class_words(c)) {
-      if (seen.insert(w).second) out.push_back(std::move(w));
-    }
-  }
-  return out;
-}
-
 }  // namespace captioner

@@ -41,9 +41,6 @@ class Tagger {
   // The caption words naming class c and its broader concepts, nearest first: "tabby, tabby cat"
   // -> cat, animal. For tests and inspection.
   std::vector<std::string> class_words(size_t c) const;
-  // Every caption word that names some class or a broader concept of one, each once, in class
-  // order: the words a classifier's probabilities can be summed into.
-  std::vector<std::string> concept_words() const;
 
  private:
   struct Concept {

@@ -1,0 +1,195 @@
+// include/captioner/captioner.h over the library: a loaded model is a ModelBundle, its Encoder
+// and a CaptionPipeline, the same path `captioner caption` takes, so a photo gets the CLI's
+// caption. Every entry point turns exceptions into NULL / -1 and one line in captioner_last_error().
+#include <captioner/captioner.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "decoder/bundle/install_paths.h"
+#include "decoder/pipeline/caption_pipeline.h"
+
+struct captioner_model {
+  captioner::ModelBundle bundle;
+  std::optional<captioner::Encoder> encoder;
+  std::optional<captioner::CaptionPipeline> pipeline;
+  std::mutex mutex;  // one call at a time on the model: LibTorch's thread settings are per process
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+void set_error(const std::string& message) {
+  const size_t nl = message.find('\n');  // one line: a LibTorch message may run on
+  g_last_error = nl == std::string::npos ? message : message.substr(0, nl);
+}
+
+char* copy_string(const std::string& text) {
+  char* out = static_cast<char*>(std::malloc(text.size() + 1));
+  if (!out) return nullptr;
+  std::memcpy(out, text.c_str(), text.size() + 1);
+  return out;
+}
+
+// Runs `body`, turning any exception into `failed` and this thread's last error.
+template <typename Body, typename Result>
+Result guarded(Body body, Result failed) {
+  try {
+    g_last_error.clear();
+    return body();
+  } catch (const c10::Error& e) {
+    set_error(std::string("internal error in LibTorch: ") + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    set_error("out of memory");
+  } catch (const std::exception& e) {
+    set_error(e.what());
+  }
+  return failed;
+}
+
+void check_params(const captioner_params& p) {
+  auto bad = [](const std::string& what) { throw std::invalid_argument("captioner_params: " + what); };
+  if (p.beam_size < 0 || p.beam_size > 64) bad("beam_size must be 0 (the model's) to 64");
+  if (p.max_length < 0 || p.max_length > 100) bad("max_length must be 0 (the model's) to 100");
+  if (!(p.length_penalty <= 10)) bad("length_penalty must be at most 10 (< 0: the model's)");
+  if (!(p.tag_threshold <= 1)) bad("tag_threshold must be at most 1 (0: off, < 0: the model's)");
+  if (p.threads < 0 || p.threads > 1024) bad("threads must be 0 (all usable cores) to 1024");
+  if (p.batch_size < 0 || p.batch_size > 1024) bad("batch_size must be 0 (32) to 1024");
+}
+
+captioner_model* load(const char* model_dir, const captioner_params& params) {
+  check_params(params);
+  const std::filesystem::path dir = model_dir ? std::filesystem::path(model_dir) : captioner::default_model_dir();
+  auto model = std::make_unique<captioner_model>();
+  model->bundle = captioner::ModelBundle::load(dir, torch::kCPU);
+  model->encoder.emplace(captioner::Encoder::load(model->bundle.encoder_file, torch::kCPU));
+  captioner::SearchOverrides overrides;
+  overrides.beam_size = params.beam_size;
+  overrides.max_length = params.max_length;
+  overrides.length_penalty = params.length_penalty;
+  overrides.tag_threshold = params.tag_threshold;
+  captioner::CaptionPipelineOptions options;
+  options.search = overrides.applied_to(model->bundle.search);
+  options.threads = captioner::ThreadPlan::choose(params.threads);
+  if (params.batch_size > 0) options.batch_size = params.batch_size;
+  model->pipeline.emplace(model->bundle, *model->encoder, options);
+  return model.release();
+}
+
+// Captions `names` (files, or in-memory photos named so) into results, one per input.
+int caption_into(captioner_model* model, const std::vector<std::filesystem::path>& names,
+                 const std::vector<std::string_view>& in_memory, captioner_result* results) {
+  for (size_t i = 0; i < names.size(); ++i) results[i] = captioner_result{nullptr, 0, nullptr, nullptr};
+  std::lock_guard<std::mutex> lock(model->mutex);
+  int captioned = 0;
+  captioner::CaptionCallbacks cb;
+  cb.on_caption = [&](const captioner::CaptionedImage& c) {
+    captioner_result& r = results[c.index];
+    r.caption = copy_string(c.caption);
+    r.log_prob = c.log_prob;
+    if (c.tag) r.tag = copy_string(c.tag->word);
+    ++captioned;
+  };
+  cb.on_failure = [&](size_t index, const captioner::ImageError& e) { results[index].error = copy_string(e.what()); };
+  model->pipeline->run(names, cb, in_memory);
+  return captioned;
+}
+
+char* caption_one(captioner_model* model, const std::filesystem::path& name, const std::vector<std::string_view>& in_memory) {
+  captioner_result r{};
+  caption_into(model, {name}, in_memory, &r);
+  if (!r.caption) set_error(r.error ? r.error : name.string() + ": not captioned");
+  char* text = r.caption;
+  r.caption = nullptr;
+  captioner_result_clear(&r);
+  return text;
+}
+
+}  // namespace
+
+extern "C" {
+
+captioner_params captioner_default_params(void) { return captioner_params{0, 0, -1.0, -1.0, 0, 0}; }
+
+captioner_model* captioner_load(const char* model_dir) { return captioner_load_with_params(model_dir, nullptr); }
+
+captioner_model* captioner_load_with_params(const char* model_dir, const captioner_params* params) {
+  return guarded([&] { return load(model_dir, params ? *params : captioner_default_params()); },
+                 static_cast<captioner_model*>(nullptr));
+}
+
+char* captioner_caption_file(captioner_model* model, const char* path) {
+  return guarded(
+      [&]() -> char* {
+        if (!model || !path) throw std::invalid_argument("captioner_caption_file: model and path must not be NULL");
+        return caption_one(model, path, {});
+      },
+      static_cast<char*>(nullptr));
+}
+
+char* captioner_caption_bytes(captioner_model* model, const void* data, size_t size) {
+  return guarded(
+      [&]() -> char* {
+        if (!model || !data) throw std::invalid_argument("captioner_caption_bytes: model and data must not be NULL");
+        return caption_one(model, "(image in memory)", {std::string_view(static_cast<const char*>(data), size)});
+      },
+      static_cast<char*>(nullptr));
+}
+
+int captioner_caption_files(captioner_model* model, const char* const* paths, size_t count, captioner_result* results) {
+  return guarded(
+      [&] {
+        if (!model || (count > 0 && (!paths || !results))) {
+          throw std::invalid_argument("captioner_caption_files: model, paths and results must not be NULL");
+        }
+        std::vector<std::filesystem::path> names;
+        for (size_t i = 0; i < count; ++i) {
+          if (!paths[i]) throw std::invalid_argument("captioner_caption_files: paths[" + std::to_string(i) + "] is NULL");
+          names.emplace_back(paths[i]);
+        }
+        return caption_into(model, names, {}, results);
+      },
+      -1);
+}
+
+int captioner_caption_images(captioner_model* model, const void* const* data, const size_t* sizes, size_t count,
+                             captioner_result* results) {
+  return guarded(
+      [&] {
+        if (!model || (count > 0 && (!data || !sizes || !results))) {
+          throw std::invalid_argument("captioner_caption_images: model, data, sizes and results must not be NULL");
+        }
+        std::vector<std::filesystem::path> names;
+        std::vector<std::string_view> bytes;
+        for (size_t i = 0; i < count; ++i) {
+          if (!data[i]) throw std::invalid_argument("captioner_caption_images: data[" + std::to_string(i) + "] is NULL");
+          names.emplace_back("(image " + std::to_string(i) + " in memory)");
+          bytes.emplace_back(static_cast<const char*>(data[i]), sizes[i]);
+        }
+        return caption_into(model, names, bytes, results);
+      },
+      -1);
+}
+
+void captioner_result_clear(captioner_result* result) {
+  if (!result) return;
+  std::free(result->caption);
+  std::free(result->tag);
+  std::free(result->error);
+  *result = captioner_result{nullptr, 0, nullptr, nullptr};
+}
+
+void captioner_free_string(char* text) { std::free(text); }
+
+void captioner_free(captioner_model* model) { delete model; }
+
+const char* captioner_last_error(void) { return g_last_error.c_str(); }
+
+const char* captioner_version(void) { return "captioner " CAPTIONER_VERSION; }
+
+}  // extern "C"

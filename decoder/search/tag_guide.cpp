@@ -1,0 +1,32 @@
+#include "decoder/search/tag_guide.h"
+
+#include <stdexcept>
+
+namespace captioner {
+
+TagGuide TagGuide::load(const EncoderInfo& encoder, const Vocabulary& vocab, double threshold,
+                        const std::filesystem::path& wordnet_dir) {
+  if (!(threshold > 0 && threshold <= 1)) throw std::invalid_argument("tag threshold must be in (0, 1]");
+  auto classifier = ImageClassifier::load_beside(encoder.model_file, encoder.feature_dim);
+  auto tagger = Tagger::build(classifier.labels(), WordNet::open(wordnet_dir), vocab);
+  return TagGuide(std::move(classifier), std::move(tagger), threshold);
+}
+
+ImageTags TagGuide::tags(const torch::Tensor& features) {
+  auto probs = classifier_.probabilities(features).contiguous();
+  ImageTags out;
+  const int64_t C = probs.size(1);
+  for (int64_t i = 0; i < probs.size(0); ++i) {
+    const float* row = probs[i].data_ptr<float>();
+    out.push_back(tagger_.tag(std::vector<float>(row, row + C), threshold_));
+  }
+  return out;
+}
+
+WordGuides word_guides(const ImageTags& tags) {
+  WordGuides out;
+  for (const auto& tag : tags) out.push_back(tag ? WordGuide{tag->satisfied_by, tag->ruled_out} : WordGuide{});
+  return out;
+}
+
+}  // namespace captioner

@@ -1,0 +1,291 @@
+#include "decoder/training/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "datasets/file_io.h"
+#include "datasets/metrics/caption_metrics.h"
+#include "decoder/pipeline/caption_pipeline.h"
+#include "decoder/training/distributed.h"
+#include "decoder/kernels/fused_adam.h"
+
+namespace captioner {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, TrainerOptions options, fs::path output_dir)
+    : model_(std::move(model)),
+      train_(std::move(train)),
+      val_(std::move(val)),
+      options_(options),
+      run_dir_(std::move(output_dir), options_.group) {
+  if (model_.members.size() != 1) throw std::invalid_argument("the trainer trains exactly one decoder");
+  decoder_ = model_.members[0].decoder;
+  if (train_.captions.empty()) throw std::invalid_argument("no training captions");
+  if (train_.captions.size() != train_.caption_image.size()) throw std::invalid_argument("caption/image index mismatch");
+  if (val_.features.size(0) != static_cast<int64_t>(val_.references.size())) {
+    throw std::invalid_argument("validation features and references differ in count");
+  }
+  if (options_.batch_size < 1 || options_.epochs < 1) throw std::invalid_argument("batch size and epochs must be >= 1");
+  if (options_.ema_decay < 0 || options_.ema_decay >= 1) throw std::invalid_argument("EMA decay must be in [0, 1)");
+  // The "mean photo" that mutual-information decoding compares each photo with.
+  model_.set_image_prior(train_.features);
+  device_ = decoder_->parameters().front().device();
+  if (options_.bf16_products && !device_.is_cpu()) throw std::invalid_argument("bf16 products are for CPU training");
+  decoder_->set_bf16_products(options_.bf16_products);
+  objective_ = make_objective(train_, options_, device_);
+  if (options_.group) {
+    if (device_ != torch::kCPU) throw std::invalid_argument("data-parallel training runs on CPUs (Gloo)");
+    // Every rank starts from rank 0's weights, whatever their own initialisation drew.
+    torch::NoGradGuard no_grad;
+    auto params = decoder_->parameters();
+    options_.group->broadcast(std::vector<torch::Tensor>(params.begin(), params.end()));
+  }
+  if (options_.ema_decay > 0) {
+    torch::NoGradGuard no_grad;
+    for (const auto& p : decoder_->parameters()) ema_.push_back(p.detach().clone());
+  }
+  optimizer_ = std::make_unique<torch::optim::Adam>(
+      decoder_->parameters(), torch::optim::AdamOptions(options_.learning_rate).weight_decay(options_.weight_decay));
+}
+
+StepResult Trainer::train_step(const std::vector<int64_t>& items, int epoch, int64_t b) {
+  optimizer_->zero_grad();
+  StepResult r = objective_->backward(decoder_, items, epoch, b);
+  stop_agreed_ = r.any_rank_stopping;
+  if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
+  fused_adam_step(*optimizer_);
+  return r;
+}
+
+void Trainer::update_ema(int64_t step) {
+  // The decay ramps up over the first steps (as TensorFlow's ExponentialMovingAverage does with
+  // num_updates), so the average is not dominated by the random initial weights.
+  const double d = std::min(options_.ema_decay, (1.0 + static_cast<double>(step)) / (10.0 + static_cast<double>(step)));
+  torch::NoGradGuard no_grad;
+  auto params = decoder_->parameters();
+  for (size_t i = 0; i < params.size(); ++i) ema_[i].mul_(d).add_(params[i].detach(), 1.0 - d);
+}
+
+void Trainer::swap_ema() {
+  torch::NoGradGuard no_grad;
+  auto params = decoder_->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto current = params[i].detach().clone();
+    params[i].copy_(ema_[i]);
+    ema_[i] = current;
+  }
+}
+
+std::string Trainer::fingerprint() const {
+  // What must not change between a checkpoint and its resumption.
+  uint64_t h = model_.vocab.fingerprint();
+  h = fnv1a64(decoder_->config().to_json().dump(), h);
+  h = fnv1a64(model_.encoder.fingerprint(), h);
+  for (size_t i = 0; i < train_.captions.size(); ++i) {
+    h = fnv1a64(
+        std::string_view(reinterpret_cast<const char*>(train_.captions[i].data()), train_.captions[i].size() * sizeof(int64_t)),
+        h);
+    h = fnv1a64(std::to_string(train_.caption_image[i]), h);
+  }
+  // The first four are the defaults of the self-critical objective, removed since (issue 28): kept
+  // as constants so that checkpoints written before still resume.
+  json o{{"objective", "xe"},
+         {"samples", 5},
+         {"images", 32},
+         {"scst_len", 16},
+         {"batch", options_.batch_size},
+         {"lr", options_.learning_rate},
+         {"decay", options_.lr_decay},
+         {"every", options_.lr_decay_every},
+         {"wd", options_.weight_decay},
+         {"clip", options_.grad_clip},
+         {"smooth", options_.label_smoothing},
+         {"ema", options_.ema_decay},
+         {"flip", options_.flip_augment},
+         {"seed", options_.seed},
+         {"n_train", train_.features.size(0)},
+         {"n_val", val_.features.size(0)}};
+  return hex64(fnv1a64(o.dump(), h));
+}
+
+bool Trainer::stop_requested() const {
+  if (options_.group) return stop_agreed_;  // the same answer on every rank, from the last step
+  return options_.stop && options_.stop->load();
+}
+
+std::array<double, 4> Trainer::validate() {
+  decoder_->eval();
+  DecoderScorer scorer(decoder_);
+  std::vector<std::string> hyps;
+  for (const auto& c : caption_features(scorer, {val_.features}, options_.val_search, options_.val_batch)) {
+    hyps.push_back(model_.vocab.decode(c.tokens));
+  }
+  MetricsOptions mo;
+  mo.bleu_only = true;
+  return score_captions(hyps, val_.references, mo).bleu;
+}
+
+TrainResult Trainer::run(const TrainerCallbacks& cb) {
+  auto say = [&](const std::string& m) {
+    if (cb.on_message) cb.on_message(m);
+  };
+  const std::string checkpoint = run_dir_.checkpoint_file().string();
+  TrainResult result;
+  TrainingState state;
+  if (options_.resume && run_dir_.load_checkpoint(checkpoint_parts(), state, fingerprint())) {
+    run_dir_.truncate_log(state.step);
+    say("resuming from " + checkpoint + " at epoch " + std::to_string(state.epoch + 1) + ", batch " +
+        std::to_string(state.next_batch));
+  } else {
+    if (options_.resume) say("no checkpoint in " + run_dir_.path().string() + ": starting from scratch");
+    run_dir_.start_log();
+  }
+  result.history = state.history;
+  const int start_epoch = state.epoch;
+  const int64_t start_batch = state.next_batch;
+  // A run that ended because it reached its epoch count continues when asked for more epochs
+  // (`--resume --epochs 3` after one epoch); one that early stopping ended stays ended.
+  if (state.finished && state.bad_epochs < options_.patience && start_epoch < options_.epochs) {
+    state.finished = false;
+    say("continuing a finished run of " + std::to_string(start_epoch) + " epochs up to " + std::to_string(options_.epochs));
+  }
+  auto best_of_history = [&] {
+    result.best_epoch = state.best_epoch;
+    for (const auto& r : result.history) {
+      if (r.epoch == result.best_epoch) result.best_bleu = r.bleu;
+    }
+  };
+  if (state.finished) {
+    say(state.bad_epochs >= options_.patience
+            ? "training already finished (stopped early at epoch " + std::to_string(start_epoch) + "); nothing to resume"
+            : "training already finished its " + std::to_string(start_epoch) + " epochs; nothing to resume (--epochs " +
+                  std::to_string(options_.epochs) + ")");
+    result.epochs_completed = start_epoch;
+    best_of_history();
+    return result;
+  }
+
+  // Tests that kill a run need it to die at a known point, not at a moment a timer guessed.
+  const char* die_env = std::getenv("CAPTIONER_TEST_DIE_AFTER_STEPS");
+  const int64_t die_after_steps = die_env ? std::atoll(die_env) : 0;
+  for (int epoch = start_epoch; epoch < options_.epochs; ++epoch) {
+    const double lr = options_.learning_rate * std::pow(options_.lr_decay, epoch / std::max(1, options_.lr_decay_every));
+    for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+    const auto batches = objective_->epoch_batches(epoch);
+    const int64_t nb = static_cast<int64_t>(batches.size());
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool resumed_mid_epoch = epoch == start_epoch && start_batch > 0;
+    if (!resumed_mid_epoch) state.start_epoch_sums();
+    const double seconds_before = state.epoch_seconds;
+    int64_t captions_done = 0, steps_done = 0;
+    const double comm_before = options_.group ? options_.group->communication_seconds() : 0.0;
+    for (int64_t b = resumed_mid_epoch ? start_batch : 0; b < nb; ++b) {
+      if (stop_requested()) {
+        state.epoch = epoch;
+        state.next_batch = b;
+        state.epoch_seconds = seconds_before + seconds_since(t0);
+        run_dir_.save_checkpoint(checkpoint_parts(), state, fingerprint());
+        say("interrupted: checkpoint saved to " + checkpoint + "; continue with --resume");
+        result.interrupted = true;
+        result.epochs_completed = epoch;
+        return result;
+      }
+      const StepResult step = train_step(batches[b], epoch, b);
+      ++steps_done;
+      if (!std::isfinite(step.loss))
+        throw std::runtime_error("training diverged (loss " + std::to_string(step.loss) + "); lower --lr");
+      state.step += 1;
+      if (die_after_steps > 0 && state.step >= die_after_steps) std::_Exit(137);  // tests only: a deterministic kill -9
+      if (!ema_.empty()) update_ema(state.step);
+      const auto items = static_cast<int64_t>(batches[b].size());
+      state.epoch_loss_sum += step.loss * static_cast<double>(items);
+      state.epoch_items += items;
+      captions_done += items;
+      if (cb.on_batch) cb.on_batch(epoch + 1, b + 1, nb, step.loss, captions_done / std::max(1e-9, seconds_since(t0)));
+      if (options_.log_every > 0 && state.step % options_.log_every == 0) {
+        run_dir_.log(BatchLogLine{epoch + 1, b + 1, state.step, step.loss, lr});
+      }
+      if (options_.checkpoint_every > 0 && (b + 1) % options_.checkpoint_every == 0 && b + 1 < nb) {
+        state.epoch = epoch;
+        state.next_batch = b + 1;
+        state.epoch_seconds = seconds_before + seconds_since(t0);
+        run_dir_.save_checkpoint(checkpoint_parts(), state, fingerprint());
+      }
+    }
+    const double train_seconds = seconds_before + seconds_since(t0);
+    if (options_.group) {
+      const double comm = options_.group->communication_seconds() - comm_before;
+      char line[160];
+      std::snprintf(line, sizeof line, "epoch %d: %.1f ms per step in allreduce (%.0f%% of the step), %d processes", epoch + 1,
+                    1000 * comm / std::max<int64_t>(1, steps_done), 100 * comm / std::max(1e-9, seconds_since(t0)),
+                    options_.group->world_size());
+      say(line);
+    }
+
+    EpochReport r;
+    r.epoch = epoch + 1;
+    r.train_loss = state.epoch_loss_sum / static_cast<double>(std::max<int64_t>(1, state.epoch_items));
+    r.learning_rate = lr;
+    r.captions_per_second = static_cast<double>(objective_->items_per_epoch()) / std::max(1e-9, train_seconds);
+    if (!ema_.empty()) swap_ema();  // validate (and keep) the averaged weights
+    if (run_dir_.writes()) r.bleu = validate();
+    if (options_.group) {  // the others wait for rank 0's score: early stopping agrees everywhere
+      auto bleu = torch::tensor(std::vector<double>(r.bleu.begin(), r.bleu.end()), torch::kDouble);
+      options_.group->broadcast({bleu});
+      for (int n = 0; n < 4; ++n) r.bleu[n] = bleu[n].item<double>();
+    }
+    r.seconds = train_seconds;
+    r.improved = r.bleu[3] > state.best_bleu4;
+    if (r.improved) {
+      state.best_bleu4 = r.bleu[3];
+      state.best_epoch = r.epoch;
+      state.bad_epochs = 0;
+      model_.training["best_epoch"] = r.epoch;
+      model_.training["validation_greedy_bleu"] = r.bleu;
+      model_.training["epochs_run"] = r.epoch;
+      run_dir_.save_model(model_, options_.fp16_bundle);
+    } else {
+      state.bad_epochs += 1;
+    }
+    if (!ema_.empty()) swap_ema();
+    r.best_epoch = state.best_epoch;
+    r.best_bleu4 = state.best_bleu4;
+    r.step = state.step;
+    state.history.push_back(r);
+    run_dir_.log(r);
+    result.history.push_back(r);
+    if (cb.on_epoch) cb.on_epoch(r);
+
+    const bool stop_early = state.bad_epochs >= options_.patience;
+    if (epoch + 1 == options_.epochs || stop_early) state.finished = true;
+    state.epoch = epoch + 1;
+    state.next_batch = 0;
+    state.start_epoch_sums();
+    run_dir_.save_checkpoint(checkpoint_parts(), state, fingerprint());
+    result.epochs_completed = epoch + 1;
+    if (stop_early) {
+      result.stopped_early = true;
+      say("no better validation BLEU-4 for " + std::to_string(options_.patience) + " epochs: stopping early");
+      break;
+    }
+  }
+  best_of_history();
+  return result;
+}
+
+}  // namespace captioner
