@@ -33,6 +33,7 @@ void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_ensemble_command(CLI::App& app);
 void add_plot_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
 
 }  // namespace captioner::cli

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   captioner::cli::add_train_command(app);
   captioner::cli::add_eval_command(app);
   captioner::cli::add_ensemble_command(app);
+  captioner::cli::add_serve_command(app);
   captioner::cli::add_plot_command(app);
   captioner::cli::add_merge_command(app);
   try {

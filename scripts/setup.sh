@@ -17,6 +17,7 @@ PACKAGES=(
   libsleef-dev                               # SLEEF's header: the fused LSTM decoding step calls LibTorch's exp/tanh
   libdnnl-dev                                # oneDNN's headers: training's bf16 matrix products
   libjpeg-dev libexif-dev                    # JPEG decoding that refuses damaged photos; EXIF orientation
+  libcpp-httplib-dev                         # captioner serve
   python3-torch python3-torchvision python3-numpy   # scripts/ only: converting and exporting encoders
   darknet                                    # its sample photos (dog, eagle, horses...) for the README demo
   wordnet-base                               # WordNet 3.0 nouns: ImageNet classes -> caption words (--tags)

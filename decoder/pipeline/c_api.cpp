@@ -5,7 +5,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <tuple>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,7 +18,11 @@
 struct captioner_model {
   captioner::ModelBundle bundle;
   std::optional<captioner::Encoder> encoder;
+  captioner::CaptionPipelineOptions options;  // as loaded: the model's decoding, the caller's params
   std::optional<captioner::CaptionPipeline> pipeline;
+  // Pipelines for other decoding options (captioner_caption_images_with), by their values: a
+  // pipeline with tags loads the classifier and WordNet once, not once per call.
+  std::map<std::tuple<int, int, double, double>, std::unique_ptr<captioner::CaptionPipeline>> other_pipelines;
   std::mutex mutex;  // one call at a time on the model: LibTorch's thread settings are per process
 };
 
@@ -73,7 +79,7 @@ captioner_model* load(const char* model_dir, const captioner_params& params) {
   overrides.max_length = params.max_length;
   overrides.length_penalty = params.length_penalty;
   overrides.tag_threshold = params.tag_threshold;
-  captioner::CaptionPipelineOptions options;
+  captioner::CaptionPipelineOptions& options = model->options;
   options.search = overrides.applied_to(model->bundle.search);
   options.threads = captioner::ThreadPlan::choose(params.threads);
   if (params.batch_size > 0) options.batch_size = params.batch_size;
@@ -81,11 +87,34 @@ captioner_model* load(const char* model_dir, const captioner_params& params) {
   return model.release();
 }
 
+// The pipeline for one call's decoding options (the model's mutex held).
+captioner::CaptionPipeline& pipeline_for(captioner_model* model, const captioner_params* params) {
+  if (!params) return *model->pipeline;
+  check_params(*params);
+  const auto key = std::make_tuple(params->beam_size, params->max_length, params->length_penalty, params->tag_threshold);
+  auto it = model->other_pipelines.find(key);
+  if (it == model->other_pipelines.end()) {
+    if (model->other_pipelines.size() >= 16) model->other_pipelines.clear();  // bounded: callers' options vary
+    captioner::SearchOverrides overrides;
+    overrides.beam_size = params->beam_size;
+    overrides.max_length = params->max_length;
+    overrides.length_penalty = params->length_penalty;
+    overrides.tag_threshold = params->tag_threshold;
+    captioner::CaptionPipelineOptions options = model->options;
+    options.search = overrides.applied_to(options.search);
+    auto pipeline = std::make_unique<captioner::CaptionPipeline>(model->bundle, *model->encoder, options);
+    it = model->other_pipelines.emplace(key, std::move(pipeline)).first;
+  }
+  return *it->second;
+}
+
 // Captions `names` (files, or in-memory photos named so) into results, one per input.
 int caption_into(captioner_model* model, const std::vector<std::filesystem::path>& names,
-                 const std::vector<std::string_view>& in_memory, captioner_result* results) {
+                 const std::vector<std::string_view>& in_memory, captioner_result* results,
+                 const captioner_params* params = nullptr) {
   for (size_t i = 0; i < names.size(); ++i) results[i] = captioner_result{nullptr, 0, nullptr, nullptr};
   std::lock_guard<std::mutex> lock(model->mutex);
+  captioner::CaptionPipeline& pipeline = pipeline_for(model, params);
   int captioned = 0;
   captioner::CaptionCallbacks cb;
   cb.on_caption = [&](const captioner::CaptionedImage& c) {
@@ -96,7 +125,7 @@ int caption_into(captioner_model* model, const std::vector<std::filesystem::path
     ++captioned;
   };
   cb.on_failure = [&](size_t index, const captioner::ImageError& e) { results[index].error = copy_string(e.what()); };
-  model->pipeline->run(names, cb, in_memory);
+  pipeline.run(names, cb, in_memory);
   return captioned;
 }
 
@@ -159,6 +188,11 @@ int captioner_caption_files(captioner_model* model, const char* const* paths, si
 
 int captioner_caption_images(captioner_model* model, const void* const* data, const size_t* sizes, size_t count,
                              captioner_result* results) {
+  return captioner_caption_images_with(model, nullptr, data, sizes, count, results);
+}
+
+int captioner_caption_images_with(captioner_model* model, const captioner_params* params, const void* const* data,
+                                  const size_t* sizes, size_t count, captioner_result* results) {
   return guarded(
       [&] {
         if (!model || (count > 0 && (!data || !sizes || !results))) {
@@ -171,7 +205,7 @@ int captioner_caption_images(captioner_model* model, const void* const* data, co
           names.emplace_back("(image " + std::to_string(i) + " in memory)");
           bytes.emplace_back(static_cast<const char*>(data[i]), sizes[i]);
         }
-        return caption_into(model, names, bytes, results);
+        return caption_into(model, names, bytes, results, params);
       },
       -1);
 }

@@ -67,6 +67,11 @@ CAPTIONER_API int captioner_caption_files(captioner_model* model, const char* co
                                           captioner_result* results);
 CAPTIONER_API int captioner_caption_images(captioner_model* model, const void* const* data, const size_t* sizes, size_t count,
                                            captioner_result* results);
+/* As captioner_caption_images, decoding this call's photos with `params` (beam_size, max_length,
+ * length_penalty, tag_threshold; 0 / < 0 keep the loaded model's, as at load). For callers whose
+ * requests each carry their own options (captioner serve). */
+CAPTIONER_API int captioner_caption_images_with(captioner_model* model, const captioner_params* params, const void* const* data,
+                                                const size_t* sizes, size_t count, captioner_result* results);
 CAPTIONER_API void captioner_result_clear(captioner_result* result);
 
 CAPTIONER_API void captioner_free_string(char* text);
