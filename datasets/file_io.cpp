@@ -43,6 +43,21 @@ void fsync_path(const fs::path& path) {
 
 namespace {
 
+// Writes all `size` bytes, retrying short writes and EINTR; false (errno set, EIO for a write
+// that took nothing) when they do not all reach the file.
+bool write_all(int fd, const char* data, size_t size) {
+  for (const char* p = data; p < data + size;) {
+    const ssize_t n = ::write(fd, p, static_cast<size_t>(data + size - p));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return false;
+    }
+    p += n;
+  }
+  return true;
+}
+
 // An output stream buffer over a descriptor this process created: the buffer goes out with
 // write(2), so a failure (ENOSPC, EIO) fails the stream, and commit() fsyncs the same descriptor.
 class FileDescriptorBuffer : public std::streambuf {
@@ -70,16 +85,7 @@ class FileDescriptorBuffer : public std::streambuf {
   }
 
   int sync() override {
-    if (fd_ < 0) return -1;
-    for (const char* p = pbase(); p < pptr();) {
-      const ssize_t n = ::write(fd_, p, static_cast<size_t>(pptr() - p));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        if (n == 0) errno = EIO;
-        return -1;
-      }
-      p += n;
-    }
+    if (fd_ < 0 || !write_all(fd_, pbase(), static_cast<size_t>(pptr() - pbase()))) return -1;
     setp(buffer_.data(), buffer_.data() + buffer_.size());
     return 0;
   }
@@ -258,16 +264,7 @@ void append_line(const fs::path& path, std::string_view line) {
   }
   std::string text(line);
   text += '\n';
-  int err = 0;
-  for (const char* p = text.data(); p < text.data() + text.size();) {
-    const ssize_t n = ::write(fd, p, static_cast<size_t>(text.data() + text.size() - p));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      err = n < 0 ? errno : EIO;
-      break;
-    }
-    p += n;
-  }
+  const int err = write_all(fd, text.data(), text.size()) ? 0 : errno;
   ::close(fd);
   if (err) throw std::runtime_error("cannot write " + path.string() + ": " + std::strerror(err));
 }

@@ -68,19 +68,24 @@ void check_params(const captioner_params& p) {
   if (p.batch_size < 0 || p.batch_size > 1024) bad("batch_size must be 0 (32) to 1024");
 }
 
+// The decoding fields of `params` as overrides of whatever decoding options they are applied to.
+captioner::SearchOverrides search_overrides(const captioner_params& params) {
+  captioner::SearchOverrides overrides;
+  overrides.beam_size = params.beam_size;
+  overrides.max_length = params.max_length;
+  overrides.length_penalty = params.length_penalty;
+  overrides.tag_threshold = params.tag_threshold;
+  return overrides;
+}
+
 captioner_model* load(const char* model_dir, const captioner_params& params) {
   check_params(params);
   const std::filesystem::path dir = model_dir ? std::filesystem::path(model_dir) : captioner::default_model_dir();
   auto model = std::make_unique<captioner_model>();
   model->bundle = captioner::ModelBundle::load(dir, torch::kCPU);
   model->encoder.emplace(captioner::Encoder::load(model->bundle.encoder_file, torch::kCPU));
-  captioner::SearchOverrides overrides;
-  overrides.beam_size = params.beam_size;
-  overrides.max_length = params.max_length;
-  overrides.length_penalty = params.length_penalty;
-  overrides.tag_threshold = params.tag_threshold;
   captioner::CaptionPipelineOptions& options = model->options;
-  options.search = overrides.applied_to(model->bundle.search);
+  options.search = search_overrides(params).applied_to(model->bundle.search);
   options.threads = captioner::ThreadPlan::choose(params.threads);
   if (params.batch_size > 0) options.batch_size = params.batch_size;
   model->pipeline.emplace(model->bundle, *model->encoder, options);
@@ -95,13 +100,8 @@ captioner::CaptionPipeline& pipeline_for(captioner_model* model, const captioner
   auto it = model->other_pipelines.find(key);
   if (it == model->other_pipelines.end()) {
     if (model->other_pipelines.size() >= 16) model->other_pipelines.clear();  // bounded: callers' options vary
-    captioner::SearchOverrides overrides;
-    overrides.beam_size = params->beam_size;
-    overrides.max_length = params->max_length;
-    overrides.length_penalty = params->length_penalty;
-    overrides.tag_threshold = params->tag_threshold;
     captioner::CaptionPipelineOptions options = model->options;
-    options.search = overrides.applied_to(options.search);
+    options.search = search_overrides(*params).applied_to(options.search);
     auto pipeline = std::make_unique<captioner::CaptionPipeline>(model->bundle, *model->encoder, options);
     it = model->other_pipelines.emplace(key, std::move(pipeline)).first;
   }
