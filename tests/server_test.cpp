@@ -300,9 +300,11 @@ TEST(ServeCli, SigtermAnswersWhatWasAcceptedAndExitsZero) {
       (r && r->status == 200 ? ok : other)++;
     });
   }
+  // One connection for all the polling: a new one each time would tie up a server thread apiece.
+  auto poller = server.client();
   bool queued = false;
   for (int i = 0; i < 100 && !queued; ++i) {
-    auto m = server.client().Get("/metrics");
+    auto m = poller.Get("/metrics");
     queued = m && m->body.find("captioner_queue_depth 6") != std::string::npos;
     if (!queued) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
