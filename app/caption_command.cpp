@@ -80,90 +80,98 @@ std::vector<std::string> expand_inputs(const CaptionOptions& o) {
     read_path_list(list, o.files_from, inputs);
   }
   if (inputs.empty() && o.inputs.empty() && o.files_from.empty()) {
-    throw std::invalid_argument("give photos or folders, - (paths on standard input) or --files-from LIST");
+    throw UsageError("give photos or folders, - (paths on standard input) or --files-from LIST");
   }
   return inputs;
 }
 
-void run_caption(const CaptionOptions& o) {
-  set_threads(o.threads);
-  const std::vector<std::string> inputs = expand_inputs(o);
+// The photos to caption, every input's problem named on stderr; empty when there is nothing to
+// caption (then the exit code is set or an error thrown that says why).
+ImageFileList collect_photos(const CaptionOptions& o, const std::vector<std::string>& inputs) {
   ImageFileList list = collect_images(inputs, o.recursive);
   for (const auto& p : list.problems) std::cerr << "error: " << p << "\n";
-  bool any_failed = !list.problems.empty();
   if (list.images.empty()) {
-    if (any_failed) {  // each input's problem is already named above
-      g_exit_code = 1;
-      return;
+    if (!list.problems.empty()) {  // each input's problem is already named above
+      g_exit_code = kExitSomeInputsFailed;
+      return list;
     }
     std::string where;
     for (const auto& in : inputs) where += (where.empty() ? "" : ", ") + in;
     if (inputs.empty()) where = o.files_from.empty() ? "standard input" : o.files_from;
-    throw std::runtime_error("no images found in " + where +
-                             (list.skipped_non_images ? " (" + std::to_string(list.skipped_non_images) + " other files)" : "") +
-                             (list.skipped_folders ? "; use --recursive to look in its " + std::to_string(list.skipped_folders) +
-                                                         (list.skipped_folders == 1 ? " subfolder" : " subfolders")
-                                                   : ""));
+    throw std::runtime_error(
+        "no images found in " + where +
+        (list.skipped_non_images ? " (" + count_of(list.skipped_non_images, "other file") + ")" : "") +
+        (list.skipped_folders ? "; use --recursive to look in its " + count_of(list.skipped_folders, "subfolder") : ""));
   }
   if (list.skipped_folders > 0 && !o.quiet) {
-    std::cerr << "note: " << list.skipped_folders << (list.skipped_folders == 1 ? " subfolder" : " subfolders")
-              << " not entered (--recursive enters them)\n";
+    std::cerr << "note: " << count_of(list.skipped_folders, "subfolder") << " not entered (--recursive enters them)\n";
   }
+  return list;
+}
 
-  // --shard K/N (or torchrun's RANK/WORLD_SIZE): this process takes every N-th photo and writes
-  // its own part of the output; `captioner merge` joins the parts.
-  const ShardSpec shard = o.shard.empty() ? shard_from_environment() : parse_shard(o.shard);
-  std::vector<int64_t> image_id;  // of each photo of this shard, from the whole list
-  ShardManifest manifest;         // what this part is asked to do, for `captioner merge` to check
-  {
-    const std::vector<int64_t> all_ids = image_ids_for(list.images);
-    manifest.shard = shard;
-    manifest.total_photos = list.images.size();
-    manifest.run_fingerprint = photo_list_fingerprint(list.images);
-    std::vector<std::filesystem::path> mine;
-    for (size_t i = 0; i < list.images.size(); ++i) {
-      if (static_cast<int>(i % static_cast<size_t>(shard.count)) != shard.index) continue;
-      mine.push_back(list.images[i]);
-      manifest.photos.push_back(list.images[i].string());
-      image_id.push_back(all_ids[i]);
-    }
-    list.images = std::move(mine);
+// This process's photos under --shard K/N (or torchrun's RANK/WORLD_SIZE): every N-th one, with
+// image ids from the whole list so that the parts of one run agree.
+struct ShardPhotos {
+  std::vector<std::filesystem::path> photos;
+  std::vector<int64_t> image_ids;
+  ShardManifest manifest;  // what this part is asked to do, for `captioner merge` to check
+};
+
+ShardPhotos take_shard(const std::vector<std::filesystem::path>& all, const ShardSpec& shard) {
+  ShardPhotos mine;
+  const std::vector<int64_t> all_ids = image_ids_for(all);
+  mine.manifest.shard = shard;
+  mine.manifest.total_photos = all.size();
+  mine.manifest.run_fingerprint = photo_list_fingerprint(all);
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (static_cast<int>(i % static_cast<size_t>(shard.count)) != shard.index) continue;
+    mine.photos.push_back(all[i]);
+    mine.manifest.photos.push_back(all[i].string());
+    mine.image_ids.push_back(all_ids[i]);
   }
+  return mine;
+}
+
+// Where the captions go and in which format: a file (this shard's part of it), or stdout.
+struct OutputPlan {
+  std::string file;  // empty: standard output
+  CaptionFormat format = CaptionFormat::kText;
+};
+
+OutputPlan plan_output(const CaptionOptions& o, const ShardSpec& shard) {
   // `-o -`: JSON lines on standard output, each written as soon as it is made.
   const bool lines_to_stdout = o.output == "-";
   if (lines_to_stdout && (o.resume || shard.sharded())) {
-    throw std::invalid_argument("-o - streams to standard output: --resume and --shard need an output file");
+    throw UsageError("-o - streams to standard output: --resume and --shard need an output file");
   }
-  std::string output = lines_to_stdout ? "" : o.output;
+  OutputPlan plan;
+  plan.file = lines_to_stdout ? "" : o.output;
+  plan.format = !o.format.empty()    ? parse_caption_format(o.format)
+                : lines_to_stdout    ? CaptionFormat::kJsonl
+                : !plan.file.empty() ? usage_format_for(plan.file)
+                                     : CaptionFormat::kText;
   if (shard.sharded()) {
-    if (output.empty()) throw std::runtime_error("--shard needs --output: each part is written to its own file, then merged");
-    if (!o.html.empty())
-      throw std::runtime_error("--html is not available with --shard; merge the parts, then caption for a report");
-    output = shard_part_file(output, shard).string();
+    if (plan.file.empty()) throw UsageError("--shard needs --output: each part is written to its own file, then merged");
+    if (!o.html.empty()) throw UsageError("--html is not available with --shard; merge the parts, then caption for a report");
+    plan.file = shard_part_file(plan.file, shard).string();
   }
+  return plan;
+}
 
-  // An output that is one of the photos would replace the photo with captions.
-  for (const auto& target : {output, o.html}) {
+// An output that is one of the photos would replace the photo with captions.
+void refuse_outputs_that_are_photos(const std::vector<std::string>& targets, const std::vector<std::filesystem::path>& photos) {
+  for (const auto& target : targets) {
     std::error_code ec;
     if (target.empty() || !std::filesystem::exists(target, ec)) continue;
-    for (const auto& photo : list.images) {
+    for (const auto& photo : photos) {
       if (std::filesystem::equivalent(photo, target, ec)) {
         throw std::runtime_error(target + " is one of the photos to caption; write the captions to another file");
       }
     }
   }
-  // Two runs writing one output would each replace the other's rows.
-  std::optional<OutputLock> output_lock, html_lock;
-  if (!output.empty()) output_lock.emplace(output);
-  if (!o.html.empty()) html_lock.emplace(o.html);
-  if (shard.sharded()) write_shard_manifest(output, manifest);  // unfinished until the end
+}
 
-  std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
-  torch::Device device = resolve_device(o.device);
-  ModelBundle model = ModelBundle::load(model_dir, device);
-  if (!o.decoder_precision.empty()) model.decoder_precision = o.decoder_precision;
-  Encoder encoder = Encoder::load(model.encoder_file, device);
-
+CaptionPipelineOptions pipeline_options(const CaptionOptions& o, const ModelBundle& model) {
   CaptionPipelineOptions po;
   po.thumbnail_size = o.html.empty() ? 0 : 320;
   po.batch_size = o.batch;
@@ -175,56 +183,124 @@ void run_caption(const CaptionOptions& o) {
   po.search.temperature = o.temperature;
   po.search.top_k = o.top_k;
   po.search.seed = o.seed;
+  return po;
+}
 
-  CaptionFormat format = !o.format.empty() ? parse_caption_format(o.format)
-                         : lines_to_stdout ? CaptionFormat::kJsonl
-                         : !output.empty() ? caption_format_for(output)
-                                           : CaptionFormat::kText;
-  // --resume: keep what an earlier run already wrote and caption only the rest.
-  std::vector<CaptionRow> previous;
-  std::vector<std::filesystem::path> pending = list.images;
-  if (o.resume && !output.empty() && std::filesystem::exists(output)) {
-    previous = read_caption_file(output, format);
-    pending.clear();
-    std::vector<int64_t> pending_id;
-    for (size_t i : photos_not_in(previous, list.images, format)) {
-      pending.push_back(list.images[i]);
-      pending_id.push_back(image_id[i]);
-    }
-    image_id = std::move(pending_id);
-    std::cerr << "resuming: " << previous.size() << " images already in " << output << ", " << pending.size() << " to caption\n";
+// "beam 3, length penalty 0.5, ...": the settings that made a report's captions, for its header.
+std::string describe_search(const SearchOptions& s) {
+  char text[256];
+  if (s.sample) {
+    std::snprintf(text, sizeof text, "sampled (temperature %g, top-k %d, seed %llu)", s.temperature, s.top_k,
+                  static_cast<unsigned long long>(s.seed));
+  } else {
+    std::snprintf(text, sizeof text, "beam %d, length penalty %g, at most %d words%s", s.beam_size, s.length_penalty,
+                  s.max_length,
+                  s.tag_threshold > 0 ? (", tags at confidence " + std::to_string(s.tag_threshold).substr(0, 4)).c_str() : "");
   }
-  std::unique_ptr<CaptionWriter> writer = output.empty() ? std::make_unique<CaptionWriter>(std::cout, format)
-                                                         : std::make_unique<CaptionWriter>(std::filesystem::path(output), format);
-  for (const auto& r : previous) writer->write(r);
+  return text;
+}
 
-  // --html: a page with thumbnails; with --annotations also references and per-image BLEU-4.
-  std::unique_ptr<HtmlReport> report;
-  std::unordered_map<std::string, const CaptionRecord*> refs_by_name;
-  CaptionDataset refs;
-  std::vector<std::string> scored_hyps;
-  std::vector<std::vector<std::string>> scored_refs;
-  auto add_to_report = [&](const std::filesystem::path& file, const std::string& caption, double log_prob, std::string thumbnail,
-                           const std::string& tag, double tag_probability) {
-    ReportRow row{file.string(), caption, log_prob, std::move(thumbnail), {}, std::nullopt, tag, tag_probability};
-    auto it = refs_by_name.find(file.filename().string());
-    if (it != refs_by_name.end()) {
-      row.references = it->second->captions;
-      row.bleu4 = image_bleu(caption, row.references)[3];
-      scored_hyps.push_back(caption);
-      scored_refs.push_back(row.references);
-    }
-    report->add(row);
-  };
-  if (!o.html.empty()) {
-    report = std::make_unique<HtmlReport>(std::filesystem::path(o.html),
-                                          "captioner: " + std::to_string(previous.size() + pending.size()) + " images");
+// --html: the page, and with --annotations each photo's references, BLEU-4 and the corpus scores.
+class ReportBuilder {
+ public:
+  ReportBuilder(const CaptionOptions& o, const std::string& model_name, const SearchOptions& search, size_t photos)
+      : annotations_(o.annotations) {
+    ReportHeader header;
+    header.title = "captioner: " + count_of(photos, "photo");
+    header.model = model_name;
+    header.settings = describe_search(search);
+    header.made_at = local_time_now();
+    report_ = std::make_unique<HtmlReport>(std::filesystem::path(o.html), header);
     if (!o.annotations.empty()) {
       DatasetOptions dopt;
       dopt.check_images = false;
-      refs = load_caption_file(o.annotations, dopt);
-      for (const auto& r : refs.records) refs_by_name[std::filesystem::path(r.file_name).filename().string()] = &r;
+      refs_ = load_caption_file(o.annotations, dopt);
+      for (const auto& r : refs_.records) by_name_[std::filesystem::path(r.file_name).filename().string()] = &r;
     }
+  }
+
+  void add(const std::filesystem::path& file, const std::string& caption, double log_prob, std::string thumbnail,
+           const std::string& tag, double tag_probability) {
+    ReportRow row{file.string(), caption, log_prob, std::move(thumbnail), {}, std::nullopt, tag, tag_probability};
+    auto it = by_name_.find(file.filename().string());
+    if (it != by_name_.end()) {
+      row.references = it->second->captions;
+      row.bleu4 = image_bleu(caption, row.references)[3];
+      hypotheses_.push_back(caption);
+      references_.push_back(row.references);
+    }
+    report_->add(row);
+  }
+
+  void finish() {
+    std::vector<std::string> summary;
+    if (!hypotheses_.empty()) {
+      auto sc = score_captions(hypotheses_, references_);
+      char line[160];
+      std::snprintf(line, sizeof line, "%s with references: BLEU-1 %.4f  BLEU-4 %.4f  CIDEr-D %.4f  ROUGE-L %.4f",
+                    count_of(hypotheses_.size(), "photo").c_str(), sc.bleu[0], sc.bleu[3], sc.cider_d, sc.rouge_l);
+      summary.push_back(line);
+    } else if (!annotations_.empty()) {
+      summary.push_back("no captioned photo is named in " + annotations_);
+    }
+    report_->finish(summary);
+  }
+
+ private:
+  std::string annotations_;
+  std::unique_ptr<HtmlReport> report_;
+  CaptionDataset refs_;
+  std::unordered_map<std::string, const CaptionRecord*> by_name_;
+  std::vector<std::string> hypotheses_;
+  std::vector<std::vector<std::string>> references_;
+};
+
+void run_caption(const CaptionOptions& o) {
+  set_threads(o.threads);
+  const std::vector<std::string> inputs = expand_inputs(o);
+  const ShardSpec shard = o.shard.empty() ? shard_from_environment() : parse_shard(o.shard);
+  const OutputPlan out = plan_output(o, shard);  // before anything is read: a bad -o name fails at once
+  const ImageFileList list = collect_photos(o, inputs);
+  if (list.images.empty()) return;
+  const bool any_failed = !list.problems.empty();
+  ShardPhotos part = take_shard(list.images, shard);
+  refuse_outputs_that_are_photos({out.file, o.html}, part.photos);
+  // Two runs writing one output would each replace the other's rows.
+  std::optional<OutputLock> output_lock, html_lock;
+  if (!out.file.empty()) output_lock.emplace(out.file);
+  if (!o.html.empty()) html_lock.emplace(o.html);
+  if (shard.sharded()) write_shard_manifest(out.file, part.manifest);  // unfinished until the end
+
+  const std::filesystem::path model_dir = o.model.empty() ? default_model_dir() : std::filesystem::path(o.model);
+  const torch::Device device = resolve_device(o.device);
+  ModelBundle model = ModelBundle::load(model_dir, device);
+  if (!o.decoder_precision.empty()) model.decoder_precision = o.decoder_precision;
+  Encoder encoder = Encoder::load(model.encoder_file, device);
+  const CaptionPipelineOptions po = pipeline_options(o, model);
+
+  // --resume: keep what an earlier run already wrote and caption only the rest.
+  std::vector<CaptionRow> previous;
+  std::vector<std::filesystem::path> pending = part.photos;
+  std::vector<int64_t> image_id = part.image_ids;
+  if (o.resume && !out.file.empty() && std::filesystem::exists(out.file)) {
+    previous = read_caption_file(out.file, out.format);
+    pending.clear();
+    image_id.clear();
+    for (size_t i : photos_not_in(previous, part.photos, out.format)) {
+      pending.push_back(part.photos[i]);
+      image_id.push_back(part.image_ids[i]);
+    }
+    std::cerr << "resuming: " << count_of(previous.size(), "photo") << " already in " << out.file << ", " << pending.size()
+              << " to caption\n";
+  }
+  std::unique_ptr<CaptionWriter> writer = out.file.empty()
+                                              ? std::make_unique<CaptionWriter>(std::cout, out.format)
+                                              : std::make_unique<CaptionWriter>(std::filesystem::path(out.file), out.format);
+  for (const auto& r : previous) writer->write(r);
+
+  std::unique_ptr<ReportBuilder> report;
+  if (!o.html.empty()) {
+    report = std::make_unique<ReportBuilder>(o, model_dir.string(), po.search, previous.size() + pending.size());
     // A resumed run's page shows every caption of the output, not only this run's: the earlier
     // rows come from the file, their thumbnails from the photos (none where a photo is gone).
     ImageLoader thumbnail_loader(PreprocessSpec{}, po.image);
@@ -234,14 +310,15 @@ void run_caption(const CaptionOptions& o) {
         thumbnail = make_thumbnail(thumbnail_loader.decode(r.file_name), po.thumbnail_size);
       } catch (const ImageError&) {
       }
-      add_to_report(r.file_name, r.caption, r.log_prob, std::move(thumbnail), r.tag, r.tag_probability);
+      report->add(r.file_name, r.caption, r.log_prob, std::move(thumbnail), r.tag, r.tag_probability);
     }
   }
 
   install_stop_handlers();
   // On a terminal that also shows the captions, a progress bar would tangle with them.
-  ProgressBar bar("captioning", static_cast<int64_t>(pending.size()), !o.quiet && (!output.empty() || !::isatty(STDOUT_FILENO)));
-  auto t0 = std::chrono::steady_clock::now();
+  ProgressBar bar("captioning", static_cast<int64_t>(pending.size()),
+                  !o.quiet && (!out.file.empty() || !::isatty(STDOUT_FILENO)));
+  const auto t0 = std::chrono::steady_clock::now();
   auto last_snapshot = t0;
   size_t captioned = 0;
   CaptionPipeline pipeline(model, encoder, po);
@@ -251,56 +328,45 @@ void run_caption(const CaptionOptions& o) {
     const double tag_probability = c.tag ? c.tag->probability : 0;
     writer->write({c.file.string(), image_id.at(c.index), c.caption, c.log_prob, tag, tag_probability});
     ++captioned;
-    if (report) add_to_report(c.file, c.caption, c.log_prob, c.thumbnail_jpeg, tag, tag_probability);
+    if (report) report->add(c.file, c.caption, c.log_prob, c.thumbnail_jpeg, tag, tag_probability);
   };
   cb.on_failure = [&](size_t, const ImageError& e) {
-    manifest.unreadable.push_back(e.file().string());
+    part.manifest.unreadable.push_back(e.file().string());
     bar.finish();
     std::cerr << "skipped " << e.what() << "\n";
   };
   cb.on_progress = [&](size_t done, size_t) {
     bar.update(static_cast<int64_t>(done));
     auto now = std::chrono::steady_clock::now();
-    if (!output.empty() && now - last_snapshot > std::chrono::seconds(30)) {
+    if (!out.file.empty() && now - last_snapshot > std::chrono::seconds(30)) {
       writer->snapshot();  // a crash now loses at most 30 s of work (see --resume)
       last_snapshot = now;
     }
   };
   cb.should_stop = [] { return stop_requested().load(); };
-  size_t failed = pipeline.run(pending, cb);
+  const size_t failed = pipeline.run(pending, cb);
   bar.finish();
   writer->finish();
-  if (report) {
-    std::vector<std::string> summary;
-    if (!scored_hyps.empty()) {
-      auto sc = score_captions(scored_hyps, scored_refs);
-      char line[160];
-      std::snprintf(line, sizeof line, "%zu images with references: BLEU-1 %.4f  BLEU-4 %.4f  CIDEr-D %.4f  ROUGE-L %.4f",
-                    scored_hyps.size(), sc.bleu[0], sc.bleu[3], sc.cider_d, sc.rouge_l);
-      summary.push_back(line);
-    } else if (!o.annotations.empty()) {
-      summary.push_back("no captioned image is named in " + o.annotations);
-    }
-    report->finish(summary);
-  }
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (report) report->finish();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (shard.sharded() && !stop_requested()) {
-    manifest.finished = true;
-    write_shard_manifest(output, manifest);
+    part.manifest.finished = true;
+    write_shard_manifest(out.file, part.manifest);
   }
   if (stop_requested()) {
-    std::cerr << "interrupted: " << captioned << " captions saved" << (output.empty() ? "" : " to " + output)
+    std::cerr << "interrupted: " << count_of(captioned, "caption") << " saved" << (out.file.empty() ? "" : " to " + out.file)
               << "; run again with --resume to continue\n";
-    g_exit_code = 130;
+    g_exit_code = kExitInterrupted;
     return;
   }
   if (!o.quiet || failed > 0) {
-    char line[200];
-    std::snprintf(line, sizeof line, "captioned %zu images in %.1f s (%.1f images/s)%s", captioned, secs,
-                  captioned / std::max(secs, 1e-9), failed ? (", " + std::to_string(failed) + " unreadable").c_str() : "");
-    std::cerr << line << (output.empty() ? "" : "; wrote " + output) << "\n";
+    char rate[64];
+    std::snprintf(rate, sizeof rate, " in %.1f s (%.1f photos/s)", secs, captioned / std::max(secs, 1e-9));
+    std::cerr << "captioned " << count_of(captioned, "photo") << rate
+              << (failed ? ", " + std::to_string(failed) + " unreadable" : "") << (out.file.empty() ? "" : "; wrote " + out.file)
+              << "\n";
   }
-  if (failed > 0 || any_failed) g_exit_code = 1;
+  if (failed > 0 || any_failed) g_exit_code = kExitSomeInputsFailed;
 }
 }  // namespace
 
@@ -314,8 +380,9 @@ void add_caption_command(CLI::App& app) {
   cmd->add_option("--model", o->model, "Model directory (default: $CAPTIONER_MODEL, else models/default)");
   cmd->add_option("--output,-o", o->output,
                   "Write captions to this file (atomically) instead of stdout; -: JSON lines on stdout as they are made");
-  cmd->add_option("--format", o->format, "json, jsonl, csv or text (default: from --output's extension; text on stdout)")
-      ->check(CLI::IsMember({"json", "jsonl", "csv", "text"}));
+  cmd->add_option("--format", o->format,
+                  "json, jsonl, csv, tsv or text (default: from --output's extension, which must name one; text on stdout)")
+      ->check(CLI::IsMember({"json", "jsonl", "csv", "tsv", "text"}));
   cmd->add_flag("--recursive,-r", o->recursive, "Also caption images in subfolders");
   cmd->add_option("--html", o->html, "Also write a self-contained HTML page with a thumbnail and the caption of every image");
   cmd->add_option("--annotations", o->annotations,

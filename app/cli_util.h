@@ -2,14 +2,49 @@
 // terminal, thread settings, and a stop flag set by SIGINT/SIGTERM.
 #pragma once
 
+#include <CLI/CLI.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <iostream>
 #include <string>
+#include <vector>
+
+#include "datasets/caption_writer.h"
 
 namespace captioner::cli {
 
-// One line on stderr: "label [=====>    ] 45% 1234/5000 12.3/s ETA 0:42 extra".
+// Exit codes, the same in every command (`captioner --help` lists them).
+inline constexpr int kExitOk = 0;                // everything asked for was done
+inline constexpr int kExitSomeInputsFailed = 1;  // the rest was done; each failed input is named on stderr
+inline constexpr int kExitUsage = 2;             // the command line is wrong; nothing was done
+inline constexpr int kExitFatal = 3;             // stopped by the error on stderr (a missing model, an unwritable output)
+inline constexpr int kExitInterrupted = 130;     // Ctrl-C or SIGTERM; what was finished is saved
+std::string exit_codes_help();
+
+// "captioner 0.2.0 (git 1a2b3c4)" and the build facts captions depend on: LibTorch's version and
+// the CPU features that change int8 sums and bf16 products.
+std::string version_text();
+
+// One line (two with a hint) for a command line CLI11 refused: the unknown word with the nearest
+// known one ("did you mean --beam?"), or the usage when no command was given.
+std::string usage_error_text(const CLI::App& app, int argc, const char* const* argv, const CLI::ParseError& error);
+
+// The known name nearest to `word` (edit distance at most 2, or a prefix); empty when none is near.
+std::string nearest_name(const std::string& word, const std::vector<std::string>& names);
+
+// An option's old spelling, still accepted for scripts that use it: hidden from --help, and each
+// use prints one line naming the new spelling.
+template <typename T>
+void add_old_spelling(CLI::App& cmd, const std::string& old_name, const std::string& new_name, T& target) {
+  cmd.add_option(old_name, target)->group("")->each([old_name, new_name](const std::string&) {
+    std::cerr << "warning: " << old_name << " is now " << new_name << " (the old spelling will be removed)\n";
+  });
+}
+
+// One line on stderr: "label [=====>    ] 45% 1234/5000 12.3/s ETA 0:42 extra", never wider than
+// the terminal (the bar shrinks, then the end is cut), so a redraw never wraps.
 class ProgressBar {
  public:
   ProgressBar(std::string label, int64_t total, bool enabled);
@@ -17,6 +52,8 @@ class ProgressBar {
   void update(int64_t done, const std::string& extra = "");
   void finish();  // clears the line
   static bool stderr_is_terminal();
+  // The line for `columns` terminal columns (what update() draws).
+  std::string line(int64_t done, const std::string& extra, double elapsed_s, int columns) const;
 
  private:
   std::string label_;
@@ -35,5 +72,11 @@ void install_stop_handlers();
 const std::atomic<bool>& stop_requested();
 
 std::string format_duration(double seconds);
+
+// The caption format an output file's name asks for; a name that asks for none is a UsageError.
+CaptionFormat usage_format_for(const std::string& file);
+
+// "1 image", "2 images".
+std::string count_of(size_t n, const std::string& singular, const std::string& plural = "");
 
 }  // namespace captioner::cli

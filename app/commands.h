@@ -10,6 +10,12 @@
 
 namespace captioner::cli {
 
+// A command line that cannot work (two options that exclude each other, an output name that says
+// no format): main prints "error: <what>" and exits kExitUsage, as for CLI11's own refusals.
+struct UsageError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
 // Set by a command to report partial failure (e.g. some images unreadable) without throwing.
 extern int g_exit_code;
 

@@ -2,6 +2,7 @@
 // word probabilities at every step (optionally also over the mirrored photo).
 #include <iostream>
 
+#include "app/cli_util.h"
 #include "app/commands.h"
 #include "datasets/file_io.h"
 #include "decoder/bundle/ensemble.h"
@@ -19,6 +20,7 @@ struct EnsembleOptions {
 };
 
 void run_ensemble(const EnsembleOptions& o) {
+  if (o.output.empty()) throw UsageError("ensemble needs --output-dir DIR: the folder to write the ensemble model to");
   std::vector<ModelBundle> parts;
   for (const auto& m : o.models) parts.push_back(ModelBundle::load(m));
   ModelBundle out = make_ensemble(std::move(parts), o.flip_tta);
@@ -40,7 +42,8 @@ void add_ensemble_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("ensemble", "Combine models trained on the same captions into one ensemble model");
   cmd->option_defaults()->always_capture_default();
   cmd->add_option("models", o->models, "Model directories (same vocabulary and encoder)")->required()->expected(1, -1);
-  cmd->add_option("--output", o->output, "Ensemble model directory to write")->required();
+  cmd->add_option("--output-dir", o->output, "Ensemble model directory to write; required");
+  add_old_spelling(*cmd, "--output", "--output-dir", o->output);
   cmd->add_flag("--flip-tta", o->flip_tta, "Also average over the mirrored photo (test-time augmentation)");
   cmd->add_flag("--fp16", o->fp16, "Store weights as float16");
   add_search_overrides(*cmd, o->search, "the first model's");

@@ -89,7 +89,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   if (!captioned.failures.empty()) {
     std::cerr << "warning: " << captioned.failures.size() << " of " << files.size()
               << " images could not be read; scoring the other " << captioned.rows.size() << "\n";
-    g_exit_code = 1;
+    g_exit_code = kExitSomeInputsFailed;
   }
   if (!captioned.tags.empty() && !o.quiet) {
     size_t tagged = 0;
@@ -109,7 +109,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
 void run_eval(const EvalOptions& o) {
   install_stop_handlers();  // also where a shell started it with SIGINT ignored (a background job)
   if (o.results.empty() == o.images.empty()) {
-    throw std::invalid_argument("give either --results (score a results file) or --images (caption with a model, then score)");
+    throw UsageError("give either --results (score a results file) or --images (caption with a model, then score)");
   }
   DatasetOptions dopt;
   dopt.check_images = !o.images.empty();
@@ -129,11 +129,18 @@ void run_eval(const EvalOptions& o) {
       // --max-images N scores the first N annotated images: the results for the others are
       // simply not asked for (they are not "missing from the annotations").
       std::unordered_set<int64_t> kept;
-      for (const auto& r : refs.records) kept.insert(r.image_id);
+      std::unordered_set<std::string> kept_names;
+      for (const auto& r : refs.records) {
+        kept.insert(r.image_id);
+        kept_names.insert(std::filesystem::path(r.file_name).filename().string());
+      }
+      auto asked_for = [&](const CaptionResult& r) {
+        return r.file_name.empty() ? kept.count(r.image_id) > 0
+                                   : kept_names.count(std::filesystem::path(r.file_name).filename().string()) > 0;
+      };
       const size_t before = results.size();
-      results.erase(
-          std::remove_if(results.begin(), results.end(), [&](const CaptionResult& r) { return !kept.count(r.image_id); }),
-          results.end());
+      results.erase(std::remove_if(results.begin(), results.end(), [&](const CaptionResult& r) { return !asked_for(r); }),
+                    results.end());
       if (!o.quiet) {
         std::cerr << "scoring the first " << refs.records.size() << " images of " << o.annotations << " ("
                   << before - results.size() << " results for other images left out)\n";
@@ -161,21 +168,25 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--annotations", o->annotations, "Reference captions: COCO JSON, Karpathy JSON or Flickr8k token file")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--results", o->results, "Score this COCO results file: [{\"image_id\": id, \"caption\": \"...\"}]")
+  cmd->add_option("--results", o->results,
+                  "Score this results file: COCO's [{\"image_id\": id, \"caption\": \"...\"}] or any `captioner caption` "
+                  "output (matched by file name)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--images", o->images, "Caption the annotated images in this folder with --model, then score")
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--model", o->model, "Model directory (default: $CAPTIONER_MODEL, else models/default)");
-  cmd->add_option("--split-list", o->split_list, "Flickr8k token file only: list of the images to evaluate")
+  cmd->add_option("--val-split", o->split_list, "Flickr8k token file only: list of the images to evaluate")
       ->check(CLI::ExistingFile);
+  add_old_spelling(*cmd, "--split-list", "--val-split", o->split_list);
   cmd->add_option("--karpathy-split", o->karpathy_split, "Karpathy JSON only: split to evaluate");
   cmd->add_option("--max-images", o->max_images, "Evaluate only the first N images (0: all)");
-  cmd->add_option("--output", o->output, "With --images: also write the captions as a COCO results file");
+  cmd->add_option("--output,-o", o->output, "With --images: also write the captions as a COCO results file (JSON)");
   add_search_overrides(*cmd, o->search, "the model's");
   add_decoder_precision_option(*cmd, o->decoder_precision);
   cmd->add_option("--cache-dir", o->cache_dir, "Where image features are cached (empty: no cache)");
-  cmd->add_option("--batch", o->batch, "Images per encoder call (4 is fastest for MobileNetV2 on few cores)")
+  cmd->add_option("--encoder-batch", o->batch, "Images per encoder call (4 is fastest for MobileNetV2 on few cores)")
       ->check(CLI::Range(1, 1024));
+  add_old_spelling(*cmd, "--batch", "--encoder-batch", o->batch);
   cmd->add_option("--threads", o->threads, "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64));

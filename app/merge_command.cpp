@@ -2,6 +2,7 @@
 #include <iostream>
 #include <memory>
 
+#include "app/cli_util.h"
 #include "app/commands.h"
 #include "datasets/caption_shards.h"
 #include "datasets/caption_writer.h"
@@ -16,19 +17,20 @@ void add_merge_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("merge", "Join the parts written by `caption --shard K/N` into one output");
   cmd->add_option("parts", *parts, "The part files (e.g. captions.part-*-of-4.json)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--output,-o", *output, "File to write (atomically)")->required();
-  cmd->add_option("--format", *format, "json, jsonl, csv or text (default: from --output's extension)")
-      ->check(CLI::IsMember({"json", "jsonl", "csv", "text"}));
+  cmd->add_option("--format", *format, "json, jsonl, csv, tsv or text (default: from --output's extension, which must name one)")
+      ->check(CLI::IsMember({"json", "jsonl", "csv", "tsv", "text"}));
   cmd->callback([parts, output, format] {
+    const CaptionFormat out_format = format->empty() ? usage_format_for(*output) : parse_caption_format(*format);
     std::vector<std::filesystem::path> files(parts->begin(), parts->end());
     const MergedCaptions merged = merge_caption_parts(files);
     OutputLock lock(*output);
-    CaptionWriter writer(std::filesystem::path(*output),
-                         format->empty() ? caption_format_for(*output) : parse_caption_format(*format));
+    CaptionWriter writer(std::filesystem::path(*output), out_format);
     for (const auto& r : merged.rows) writer.write(r);
     writer.finish();
     for (const auto& photo : merged.unreadable) std::cerr << "not captioned (unreadable when its part ran): " << photo << "\n";
-    std::cerr << "merged " << merged.rows.size() << " captions from " << files.size() << " parts into " << *output << "\n";
-    if (!merged.unreadable.empty()) g_exit_code = 1;  // as `caption` itself: not every photo has a caption
+    std::cerr << "merged " << count_of(merged.rows.size(), "caption") << " from " << count_of(files.size(), "part") << " into "
+              << *output << "\n";
+    if (!merged.unreadable.empty()) g_exit_code = kExitSomeInputsFailed;  // as `caption` itself: not every photo has a caption
   });
 }
 

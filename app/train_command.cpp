@@ -17,6 +17,7 @@ struct TrainCommandOptions {
   std::string injection = "every-step";
   std::string objective = "xe";
   bool quiet = false;
+  bool no_image_dropout = false;
   int dist_timeout = 300;
 };
 
@@ -25,10 +26,12 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
   job.decoder.image_every_step = o.injection != "init";
   job.decoder.image_init_state = o.injection != "every-step";
   job.command_line = command_line;
+  if (job.output_dir.empty()) throw UsageError("train needs --output-dir DIR: the folder to write the model to");
+  if (o.no_image_dropout) job.decoder.image_dropout = false;
   if (o.objective != "xe") {
-    throw std::invalid_argument("--objective " + o.objective +
-                                ": self-critical training was removed (it collapsed the captions and never showed a held-out "
-                                "gain, docs/ablation.md); cross-entropy (xe) is the only objective");
+    throw UsageError("--objective " + o.objective +
+                     ": self-critical training was removed (it collapsed the captions and never showed a held-out "
+                     "gain, docs/ablation.md); cross-entropy (xe) is the only objective");
   }
   job.distributed.timeout = std::chrono::seconds(o.dist_timeout);
   if (job.val_images.empty()) job.val_images = job.train_images;
@@ -123,9 +126,10 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--min-word-count", job.min_word_count, "Words seen fewer times become <unk>")
       ->check(CLI::PositiveNumber)
       ->group(data);
-  cmd->add_option("--max-caption-length", job.max_caption_length, "Longer training captions are cut to this many words")
+  cmd->add_option("--max-train-words", job.max_caption_length, "Longer training captions are cut to this many words")
       ->check(CLI::PositiveNumber)
       ->group(data);
+  add_old_spelling(*cmd, "--max-caption-length", "--max-train-words", job.max_caption_length);
 
   auto model = "Model";
   cmd->add_option("--encoder", job.encoder_file,
@@ -140,7 +144,7 @@ void add_train_command(CLI::App& app) {
       ->group(model);
   cmd->add_option("--layers", job.decoder.num_layers, "Stacked recurrent layers")->check(CLI::Range(1, 8))->group(model);
   cmd->add_option("--dropout", job.decoder.dropout, "Dropout probability")->check(CLI::Range(0.0, 0.95))->group(model);
-  cmd->add_flag("!--no-image-dropout", job.decoder.image_dropout,
+  cmd->add_flag("--no-image-dropout", o->no_image_dropout,
                 "Dropout on the words and the recurrent outputs only, never on the image")
       ->group(model);
   cmd->add_option("--image-injection", o->injection, "Where the image enters: every step's gates, the initial state, or both")
@@ -149,11 +153,12 @@ void add_train_command(CLI::App& app) {
 
   auto train = "Training";
   auto& t = job.trainer;
-  cmd->add_option("--output", job.output_dir, "Model directory to write (best model, checkpoint.pt, metrics.jsonl)")
-      ->required()
+  cmd->add_option("--output-dir", job.output_dir, "Model directory to write (best model, checkpoint.pt, metrics.jsonl); required")
       ->group(train);
+  add_old_spelling(*cmd, "--output", "--output-dir", job.output_dir);
   cmd->add_option("--epochs", t.epochs, "Maximum epochs")->check(CLI::PositiveNumber)->group(train);
-  cmd->add_option("--batch", t.batch_size, "Captions per batch")->check(CLI::PositiveNumber)->group(train);
+  cmd->add_option("--batch-captions", t.batch_size, "Captions per training step")->check(CLI::PositiveNumber)->group(train);
+  add_old_spelling(*cmd, "--batch", "--batch-captions", t.batch_size);
   cmd->add_option("--lr", t.learning_rate, "Adam learning rate")->check(CLI::PositiveNumber)->group(train);
   cmd->add_option("--lr-decay", t.lr_decay, "Learning rate factor applied every --lr-decay-every epochs")
       ->check(CLI::Range(0.0, 1.0))
@@ -177,8 +182,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--checkpoint-every", t.checkpoint_every, "Batches between checkpoints (also after every epoch)")
       ->check(CLI::PositiveNumber)
       ->group(train);
-  cmd->add_flag("--resume", t.resume, "Continue from <output>/checkpoint.pt")->group(train);
-  cmd->add_flag("--overwrite", job.overwrite, "Replace a model or run already in --output")->group(train);
+  cmd->add_flag("--resume", t.resume, "Continue from <output-dir>/checkpoint.pt")->group(train);
+  cmd->add_flag("--overwrite", job.overwrite, "Replace a model or run already in --output-dir")->group(train);
   cmd->add_flag("--fp16", t.fp16_bundle, "Store the model's weights as float16 (half the size)")->group(train);
   cmd->add_option("--objective", o->objective, "xe: cross-entropy with teacher forcing (the only one)")->group(train);
   cmd->add_option("--init-from", job.init_from, "Start from this trained model (its vocabulary and decoder)")

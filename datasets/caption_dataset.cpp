@@ -79,6 +79,10 @@ void check_images_on_disk(CaptionDataset& ds, const DatasetOptions& options) {
       if (missing++ == 0) first = r.image_path.string();
     }
   }
+  if (missing > 0 && missing == ds.records.size()) {  // the wrong folder, not a few lost photos
+    throw std::runtime_error("none of the " + std::to_string(missing) + " images of " + ds.source.string() +
+                             " is on disk (first looked for: " + first + "); is the images folder the right one?");
+  }
   if (missing > 0) {
     ds.warnings.push_back(ds.source.string() + ": " + std::to_string(missing) + " of " + std::to_string(ds.records.size()) +
                           " images not found on disk (first: " + first + ")");

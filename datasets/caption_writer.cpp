@@ -23,16 +23,23 @@ CaptionFormat parse_caption_format(const std::string& name) {
   if (name == "json") return CaptionFormat::kJson;
   if (name == "jsonl") return CaptionFormat::kJsonl;
   if (name == "csv") return CaptionFormat::kCsv;
+  if (name == "tsv") return CaptionFormat::kTsv;
   if (name == "text" || name == "txt") return CaptionFormat::kText;
-  throw std::invalid_argument("unknown output format \"" + name + "\" (json, jsonl, csv or text)");
+  throw std::invalid_argument("unknown output format \"" + name + "\" (json, jsonl, csv, tsv or text)");
 }
 
 CaptionFormat caption_format_for(const fs::path& file) {
   std::string ext = file.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (ext == ".json") return CaptionFormat::kJson;
   if (ext == ".jsonl") return CaptionFormat::kJsonl;
   if (ext == ".csv") return CaptionFormat::kCsv;
+  if (ext == ".tsv") return CaptionFormat::kTsv;
   if (ext == ".txt") return CaptionFormat::kText;
-  return CaptionFormat::kJson;
+  throw std::invalid_argument(
+      file.string() + ": " +
+      (ext.empty() ? std::string("no extension to tell the format") : "\"" + ext + "\" is not a caption format") +
+      "; end the name in .json, .jsonl, .csv, .tsv or .txt, or give --format");
 }
 
 std::vector<int64_t> image_ids_for(const std::vector<fs::path>& files) {
@@ -134,6 +141,22 @@ std::string csv_field(const std::string& s) {
   return out + "\"";
 }
 
+// A row's image_id and log_prob as written by this writer; anything else names the file and row.
+std::pair<int64_t, double> row_numbers(const std::string& id_text, const std::string& log_prob_text, const std::string& where) {
+  // Whole-field numbers only: std::stoll's bare "stoll" message would name neither file nor row.
+  size_t used = 0;
+  try {
+    const int64_t id = std::stoll(id_text, &used);
+    if (used != id_text.size()) throw std::invalid_argument(id_text);
+    const double lp = std::stod(log_prob_text, &used);
+    if (used != log_prob_text.size()) throw std::invalid_argument(log_prob_text);
+    return {id, lp};
+  } catch (const std::logic_error&) {
+    throw std::runtime_error(where + ": image_id \"" + id_text + "\" and log_prob \"" + log_prob_text +
+                             "\" must be numbers (is this a file captioner wrote?)");
+  }
+}
+
 // Splits one CSV record (RFC 4180 quoting) starting at `pos`; advances `pos` past it.
 std::vector<std::string> csv_record(const std::string& text, size_t& pos) {
   std::vector<std::string> fields(1);
@@ -164,15 +187,17 @@ std::vector<std::string> csv_record(const std::string& text, size_t& pos) {
 }
 }  // namespace
 
-CaptionWriter::CaptionWriter(std::ostream& out, CaptionFormat format) : format_(format), out_(&out) {
-  if (format_ == CaptionFormat::kJson) *out_ << "[";
-  if (format_ == CaptionFormat::kCsv) *out_ << "file_name,image_id,caption,log_prob\n";
-}
+CaptionWriter::CaptionWriter(std::ostream& out, CaptionFormat format) : format_(format), out_(&out) { write_header(); }
 
 CaptionWriter::CaptionWriter(const fs::path& file, CaptionFormat format)
     : format_(format), file_writer_(std::make_unique<AtomicFileWriter>(file)), file_(file), out_(&file_writer_->stream()) {
+  write_header();
+}
+
+void CaptionWriter::write_header() {
   if (format_ == CaptionFormat::kJson) *out_ << "[";
   if (format_ == CaptionFormat::kCsv) *out_ << "file_name,image_id,caption,log_prob\n";
+  if (format_ == CaptionFormat::kTsv) *out_ << "file_name\timage_id\tcaption\tlog_prob\n";
 }
 
 CaptionWriter::~CaptionWriter() = default;  // an unfinished file output is discarded
@@ -194,6 +219,12 @@ void CaptionWriter::write(const CaptionRow& r) {
       char lp[32];
       std::snprintf(lp, sizeof lp, "%.6f", r.log_prob);
       *out_ << csv_field(r.file_name) << "," << r.image_id << "," << csv_field(r.caption) << "," << lp << "\n";
+      break;
+    }
+    case CaptionFormat::kTsv: {
+      char lp[32];
+      std::snprintf(lp, sizeof lp, "%.6f", r.log_prob);
+      *out_ << text_field(r.file_name) << "\t" << r.image_id << "\t" << text_field(r.caption) << "\t" << lp << "\n";
       break;
     }
     case CaptionFormat::kText:
@@ -294,19 +325,27 @@ std::vector<CaptionRow> read_caption_file(const fs::path& file, std::optional<Ca
         if (f.size() == 1 && f[0].empty()) continue;
         const std::string where = file.string() + ": CSV row " + std::to_string(row);
         if (f.size() != 4) throw std::runtime_error(where + " has " + std::to_string(f.size()) + " fields, expected 4");
-        // Whole-field numbers only: std::stoll's bare "stoll" message would name neither file nor row.
-        int64_t id = 0;
-        double lp = 0;
-        size_t used = 0;
-        try {
-          id = std::stoll(f[1], &used);
-          if (used != f[1].size()) throw std::invalid_argument(f[1]);
-          lp = std::stod(f[3], &used);
-          if (used != f[3].size()) throw std::invalid_argument(f[3]);
-        } catch (const std::logic_error&) {
-          throw std::runtime_error(where + ": image_id \"" + f[1] + "\" and log_prob \"" + f[3] +
-                                   "\" must be numbers (is this a captioner CSV file?)");
+        const auto [id, lp] = row_numbers(f[1], f[3], where);
+        rows.push_back({f[0], id, f[2], lp, "", 0});
+      }
+      break;
+    }
+    case CaptionFormat::kTsv: {
+      std::istringstream in(text);
+      std::string line;
+      std::getline(in, line);  // header
+      for (size_t row = 2; std::getline(in, line); ++row) {
+        if (line.empty()) continue;
+        std::vector<std::string> f;
+        for (size_t start = 0;;) {
+          const size_t tab = line.find('\t', start);
+          f.push_back(text_field_value(line.substr(start, tab == std::string::npos ? std::string::npos : tab - start)));
+          if (tab == std::string::npos) break;
+          start = tab + 1;
         }
+        const std::string where = file.string() + ": TSV row " + std::to_string(row);
+        if (f.size() != 4) throw std::runtime_error(where + " has " + std::to_string(f.size()) + " fields, expected 4");
+        const auto [id, lp] = row_numbers(f[1], f[3], where);
         rows.push_back({f[0], id, f[2], lp, "", 0});
       }
       break;

@@ -1,5 +1,5 @@
-// Writes captions as JSON (a COCO-results-like list), JSON lines, CSV or plain text, one row at a
-// time so memory stays flat; reads such files back for `caption --resume`.
+// Writes captions as JSON (a COCO-results-like list), JSON lines, CSV, TSV or plain text, one row
+// at a time so memory stays flat; reads such files back for `caption --resume`.
 #pragma once
 
 #include <cstdint>
@@ -14,10 +14,12 @@
 
 namespace captioner {
 
-enum class CaptionFormat { kJson, kJsonl, kCsv, kText };
+enum class CaptionFormat { kJson, kJsonl, kCsv, kTsv, kText };
 
-CaptionFormat parse_caption_format(const std::string& name);          // throws on unknown names
-CaptionFormat caption_format_for(const std::filesystem::path& file);  // by extension; JSON if unknown
+CaptionFormat parse_caption_format(const std::string& name);  // throws on unknown names
+// By extension, in any case (.json, .jsonl, .csv, .tsv, .txt); any other name throws, naming the
+// file: an output called `captions.out` is refused rather than silently written as JSON.
+CaptionFormat caption_format_for(const std::filesystem::path& file);
 
 struct CaptionRow {
   std::string file_name;
@@ -49,6 +51,7 @@ class CaptionWriter {
   void finish();    // closes the list and, for files, commits
 
  private:
+  void write_header();
   std::string footer() const;
   void flush_stream();  // throws when the stream could not take what was written
 

@@ -18,9 +18,10 @@ PACKAGES=(
   libdnnl-dev                                # oneDNN's headers: training's bf16 matrix products
   libjpeg-dev libexif-dev                    # JPEG decoding that refuses damaged photos; EXIF orientation
   libcpp-httplib-dev                         # captioner serve
+  fonts-dejavu-core                          # captioner plot's text (OpenCV's freetype module draws it)
   python3-torch python3-torchvision python3-numpy   # scripts/ only: converting and exporting encoders
   darknet                                    # its sample photos (dog, eagle, horses...) for the README demo
-  wordnet-base                               # WordNet 3.0 nouns: ImageNet classes -> caption words (--tags)
+  wordnet-base                               # WordNet 3.0 nouns: ImageNet classes -> caption words (--tag-confidence)
   python3-skimage                            # its sample photos (astronaut, chelsea the cat...) for the demo
   chromium                                   # tests open the HTML report in a real headless browser
   clang libclang-rt-14-dev                   # libFuzzer targets (tests/fuzz) and the sanitizer runtime

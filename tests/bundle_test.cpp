@@ -11,6 +11,7 @@
 #include "tests/test_util.h"
 
 using namespace captioner;
+using captioner::test::expect_error_message;
 using captioner::test::TempDir;
 using nlohmann::json;
 
@@ -24,16 +25,6 @@ std::vector<Caption> captions_of(const ModelBundle& b) {
   SearchOptions o;
   o.beam_size = 3;
   return search_captions(*scorer, f, o);
-}
-
-template <typename Fn>
-void expect_load_error(Fn fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "no error; expected " << fragment;
-  } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
 }
 
 void edit_config(const std::filesystem::path& dir, const std::function<void(json&)>& edit) {
@@ -94,7 +85,7 @@ TEST(ModelBundle, StoresItsDecoderPrecision) {
     }
   }
   edit_config(tmp / "q", [](json& j) { j["decoder_precision"] = "int4"; });
-  expect_load_error([&] { ModelBundle::load(tmp / "q"); }, "must be \"float32\" or \"int8\"");
+  expect_error_message([&] { ModelBundle::load(tmp / "q"); }, {"must be \"float32\" or \"int8\""});
 }
 
 TEST(ModelBundle, EncoderPathIsRelativeWhenNearby) {
@@ -117,56 +108,56 @@ TEST(ModelBundle, RefusesPartsThatDoNotBelongTogether) {
     test::make_bundle(enc, test::make_vocab(kWords)).save(tmp / name);
     return tmp / name;
   };
-  expect_load_error([&] { ModelBundle::load(tmp / "nowhere"); }, "not found");
+  expect_error_message([&] { ModelBundle::load(tmp / "nowhere"); }, {"not found"});
 
   auto d = fresh("vocab");
   test::make_vocab({"x", "y"}).save(d / "vocab.json");
-  expect_load_error([&] { ModelBundle::load(d); }, "not the one this model was trained with");
+  expect_error_message([&] { ModelBundle::load(d); }, {"not the one this model was trained with"});
 
   d = fresh("version");
   edit_config(d, [](json& j) { j["version"] = 99; });
-  expect_load_error([&] { ModelBundle::load(d); }, "newer than this captioner");
+  expect_error_message([&] { ModelBundle::load(d); }, {"newer than this captioner"});
 
   d = fresh("featdim");
   edit_config(d, [](json& j) { j["members"][0]["decoder"]["feature_dim"] = 7; });
-  expect_load_error([&] { ModelBundle::load(d); }, "expects 7-d image features but the encoder gives 3");
+  expect_error_message([&] { ModelBundle::load(d); }, {"expects 7-d image features but the encoder gives 3"});
 
   d = fresh("vocabsize");
   edit_config(d, [](json& j) { j["members"][0]["decoder"]["vocab_size"] = 5; });
-  expect_load_error([&] { ModelBundle::load(d); }, "outputs but the vocabulary has");
+  expect_error_message([&] { ModelBundle::load(d); }, {"outputs but the vocabulary has"});
 
   d = fresh("truncated");
   auto bytes = read_file(d / "decoder.pt");
   write_file_atomic(d / "decoder.pt", bytes.substr(0, bytes.size() / 2));
-  expect_load_error([&] { ModelBundle::load(d); }, "cannot read decoder weights");
+  expect_error_message([&] { ModelBundle::load(d); }, {"cannot read decoder weights"});
 
   d = fresh("layout");
   edit_config(d, [](json& j) { j["members"][0]["decoder"]["hidden_dim"] = 40; });
-  expect_load_error([&] { ModelBundle::load(d); }, "has shape");
+  expect_error_message([&] { ModelBundle::load(d); }, {"has shape"});
 
   d = fresh("noencoder");
   edit_config(d, [](json& j) { j["encoder"]["file"] = "/nonexistent/enc.pt"; });
-  expect_load_error([&] { ModelBundle::load(d); }, "scripts/setup.sh");
+  expect_error_message([&] { ModelBundle::load(d); }, {"scripts/setup.sh"});
 
   d = fresh("otherencoder");
   edit_config(d, [&](json& j) { j["encoder"]["file"] = other_enc.string(); });
-  expect_load_error([&] { ModelBundle::load(d); }, "was trained on features of encoder");
+  expect_error_message([&] { ModelBundle::load(d); }, {"was trained on features of encoder"});
 
   d = fresh("garbage");
   write_file_atomic(d / "config.json", "{ not json");
-  expect_load_error([&] { ModelBundle::load(d); }, "invalid JSON");
+  expect_error_message([&] { ModelBundle::load(d); }, {"invalid JSON"});
 
   // A removed feature (issue 28): a model that names concept inputs is refused in one line.
   d = fresh("concepts");
   edit_config(d, [](json& j) { j["members"][0]["decoder"]["concepts"] = {"dog", "cat"}; });
-  expect_load_error([&] { ModelBundle::load(d); }, "`train --concept-input`, which measured no gain and was removed");
+  expect_error_message([&] { ModelBundle::load(d); }, {"`train --concept-input`, which measured no gain and was removed"});
 }
 
 TEST(ModelBundle, StoresItsImagePriorForMutualInformationDecoding) {
   TempDir tmp;
   auto enc = test::make_tiny_encoder(tmp / "enc");
   auto b = test::make_bundle(enc, test::make_vocab(kWords));
-  expect_load_error([&] { b.make_scorer(0.2); }, "image prior");
+  expect_error_message([&] { b.make_scorer(0.2); }, {"image prior"});
   b.save(tmp / "old");  // a model saved without a prior
   EXPECT_FALSE(std::filesystem::exists(tmp / "old" / "image_prior.pt"));
   EXPECT_FALSE(ModelBundle::load(tmp / "old").image_prior.defined());
@@ -194,10 +185,10 @@ TEST(ModelBundle, StoresItsImagePriorForMutualInformationDecoding) {
     archive.write("mean_feature", torch::zeros({5}));
     save_archive_atomic(archive, tmp / "new" / "image_prior.pt");
   }
-  expect_load_error([&] { ModelBundle::load(tmp / "new"); }, "does not hold a 3-d mean feature");
+  expect_error_message([&] { ModelBundle::load(tmp / "new"); }, {"does not hold a 3-d mean feature"});
   edit_config(tmp / "new", [](json& j) {
     j.erase("image_prior");
     j["search"]["mi_weight"] = 0.1;
   });
-  expect_load_error([&] { ModelBundle::load(tmp / "new"); }, "mi_weight needs an \"image_prior\"");
+  expect_error_message([&] { ModelBundle::load(tmp / "new"); }, {"mi_weight needs an \"image_prior\""});
 }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "decoder/kernels/fused_adam.h"
 #include "decoder/search/caption_search.h"
 #include "vocab/vocabulary.h"
 
@@ -161,4 +162,40 @@ TEST_P(EveryCell, LearnsHelloAtCharacterLevel) {
     token = next;
   }
   EXPECT_EQ(out, "ello") << GetParam();
+}
+
+// The decoding tables (word -> gate table, int8 weights) are built once per set of weights and
+// shared by every caller, and rebuilt when a weight changes: by an in-place op, by the fused Adam
+// step that writes through a raw pointer, or by loading other weights.
+TEST(CaptionDecoder, DecodingTablesAreSharedUntilAWeightChanges) {
+  torch::manual_seed(5);
+  DecoderConfig c = tiny("lstm", 12, 5);
+  c.hidden_dim = 16;
+  CaptionDecoder d(c);
+  d->eval();
+  const auto table = d->word_gate_table();
+  const auto int8 = d->int8_weights();
+  EXPECT_EQ(d->word_gate_table().data_ptr(), table.data_ptr()) << "rebuilt without a change";
+  EXPECT_EQ(d->int8_weights(), int8);
+
+  {
+    torch::NoGradGuard no_grad;
+    d->parameters().front().add_(0.5);  // the embedding
+  }
+  const auto after_edit = d->word_gate_table();
+  EXPECT_FALSE(torch::equal(after_edit, table)) << "a stale table after an in-place edit";
+  EXPECT_NE(d->int8_weights(), int8);
+
+  d->train();
+  torch::optim::Adam adam(d->parameters(), torch::optim::AdamOptions(0.1));
+  d->loss(torch::randn({2, 5}), random_tokens(2, 4, 12)).backward();
+  fused_adam_step(adam);
+  d->eval();
+  CaptionDecoder fresh(c);
+  fresh->eval();
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < d->parameters().size(); ++i) fresh->parameters()[i].copy_(d->parameters()[i]);
+  }
+  EXPECT_TRUE(torch::equal(d->word_gate_table(), fresh->word_gate_table())) << "a stale table after a fused Adam step";
 }

@@ -72,7 +72,7 @@ struct Fixture {
     return "timeout 300 '" + std::string(CAPTIONER_BINARY) + "' train --train-captions " + captions.string() +
            " --val-captions " + captions.string() + " --train-images " + data.string() + " --encoder " + encoder.string() +
            " --min-word-count 1 --hidden 32 --embed 16 --dropout 0.3 --flip-augment -q --cache-dir " + (tmp / "cache").string() +
-           " --output " + out.string() + " " + extra;
+           " --output-dir " + out.string() + " " + extra;
   }
 };
 
@@ -92,7 +92,7 @@ TEST(Distributed, TwoProcessesTrainLikeOneProcessWithTheWholeBatch) {
   Fixture f;
   // One process, global batch 16; then two processes of 8 each. Dropout, flips and shuffling are
   // drawn for the global batch, so both runs see the same numbers.
-  const std::string opts = "--epochs 3 --batch 16 --seed 5 --checkpoint-every 2";
+  const std::string opts = "--epochs 3 --batch-captions 16 --seed 5 --checkpoint-every 2";
   auto one = run_shell(f.train_command(f.tmp / "one", opts));
   ASSERT_EQ(one.exit_code, 0) << one.err;
   const int port = free_port();
@@ -120,14 +120,15 @@ TEST(Distributed, TwoProcessesTrainLikeOneProcessWithTheWholeBatch) {
 TEST(Distributed, ShardedFeaturesEqualOneProcessFeatures) {
   Fixture f;
   const int port = free_port();
-  const std::string dist = " --epochs 1 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 60";
+  const std::string dist =
+      " --epochs 1 --batch-captions 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 60";
   auto two = run_shell("(" + f.train_command(f.tmp / "two", dist + " --rank 1") + " 2>/dev/null & " +
                        f.train_command(f.tmp / "two", dist + " --rank 0") + "; r=$?; wait $! || exit 99; exit $r)");
   ASSERT_EQ(two.exit_code, 0) << two.err;
   std::map<std::string, std::string> sharded;
   for (const auto& e : fs::directory_iterator(f.tmp / "cache")) sharded[e.path().filename().string()] = read_file(e.path());
   fs::remove_all(f.tmp / "cache");
-  auto one = run_shell(f.train_command(f.tmp / "one", "--epochs 1 --batch 16"));
+  auto one = run_shell(f.train_command(f.tmp / "one", "--epochs 1 --batch-captions 16"));
   ASSERT_EQ(one.exit_code, 0) << one.err;
   std::map<std::string, std::string> single;
   for (const auto& e : fs::directory_iterator(f.tmp / "cache")) single[e.path().filename().string()] = read_file(e.path());
@@ -140,8 +141,8 @@ TEST(Distributed, ARankThatDiesStopsTheOthersWithinTheTimeout) {
   const int port = free_port();
   // Rank 1 dies as kill -9 would, after its third step (CAPTIONER_TEST_DIE_AFTER_STEPS, read only
   // by the trainer for tests like this); rank 0 must not wait for it forever.
-  const std::string dist =
-      " --epochs 50 --patience 50 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 30";
+  const std::string dist = " --epochs 50 --patience 50 --batch-captions 16 --world-size 2 --master-port " + std::to_string(port) +
+                           " --dist-timeout 30";
   auto t0 = std::chrono::steady_clock::now();
   auto r = run_shell("(CAPTIONER_TEST_DIE_AFTER_STEPS=3 " + f.train_command(f.tmp / "run", dist + " --rank 1") +
                      " 2>/dev/null & " + f.train_command(f.tmp / "run", dist + " --rank 0") + "; r=$?; wait; exit $r)");
@@ -211,7 +212,7 @@ TEST(Distributed, MergeRefusesAnythingButEveryPhotoOnce) {
   auto merge = [&](const std::string& parts) { return run_cli("merge " + parts + " -o " + (f.tmp / "merged.json").string()); };
   auto expect_refused = [&](const std::string& why, const std::string& fragment) {
     auto r = merge(part0.string() + " " + part1.string());
-    EXPECT_EQ(r.exit_code, 1) << why << ": " << r.err;
+    EXPECT_EQ(r.exit_code, 3) << why << ": " << r.err;
     EXPECT_NE(r.err.find(fragment), std::string::npos) << why << ": " << r.err;
     EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << why << ": one line, not " << r.err;
     EXPECT_FALSE(fs::exists(f.tmp / "merged.json")) << why;
@@ -247,7 +248,7 @@ TEST(Distributed, MergeRefusesAnythingButEveryPhotoOnce) {
                 .exit_code,
             0);
   auto r = merge(part0.string() + " " + (f.tmp / "other" / "out.part-1-of-2.json").string());
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 3);
   EXPECT_NE(r.err.find("of another run"), std::string::npos) << r.err;
   // The same part twice, and a part alone.
   r = merge(part0.string() + " " + part0.string());
@@ -263,8 +264,8 @@ TEST(Distributed, ASignalOnOneRankStopsAllWithACheckpoint) {
   Fixture f;
   const int port = free_port();
   const fs::path out = f.tmp / "run";
-  const std::string dist =
-      " --epochs 500 --patience 500 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 60";
+  const std::string dist = " --epochs 500 --patience 500 --batch-captions 16 --world-size 2 --master-port " +
+                           std::to_string(port) + " --dist-timeout 60";
   // SIGTERM (Ctrl-C works alike) to rank 1 only, once the run has written its first checkpoint.
   auto r = run_shell("(" + f.train_command(out, dist + " --rank 1") + " & p1=$!; " + f.train_command(out, dist + " --rank 0") +
                      " & p0=$!; for i in $(seq 600); do [ -f " + (out / "checkpoint.pt").string() +
@@ -274,8 +275,8 @@ TEST(Distributed, ASignalOnOneRankStopsAllWithACheckpoint) {
   std::ifstream in(out / "metrics.jsonl");
   EXPECT_TRUE(in.good());
   // And the run continues from that checkpoint, on two processes again.
-  const std::string more =
-      " --epochs 2 --resume --batch 16 --world-size 2 --master-port " + std::to_string(free_port()) + " --dist-timeout 60";
+  const std::string more = " --epochs 2 --resume --batch-captions 16 --world-size 2 --master-port " +
+                           std::to_string(free_port()) + " --dist-timeout 60";
   auto resumed = run_shell("(" + f.train_command(out, more + " --rank 1") + " 2>/dev/null & " +
                            f.train_command(out, more + " --rank 0") + "; r=$?; wait $! || exit 99; exit $r)");
   EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
@@ -304,14 +305,14 @@ TEST(Distributed, RanksThatDisagreeStopWithOneLineNamingTheSetting) {
         Case{"", "SHUFFLED", "the training captions", "48 photos", "48 photos"}}) {
     const int port = free_port();
     const std::string common =
-        " --epochs 1 --batch 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 30";
+        " --epochs 1 --batch-captions 16 --world-size 2 --master-port " + std::to_string(port) + " --dist-timeout 30";
     const std::string rank1 = c.rank1_args == "SHUFFLED" ? rank1_train + common + " --rank 1"
                                                          : f.train_command(f.tmp / "run", c.rank1_args + common + " --rank 1");
     auto r = run_shell("(" + rank1 + " 2>" + (f.tmp / "rank1.err").string() + " & " +
                        f.train_command(f.tmp / "run", c.rank0_args + common + " --rank 0") +
                        "; r=$?; wait $!; r1=$?; exit $(( r * 10 + r1 )))");
     const std::string rank1_err = read_file(f.tmp / "rank1.err");
-    EXPECT_EQ(r.exit_code, 11) << c.setting << ": both ranks must exit 1\n" << r.err << rank1_err;
+    EXPECT_EQ(r.exit_code, 33) << c.setting << ": both ranks must exit 3\n" << r.err << rank1_err;
     for (const std::string& err : {r.err, rank1_err}) {
       EXPECT_NE(err.find("rank 1 and rank 0 disagree on " + c.setting), std::string::npos) << err;
       EXPECT_NE(err.find("rank 0 has " + c.rank0_value), std::string::npos) << err;

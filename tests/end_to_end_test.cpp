@@ -21,11 +21,12 @@ TEST(EndToEnd, TrainsOnRealPhotosThenCaptionsAFolder) {
   TempDir tmp;
   fs::path f8k = shared_dir() / "datasets/flickr8k";
   // 1,000 training photos (5,000 captions), scored on 200 dev photos.
-  auto train = run_cli("train --train-captions " + (f8k / "captions_train.json").string() + " --val-captions " +
-                       (f8k / "captions_val.json").string() + " --train-images " + (f8k / "images").string() +
-                       " --max-train-images 1000 --max-val-images 200 --epochs 8 --batch 32 --lr 1e-3 --lr-decay 0.9"
-                       " --hidden 256 --embed 256 --image-dim 256 --seed 3 --threads 2 --bf16-products auto --quiet --output " +
-                       (tmp / "model").string() + " --cache-dir " + (tmp / "cache").string());
+  auto train =
+      run_cli("train --train-captions " + (f8k / "captions_train.json").string() + " --val-captions " +
+              (f8k / "captions_val.json").string() + " --train-images " + (f8k / "images").string() +
+              " --max-train-images 1000 --max-val-images 200 --epochs 8 --batch-captions 32 --lr 1e-3 --lr-decay 0.9"
+              " --hidden 256 --embed 256 --image-dim 256 --seed 3 --threads 2 --bf16-products auto --quiet --output-dir " +
+              (tmp / "model").string() + " --cache-dir " + (tmp / "cache").string());
   ASSERT_EQ(train.exit_code, 0) << train.err;
 
   std::vector<json> epochs;
@@ -94,7 +95,7 @@ TEST(EndToEnd, FineTuningUsesItsModelsEncoderUnlessToldOtherwise) {
   auto train = run_cli("train --train-captions " + (f8k / "captions_train.json").string() + " --val-captions " +
                        (f8k / "captions_val.json").string() + " --train-images " + (f8k / "images").string() +
                        " --max-train-images 16 --max-val-images 8 --epochs 1 --lr 5e-5 --init-from " + model.string() +
-                       " --quiet --output " + (tmp / "tuned").string() + " --cache-dir " + (tmp / "cache").string());
+                       " --quiet --output-dir " + (tmp / "tuned").string() + " --cache-dir " + (tmp / "cache").string());
   ASSERT_EQ(train.exit_code, 0) << train.err;
   std::ifstream in(tmp / "tuned/config.json");
   const json config = json::parse(in);

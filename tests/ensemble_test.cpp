@@ -38,7 +38,7 @@ TEST(EnsembleCli, WritesEveryMemberAndViewAndCaptionsAsTheirAverage) {
   make_bundle(enc, vocab, "lstm", 2).save(tmp / "b");
   write_photos(tmp / "photos");
 
-  auto r = run_cli("ensemble " + (tmp / "a").string() + " " + (tmp / "b").string() + " --output " + (tmp / "ab").string());
+  auto r = run_cli("ensemble " + (tmp / "a").string() + " " + (tmp / "b").string() + " --output-dir " + (tmp / "ab").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("2 scorers over 1 view(s)"), std::string::npos) << r.err;
   const auto config = load_json_file(tmp / "ab" / "config.json");
@@ -49,27 +49,28 @@ TEST(EnsembleCli, WritesEveryMemberAndViewAndCaptionsAsTheirAverage) {
   EXPECT_EQ(lines(ab).size(), 5u) << ab;
   const std::string a = captions(tmp / "photos", tmp / "a"), b = captions(tmp / "photos", tmp / "b");
   ASSERT_NE(a, b) << "the two members must disagree for this test to mean anything";
-  ASSERT_EQ(
-      run_cli("ensemble " + (tmp / "b").string() + " " + (tmp / "a").string() + " --output " + (tmp / "ba").string()).exit_code,
-      0);
+  ASSERT_EQ(run_cli("ensemble " + (tmp / "b").string() + " " + (tmp / "a").string() + " --output-dir " + (tmp / "ba").string())
+                .exit_code,
+            0);
   EXPECT_EQ(captions(tmp / "photos", tmp / "ba"), ab);
 
   // An ensemble of a model with itself is that model: same captions, same log-probabilities.
-  r = run_cli("ensemble " + (tmp / "a").string() + " " + (tmp / "a").string() + " --output " + (tmp / "aa").string());
+  r = run_cli("ensemble " + (tmp / "a").string() + " " + (tmp / "a").string() + " --output-dir " + (tmp / "aa").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(captions(tmp / "photos", tmp / "aa"), a);
 
   // --flip-tta adds the mirrored photo as a second view; the tiny encoder averages pixels, so the
   // mirror has the same features and the captions must stay those of the model alone.
-  r = run_cli("ensemble " + (tmp / "a").string() + " --flip-tta --output " + (tmp / "a-tta").string());
+  r = run_cli("ensemble " + (tmp / "a").string() + " --flip-tta --output-dir " + (tmp / "a-tta").string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("2 scorers over 2 view(s)"), std::string::npos) << r.err;
   EXPECT_EQ(captions(tmp / "photos", tmp / "a-tta"), a);
 
   // Models that cannot be averaged are refused in one line.
   make_bundle(enc, make_vocab({"a", "horse"}), "lstm", 3).save(tmp / "other-words");
-  r = run_cli("ensemble " + (tmp / "a").string() + " " + (tmp / "other-words").string() + " --output " + (tmp / "bad").string());
-  EXPECT_EQ(r.exit_code, 1);
+  r = run_cli("ensemble " + (tmp / "a").string() + " " + (tmp / "other-words").string() + " --output-dir " +
+              (tmp / "bad").string());
+  EXPECT_EQ(r.exit_code, 3);
   EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
   EXPECT_NE(r.err.find("vocabular"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(tmp / "bad" / "config.json"));

@@ -53,11 +53,11 @@ std::vector<std::string> train_args(const fs::path& data, const fs::path& encode
           data.parent_path().string(),
           "--encoder",
           encoder.string(),
-          "--output",
+          "--output-dir",
           out.string(),
           "--epochs",
           "5",
-          "--batch",
+          "--batch-captions",
           "8",
           "--embed",
           "16",
@@ -206,7 +206,7 @@ TEST(Interruption, EvalStopsOnSigintAndSigtermWithoutPrintingScores) {
   std::ofstream(tmp / "photos" / "captions.json") << coco.dump();
   const std::string eval = std::string(CAPTIONER_BINARY) + " eval --annotations " + (tmp / "photos" / "captions.json").string() +
                            " --images " + (tmp / "photos").string() + " --model " + model.string() +
-                           " --batch 1 --loader-threads 1 --threads 1 --cache-dir '' -q";
+                           " --encoder-batch 1 --loader-threads 1 --threads 1 --cache-dir '' -q";
   for (int sig : {SIGINT, SIGTERM}) {
     const fs::path log = tmp / ("eval" + std::to_string(sig) + ".log");
     pid_t pid = spawn({"/bin/sh", "-c", "trap '' INT; exec " + eval + " > " + (tmp / "scores.txt").string()}, log);

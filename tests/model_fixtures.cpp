@@ -2,6 +2,8 @@
 
 #include <torch/script.h>
 
+#include <opencv2/imgcodecs.hpp>
+
 #include <fstream>
 
 namespace captioner::test {
@@ -64,5 +66,26 @@ ModelBundle make_bundle(const std::filesystem::path& encoder_file, const Vocabul
   b.members.push_back(m);
   return b;
 }
+
+TinyModelFixture::TinyModelFixture() {
+  encoder = make_tiny_encoder(tmp / "encoders");
+  make_bundle(encoder, make_vocab({"a", "dog", "cat", "runs", "on", "the", "grass"})).save(tmp / "model");
+  model = tmp / "model";
+}
+
+CommandResult TinyModelFixture::caption(const std::string& args) const {
+  return run_cli("caption " + args + " --model " + model.string() + " -q");
+}
+
+namespace {
+std::string encoded(const std::string& ext, int b, int g, int r, int width, int height) {
+  std::vector<uchar> buf;
+  cv::imencode(ext, cv::Mat(height, width, CV_8UC3, cv::Scalar(b, g, r)), buf);
+  return std::string(buf.begin(), buf.end());
+}
+}  // namespace
+
+std::string solid_jpeg(int b, int g, int r, int width, int height) { return encoded(".jpg", b, g, r, width, height); }
+std::string solid_png(int b, int g, int r, int width, int height) { return encoded(".png", b, g, r, width, height); }
 
 }  // namespace captioner::test

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "decoder/bundle/model_bundle.h"
+#include "tests/test_util.h"
 
 namespace captioner::test {
 
@@ -28,5 +29,18 @@ CaptionDecoder make_decoder(int64_t vocab_size, int64_t feature_dim, const std::
 // A bundle with one decoder from make_decoder.
 ModelBundle make_bundle(const std::filesystem::path& encoder_file, const Vocabulary& vocab, const std::string& cell = "lstm",
                         uint64_t seed = 1, int64_t hidden = 32);
+
+// The fixture of the tests that drive the CLI: a scratch folder with a tiny model in tmp/model
+// (the mean-colour encoder in tmp/encoders, seven words), and `caption` run on it quietly.
+struct TinyModelFixture {
+  TempDir tmp;
+  std::filesystem::path encoder, model;
+  TinyModelFixture();
+  CommandResult caption(const std::string& args) const;
+};
+
+// A JPEG / PNG of one colour (BGR), as the bytes of a file.
+std::string solid_jpeg(int b = 30, int g = 60, int r = 200, int width = 12, int height = 10);
+std::string solid_png(int b = 30, int g = 60, int r = 200, int width = 12, int height = 10);
 
 }  // namespace captioner::test

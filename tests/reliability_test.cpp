@@ -31,20 +31,10 @@ using namespace captioner::test;
 namespace fs = std::filesystem;
 
 namespace {
-std::string jpeg() {
-  std::vector<uchar> buf;
-  cv::imencode(".jpg", cv::Mat(10, 12, CV_8UC3, cv::Scalar(0, 0, 255)), buf);
-  return std::string(buf.begin(), buf.end());
-}
+std::string jpeg() { return solid_jpeg(0, 0, 255); }
 
-struct Fixture {
-  TempDir tmp;
-  fs::path model, encoder;
-  Fixture() {
-    encoder = make_tiny_encoder(tmp / "encoders");
-    make_bundle(encoder, make_vocab({"a", "dog", "runs"})).save(tmp / "model");
-    model = tmp / "model";
-  }
+// The shared tiny model, and `train` on a one-photo caption file.
+struct Fixture : TinyModelFixture {
   // A one-photo caption file in tmp/data, for `train` (written on first use).
   fs::path one_photo_captions() {
     fs::path data = tmp / "data";
@@ -62,7 +52,7 @@ struct Fixture {
     return run_shell(prefix + "timeout 300 " + std::string(CAPTIONER_BINARY) + " train --train-captions " + captions.string() +
                      " --val-captions " + captions.string() + " --train-images " + captions.parent_path().string() +
                      " --encoder " + encoder.string() + " --min-word-count 1 --epochs " + std::to_string(epochs) +
-                     " -q --cache-dir " + (tmp / "cache").string() + " --output " + out.string() + extra);
+                     " -q --cache-dir " + (tmp / "cache").string() + " --output-dir " + out.string() + extra);
   }
   // `timeout` turns a hang into exit 124 instead of a stuck suite.
   CommandResult caption(const std::string& args) {
@@ -315,13 +305,13 @@ TEST(Reliability, ResumeMatchesNamesThatAreNotUtf8OrHoldTabsAndNewlines) {
   for (const std::string n : {"plain.jpg", "bad\xff.jpg", "bad\xfe.jpg", "tab\there.jpg", "new\nline.jpg", "back\\slash.jpg"}) {
     write_text(dir / n, jpeg());
   }
-  for (const char* format : {"json", "jsonl", "csv", "text"}) {
+  for (const char* format : {"json", "jsonl", "csv", "tsv", "text"}) {
     const fs::path out = f.tmp / (std::string("c.") + format);
     ASSERT_EQ(f.caption(dir.string() + " --output " + out.string() + " --format " + format).exit_code, 0) << format;
     const std::string first = read_file(out);
     auto r = f.caption(dir.string() + " --output " + out.string() + " --format " + format + " --resume");
     EXPECT_EQ(r.exit_code, 0) << format << ": " << r.err;
-    EXPECT_NE(r.err.find("6 images already in"), std::string::npos) << format << ": " << r.err;
+    EXPECT_NE(r.err.find("6 photos already in"), std::string::npos) << format << ": " << r.err;
     EXPECT_EQ(read_file(out), first) << format << ": rows were added on resume";
   }
   // Text rows read back as the names they were written from.
@@ -431,8 +421,12 @@ TEST(Reliability, ALarge16BitPngIsCaptionedInBoundedMemory) {
 TEST(Reliability, AnOutputThatIsOneOfThePhotosIsRefused) {
   Fixture f;
   write_text(f.tmp / "same.jpg", jpeg());
+  // A .jpg name says no caption format, so it is refused for that first; with --format it is
+  // refused for being a photo.
   auto r = f.caption((f.tmp / "same.jpg").string() + " --output " + (f.tmp / "." / "same.jpg").string());
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
+  r = f.caption((f.tmp / "same.jpg").string() + " --format json --output " + (f.tmp / "." / "same.jpg").string());
+  EXPECT_EQ(r.exit_code, 3);
   EXPECT_NE(r.err.find("is one of the photos to caption"), std::string::npos) << r.err;
   EXPECT_EQ(read_file(f.tmp / "same.jpg"), jpeg()) << "the photo was overwritten";
 }
@@ -456,7 +450,7 @@ TEST(Reliability, AnEncoderThatFailsMidRunIsOneLineNotATrace) {
   for (const char* n : {"a.jpg", "b.jpg"}) write_text(tmp / n, jpeg());
   auto r = run_cli("caption " + (tmp / "a.jpg").string() + " " + (tmp / "b.jpg").string() + " --model " +
                    (tmp / "model").string() + " -q");
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_NE(r.err.find("encoder " + encoder.string() + " failed on a batch of 2"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
@@ -491,7 +485,7 @@ TEST(Reliability, WithoutHomeTheCacheIsThisUsersOwn) {
 }
 
 // Issue 27 A: in a shared folder another user plants `.<output>.lock` -> a file of root's; root's
-// next run must refuse the link, not truncate the file: caption -o, merge -o and train --output.
+// next run must refuse the link, not truncate the file: caption -o, merge -o and train --output-dir.
 TEST(Reliability, PlantedLockLinksAreRefusedAndTheirTargetsUntouched) {
   Fixture f;
   write_text(f.tmp / "a.jpg", jpeg());
@@ -499,7 +493,7 @@ TEST(Reliability, PlantedLockLinksAreRefusedAndTheirTargetsUntouched) {
   const fs::path out = f.tmp / "out.json";
   fs::create_symlink(f.tmp / "victim.txt", f.tmp / ".out.json.lock");
   auto r = f.caption((f.tmp / "a.jpg").string() + " -o " + out.string());
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_NE(r.err.find(".out.json.lock is a symbolic link"), std::string::npos) << r.err;
   EXPECT_EQ(count_lines(r.err), 1u) << r.err;
   EXPECT_FALSE(fs::exists(out));
@@ -509,13 +503,13 @@ TEST(Reliability, PlantedLockLinksAreRefusedAndTheirTargetsUntouched) {
   ASSERT_EQ(f.caption((f.tmp / "a.jpg").string() + " --shard 1/2 -o " + (f.tmp / "c.json").string()).exit_code, 0);
   r = run_shell(std::string(CAPTIONER_BINARY) + " merge " + (f.tmp / "c.part-0-of-2.json").string() + " " +
                 (f.tmp / "c.part-1-of-2.json").string() + " -o " + out.string());
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_NE(r.err.find("symbolic link"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(out));
 
   fs::create_symlink(f.tmp / "victim.txt", f.tmp / ".run.lock");
   r = f.train(f.tmp / "run", "", 1);
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 3) << r.err;
   EXPECT_NE(r.err.find(".run.lock is a symbolic link"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(f.tmp / "run" / "decoder.pt"));
   EXPECT_EQ(read_file(f.tmp / "victim.txt"), "DATA\n");
@@ -551,8 +545,8 @@ TEST(Reliability, TrainingReadsNoPhotoOutsideItsImageFolder) {
     auto r = run_shell(
         "timeout 120 " + std::string(CAPTIONER_BINARY) + " train --train-captions " + (f.tmp / "data" / "escape.json").string() +
         " --val-captions " + (f.tmp / "data" / "escape.json").string() + " --train-images " + (f.tmp / "data").string() +
-        " --encoder " + f.encoder.string() + " --min-word-count 1 --epochs 1 -q --output " + (f.tmp / "run-escape").string());
-    EXPECT_EQ(r.exit_code, 1) << name << ": " << r.err;
+        " --encoder " + f.encoder.string() + " --min-word-count 1 --epochs 1 -q --output-dir " + (f.tmp / "run-escape").string());
+    EXPECT_EQ(r.exit_code, 3) << name << ": " << r.err;
     EXPECT_NE(r.err.find("escape.json"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("images[1].file_name"), std::string::npos) << r.err;
     EXPECT_TRUE(r.err.find("outside the image folder") != std::string::npos || r.err.find("climbs out") != std::string::npos)
@@ -567,6 +561,6 @@ TEST(Reliability, TrainingReadsNoPhotoOutsideItsImageFolder) {
   auto r = run_shell("timeout 300 " + std::string(CAPTIONER_BINARY) + " train --train-captions " +
                      (f.tmp / "data" / "linked.json").string() + " --val-captions " + (f.tmp / "data" / "linked.json").string() +
                      " --train-images " + (f.tmp / "data").string() + " --encoder " + f.encoder.string() +
-                     " --min-word-count 1 --epochs 1 -q --output " + (f.tmp / "run-linked").string());
+                     " --min-word-count 1 --epochs 1 -q --output-dir " + (f.tmp / "run-linked").string());
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }

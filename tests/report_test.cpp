@@ -3,7 +3,11 @@
 
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
+#include <algorithm>
+#include <cmath>
 #include <regex>
+
+#include "datasets/file_io.h"
 
 #include "datasets/html_report.h"
 #include "datasets/training_log.h"
@@ -34,6 +38,28 @@ TEST(HtmlReport, EscapesAndEncodes) {
   EXPECT_EQ(base64_encode("foobar"), "Zm9vYmFy");
 }
 
+TEST(HtmlReport, MarksTheTagAndShowsAConfidenceComparableAcrossLengths) {
+  // exp(log_prob / (words + 1)): three tokens ("a", "dog", <END>) at 0.5 each.
+  EXPECT_NEAR(per_word_confidence("a dog", 3 * std::log(0.5)), 0.5, 1e-12);
+  EXPECT_NEAR(per_word_confidence("a dog runs on the grass", 7 * std::log(0.5)), 0.5, 1e-12);
+  TempDir tmp;
+  {
+    HtmlReport report(tmp / "r.html", {"t", "models/x", "beam 3", "2026-12-07 10:00"});
+    report.add({"two.jpg", "two dogs play with a dog", 7 * std::log(0.6), "", {}, std::nullopt, "dog", 0.91});
+    report.add({"low.jpg", "a <b> cat", 4 * std::log(0.1), "", {}, std::nullopt, "", 0});
+    report.finish();
+  }
+  const std::string html = read_file(tmp / "r.html");
+  EXPECT_NE(html.find("two <mark>dogs</mark> play with a <mark>dog</mark>"), std::string::npos) << html;
+  EXPECT_NE(html.find("tag: dog 91%"), std::string::npos);
+  EXPECT_NE(html.find("confidence 0.60 per word"), std::string::npos);
+  // Under kLowConfidence: flagged on the card, which the "only low confidence" filter keeps.
+  EXPECT_NE(html.find("<div class=\"card low\""), std::string::npos);
+  EXPECT_NE(html.find("low confidence 0.10 per word"), std::string::npos);
+  EXPECT_NE(html.find("a &lt;b&gt; cat"), std::string::npos);
+  EXPECT_NE(html.find("models/x &middot; beam 3 &middot; 2026-12-07 10:00"), std::string::npos);
+}
+
 TEST(HtmlReport, RendersInHeadlessChromiumWithEveryThumbnail) {
   if (!fs::exists(kChromium)) GTEST_SKIP() << kChromium << " not installed (scripts/setup.sh installs Debian's chromium)";
   TempDir tmp;
@@ -56,6 +82,33 @@ TEST(HtmlReport, RendersInHeadlessChromiumWithEveryThumbnail) {
   std::string html((std::istreambuf_iterator<char>(in)), {});
   EXPECT_NE(html.find("a dog runs on &lt;the&gt; grass"), std::string::npos) << "references missing or unescaped";
   EXPECT_NE(html.find("BLEU-4"), std::string::npos);
+  // The facts under the look: alt text is the caption, a click opens the photo (relative link),
+  // no word is broken mid-word, and the header names the model and the date.
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(html, m, std::regex("<img alt=\"([^\"]*)\"")));
+  const std::string alt = m[1];
+  EXPECT_FALSE(alt.empty());
+  EXPECT_NE(html.find("<div class=\"cap\">" + alt + "</div>"), std::string::npos) << "alt text is not the caption: " << alt;
+  EXPECT_NE(html.find("<a href=\"photos/p0.jpg\""), std::string::npos);
+  EXPECT_EQ(html.find("break-all"), std::string::npos);
+  EXPECT_NE(html.find("model " + (tmp / "model").string()), std::string::npos);
+  EXPECT_TRUE(std::regex_search(html, std::regex("beam [0-9]+, length penalty [0-9.]+, at most [0-9]+ words &middot; "
+                                                 "20[0-9]{2}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}")));
+  EXPECT_NE(html.find("confidence "), std::string::npos);
+
+  // Sorting by confidence in the browser (preset by the URL): the cards come out in that order.
+  auto sorted =
+      run_shell(chromium("--user-data-dir=" + (tmp / "profile0").string() + " --virtual-time-budget=5000 --dump-dom 'file://" +
+                         (tmp / "report.html").string() + "#sort=confidence:desc'"));
+  ASSERT_EQ(sorted.exit_code, 0) << sorted.err;
+  std::vector<double> order;
+  const std::regex confidence("data-confidence=\"([0-9.]+)\"");
+  for (auto it = std::sregex_iterator(sorted.out.begin(), sorted.out.end(), confidence); it != std::sregex_iterator(); ++it) {
+    order.push_back(std::stod((*it)[1]));
+  }
+  ASSERT_EQ(order.size(), 4u) << sorted.out.substr(0, 2000);
+  EXPECT_TRUE(std::is_sorted(order.rbegin(), order.rend())) << "not highest first";
+  EXPECT_NE(sorted.out.find("4 of 4 shown"), std::string::npos);
 
   // The browser's view: every thumbnail decoded (the page counts them on load) ...
   auto dom = run_shell(chromium("--user-data-dir=" + (tmp / "profile1").string() +
@@ -99,8 +152,8 @@ TEST(TrainingPlot, DrawsLossAndBleuCurves) {
   m.close();
   plot_training_metrics(tmp / "metrics.jsonl", tmp / "curves.png");
   cv::Mat img = cv::imread((tmp / "curves.png").string());
-  ASSERT_EQ(img.cols, 1100);
-  ASSERT_EQ(img.rows, 440);
+  ASSERT_EQ(img.cols, 1200);
+  ASSERT_EQ(img.rows, 460);
   cv::Scalar mean, stddev;
   cv::meanStdDev(img, mean, stddev);
   EXPECT_GT(stddev[0], 10) << "blank picture";
@@ -110,7 +163,7 @@ TEST(TrainingPlot, DrawsLossAndBleuCurves) {
   EXPECT_TRUE(fs::exists(tmp / "cli.png"));
   write_text(tmp / "bad.jsonl", "not json\n");
   r = run_cli("plot " + (tmp / "bad.jsonl").string());
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 3);
   EXPECT_NE(r.err.find("bad.jsonl:1: not a JSON object"), std::string::npos) << r.err;
 }
 
@@ -121,7 +174,7 @@ TEST(TrainingPlot, ABadEntryInTheMetricsLogIsOneLineNamingLineAndEntry) {
   write_text(tmp / "metrics.jsonl", to_json(BatchLogLine{1, 1, 1, 4.5, 1e-3}).dump() + "\n" +
                                         R"({"type":"batch","epoch":1,"batch":2,"step":2,"loss":"high","lr":0.001})" + "\n");
   auto r = run_cli("plot " + tmp.path().string());
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 3);
   EXPECT_NE(r.err.find("metrics.jsonl:2: loss:"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("string"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
@@ -129,10 +182,26 @@ TEST(TrainingPlot, ABadEntryInTheMetricsLogIsOneLineNamingLineAndEntry) {
 }
 
 // The legend used to start at a fixed offset and covered the BLEU panel's title.
+// Ticks a reader can read: 4.0 4.2 ... not 4.01 4.20 4.38; whole epochs; nothing below zero.
+TEST(TrainingPlot, TicksAreRoundNumbers) {
+  EXPECT_EQ(nice_ticks(4.01, 4.74, 6, false), (std::vector<double>{4.0, 4.2, 4.4, 4.6, 4.8}));
+  EXPECT_EQ(nice_ticks(1, 4, 8, true), (std::vector<double>{1, 2, 3, 4}));
+  EXPECT_EQ(nice_ticks(1, 14, 8, true), (std::vector<double>{0, 2, 4, 6, 8, 10, 12, 14}));
+  for (double t : nice_ticks(0, 0.63, 6, false)) EXPECT_GE(t, 0);
+  const auto bleu = nice_ticks(0, 0.63, 6, false);
+  EXPECT_EQ(bleu.front(), 0);
+  EXPECT_NEAR(bleu[1], 0.2, 1e-12);
+  for (double t : nice_ticks(10, 4300, 8, true)) EXPECT_EQ(t, std::round(t)) << "a step axis shows whole steps";
+  EXPECT_NEAR(nice_ticks(0, 5e-4, 6, false).back(), 5e-4, 1e-12);
+  EXPECT_NEAR(nice_ticks(0, 5e-4, 6, false)[1], 1e-4, 1e-12);
+  EXPECT_GE(nice_ticks(3, 3, 5, true).size(), 2u) << "one epoch still has an axis";
+}
+
 TEST(TrainingPlot, LegendNeverCoversTheTitleOrTheData) {
   for (int width : {1100, 800}) {
     for (const auto& [title, names] : std::vector<std::pair<std::string, std::vector<std::string>>>{
-             {"training loss", {"batch loss", "epoch loss"}}, {"validation BLEU (greedy)", {"val BLEU-1", "val BLEU-4"}}}) {
+             {"training loss", {"loss per logged batch", "mean loss of the epoch"}},
+             {"validation BLEU (greedy)", {"BLEU-1", "BLEU-4"}}}) {
       cv::Rect area(width / 2, 0, width / 2, 440);
       PanelLayout l = layout_panel(area, title, names);
       std::vector<cv::Rect> boxes{l.title, l.plot};

@@ -76,4 +76,10 @@ CommandResult run_shell(const std::string& command) {
 
 CommandResult run_cli(const std::string& args) { return run_shell(std::string("'") + CAPTIONER_BINARY + "' " + args); }
 
+void expect_one_line_error(const CommandResult& r, int exit_code, const std::vector<std::string>& fragments) {
+  EXPECT_EQ(r.exit_code, exit_code) << r.err;
+  EXPECT_EQ(lines(r.err).size(), 1u) << "expected one line:\n" << r.err;
+  for (const auto& f : fragments) EXPECT_NE(r.err.find(f), std::string::npos) << "\"" << f << "\" not in: " << r.err;
+}
+
 }  // namespace captioner::test

@@ -1,6 +1,9 @@
 // Helpers shared by the tests: where ../shared is, scratch directories, running the CLI.
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <exception>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -48,5 +51,21 @@ struct CommandResult {
 // Runs the built `captioner` binary with the given arguments (shell-quoted by the caller).
 CommandResult run_cli(const std::string& args);
 CommandResult run_shell(const std::string& command);
+
+// The one expectation every refused command shares: the given exit code, stderr exactly one line,
+// and that line containing each fragment (the file named, what is wrong).
+void expect_one_line_error(const CommandResult& r, int exit_code, const std::vector<std::string>& fragments);
+
+// The library's counterpart: `fn` throws, and the message holds each fragment.
+template <typename Fn>
+void expect_error_message(Fn fn, const std::vector<std::string>& fragments) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one mentioning " << (fragments.empty() ? std::string() : fragments.front());
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    for (const auto& f : fragments) EXPECT_NE(what.find(f), std::string::npos) << "\"" << f << "\" not in: " << what;
+  }
+}
 
 }  // namespace captioner::test

@@ -1,11 +1,14 @@
 #include "datasets/metrics/caption_metrics.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "datasets/caption_writer.h"
 #include "datasets/json_util.h"
 #include "datasets/metrics/bleu.h"
 #include "datasets/metrics/cider.h"
@@ -72,48 +75,71 @@ std::string scores_table(const CaptionScores& s) {
 }
 
 std::vector<CaptionResult> load_coco_results(const std::filesystem::path& path) {
-  json doc = load_json_file(path);
-  JsonView root(doc, path.string(), "");
-  root.expect_array();
   std::vector<CaptionResult> results;
-  std::unordered_set<int64_t> seen;
-  for (size_t i = 0; i < root.array_size(); ++i) {
-    auto item = root.at(i).expect_object();
-    CaptionResult r;
-    r.image_id = item.at("image_id").as_int();
-    r.caption = item.at("caption").as_string();
-    if (!seen.insert(r.image_id).second) {
-      item.at("image_id").fail("image " + std::to_string(r.image_id) + " has more than one caption");
+  std::string ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (ext == ".jsonl" || ext == ".csv" || ext == ".tsv" || ext == ".txt") {
+    for (auto& row : read_caption_file(path)) results.push_back({row.image_id, std::move(row.caption), std::move(row.file_name)});
+  } else {
+    json doc = load_json_file(path);
+    JsonView root(doc, path.string(), "");
+    root.expect_array();
+    for (size_t i = 0; i < root.array_size(); ++i) {
+      auto item = root.at(i).expect_object();
+      CaptionResult r;
+      r.caption = item.at("caption").as_string();
+      if (item.has("file_name")) r.file_name = item.at("file_name").as_string();
+      if (item.has("image_id") || r.file_name.empty()) r.image_id = item.at("image_id").as_int();
+      results.push_back(std::move(r));
     }
-    results.push_back(std::move(r));
+  }
+  const bool by_name = !results.empty() &&
+                       std::all_of(results.begin(), results.end(), [](const CaptionResult& r) { return !r.file_name.empty(); });
+  std::unordered_set<std::string> seen;
+  for (const auto& r : results) {
+    const std::string key = by_name ? std::filesystem::path(r.file_name).filename().string() : std::to_string(r.image_id);
+    if (!seen.insert(key).second) {
+      throw std::runtime_error(path.string() + ": image " + key + " has more than one caption");
+    }
   }
   return results;
 }
 
 CaptionScores evaluate_results(const std::vector<CaptionResult>& results, const CaptionDataset& references,
                                const std::string& results_origin, const MetricsOptions& options) {
-  std::unordered_map<int64_t, const CaptionRecord*> by_id;
-  for (const auto& r : references.records) by_id.emplace(r.image_id, &r);
+  // Match by file name when every result names its photo, else by image_id.
+  const bool by_name = !results.empty() &&
+                       std::all_of(results.begin(), results.end(), [](const CaptionResult& r) { return !r.file_name.empty(); });
+  auto key_of_result = [&](const CaptionResult& r) {
+    return by_name ? std::filesystem::path(r.file_name).filename().string() : std::to_string(r.image_id);
+  };
+  auto key_of_record = [&](const CaptionRecord& r) {
+    return by_name ? std::filesystem::path(r.file_name).filename().string() : std::to_string(r.image_id);
+  };
+  std::unordered_map<std::string, const CaptionRecord*> by_key;
+  for (const auto& r : references.records) by_key.emplace(key_of_record(r), &r);
 
-  auto list = [](const std::vector<int64_t>& ids) {
+  auto list = [](const std::vector<std::string>& keys) {
     std::string s;
-    for (size_t i = 0; i < ids.size() && i < 5; ++i) s += (i ? ", " : "") + std::to_string(ids[i]);
-    if (ids.size() > 5) s += ", ... (" + std::to_string(ids.size()) + " in all)";
+    for (size_t i = 0; i < keys.size() && i < 5; ++i) s += (i ? ", " : "") + keys[i];
+    if (keys.size() > 5) s += ", ... (" + std::to_string(keys.size()) + " in all)";
     return s;
   };
-  std::vector<int64_t> unknown;
-  std::unordered_set<int64_t> covered;
+  const std::string what = by_name ? "photos" : "image ids";
+  std::vector<std::string> unknown;
+  std::unordered_set<std::string> covered;
   for (const auto& r : results) {
-    if (!by_id.count(r.image_id)) unknown.push_back(r.image_id);
-    covered.insert(r.image_id);
+    const std::string key = key_of_result(r);
+    if (!by_key.count(key)) unknown.push_back(key);
+    covered.insert(key);
   }
   if (!unknown.empty()) {
-    throw std::runtime_error(results_origin + ": results for image ids not in " + references.source.string() + ": " +
+    throw std::runtime_error(results_origin + ": results for " + what + " not in " + references.source.string() + ": " +
                              list(unknown));
   }
-  std::vector<int64_t> missing;
+  std::vector<std::string> missing;
   for (const auto& r : references.records) {
-    if (!covered.count(r.image_id)) missing.push_back(r.image_id);
+    if (!covered.count(key_of_record(r))) missing.push_back(key_of_record(r));
   }
   if (!missing.empty()) {
     throw std::runtime_error(results_origin + ": no result for " + std::to_string(missing.size()) + " of " +
@@ -124,7 +150,7 @@ CaptionScores evaluate_results(const std::vector<CaptionResult>& results, const 
   std::vector<std::vector<std::string>> refs;
   for (const auto& r : results) {
     hyp.push_back(r.caption);
-    refs.push_back(by_id.at(r.image_id)->captions);
+    refs.push_back(by_key.at(key_of_result(r))->captions);
   }
   return score_captions(hyp, refs, options);
 }

@@ -42,13 +42,17 @@ std::string scores_table(const CaptionScores& scores);
 struct CaptionResult {
   int64_t image_id = 0;
   std::string caption;
+  std::string file_name;  // the photo, where the results name it (`captioner caption` output does)
 };
 
-// A COCO results file: [{"image_id": <id>, "caption": "..."}, ...]; each image at most once.
+// A COCO results file, [{"image_id": <id>, "caption": "..."}, ...], or any file `captioner
+// caption` writes (.json with file names, .jsonl, .csv, .tsv); each image at most once.
 std::vector<CaptionResult> load_coco_results(const std::filesystem::path& path);
 
-// Scores results against a dataset's references. Every result must name an image of the dataset
-// and every image of the dataset must have a result; otherwise the error lists the first few.
+// Scores results against a dataset's references. Results that all name their photo are matched by
+// file name (the last path component), so photos without numeric names can be scored; others by
+// image_id. Every result must name an image of the dataset and every image of the dataset must
+// have a result; otherwise the error lists the first few.
 CaptionScores evaluate_results(const std::vector<CaptionResult>& results, const CaptionDataset& references,
                                const std::string& results_origin, const MetricsOptions& options = {});
 

@@ -65,6 +65,9 @@ void fused_adam_step(torch::optim::Adam& optimizer) {
              state.exp_avg_sq().data_ptr<float>(), p.numel(), static_cast<float>(beta1), static_cast<float>(beta2),
              static_cast<float>(options.weight_decay()), static_cast<float>(1 / std::sqrt(bias_correction2)),
              static_cast<float>(options.eps()), static_cast<float>(options.lr() / bias_correction1));
+      // Written through a raw pointer: say so, as an in-place op would, so that whatever is
+      // keyed to these weights (the decoder's decoding tables, autograd's checks) sees the change.
+      p.unsafeGetTensorImpl()->bump_version();
     }
   }
 }

@@ -193,21 +193,39 @@ DecoderState CaptionDecoderImpl::start(const torch::Tensor& features) {
   return s;
 }
 
+CaptionDecoderImpl::WeightsSignature CaptionDecoderImpl::weights_signature() {
+  WeightsSignature signature;
+  for (const auto& p : parameters()) signature.emplace_back(p.data_ptr(), p._version());
+  return signature;
+}
+
 torch::Tensor CaptionDecoderImpl::word_gate_table() {
   if (is_training()) throw std::logic_error("word_gate_table is for decoding in eval mode");
-  torch::NoGradGuard no_grad;
-  return layers[0]->as<RecurrentLayerImpl>()->project_inputs(embed->weight);  // (V, G*H)
+  std::lock_guard<std::mutex> lock(tables_->mutex);
+  WeightsSignature now = weights_signature();
+  if (!tables_->word_gates.defined() || tables_->word_gates_of != now) {
+    torch::NoGradGuard no_grad;
+    tables_->word_gates = layers[0]->as<RecurrentLayerImpl>()->project_inputs(embed->weight);  // (V, G*H)
+    tables_->word_gates_of = std::move(now);
+  }
+  return tables_->word_gates;
 }
 
 std::shared_ptr<const DecoderInt8Weights> CaptionDecoderImpl::int8_weights() {
   if (is_training()) throw std::logic_error("int8_weights is for decoding in eval mode");
-  auto w = std::make_shared<DecoderInt8Weights>();
-  for (int64_t l = 0; l < config_.num_layers; ++l) {
-    auto& proj = *layers[l]->as<RecurrentLayerImpl>()->hidden_proj;
-    w->hidden.emplace_back(proj.weight, proj.bias);
+  std::lock_guard<std::mutex> lock(tables_->mutex);
+  WeightsSignature now = weights_signature();
+  if (!tables_->int8 || tables_->int8_of != now) {
+    auto w = std::make_shared<DecoderInt8Weights>();
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      auto& proj = *layers[l]->as<RecurrentLayerImpl>()->hidden_proj;
+      w->hidden.emplace_back(proj.weight, proj.bias);
+    }
+    w->output = Int8Linear(output->weight, output->bias);
+    tables_->int8 = std::move(w);
+    tables_->int8_of = std::move(now);
   }
-  w->output = Int8Linear(output->weight, output->bias);
-  return w;
+  return tables_->int8;
 }
 
 namespace {

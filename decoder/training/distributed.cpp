@@ -170,7 +170,11 @@ void DistributedGroup::broadcast(const std::vector<at::Tensor>& tensors, int roo
   for (const auto& t : tensors) {
     std::vector<at::Tensor> one{t.is_contiguous() ? t : t.contiguous()};
     impl_->run("broadcast", [&] { return impl_->group->broadcast(one, bo); });
-    if (!t.is_contiguous()) t.copy_(one[0]);
+    if (!t.is_contiguous()) {
+      t.copy_(one[0]);
+    } else {
+      t.unsafeGetTensorImpl()->bump_version();  // Gloo wrote into it: the weights changed
+    }
   }
 }
 
