@@ -157,6 +157,13 @@ std::pair<int64_t, double> row_numbers(const std::string& id_text, const std::st
   }
 }
 
+// A CSV or TSV row's four fields (file_name, image_id, caption, log_prob) as a row.
+CaptionRow row_from_fields(const std::vector<std::string>& f, const std::string& where) {
+  if (f.size() != 4) throw std::runtime_error(where + " has " + std::to_string(f.size()) + " fields, expected 4");
+  const auto [id, lp] = row_numbers(f[1], f[3], where);
+  return {f[0], id, f[2], lp, "", 0};
+}
+
 // Splits one CSV record (RFC 4180 quoting) starting at `pos`; advances `pos` past it.
 std::vector<std::string> csv_record(const std::string& text, size_t& pos) {
   std::vector<std::string> fields(1);
@@ -324,9 +331,7 @@ std::vector<CaptionRow> read_caption_file(const fs::path& file, std::optional<Ca
         ++row;
         if (f.size() == 1 && f[0].empty()) continue;
         const std::string where = file.string() + ": CSV row " + std::to_string(row);
-        if (f.size() != 4) throw std::runtime_error(where + " has " + std::to_string(f.size()) + " fields, expected 4");
-        const auto [id, lp] = row_numbers(f[1], f[3], where);
-        rows.push_back({f[0], id, f[2], lp, "", 0});
+        rows.push_back(row_from_fields(f, where));
       }
       break;
     }
@@ -344,9 +349,7 @@ std::vector<CaptionRow> read_caption_file(const fs::path& file, std::optional<Ca
           start = tab + 1;
         }
         const std::string where = file.string() + ": TSV row " + std::to_string(row);
-        if (f.size() != 4) throw std::runtime_error(where + " has " + std::to_string(f.size()) + " fields, expected 4");
-        const auto [id, lp] = row_numbers(f[1], f[3], where);
-        rows.push_back({f[0], id, f[2], lp, "", 0});
+        rows.push_back(row_from_fields(f, where));
       }
       break;
     }
