@@ -28,12 +28,17 @@ for precision in model float32; do
   args=$([ $precision = float32 ] && echo "--decoder-precision float32" || true)
   tmp=$tmpdir/$precision.json
   build/captioner caption $files --model models/default --output "$tmp" --format json -q $args
-  /usr/bin/python3 - "$tmp" "$name" <<'PY'
+  /usr/bin/python3 - "$tmp" "$name" models/default/decoder.pt <<'PY'
 import json, os, sys
 rows = json.load(open(sys.argv[1]))
-out = [{"file_name": os.path.basename(r["file_name"]), "caption": r["caption"], "log_prob": round(r["log_prob"], 5)} for r in rows]
+h = 1469598103934665603  # FNV-1a 64 of the decoder's file: which model the captions belong to
+for b in open(sys.argv[3], "rb").read():
+    h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+out = {"decoder_fnv1a64": "%016x" % h,
+       "captions": [{"file_name": os.path.basename(r["file_name"]), "caption": r["caption"],
+                     "log_prob": round(r["log_prob"], 5)} for r in rows]}
 json.dump(out, open(sys.argv[2] + ".tmp", "w"), indent=1)
 os.replace(sys.argv[2] + ".tmp", sys.argv[2])
-print("recorded %d captions in %s" % (len(out), sys.argv[2]))
+print("recorded %d captions in %s" % (len(out["captions"]), sys.argv[2]))
 PY
 done

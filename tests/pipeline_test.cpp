@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <cstdlib>
 
+#include "datasets/file_io.h"
 #include "encoder/threading.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_util.h"
@@ -88,6 +89,12 @@ TEST(CaptionPipeline, SpeedSettingsNeverChangeTheCaptions) {
 // True where oneDNN's int8 products accumulate exactly (VNNI); without it they saturate in 16-bit
 // pairs, so the int8 encoder's features, and a few captions, differ between the two kinds of CPU.
 namespace {
+std::string hex_fnv1a64(const std::string& bytes) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(fnv1a64(bytes)));
+  return text;
+}
+
 bool cpu_has_vnni() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;
@@ -115,14 +122,31 @@ TEST(CaptionPipeline, DefaultModelStillWritesItsRecordedCaptions) {
   if (!fs::exists(model.encoder_file)) GTEST_SKIP() << model.encoder_file << " missing: run scripts/setup.sh";
   ASSERT_EQ(model.decoder_precision, "int8");
   auto encoder = Encoder::load(model.encoder_file);
+  // Each recording names the decoder it was made with. Only a machine of one kind can record its
+  // own kind, so when models/default changes on one kind, the other kind's files still hold the
+  // old model's captions: that kind is skipped, saying so, as long as this kind's are current.
+  const std::string decoder_id = hex_fnv1a64(read_file(dir / "decoder.pt"));
+  auto recording = [&](const std::string& precision, bool vnni) {
+    const fs::path file =
+        fs::path(CAPTIONER_SOURCE_DIR) / (std::string("tests/data/default_model_captions") +
+                                          (precision == "float32" ? ".float32" : "") + (vnni ? ".vnni" : "") + ".json");
+    std::ifstream in(file);
+    if (!in) return std::make_pair(std::string(), nlohmann::json::array());
+    auto doc = nlohmann::json::parse(in);
+    if (doc.is_array()) return std::make_pair(std::string("(recorded before recordings named their decoder)"), doc);
+    return std::make_pair(doc.at("decoder_fnv1a64").get<std::string>(), doc.at("captions"));
+  };
+  if (recording("int8", cpu_has_vnni()).first != decoder_id) {
+    ASSERT_EQ(recording("int8", !cpu_has_vnni()).first, decoder_id)
+        << "no recording of the current models/default (decoder " << decoder_id << "): run scripts/record_default_captions.sh";
+    GTEST_SKIP() << "models/default was recorded only on " << (cpu_has_vnni() ? "an AVX2" : "a VNNI")
+                 << " CPU; record this kind on this machine with scripts/record_default_captions.sh";
+  }
   std::map<std::string, std::vector<CaptionedImage>> by_precision;
   for (const std::string precision : {"int8", "float32"}) {
-    const std::string name = std::string("tests/data/default_model_captions") + (precision == "float32" ? ".float32" : "") +
-                             (cpu_has_vnni() ? ".vnni" : "") + ".json";
-    const fs::path golden = fs::path(CAPTIONER_SOURCE_DIR) / name;
-    std::ifstream in(golden);
-    ASSERT_TRUE(in) << golden << " missing";
-    auto recorded = nlohmann::json::parse(in);
+    const auto [recorded_for, recorded] = recording(precision, cpu_has_vnni());
+    ASSERT_EQ(recorded_for, decoder_id) << precision << " recording is of another decoder";
+    ASSERT_FALSE(recorded.empty());
     std::vector<fs::path> files;
     for (const auto& r : recorded)
       files.push_back(test::shared_dir() / "datasets/flickr8k/images" / r.at("file_name").get<std::string>());
