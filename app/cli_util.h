@@ -34,11 +34,18 @@ std::string usage_error_text(const CLI::App& app, int argc, const char* const* a
 // The known name nearest to `word` (edit distance at most 2, or a prefix); empty when none is near.
 std::string nearest_name(const std::string& word, const std::vector<std::string>& names);
 
+// An option's name as a recorded command line should spell it: the new spelling for an old one.
+inline std::string canonical_name(const CLI::Option& opt) {
+  return opt.get_group().empty() ? opt.get_description() : opt.get_name();
+}
+
 // An option's old spelling, still accepted for scripts that use it: hidden from --help, and each
 // use prints one line naming the new spelling.
 template <typename T>
 void add_old_spelling(CLI::App& cmd, const std::string& old_name, const std::string& new_name, T& target) {
-  cmd.add_option(old_name, target)->group("")->each([old_name, new_name](const std::string&) {
+  // Hidden options have no name for CLI11 (get_name() is empty): the description keeps the new
+  // spelling, which is what a recorded command line should say (see canonical_name).
+  cmd.add_option(old_name, target, new_name)->group("")->each([old_name, new_name](const std::string&) {
     std::cerr << "warning: " << old_name << " is now " << new_name << " (the old spelling will be removed)\n";
   });
 }

@@ -4,7 +4,7 @@
 // `captioner caption` writes for the same photo and options.
 //
 //   POST /v1/captions   one photo as the body (Content-Type image/*), or several as multipart/form-data
-//                       ?beam=3&max_len=20&length_penalty=0.5&tags=0.5 within the bounds below
+//                       ?beam=3&max_len=20&length_penalty=0.5&tag_confidence=0.5 within the bounds below
 //   GET  /health  /metrics (Prometheus text)  /  (a page to drop photos on)
 #include <captioner/captioner.h>
 #include <httplib.h>
@@ -259,10 +259,12 @@ captioner_params request_options(const httplib::Request& req) {
   if (auto v = number("beam", 1, 8)) p.beam_size = static_cast<int>(*v);
   if (auto v = number("max_len", 1, 50)) p.max_length = static_cast<int>(*v);
   if (auto v = number("length_penalty", 0, 2)) p.length_penalty = *v;
+  // tag_confidence, as the CLI's --tag-confidence; "tags", its old name, still works.
   if (auto v = number("tags", 0, 1)) p.tag_threshold = *v;
+  if (auto v = number("tag_confidence", 0, 1)) p.tag_threshold = *v;
   for (const auto& [name, value] : req.params) {
-    if (name != "beam" && name != "max_len" && name != "length_penalty" && name != "tags") {
-      throw std::invalid_argument("unknown option " + name.substr(0, 32) + " (beam, max_len, length_penalty, tags)");
+    if (name != "beam" && name != "max_len" && name != "length_penalty" && name != "tag_confidence" && name != "tags") {
+      throw std::invalid_argument("unknown option " + name.substr(0, 32) + " (beam, max_len, length_penalty, tag_confidence)");
     }
   }
   return p;

@@ -238,7 +238,7 @@ void add_train_command(CLI::App& app) {
     std::string line = "captioner train";
     for (const auto& opt : cmd->get_options()) {
       if (opt->count() == 0 || opt->get_name() == "--help") continue;
-      line += " " + opt->get_name();
+      line += " " + canonical_name(*opt);
       if (opt->get_type_size() != 0) {
         for (const auto& r : opt->results()) line += " " + r;
       }

@@ -23,6 +23,7 @@ json to_json(const EpochReport& r) {
               {"bleu2", r.bleu[1]},
               {"bleu3", r.bleu[2]},
               {"bleu4", r.bleu[3]},
+              {"cider_d", r.cider_d},
               {"lr", r.learning_rate},
               {"seconds", r.seconds},
               {"captions_per_second", r.captions_per_second},
@@ -37,6 +38,7 @@ EpochReport epoch_report_from_json(const JsonView& j) {
   if (j.has("step")) r.step = j.at("step").as_int();
   r.train_loss = j.at("train_loss").as_number();
   r.bleu = {j.at("bleu1").as_number(), j.at("bleu2").as_number(), j.at("bleu3").as_number(), j.at("bleu4").as_number()};
+  if (j.has("cider_d")) r.cider_d = j.at("cider_d").as_number();
   r.learning_rate = j.at("lr").as_number();
   r.seconds = j.at("seconds").as_number();
   r.captions_per_second = j.at("captions_per_second").as_number();

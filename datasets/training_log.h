@@ -26,6 +26,7 @@ struct EpochReport {
   int64_t step = 0;  // batches since the start of training, at the epoch's end
   double train_loss = 0;
   std::array<double, 4> bleu{};  // validation BLEU-1..4 (greedy)
+  double cider_d = -1;           // validation CIDEr-D (greedy); -1: not in the log (older runs)
   double learning_rate = 0;
   double seconds = 0;
   double captions_per_second = 0;

@@ -222,6 +222,7 @@ void plot_training_metrics(const std::filesystem::path& metrics, const std::file
   Series epoch_loss{{}, {}, {170, 80, 0}, "mean loss of the epoch"};
   Series bleu1{{}, {}, {60, 150, 40}, "BLEU-1"};
   Series bleu4{{}, {}, {40, 40, 210}, "BLEU-4"};
+  Series cider{{}, {}, {30, 150, 220}, "CIDEr-D"};
   Series lr{{}, {}, {120, 60, 140}, "learning rate"};
   for (const auto& b : log.batches) {
     batch_loss.x.push_back(static_cast<double>(b.step));
@@ -235,6 +236,10 @@ void plot_training_metrics(const std::filesystem::path& metrics, const std::file
     bleu1.y.push_back(e.bleu[0]);
     bleu4.x.push_back(e.epoch);
     bleu4.y.push_back(e.bleu[3]);
+    if (e.cider_d >= 0) {  // logs written before CIDEr-D was validated have none
+      cider.x.push_back(e.epoch);
+      cider.y.push_back(e.cider_d);
+    }
     lr.x.push_back(e.epoch);
     lr.y.push_back(e.learning_rate);
     if (!best || e.bleu[3] > best->bleu[3]) best = &e;
@@ -261,7 +266,9 @@ void plot_training_metrics(const std::filesystem::path& metrics, const std::file
   if (!log.epochs.empty()) {
     std::optional<double> mark;
     if (best) mark = best->epoch;
-    panel(img, {loss_width, top, bleu_width, panel_height}, "validation BLEU (greedy)", "epoch", {bleu1, bleu4}, true, mark,
+    std::vector<Series> scores{bleu1, bleu4};
+    if (!cider.x.empty()) scores.push_back(cider);
+    panel(img, {loss_width, top, bleu_width, panel_height}, "validation (greedy captions)", "epoch", scores, true, mark,
           best ? "best" : "");
     panel(img, {loss_width + bleu_width, top, width - loss_width - bleu_width, panel_height}, "learning rate", "epoch", {lr},
           true);

@@ -1,6 +1,6 @@
 // Draws a training run's metrics.jsonl (written by the Trainer) as a PNG: the run's name and best
-// epoch on top; the training loss per logged batch and per epoch, validation BLEU-1 and BLEU-4 per
-// epoch with the best epoch marked, and the learning rate per epoch, on rounded axes.
+// epoch on top; the training loss per logged batch and per epoch, validation BLEU-1, BLEU-4 and
+// CIDEr-D per epoch with the best epoch marked, and the learning rate per epoch, on rounded axes.
 #pragma once
 
 #include <filesystem>

@@ -146,6 +146,7 @@ TEST(TrainingPlot, DrawsLossAndBleuCurves) {
     r.step = e * 100;
     r.train_loss = 5 - e * 0.4;
     r.bleu = {0.4 + e * 0.05, 0.3, 0.2, 0.1 + e * 0.02};
+    r.cider_d = 0.2 + e * 0.03;
     m << to_json(r).dump() << "\n";
   }
   m << R"({"type":"batch","epoch":5,"ba)";  // torn by a kill: left out

@@ -299,7 +299,8 @@ TEST(ServeCli, EveryLimitIsAnsweredInOneJsonLine) {
 
 TEST(ServeCli, SigtermAnswersWhatWasAcceptedAndExitsZero) {
   Fixture f;
-  // Photos wait up to 1 s for their batch: SIGTERM comes while all six are queued.
+  // Photos wait up to 1 s for their batch: SIGTERM comes while they are queued (all six on a
+  // quiet machine; on a loaded one, the first batch may already have gone).
   Server server(f, "--batch 64 --batch-wait-ms 1000 --http-threads 8");
   ASSERT_GT(server.port(), 0) << server.log();
   std::atomic<int> ok{0}, other{0};
@@ -312,17 +313,22 @@ TEST(ServeCli, SigtermAnswersWhatWasAcceptedAndExitsZero) {
   }
   // One connection for all the polling: a new one each time would tie up a server thread apiece.
   auto poller = server.client();
-  bool queued = false;
-  for (int i = 0; i < 100 && !queued; ++i) {
+  int depth = 0;  // photos waiting when SIGTERM is sent
+  static const std::regex kDepth(R"(captioner_queue_depth (\d+))");
+  for (int i = 0; i < 300 && depth < 6; ++i) {
     auto m = poller.Get("/metrics");
-    queued = m && m->body.find("captioner_queue_depth 6") != std::string::npos;
-    if (!queued) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::smatch match;
+    depth = m && std::regex_search(m->body, match, kDepth) ? std::stoi(match[1].str()) : 0;
+    if (depth < 6) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  ASSERT_TRUE(queued) << "the six photos never waited together";
+  // Whatever happened, the clients are joined before any ASSERT returns: a joinable thread left
+  // behind would abort the test process and orphan the server (ctest then waits on its pipes).
   kill(server.pid(), SIGTERM);
   for (auto& t : clients) t.join();
   EXPECT_EQ(server.wait_exit(), 0) << server.log();
-  EXPECT_EQ(ok, 6) << "accepted requests must be answered before the server exits";
-  EXPECT_EQ(other, 0);
+  // Every photo that was waiting is answered; on a quiet machine that is all six.
+  EXPECT_GE(ok, depth) << "accepted requests must be answered before the server exits";
+  EXPECT_GT(depth, 0) << "no photo was waiting when SIGTERM came";
+  EXPECT_EQ(ok + other, 6);
   EXPECT_EQ(raw_connect(server.port()), -1) << "still accepting after SIGTERM";
 }

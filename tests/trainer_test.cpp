@@ -148,6 +148,8 @@ void check_resume_is_exact(double ema_decay) {
   for (size_t i = 0; i < la.epochs.size(); ++i) {
     EXPECT_EQ(la.epochs[i].train_loss, lb.epochs[i].train_loss) << "epoch " << i + 1;
     EXPECT_EQ(la.epochs[i].bleu, lb.epochs[i].bleu) << "epoch " << i + 1;
+    EXPECT_EQ(la.epochs[i].cider_d, lb.epochs[i].cider_d) << "epoch " << i + 1;
+    EXPECT_GE(la.epochs[i].cider_d, 0) << "validation CIDEr-D is logged every epoch";
   }
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i << " differs";
   if (ema_decay > 0) {
@@ -180,7 +182,7 @@ TEST(Trainer, WeightAveragingLearnsAndSavesTheAverage) {
   again.model.members = best.members;
   auto o2 = options();
   Trainer check(again.model, again.train, again.val, o2, tmp / "check");
-  EXPECT_DOUBLE_EQ(check.validate()[3], r.best_bleu[3]);
+  EXPECT_DOUBLE_EQ(check.validate().bleu[3], r.best_bleu[3]);
 }
 
 TEST(TrainingState, RoundTripsAndReadsTheCheckpointsOfEarlierVersions) {

@@ -128,16 +128,14 @@ bool Trainer::stop_requested() const {
   return options_.stop && options_.stop->load();
 }
 
-std::array<double, 4> Trainer::validate() {
+CaptionScores Trainer::validate() {
   decoder_->eval();
   DecoderScorer scorer(decoder_);
   std::vector<std::string> hyps;
   for (const auto& c : caption_features(scorer, {val_.features}, options_.val_search, options_.val_batch)) {
     hyps.push_back(model_.vocab.decode(c.tokens));
   }
-  MetricsOptions mo;
-  mo.bleu_only = true;
-  return score_captions(hyps, val_.references, mo).bleu;
+  return score_captions(hyps, val_.references);
 }
 
 TrainResult Trainer::run(const TrainerCallbacks& cb) {
@@ -243,11 +241,16 @@ TrainResult Trainer::run(const TrainerCallbacks& cb) {
     r.learning_rate = lr;
     r.captions_per_second = static_cast<double>(objective_->items_per_epoch()) / std::max(1e-9, train_seconds);
     if (!ema_.empty()) swap_ema();  // validate (and keep) the averaged weights
-    if (run_dir_.writes()) r.bleu = validate();
+    if (run_dir_.writes()) {
+      const CaptionScores scores = validate();
+      r.bleu = scores.bleu;
+      r.cider_d = scores.cider_d;
+    }
     if (options_.group) {  // the others wait for rank 0's score: early stopping agrees everywhere
-      auto bleu = torch::tensor(std::vector<double>(r.bleu.begin(), r.bleu.end()), torch::kDouble);
-      options_.group->broadcast({bleu});
-      for (int n = 0; n < 4; ++n) r.bleu[n] = bleu[n].item<double>();
+      auto shared = torch::tensor(std::vector<double>{r.bleu[0], r.bleu[1], r.bleu[2], r.bleu[3], r.cider_d}, torch::kDouble);
+      options_.group->broadcast({shared});
+      for (int n = 0; n < 4; ++n) r.bleu[n] = shared[n].item<double>();
+      r.cider_d = shared[4].item<double>();
     }
     r.seconds = train_seconds;
     r.improved = r.bleu[3] > state.best_bleu4;

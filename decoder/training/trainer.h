@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "datasets/metrics/caption_metrics.h"
 #include "decoder/bundle/model_bundle.h"
 #include "decoder/training/run_directory.h"
 #include "decoder/training/trainer_options.h"
@@ -33,7 +34,7 @@ class Trainer {
   TrainResult run(const TrainerCallbacks& callbacks = {});
 
   // Validation BLEU-1..4 of the current decoder (greedy unless options.val_search says otherwise).
-  std::array<double, 4> validate();
+  CaptionScores validate();  // greedy captions of the validation photos: BLEU-1..4 and CIDEr-D
 
  private:
   // One optimisation step on a batch of the objective's items; returns the loss.
