@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <random>
+#include <optional>
 #include <regex>
 #include <thread>
 
@@ -315,10 +316,15 @@ TEST(ServeCli, SigtermAnswersWhatWasAcceptedAndExitsZero) {
   auto poller = server.client();
   int depth = 0;  // photos waiting when SIGTERM is sent
   static const std::regex kDepth(R"(captioner_queue_depth (\d+))");
+  // SIGTERM once all six wait, or, on a machine too loaded for that, half a batch-wait after the
+  // first was seen waiting (the batch leaves 1 s after its first photo came).
+  std::optional<std::chrono::steady_clock::time_point> first_seen;
   for (int i = 0; i < 300 && depth < 6; ++i) {
     auto m = poller.Get("/metrics");
     std::smatch match;
     depth = m && std::regex_search(m->body, match, kDepth) ? std::stoi(match[1].str()) : 0;
+    if (depth > 0 && !first_seen) first_seen = std::chrono::steady_clock::now();
+    if (first_seen && std::chrono::steady_clock::now() - *first_seen > std::chrono::milliseconds(500)) break;
     if (depth < 6) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   // Whatever happened, the clients are joined before any ASSERT returns: a joinable thread left
