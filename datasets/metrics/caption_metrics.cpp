@@ -74,6 +74,19 @@ std::string scores_table(const CaptionScores& s) {
   return buf;
 }
 
+namespace {
+// Results are matched to references by file name (the last path component) when every result
+// names its photo, else by image_id; the key of a result or a reference either way.
+bool match_by_name(const std::vector<CaptionResult>& results) {
+  return !results.empty() &&
+         std::all_of(results.begin(), results.end(), [](const CaptionResult& r) { return !r.file_name.empty(); });
+}
+template <typename Row>
+std::string match_key(const Row& row, bool by_name) {
+  return by_name ? std::filesystem::path(row.file_name).filename().string() : std::to_string(row.image_id);
+}
+}  // namespace
+
 std::vector<CaptionResult> load_coco_results(const std::filesystem::path& path) {
   std::vector<CaptionResult> results;
   std::string ext = path.extension().string();
@@ -93,11 +106,10 @@ std::vector<CaptionResult> load_coco_results(const std::filesystem::path& path) 
       results.push_back(std::move(r));
     }
   }
-  const bool by_name = !results.empty() &&
-                       std::all_of(results.begin(), results.end(), [](const CaptionResult& r) { return !r.file_name.empty(); });
+  const bool by_name = match_by_name(results);
   std::unordered_set<std::string> seen;
   for (const auto& r : results) {
-    const std::string key = by_name ? std::filesystem::path(r.file_name).filename().string() : std::to_string(r.image_id);
+    const std::string key = match_key(r, by_name);
     if (!seen.insert(key).second) {
       throw std::runtime_error(path.string() + ": image " + key + " has more than one caption");
     }
@@ -107,15 +119,9 @@ std::vector<CaptionResult> load_coco_results(const std::filesystem::path& path) 
 
 CaptionScores evaluate_results(const std::vector<CaptionResult>& results, const CaptionDataset& references,
                                const std::string& results_origin, const MetricsOptions& options) {
-  // Match by file name when every result names its photo, else by image_id.
-  const bool by_name = !results.empty() &&
-                       std::all_of(results.begin(), results.end(), [](const CaptionResult& r) { return !r.file_name.empty(); });
-  auto key_of_result = [&](const CaptionResult& r) {
-    return by_name ? std::filesystem::path(r.file_name).filename().string() : std::to_string(r.image_id);
-  };
-  auto key_of_record = [&](const CaptionRecord& r) {
-    return by_name ? std::filesystem::path(r.file_name).filename().string() : std::to_string(r.image_id);
-  };
+  const bool by_name = match_by_name(results);
+  auto key_of_result = [&](const CaptionResult& r) { return match_key(r, by_name); };
+  auto key_of_record = [&](const CaptionRecord& r) { return match_key(r, by_name); };
   std::unordered_map<std::string, const CaptionRecord*> by_key;
   for (const auto& r : references.records) by_key.emplace(key_of_record(r), &r);
 
