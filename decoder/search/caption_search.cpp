@@ -158,23 +158,6 @@ struct NextBeams {
   }
 };
 
-// (B, V) true where a word of each image's list is; ids outside the vocabulary are an error,
-// special tokens are left out (no caption can be made to contain <end>).
-torch::Tensor word_mask(const std::vector<const std::vector<int64_t>*>& words, int64_t V) {
-  std::vector<int64_t> image, word;
-  for (size_t i = 0; i < words.size(); ++i) {
-    for (int64_t w : *words[i]) {
-      if (w < 0 || w >= V) throw std::invalid_argument("guide word id " + std::to_string(w) + " outside the vocabulary");
-      if (w < Vocabulary::kNumSpecial) continue;
-      image.push_back(static_cast<int64_t>(i));
-      word.push_back(w);
-    }
-  }
-  auto mask = torch::zeros({static_cast<int64_t>(words.size()), V}, torch::kBool);
-  if (!image.empty()) mask.index_put_({as_index(image), as_index(word)}, true);
-  return mask;
-}
-
 }  // namespace
 
 namespace {
@@ -232,262 +215,292 @@ std::vector<Caption> greedy_search(SequenceScorer& scorer, const FeatureViews& v
   return word_by_word(scorer, views, o, [](const torch::Tensor& masked) { return masked.argmax(1); });
 }
 
-std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
-  check_inputs(views, o);
-  torch::NoGradGuard no_grad;
-  const int64_t B = views[0].size(0);
-  const int64_t K = o.beam_size;
-  const int64_t V = scorer.vocab_size();
-  scorer.start(views);  // B rows; from step 1 on, row a*K + k holds beam k of active image a
+namespace {
 
-  std::vector<int64_t> active(B);  // image of each active slot
-  for (int64_t i = 0; i < B; ++i) active[i] = i;
-  std::vector<std::vector<Caption>> finished(B);
-  std::vector<std::vector<int64_t>> history(B * K);
-  std::vector<double> beam_logp(B * K, kNegInf);         // ranking score of each row's prefix
-  for (int64_t a = 0; a < B; ++a) beam_logp[a * K] = 0;  // one live beam per image at the start
-  std::vector<double> beam_model = beam_logp;            // the model's log-prob of it
-  auto tokens = torch::full({B * K}, Vocabulary::kStart, torch::kLong);
-  // The greedy caption rides along as one of the K beams (the row holding it, -1 once it has
-  // ended), so the result is never below greedy's by the search's own score without a second
-  // decoding pass. It displaces the K-th candidate only when it has fallen out of the top K.
-  std::vector<int64_t> greedy_row(B);
-  for (int64_t a = 0; a < B; ++a) greedy_row[a] = a * K;
-  const BanRules rules(o, V);
+// One beam search for plain and guided captions. Every image keeps S states of K beams: S = 1 for
+// plain search; S = 2 for a constraint (Anderson et al. 2017): state 0 has not said a required
+// word yet, state 1 has. Row a*S*K + s*K + k holds beam k of state s of active image a.
+class BeamSearch {
+ public:
+  BeamSearch(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o, const WordGuides* guides)
+      : scorer_(scorer),
+        o_(o),
+        B_(views[0].size(0)),
+        K_(o.beam_size),
+        V_(scorer.vocab_size()),
+        S_(guides ? 2 : 1),
+        R_(S_ * K_),
+        rules_(o, V_) {
+    if (guides) read_guides(*guides);
+    scorer_.start(views);  // B rows: step 0 runs one row per image, see step()
+    active_.resize(B_);
+    for (int64_t i = 0; i < B_; ++i) active_[i] = i;
+    history_.assign(B_ * R_, {});
+    beam_logp_.assign(B_ * R_, kNegInf);
+    for (int64_t a = 0; a < B_; ++a) beam_logp_[a * R_] = 0;  // one live beam per image at the start
+    beam_model_ = beam_logp_;
+    tokens_ = torch::full({B_ * R_}, Vocabulary::kStart, torch::kLong);
+    // The greedy caption rides along as one of the K beams (the row holding it, -1 once it has
+    // ended), so the result is never below greedy's by the search's own score without a second
+    // decoding pass. Only plain search: under a constraint the greedy caption is no answer.
+    greedy_row_.assign(B_, -1);
+    if (S_ == 1) {
+      for (int64_t a = 0; a < B_; ++a) greedy_row_[a] = a * K_;
+    }
+    for (auto& f : finished_) f.assign(B_, {});
+  }
 
-  for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
-    const int64_t A = static_cast<int64_t>(active.size());
-    // Step 0 runs one row per image: all of an image's beams start from the same <start>, so
-    // the K copies only come into being as the rows the first re-ranking selects.
-    auto logp = scorer.step(t == 0 ? tokens.narrow(0, 0, B) : tokens).to(torch::kFloat);
-    if (t == 0) logp = logp.repeat_interleave(K, 0);
-    const auto model = model_step(scorer, logp, t == 0 ? K : 1);
-    // Without a length penalty a caption's score only falls as it grows, unless the search ranks
-    // by something other than log-probabilities (MI can add to it).
-    const bool monotone = o.length_penalty == 0 && model.is_same(logp);
-    // The rules' bans are skipped while ranking rather than written into a masked copy; the last
-    // step (only <end> left) is rare enough to mask.
-    const bool last = t >= o.max_length;
-    const auto scores = (last ? rules.mask(logp, history, t) : logp).contiguous();
-    const auto banned = last ? std::vector<std::vector<int64_t>>(history.size()) : rules.words(history, t);
-    const int64_t take = std::min<int64_t>(2 * K, K * V);
-    const auto candidates = best_beam_candidates(scores.data_ptr<float>(), A, K, V, beam_logp, banned, take);
-    // The float sums above only rank; the exact log-probability is accumulated in double.
-    auto logp_d = logp.accessor<float, 2>();
-    auto model_d = model.accessor<float, 2>();
-    auto greedy_word = [&](int64_t row) { return best_allowed_word(scores.data_ptr<float>() + row * V, V, banned[row]); };
+  std::vector<Caption> run() {
+    for (int t = 0; t <= o_.max_length && !active_.empty(); ++t) {
+      if (!step(t)) break;
+    }
+    // The answer comes from the last state that has one: a caption that met the constraint, else
+    // the best that avoided the required words.
+    std::vector<Caption> out(B_);
+    for (int64_t i = 0; i < B_; ++i) {
+      const auto& pool = !finished_[S_ - 1][i].empty() ? finished_[S_ - 1][i] : finished_[0][i];
+      if (pool.empty()) throw std::logic_error("beam search finished an image without a caption");
+      out[i] = *std::max_element(pool.begin(), pool.end(), [](const Caption& x, const Caption& y) { return x.score < y.score; });
+    }
+    return out;
+  }
 
-    std::vector<int64_t> next_active, next_greedy_row;
-    NextBeams next;
-    for (int64_t a = 0; a < A; ++a) {
-      const int64_t img = active[a];
-      std::vector<std::pair<int64_t, int64_t>> live;  // (row, token)
-      std::vector<double> live_logp, live_model;
-      const auto& cand = candidates[a];
-      for (size_t j = 0; j < cand.size(); ++j) {
-        const int64_t beam = cand[j].index / V, tok = cand[j].index % V;
-        const int64_t row = a * K + beam;
-        const double lp = beam_logp[row] + logp_d[row][tok];
-        const double mlp = beam_model[row] + model_d[row][tok];
-        if (tok == Vocabulary::kEnd) {
-          // Only an <end> that ranks among the top K candidates finishes a caption, as in the
-          // usual formulation; with K = 1 this makes beam search exactly greedy.
-          if (static_cast<int64_t>(j) < K)
-            finished[img].push_back({history[row], mlp, ranked(lp, history[row].size(), o.length_penalty)});
-        } else if (static_cast<int64_t>(live.size()) < K) {
-          live.emplace_back(row, tok);
-          live_logp.push_back(lp);
-          live_model.push_back(mlp);
-        }
-        if (static_cast<int64_t>(live.size()) == K && static_cast<int64_t>(finished[img].size()) >= K) break;
+ private:
+  struct Candidate {
+    int64_t row, token;
+  };
+  // One state's next beams for one image, best first: (row, token), ranking and model log-prob.
+  struct Live {
+    std::vector<std::pair<int64_t, int64_t>> beams;
+    std::vector<double> logp, model;
+    void add(int64_t row, int64_t token, double lp, double mlp) {
+      beams.emplace_back(row, token);
+      logp.push_back(lp);
+      model.push_back(mlp);
+    }
+  };
+
+  // One step's log-probabilities: what the search ranks by, and the model's own.
+  struct Step {
+    torch::TensorAccessor<float, 2> logp, model;
+  };
+
+  // The guides' word lists, sorted, with special tokens left out (no caption can be made to
+  // contain <end>); ids outside the vocabulary are an error.
+  void read_guides(const WordGuides& guides) {
+    if (static_cast<int64_t>(guides.size()) != B_) throw std::invalid_argument("one word guide per image expected");
+    auto words = [&](const std::vector<int64_t>& list) {
+      std::vector<int64_t> out;
+      for (int64_t w : list) {
+        if (w < 0 || w >= V_) throw std::invalid_argument("guide word id " + std::to_string(w) + " outside the vocabulary");
+        if (w >= Vocabulary::kNumSpecial) out.push_back(w);
       }
-      int64_t greedy_k = -1;  // position of the greedy continuation among `live`
-      if (const int64_t g = greedy_row[a]; g >= 0) {
-        const int64_t tok = greedy_word(g);
-        const double lp = beam_logp[g] + logp_d[g][tok];
-        const double mlp = beam_model[g] + model_d[g][tok];
-        if (tok == Vocabulary::kEnd) {
-          finished[img].push_back({history[g], mlp, ranked(lp, history[g].size(), o.length_penalty)});
-        } else {
-          auto it = std::find(live.begin(), live.end(), std::make_pair(g, tok));
-          if (it == live.end()) {
-            if (static_cast<int64_t>(live.size()) < K) {
-              live.emplace_back(g, tok);
-              live_logp.push_back(lp);
-              live_model.push_back(mlp);
-            } else {
-              live.back() = {g, tok};
-              live_logp.back() = lp;
-              live_model.back() = mlp;
-            }
-            it = live.end() - 1;
+      std::sort(out.begin(), out.end());
+      return out;
+    };
+    for (const auto& g : guides) {
+      required_.push_back(words(g.required));
+      banned_.push_back(words(g.banned));
+      constrained_.push_back(!g.required.empty());
+    }
+  }
+
+  // Each row's banned words at step t: the search options' rules and the image's guide; state 0
+  // also may not say a required word without moving to state 1. `entering` gets state-0 rows'
+  // bans without the required words. At the last step `scores` are masked already.
+  std::vector<std::vector<int64_t>> row_bans(int t, bool last, std::vector<std::vector<int64_t>>& entering) const {
+    auto bans = last ? std::vector<std::vector<int64_t>>(history_.size()) : rules_.words(history_, t);
+    if (S_ == 1 || last) return bans;
+    for (size_t a = 0; a < active_.size(); ++a) {
+      const auto img = static_cast<size_t>(active_[a]);
+      for (int64_t r = static_cast<int64_t>(a) * R_; r < static_cast<int64_t>(a + 1) * R_; ++r) {
+        auto& ban = bans[static_cast<size_t>(r)];
+        ban.insert(ban.end(), banned_[img].begin(), banned_[img].end());
+        std::sort(ban.begin(), ban.end());
+        if (r % R_ >= K_) continue;  // state 1
+        entering.push_back(ban);
+        ban.insert(ban.end(), required_[img].begin(), required_[img].end());
+        std::sort(ban.begin(), ban.end());
+      }
+    }
+    return bans;
+  }
+
+  // Each (image, state)'s best 2K continuations, best first: a state's own beams with any
+  // allowed word, and for state 1 also state 0's beams with a required word (after its own
+  // beams on equal scores).
+  std::vector<std::vector<Candidate>> candidates(const torch::Tensor& scores, const std::vector<std::vector<int64_t>>& bans,
+                                                 const std::vector<std::vector<int64_t>>& entering) const {
+    const int64_t A = static_cast<int64_t>(active_.size()), take = std::min<int64_t>(2 * K_, K_ * V_);
+    const float* p = scores.data_ptr<float>();
+    const auto own = best_beam_candidates(p, A * S_, K_, V_, beam_logp_, bans, take);
+    std::vector<std::vector<Candidate>> out(own.size());
+    for (int64_t b = 0; b < A * S_; ++b) {
+      std::vector<BeamCandidate> list = own[b];
+      if (b % S_ == 1 && !entering.empty()) {
+        const int64_t a = b / S_;
+        for (int64_t k = 0; k < K_; ++k) {
+          const int64_t row = a * R_ + k;
+          const float prior = static_cast<float>(beam_logp_[row]);
+          for (int64_t w : required_[active_[a]]) {
+            const float s = p[row * V_ + w] + prior;
+            if (std::isfinite(s) && !std::binary_search(entering[a * K_ + k].begin(), entering[a * K_ + k].end(), w))
+              list.push_back({s, -(1 + row * V_ + w)});  // negative index: entering from state 0
           }
-          greedy_k = it - live.begin();
         }
+        std::stable_sort(list.begin(), list.end(),
+                         [](const BeamCandidate& x, const BeamCandidate& y) { return x.score > y.score; });
+        if (static_cast<int64_t>(list.size()) > take) list.resize(take);
       }
-      bool done = live.empty() || static_cast<int64_t>(finished[img].size()) >= K;
-      double best_done = kNegInf;
-      for (const auto& c : finished[img]) best_done = std::max(best_done, c.score);
-      if (!done && monotone && !finished[img].empty()) {
-        // Without a length penalty scores only fall as captions grow: a finished caption that
-        // beats every live beam cannot be overtaken.
-        done = best_done >= *std::max_element(live_logp.begin(), live_logp.end());
-      }
-      // Stopping while the greedy caption is unfinished is only safe when nothing it can still
-      // become could beat what is finished.
-      if (done && greedy_k >= 0 && !(monotone && best_done >= live_logp[greedy_k])) done = false;
-      if (done) continue;
-      next_greedy_row.push_back(greedy_k >= 0 ? static_cast<int64_t>(next_active.size()) * K + greedy_k : -1);
-      next_active.push_back(img);
-      for (int64_t k = 0; k < K; ++k) {
-        if (k < static_cast<int64_t>(live.size())) {
-          next.add(history, live[k].first, live[k].second, live_logp[k], live_model[k]);
+      for (const auto& c : list) {
+        if (c.index < 0) {
+          out[b].push_back({(-c.index - 1) / V_, (-c.index - 1) % V_});
         } else {
-          next.pad(history, live[0].first);
+          out[b].push_back({b * K_ + c.index / V_, c.index % V_});
         }
       }
     }
-    if (next_active.empty()) break;
-    next.advance(scorer, t, K, history, beam_logp, beam_model, tokens);
-    active = std::move(next_active);
-    greedy_row = std::move(next_greedy_row);
+    return out;
   }
 
-  std::vector<Caption> out(B);
-  for (int64_t i = 0; i < B; ++i) {
-    if (finished[i].empty()) throw std::logic_error("beam search finished an image without a caption");
-    out[i] = *std::max_element(finished[i].begin(), finished[i].end(),
-                               [](const Caption& x, const Caption& y) { return x.score < y.score; });
+  // Ranks an image's candidates into its state's live beams and finished captions. Only an <end>
+  // among the top K finishes a caption, as in the usual formulation; with K = 1 beam search is
+  // exactly greedy.
+  void collect(const std::vector<Candidate>& cands, int64_t img, int s, const Step& st, Live& live) {
+    auto& done = finished_[s][img];
+    for (size_t j = 0; j < cands.size(); ++j) {
+      const auto [row, tok] = cands[j];
+      const double lp = beam_logp_[row] + st.logp[row][tok], mlp = beam_model_[row] + st.model[row][tok];
+      if (tok == Vocabulary::kEnd) {
+        if (static_cast<int64_t>(j) < K_)
+          done.push_back({history_[row], mlp, ranked(lp, history_[row].size(), o_.length_penalty)});
+      } else if (static_cast<int64_t>(live.beams.size()) < K_) {
+        live.add(row, tok, lp, mlp);
+      }
+      if (static_cast<int64_t>(live.beams.size()) == K_ && static_cast<int64_t>(done.size()) >= K_) break;
+    }
   }
-  return out;
+
+  // Keeps image a's greedy continuation among its live beams (plain search only); it displaces
+  // the K-th candidate only when it has fallen out of the top K. Returns its position, or -1.
+  int64_t ride_greedy(int64_t a, const torch::Tensor& scores, const std::vector<std::vector<int64_t>>& bans, const Step& st,
+                      Live& live) {
+    const int64_t g = greedy_row_[a];
+    if (g < 0) return -1;
+    const int64_t tok = best_allowed_word(scores.data_ptr<float>() + g * V_, V_, bans[g]);
+    const double lp = beam_logp_[g] + st.logp[g][tok], mlp = beam_model_[g] + st.model[g][tok];
+    if (tok == Vocabulary::kEnd) {
+      finished_[0][active_[a]].push_back({history_[g], mlp, ranked(lp, history_[g].size(), o_.length_penalty)});
+      return -1;
+    }
+    const auto it = std::find(live.beams.begin(), live.beams.end(), std::make_pair(g, tok));
+    if (it != live.beams.end()) return it - live.beams.begin();
+    if (static_cast<int64_t>(live.beams.size()) < K_) {
+      live.add(g, tok, lp, mlp);
+    } else {
+      live.beams.back() = {g, tok};
+      live.logp.back() = lp;
+      live.model.back() = mlp;
+    }
+    return static_cast<int64_t>(live.beams.size()) - 1;
+  }
+
+  // Whether an image needs no more steps: the state its answer comes from (1 under a constraint)
+  // has K captions or nothing left to extend, or, scores only falling as captions grow (no length
+  // penalty, no MI), a finished caption that no live beam can overtake. Stopping while the greedy
+  // caption is unfinished is only safe when nothing it can still become could beat what is finished.
+  bool settled(int64_t img, const Live* live, bool monotone, int64_t greedy_k) const {
+    const int goal = S_ == 2 && constrained_[img] ? 1 : 0;
+    const auto& done = finished_[goal][img];
+    bool any_live = false;
+    double live_best = kNegInf, done_best = kNegInf;
+    for (int s = 0; s <= goal; ++s) {
+      any_live = any_live || !live[s].beams.empty();
+      for (double lp : live[s].logp) live_best = std::max(live_best, lp);
+    }
+    for (const auto& c : done) done_best = std::max(done_best, c.score);
+    const bool overtaken = monotone && !done.empty();
+    if (!any_live || static_cast<int64_t>(done.size()) >= K_ || (overtaken && done_best >= live_best)) {
+      return greedy_k < 0 || (overtaken && done_best >= live[0].logp[greedy_k]);
+    }
+    return false;
+  }
+
+  // Scores every active image's beams for one more word and keeps the best K per state; false
+  // once every image is settled.
+  bool step(int t) {
+    // Step 0 runs one row per image: all of an image's beams start from the same <start>, so the
+    // copies only come into being as the rows the first re-ranking selects.
+    auto logp = scorer_.step(t == 0 ? tokens_.narrow(0, 0, B_) : tokens_).to(torch::kFloat);
+    if (t == 0) logp = logp.repeat_interleave(R_, 0);
+    const auto model = model_step(scorer_, logp, t == 0 ? R_ : 1);
+    const bool monotone = o_.length_penalty == 0 && model.is_same(logp);
+    // The bans are skipped while ranking rather than written into a masked copy; the last step
+    // (only <end> left) is rare enough to mask.
+    const bool last = t >= o_.max_length;
+    const auto scores = (last ? rules_.mask(logp, history_, t) : logp).contiguous();
+    std::vector<std::vector<int64_t>> entering;
+    const auto bans = row_bans(t, last, entering);
+    const auto cands = candidates(scores, bans, entering);
+    const Step st{logp.accessor<float, 2>(), model.accessor<float, 2>()};
+
+    std::vector<int64_t> next_active, next_greedy_row;
+    NextBeams next;
+    for (int64_t a = 0; a < static_cast<int64_t>(active_.size()); ++a) {
+      const int64_t img = active_[a];
+      Live live[2];
+      for (int s = 0; s < S_; ++s) {
+        if (s == 0 || constrained_[img]) collect(cands[a * S_ + s], img, s, st, live[s]);
+      }
+      const int64_t greedy_k = ride_greedy(a, scores, bans, st, live[0]);
+      if (settled(img, live, monotone, greedy_k)) continue;
+      next_greedy_row.push_back(greedy_k >= 0 ? static_cast<int64_t>(next_active.size()) * R_ + greedy_k : -1);
+      next_active.push_back(img);
+      for (int s = 0; s < S_; ++s) {
+        for (int64_t k = 0; k < K_; ++k) {
+          if (k < static_cast<int64_t>(live[s].beams.size())) {
+            next.add(history_, live[s].beams[k].first, live[s].beams[k].second, live[s].logp[k], live[s].model[k]);
+          } else {
+            next.pad(history_, a * R_);  // a state may have fewer than K live beams, or none
+          }
+        }
+      }
+    }
+    if (next_active.empty()) return false;
+    next.advance(scorer_, t, R_, history_, beam_logp_, beam_model_, tokens_);
+    active_ = std::move(next_active);
+    greedy_row_ = std::move(next_greedy_row);
+    return true;
+  }
+
+  SequenceScorer& scorer_;
+  const SearchOptions& o_;
+  const int64_t B_, K_, V_;
+  const int64_t S_, R_;  // states per image, rows per image (S*K)
+  const BanRules rules_;
+  std::vector<std::vector<int64_t>> required_, banned_;  // per image, from its guide
+  std::vector<bool> constrained_;                        // per image: has required words
+  std::vector<int64_t> active_;                          // image of each active slot
+  std::vector<std::vector<int64_t>> history_;            // per row: the words so far
+  std::vector<double> beam_logp_, beam_model_;           // per row: ranking score, model log-prob
+  torch::Tensor tokens_;                                 // per row: the last word
+  std::vector<int64_t> greedy_row_;                      // per active image: the greedy caption's row, or -1
+  std::vector<std::vector<Caption>> finished_[2];        // per state, per image
+};
+
+}  // namespace
+
+std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
+  check_inputs(views, o);
+  torch::NoGradGuard no_grad;
+  return BeamSearch(scorer, views, o, nullptr).run();
 }
 
 std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
                                              const WordGuides& guides) {
   check_inputs(views, o);
   torch::NoGradGuard no_grad;
-  const int64_t B = views[0].size(0);
-  const int64_t K = o.beam_size;
-  const int64_t V = scorer.vocab_size();
-  if (static_cast<int64_t>(guides.size()) != B) throw std::invalid_argument("one word guide per image expected");
-  // Per image: the words that satisfy its constraint (all false: unconstrained), and its bans.
-  std::vector<const std::vector<int64_t>*> required, banned;
-  std::vector<bool> constrained(B);
-  bool any_banned = false;
-  for (int64_t i = 0; i < B; ++i) {
-    required.push_back(&guides[i].required);
-    banned.push_back(&guides[i].banned);
-    constrained[i] = !guides[i].required.empty();
-    any_banned = any_banned || !guides[i].banned.empty();
-  }
-  const auto required_mask = word_mask(required, V);
-  const auto banned_mask = word_mask(banned, V);
-
-  // Two beams of K per image: state 0 has not said a required word yet, state 1 has. Row
-  // a*2K + s*K + k holds beam k of state s of active image a.
-  const int64_t S = 2, rows_per_image = S * K;
-  scorer.start(views);
-  std::vector<int64_t> active(B);
-  for (int64_t i = 0; i < B; ++i) active[i] = i;
-  std::vector<std::vector<Caption>> finished[S] = {std::vector<std::vector<Caption>>(B), std::vector<std::vector<Caption>>(B)};
-  std::vector<std::vector<int64_t>> history(B * rows_per_image);
-  std::vector<double> beam_logp(B * rows_per_image, kNegInf);
-  for (int64_t a = 0; a < B; ++a) beam_logp[a * rows_per_image] = 0;
-  std::vector<double> beam_model = beam_logp;  // the model's own log-prob (beam_logp ranks)
-  auto tokens = torch::full({B * rows_per_image}, Vocabulary::kStart, torch::kLong);
-  const float ninf = -std::numeric_limits<float>::infinity();
-  const BanRules rules(o, V);
-
-  for (int t = 0; t <= o.max_length && !active.empty(); ++t) {
-    const int64_t A = static_cast<int64_t>(active.size());
-    auto logp = scorer.step(t == 0 ? tokens.narrow(0, 0, B) : tokens).to(torch::kFloat);
-    if (t == 0) logp = logp.repeat_interleave(rows_per_image, 0);
-    const auto model = model_step(scorer, logp, t == 0 ? rows_per_image : 1);
-    const bool monotone = o.length_penalty == 0 && model.is_same(logp);  // as in beam_search
-    auto masked = rules.mask(logp, history, t);
-    if (any_banned) {
-      masked.masked_fill_(banned_mask.index_select(0, as_index(active)).repeat_interleave(rows_per_image, 0), ninf);
-    }
-    auto prior = torch::tensor(beam_logp, torch::kDouble).to(torch::kFloat).unsqueeze(1);
-    auto cand = (masked + prior).view({A, S, K, V});
-    auto req = required_mask.index_select(0, as_index(active)).unsqueeze(1);  // (A, 1, V)
-    auto from0 = cand.select(1, 0);
-    // State 0 continues with any word but a required one; state 1 with any word, or is entered
-    // from state 0 by a required word.
-    torch::Tensor pools[S] = {
-        from0.masked_fill(req, ninf).reshape({A, K * V}),
-        torch::cat({cand.select(1, 1), from0.masked_fill(req.logical_not(), ninf)}, 1).reshape({A, 2 * K * V})};
-    torch::Tensor values[S], indices[S];
-    for (int s = 0; s < S; ++s) {
-      auto top = pools[s].topk(std::min<int64_t>(2 * K, pools[s].size(1)), 1);
-      values[s] = std::get<0>(top).to(torch::kDouble);
-      indices[s] = std::get<1>(top);
-    }
-    auto logp_d = logp.accessor<float, 2>();
-    auto model_d = model.accessor<float, 2>();
-
-    std::vector<int64_t> next_active;
-    NextBeams next;
-    for (int64_t a = 0; a < A; ++a) {
-      const int64_t img = active[a];
-      std::vector<std::pair<int64_t, int64_t>> live[S];  // (row, token)
-      std::vector<double> live_logp[S], live_model[S];
-      for (int s = 0; s < S; ++s) {
-        if (s == 1 && !constrained[img]) continue;
-        auto va = values[s].accessor<double, 2>()[a];
-        auto ia = indices[s].accessor<int64_t, 2>()[a];
-        for (int64_t j = 0; j < values[s].size(1); ++j) {
-          if (!std::isfinite(va[j])) break;
-          const int64_t source = ia[j] / V, tok = ia[j] % V;
-          // State 1's pool lists its own K beams first, then state 0's entering it.
-          const int64_t row = a * rows_per_image + (s == 0 ? source : (source < K ? K + source : source - K));
-          const double lp = beam_logp[row] + logp_d[row][tok];
-          const double mlp = beam_model[row] + model_d[row][tok];
-          if (tok == Vocabulary::kEnd) {
-            if (j < K) finished[s][img].push_back({history[row], mlp, ranked(lp, history[row].size(), o.length_penalty)});
-          } else if (static_cast<int64_t>(live[s].size()) < K) {
-            live[s].emplace_back(row, tok);
-            live_logp[s].push_back(lp);
-            live_model[s].push_back(mlp);
-          }
-          if (static_cast<int64_t>(live[s].size()) == K && static_cast<int64_t>(finished[s][img].size()) >= K) break;
-        }
-      }
-      // The answer comes from state 1 when it has one, so the search ends once state 1 is settled
-      // (or, unconstrained, once state 0 is).
-      const int goal = constrained[img] ? 1 : 0;
-      double live_best = kNegInf, done_best = kNegInf;
-      for (int s = 0; s <= goal; ++s) {
-        for (double lp : live_logp[s]) live_best = std::max(live_best, lp);
-      }
-      for (const auto& c : finished[goal][img]) done_best = std::max(done_best, c.score);
-      const bool done =
-          live_best == kNegInf || static_cast<int64_t>(finished[goal][img].size()) >= K || (monotone && done_best >= live_best);
-      if (done) continue;
-      next_active.push_back(img);
-      for (int s = 0; s < S; ++s) {
-        for (int64_t k = 0; k < K; ++k) {
-          if (k < static_cast<int64_t>(live[s].size())) {
-            next.add(history, live[s][k].first, live[s][k].second, live_logp[s][k], live_model[s][k]);
-          } else {
-            next.pad(history, a * rows_per_image);  // a state may have no live beam at all
-          }
-        }
-      }
-    }
-    if (next_active.empty()) break;
-    next.advance(scorer, t, rows_per_image, history, beam_logp, beam_model, tokens);
-    active = std::move(next_active);
-  }
-
-  std::vector<Caption> out(B);
-  auto by_score = [](const Caption& x, const Caption& y) { return x.score < y.score; };
-  for (int64_t i = 0; i < B; ++i) {
-    const auto& pool = !finished[1][i].empty() ? finished[1][i] : finished[0][i];
-    if (pool.empty()) throw std::logic_error("constrained beam search finished an image without a caption");
-    out[i] = *std::max_element(pool.begin(), pool.end(), by_score);
-  }
-  return out;
+  return BeamSearch(scorer, views, o, &guides).run();
 }
 
 std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o) {
