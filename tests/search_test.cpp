@@ -146,16 +146,41 @@ TEST(Search, RespectsLengthAndTokenRules) {
   }
 }
 
+namespace {
+// Log-probabilities that depend only on the previous word, from a table (rows: previous word,
+// columns: next word; missing entries are impossible). Stateless, so select() has nothing to do.
+class MarkovScorer : public SequenceScorer {
+ public:
+  explicit MarkovScorer(const std::map<std::pair<int64_t, int64_t>, double>& probs, int64_t vocab = 6)
+      : table_(torch::full({vocab, vocab}, -std::numeric_limits<float>::infinity())) {
+    for (const auto& [from_to, p] : probs) table_[from_to.first][from_to.second] = std::log(p);
+  }
+  int64_t vocab_size() const override { return table_.size(0); }
+  void start(const FeatureViews&) override {}
+  torch::Tensor step(const torch::Tensor& tokens) override { return table_.index_select(0, tokens); }
+  void select(const torch::Tensor&) override {}
+
+ private:
+  torch::Tensor table_;
+};
+}  // namespace
+
 TEST(Search, LengthPenaltyFavoursLongerCaptions) {
-  auto d = random_decoder("lstm", 70);
-  DecoderScorer s(d);
-  auto f = features(32, 71);
-  auto plain = opts(4), penalised = opts(4);
+  // "4" has log-prob ln .9 + ln .52 = -0.759, "4 5" ln .9 + ln .48 + ln .95 = -0.890. Plain beam
+  // search prefers the shorter; with alpha = 1 (score / (words + 1)) "4 5" wins, -0.297 vs -0.380.
+  const int64_t kEnd = Vocabulary::kEnd, kStart = Vocabulary::kStart;
+  MarkovScorer s({{{kStart, 4}, 0.9}, {{kStart, 5}, 0.1}, {{4, kEnd}, 0.52}, {{4, 5}, 0.48}, {{5, kEnd}, 0.95}, {{5, 4}, 0.05}});
+  const FeatureViews f = {torch::zeros({2, 1})};
+  auto penalised = opts(2);
   penalised.length_penalty = 1.0;
-  size_t a = 0, b = 0;
-  for (const auto& c : search_captions(s, f, plain)) a += c.tokens.size();
-  for (const auto& c : search_captions(s, f, penalised)) b += c.tokens.size();
-  EXPECT_GE(b, a);
+  for (const auto& c : search_captions(s, f, opts(2))) {
+    EXPECT_EQ(c.tokens, (std::vector<int64_t>{4}));
+    EXPECT_NEAR(c.log_prob, std::log(0.9) + std::log(0.52), 1e-6);
+  }
+  for (const auto& c : search_captions(s, f, penalised)) {
+    EXPECT_EQ(c.tokens, (std::vector<int64_t>{4, 5}));
+    EXPECT_NEAR(c.score, (std::log(0.9) + std::log(0.48) + std::log(0.95)) / 3, 1e-6);
+  }
 }
 
 TEST(Search, SamplingIsSeededAndTopKLimited) {

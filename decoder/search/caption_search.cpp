@@ -390,7 +390,11 @@ class BeamSearch {
     const int64_t tok = best_allowed_word(scores.data_ptr<float>() + g * V_, V_, bans[g]);
     const double lp = beam_logp_[g] + st.logp[g][tok], mlp = beam_model_[g] + st.model[g][tok];
     if (tok == Vocabulary::kEnd) {
-      finished_[0][active_[a]].push_back({history_[g], mlp, ranked(lp, history_[g].size(), o_.length_penalty)});
+      // Unless the candidates already finished it: a caption counted twice would fill the K
+      // finished places early and end the search before a better one.
+      auto& done = finished_[0][active_[a]];
+      const bool counted = std::any_of(done.begin(), done.end(), [&](const Caption& c) { return c.tokens == history_[g]; });
+      if (!counted) done.push_back({history_[g], mlp, ranked(lp, history_[g].size(), o_.length_penalty)});
       return -1;
     }
     const auto it = std::find(live.beams.begin(), live.beams.end(), std::make_pair(g, tok));
