@@ -232,6 +232,20 @@ class ReportBuilder {
     report_->add(row);
   }
 
+  // A resumed run's page shows every caption of the output, not only this run's: the earlier
+  // rows come from the file, their thumbnails from the photos (none where a photo is gone).
+  void add_earlier(const std::vector<CaptionRow>& rows, const CaptionPipelineOptions& po) {
+    ImageLoader thumbnail_loader(PreprocessSpec{}, po.image);
+    for (const auto& r : rows) {
+      std::string thumbnail;
+      try {
+        thumbnail = make_thumbnail(thumbnail_loader.decode(r.file_name), po.thumbnail_size);
+      } catch (const ImageError&) {
+      }
+      add(r.file_name, r.caption, r.log_prob, std::move(thumbnail), r.tag, r.tag_probability);
+    }
+  }
+
   void finish() {
     std::vector<std::string> summary;
     if (!hypotheses_.empty()) {
@@ -254,6 +268,34 @@ class ReportBuilder {
   std::vector<std::string> hypotheses_;
   std::vector<std::vector<std::string>> references_;
 };
+
+// What an earlier run already wrote (--resume) and the photos still to caption, with their ids.
+struct Pending {
+  std::vector<CaptionRow> previous;
+  std::vector<std::filesystem::path> photos;
+  std::vector<int64_t> image_ids;
+};
+
+Pending pending_photos(const CaptionOptions& o, const OutputPlan& out, const ShardPhotos& part) {
+  if (!o.resume || out.file.empty() || !std::filesystem::exists(out.file)) return {{}, part.photos, part.image_ids};
+  Pending p;
+  p.previous = read_caption_file(out.file, out.format);
+  for (size_t i : photos_not_in(p.previous, part.photos, out.format)) {
+    p.photos.push_back(part.photos[i]);
+    p.image_ids.push_back(part.image_ids[i]);
+  }
+  std::cerr << "resuming: " << count_of(p.previous.size(), "photo") << " already in " << out.file << ", " << p.photos.size()
+            << " to caption\n";
+  return p;
+}
+
+void print_summary(const OutputPlan& out, size_t captioned, size_t failed, double secs) {
+  char rate[64];
+  std::snprintf(rate, sizeof rate, " in %.1f s (%.1f photos/s)", secs, captioned / std::max(secs, 1e-9));
+  std::cerr << "captioned " << count_of(captioned, "photo") << rate
+            << (failed ? ", " + std::to_string(failed) + " unreadable" : "") << (out.file.empty() ? "" : "; wrote " + out.file)
+            << "\n";
+}
 
 void run_caption(const CaptionOptions& o) {
   set_threads(o.threads);
@@ -278,45 +320,20 @@ void run_caption(const CaptionOptions& o) {
   Encoder encoder = Encoder::load(model.encoder_file, device);
   const CaptionPipelineOptions po = pipeline_options(o, model);
 
-  // --resume: keep what an earlier run already wrote and caption only the rest.
-  std::vector<CaptionRow> previous;
-  std::vector<std::filesystem::path> pending = part.photos;
-  std::vector<int64_t> image_id = part.image_ids;
-  if (o.resume && !out.file.empty() && std::filesystem::exists(out.file)) {
-    previous = read_caption_file(out.file, out.format);
-    pending.clear();
-    image_id.clear();
-    for (size_t i : photos_not_in(previous, part.photos, out.format)) {
-      pending.push_back(part.photos[i]);
-      image_id.push_back(part.image_ids[i]);
-    }
-    std::cerr << "resuming: " << count_of(previous.size(), "photo") << " already in " << out.file << ", " << pending.size()
-              << " to caption\n";
-  }
+  Pending todo = pending_photos(o, out, part);
   std::unique_ptr<CaptionWriter> writer = out.file.empty()
                                               ? std::make_unique<CaptionWriter>(std::cout, out.format)
                                               : std::make_unique<CaptionWriter>(std::filesystem::path(out.file), out.format);
-  for (const auto& r : previous) writer->write(r);
-
+  for (const auto& r : todo.previous) writer->write(r);
   std::unique_ptr<ReportBuilder> report;
   if (!o.html.empty()) {
-    report = std::make_unique<ReportBuilder>(o, model_dir.string(), po.search, previous.size() + pending.size());
-    // A resumed run's page shows every caption of the output, not only this run's: the earlier
-    // rows come from the file, their thumbnails from the photos (none where a photo is gone).
-    ImageLoader thumbnail_loader(PreprocessSpec{}, po.image);
-    for (const auto& r : previous) {
-      std::string thumbnail;
-      try {
-        thumbnail = make_thumbnail(thumbnail_loader.decode(r.file_name), po.thumbnail_size);
-      } catch (const ImageError&) {
-      }
-      report->add(r.file_name, r.caption, r.log_prob, std::move(thumbnail), r.tag, r.tag_probability);
-    }
+    report = std::make_unique<ReportBuilder>(o, model_dir.string(), po.search, todo.previous.size() + todo.photos.size());
+    report->add_earlier(todo.previous, po);
   }
 
   install_stop_handlers();
   // On a terminal that also shows the captions, a progress bar would tangle with them.
-  ProgressBar bar("captioning", static_cast<int64_t>(pending.size()),
+  ProgressBar bar("captioning", static_cast<int64_t>(todo.photos.size()),
                   !o.quiet && (!out.file.empty() || !::isatty(STDOUT_FILENO)));
   const auto t0 = std::chrono::steady_clock::now();
   auto last_snapshot = t0;
@@ -326,7 +343,7 @@ void run_caption(const CaptionOptions& o) {
   cb.on_caption = [&](const CaptionedImage& c) {
     const std::string tag = c.tag ? c.tag->word : "";
     const double tag_probability = c.tag ? c.tag->probability : 0;
-    writer->write({c.file.string(), image_id.at(c.index), c.caption, c.log_prob, tag, tag_probability});
+    writer->write({c.file.string(), todo.image_ids.at(c.index), c.caption, c.log_prob, tag, tag_probability});
     ++captioned;
     if (report) report->add(c.file, c.caption, c.log_prob, c.thumbnail_jpeg, tag, tag_probability);
   };
@@ -344,7 +361,7 @@ void run_caption(const CaptionOptions& o) {
     }
   };
   cb.should_stop = [] { return stop_requested().load(); };
-  const size_t failed = pipeline.run(pending, cb);
+  const size_t failed = pipeline.run(todo.photos, cb);
   bar.finish();
   writer->finish();
   if (report) report->finish();
@@ -359,13 +376,7 @@ void run_caption(const CaptionOptions& o) {
     g_exit_code = kExitInterrupted;
     return;
   }
-  if (!o.quiet || failed > 0) {
-    char rate[64];
-    std::snprintf(rate, sizeof rate, " in %.1f s (%.1f photos/s)", secs, captioned / std::max(secs, 1e-9));
-    std::cerr << "captioned " << count_of(captioned, "photo") << rate
-              << (failed ? ", " + std::to_string(failed) + " unreadable" : "") << (out.file.empty() ? "" : "; wrote " + out.file)
-              << "\n";
-  }
+  if (!o.quiet || failed > 0) print_summary(out, captioned, failed, secs);
   if (failed > 0 || any_failed) g_exit_code = kExitSomeInputsFailed;
 }
 }  // namespace

@@ -128,19 +128,8 @@ void run_eval(const EvalOptions& o) {
     if (truncated) {
       // --max-images N scores the first N annotated images: the results for the others are
       // simply not asked for (they are not "missing from the annotations").
-      std::unordered_set<int64_t> kept;
-      std::unordered_set<std::string> kept_names;
-      for (const auto& r : refs.records) {
-        kept.insert(r.image_id);
-        kept_names.insert(std::filesystem::path(r.file_name).filename().string());
-      }
-      auto asked_for = [&](const CaptionResult& r) {
-        return r.file_name.empty() ? kept.count(r.image_id) > 0
-                                   : kept_names.count(std::filesystem::path(r.file_name).filename().string()) > 0;
-      };
       const size_t before = results.size();
-      results.erase(std::remove_if(results.begin(), results.end(), [&](const CaptionResult& r) { return !asked_for(r); }),
-                    results.end());
+      results = results_for(std::move(results), refs);
       if (!o.quiet) {
         std::cerr << "scoring the first " << refs.records.size() << " images of " << o.annotations << " ("
                   << before - results.size() << " results for other images left out)\n";

@@ -1,4 +1,5 @@
 // `captioner train`: fit a decoder on a caption dataset with a frozen encoder's cached features.
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -57,7 +58,12 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
     if (bar) bar->finish();
     if (main_rank || m.rfind("skipped", 0) == 0 || m.rfind("warning", 0) == 0) std::cerr << m << "\n";
   };
+  // Tests that kill a run need it to die at a known step (epochs have equal batch counts), as
+  // kill -9 would: no clean-up, nothing after that step's update written.
+  const char* die_env = std::getenv("CAPTIONER_TEST_DIE_AFTER_STEPS");
+  const int64_t die_after_steps = die_env ? std::atoll(die_env) : 0;
   cb.trainer.on_batch = [&](int epoch, int64_t b, int64_t nb, double loss, double rate) {
+    if (die_after_steps > 0 && (epoch - 1) * nb + b >= die_after_steps) std::_Exit(137);
     if (!bar || bar_label != "epoch " + std::to_string(epoch)) {
       bar_label = "epoch " + std::to_string(epoch);
       bar = std::make_unique<ProgressBar>(bar_label, nb, !o.quiet);

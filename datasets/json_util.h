@@ -23,6 +23,7 @@ class JsonView {
       : value_(&value), file_(std::move(file)), where_(std::move(where)) {}
 
   const nlohmann::json& value() const { return *value_; }
+  const std::string& file() const { return file_; }
   const std::string& where() const { return where_; }
 
   bool has(const char* key) const;

@@ -26,9 +26,8 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-// Replaces the multi-byte quotes, dashes and ellipsis PTB normalises with their ASCII forms, and
-// turns the punctuation that always becomes a token of its own, later removed, into spaces.
-std::string separate_punctuation(std::string_view in) {
+// The multi-byte quotes, dashes and ellipsis PTB normalises, as their ASCII forms; "&amp;" as "&".
+std::string ascii_punctuation(std::string_view in) {
   std::string s;
   s.reserve(in.size() + 16);
   for (size_t i = 0; i < in.size(); ++i) {
@@ -62,7 +61,13 @@ std::string separate_punctuation(std::string_view in) {
     }
     s += in[i];
   }
+  return s;
+}
 
+// Turns the punctuation that always becomes a token of its own, later removed, into spaces, and
+// brackets into PTB's -lrb- tokens.
+std::string separate_punctuation(std::string_view in) {
+  const std::string s = ascii_punctuation(in);
   std::string out;
   out.reserve(s.size() + 16);
   auto between_digits = [&](size_t i) { return i > 0 && i + 1 < s.size() && is_digit(s[i - 1]) && is_digit(s[i + 1]); };

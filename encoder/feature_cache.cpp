@@ -130,21 +130,97 @@ std::vector<int64_t> FeatureSet::drop_unreadable() {
   return kept;
 }
 
+namespace {
+
+// The rows this process encodes: all of them, or under sharding every shard_count-th run of
+// batch_size images (whole batches, so each process's batches stay full).
+std::vector<size_t> rows_of_this_shard(size_t n, const FeatureCacheOptions& options) {
+  std::vector<size_t> rows;
+  const size_t run = static_cast<size_t>(std::max(1, options.batch_size));
+  for (size_t i = 0; i < n; ++i) {
+    if (options.shard_count <= 1 ||
+        static_cast<int>((i / run) % static_cast<size_t>(options.shard_count)) == options.shard_index) {
+      rows.push_back(i);
+    }
+  }
+  return rows;
+}
+
+// Encodes images[rows] into their rows of `out` (zeros elsewhere). Failures go to
+// out.failures, or under sharding to `problem` by file, to be put in row order once all shards
+// are summed.
+void encode_rows(Encoder& encoder, const std::vector<fs::path>& images, const std::vector<size_t>& rows,
+                 const FeatureCacheOptions& options, FeatureSet& out, std::unordered_map<std::string, std::string>& problem) {
+  const auto n = static_cast<int64_t>(images.size());
+  const int64_t dim = encoder.info().feature_dim;
+  out.features = torch::zeros({n, dim});
+  if (options.with_flipped) out.flipped = torch::zeros({n, dim});
+  out.ok.assign(images.size(), false);
+  std::vector<fs::path> mine;
+  for (size_t r : rows) mine.push_back(images[r]);
+  ImageBatcherOptions bopt;
+  bopt.batch_size = options.batch_size;
+  bopt.workers = options.workers;
+  bopt.with_flipped = options.with_flipped;
+  ImageBatcher batcher(mine, ImageLoader(encoder.info().spec), bopt);
+  ImageBatch batch;
+  size_t done = 0;
+  while (batcher.next(batch)) {
+    done += batch.indices.size() + batch.failures.size();
+    for (const auto& f : batch.failures) {
+      if (options.shard_count > 1) {
+        problem[f.file().string()] = f.what();
+      } else {
+        out.failures.push_back(f.what());
+      }
+    }
+    if (!batch.indices.empty()) {
+      std::vector<int64_t> batch_rows;
+      for (size_t i : batch.indices) batch_rows.push_back(static_cast<int64_t>(rows[i]));
+      auto idx = torch::tensor(batch_rows);
+      out.features.index_copy_(0, idx, encoder.encode(batch.pixels));
+      if (options.with_flipped) out.flipped.index_copy_(0, idx, encoder.encode(batch.flipped));
+      for (int64_t r : batch_rows) out.ok[static_cast<size_t>(r)] = true;
+    }
+    if (options.progress) options.progress(done, mine.size());
+  }
+}
+
+// Every row was encoded by exactly one process and is zero elsewhere: the sum is the whole. One
+// failure line per failed row, in row order (the order the cache file pairs them with rows).
+void sum_shards(const std::vector<fs::path>& images, const FeatureCacheOptions& options, FeatureSet& out,
+                const std::unordered_map<std::string, std::string>& problem) {
+  const size_t n = images.size();
+  auto ok = torch::zeros({static_cast<int64_t>(n)});
+  auto oa = ok.accessor<float, 1>();
+  for (size_t i = 0; i < n; ++i) oa[static_cast<int64_t>(i)] = out.ok[i] ? 1.0f : 0.0f;
+  std::vector<torch::Tensor> parts{out.features, ok};
+  if (options.with_flipped) parts.push_back(out.flipped);
+  options.sum(parts);
+  for (size_t i = 0; i < n; ++i) {
+    out.ok[i] = oa[static_cast<int64_t>(i)] > 0.5f;
+    if (out.ok[i]) continue;
+    auto it = problem.find(images[i].string());
+    out.failures.push_back(it != problem.end() ? it->second : images[i].string() + ": could not be read (by another process)");
+  }
+}
+
+}  // namespace
+
 FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& images, const FeatureCacheOptions& options) {
   const size_t n = images.size();
-  const int64_t dim = encoder.info().feature_dim;
-  std::string key = hex64(inputs_key(encoder, images, options.with_flipped));
-  fs::path file = feature_cache_file(encoder, images, options);
-  FeatureSet out;
-  bool hit = false;
-  try {
-    hit = !options.cache_dir.empty() && read_cache(file, key, n, dim, options.with_flipped, out);
-  } catch (const std::exception&) {
-    hit = false;  // a damaged cache file is recomputed, never trusted
-  }
+  const std::string key = hex64(inputs_key(encoder, images, options.with_flipped));
+  const fs::path file = feature_cache_file(encoder, images, options);
   const bool sharded = options.shard_count > 1;
   if (sharded && (!options.sum || options.shard_index < 0 || options.shard_index >= options.shard_count)) {
     throw std::invalid_argument("sharded feature extraction needs a shard index below the count and a sum");
+  }
+  FeatureSet out;
+  bool hit = false;
+  try {
+    hit = !options.cache_dir.empty() && read_cache(file, key, n, encoder.info().feature_dim, options.with_flipped, out);
+  } catch (const std::exception&) {
+    hit = false;  // a damaged cache file is recomputed, never trusted
   }
   if (sharded) {  // one process without the cache makes all encode: the sums below need everyone
     auto misses = torch::tensor({hit ? 0.0f : 1.0f});
@@ -156,66 +232,9 @@ FeatureSet compute_features(Encoder& encoder, const std::vector<fs::path>& image
     return out;
   }
   out = FeatureSet{};
-  std::vector<fs::path> mine = images;  // this process's images, and their rows
-  std::vector<size_t> row(n);
-  for (size_t i = 0; i < n; ++i) row[i] = i;
-  if (sharded) {
-    const size_t run = static_cast<size_t>(std::max(1, options.batch_size));
-    mine.clear();
-    row.clear();
-    for (size_t i = 0; i < n; ++i) {
-      if (static_cast<int>((i / run) % static_cast<size_t>(options.shard_count)) == options.shard_index) {
-        mine.push_back(images[i]);
-        row.push_back(i);
-      }
-    }
-  }
-  out.features = torch::zeros({static_cast<int64_t>(n), dim});
-  if (options.with_flipped) out.flipped = torch::zeros({static_cast<int64_t>(n), dim});
-  out.ok.assign(n, false);
-  ImageBatcherOptions bopt;
-  bopt.batch_size = options.batch_size;
-  bopt.workers = options.workers;
-  bopt.with_flipped = options.with_flipped;
-  ImageBatcher batcher(mine, ImageLoader(encoder.info().spec), bopt);
-  ImageBatch batch;
-  size_t done = 0;
   std::unordered_map<std::string, std::string> problem;  // sharded: this process's failures by file
-  while (batcher.next(batch)) {
-    done += batch.indices.size() + batch.failures.size();
-    for (const auto& f : batch.failures) {
-      if (sharded) {
-        problem[f.file().string()] = f.what();
-      } else {
-        out.failures.push_back(f.what());
-      }
-    }
-    if (!batch.indices.empty()) {
-      std::vector<int64_t> rows;
-      for (size_t i : batch.indices) rows.push_back(static_cast<int64_t>(row[i]));
-      auto idx = torch::tensor(rows);
-      out.features.index_copy_(0, idx, encoder.encode(batch.pixels));
-      if (options.with_flipped) out.flipped.index_copy_(0, idx, encoder.encode(batch.flipped));
-      for (int64_t r : rows) out.ok[static_cast<size_t>(r)] = true;
-    }
-    if (options.progress) options.progress(done, mine.size());
-  }
-  if (sharded) {
-    // Every row was encoded by exactly one process and is zero elsewhere: the sum is the whole.
-    auto ok = torch::zeros({static_cast<int64_t>(n)});
-    auto oa = ok.accessor<float, 1>();
-    for (size_t i = 0; i < n; ++i) oa[static_cast<int64_t>(i)] = out.ok[i] ? 1.0f : 0.0f;
-    std::vector<torch::Tensor> parts{out.features, ok};
-    if (options.with_flipped) parts.push_back(out.flipped);
-    options.sum(parts);
-    // One line per failed row, in row order (the order the cache file pairs them with rows).
-    for (size_t i = 0; i < n; ++i) {
-      out.ok[i] = oa[static_cast<int64_t>(i)] > 0.5f;
-      if (out.ok[i]) continue;
-      auto it = problem.find(images[i].string());
-      out.failures.push_back(it != problem.end() ? it->second : images[i].string() + ": could not be read (by another process)");
-    }
-  }
+  encode_rows(encoder, images, rows_of_this_shard(n, options), options, out, problem);
+  if (sharded) sum_shards(images, options, out, problem);
   if (!options.cache_dir.empty() && options.write_cache) {
     // A cache is only an optimisation: one that cannot be written (read-only, full, not a
     // folder) costs the next run the encoding, never this run its result.

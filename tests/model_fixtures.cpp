@@ -40,17 +40,22 @@ void make_tiny_classifier(const std::filesystem::path& encoder_file, const std::
 
 Vocabulary make_vocab(const std::vector<std::string>& words) { return Vocabulary::build({words}, 1); }
 
-CaptionDecoder make_decoder(int64_t vocab_size, int64_t feature_dim, const std::string& cell, uint64_t seed, int64_t hidden) {
+DecoderConfig tiny_decoder_config(int64_t vocab_size, int64_t feature_dim, const std::string& cell, int64_t embed, int64_t hidden,
+                                  int64_t image_dim) {
   DecoderConfig c;
   c.vocab_size = vocab_size;
   c.feature_dim = feature_dim;
-  c.embed_dim = 16;
+  c.embed_dim = embed;
   c.hidden_dim = hidden;
-  c.image_dim = 8;
+  c.image_dim = image_dim;
   c.cell = cell;
   c.dropout = 0.0;
+  return c;
+}
+
+CaptionDecoder make_decoder(int64_t vocab_size, int64_t feature_dim, const std::string& cell, uint64_t seed, int64_t hidden) {
   torch::manual_seed(seed);
-  CaptionDecoder decoder(c);
+  CaptionDecoder decoder(tiny_decoder_config(vocab_size, feature_dim, cell, 16, hidden, 8));
   decoder->eval();
   return decoder;
 }
@@ -74,7 +79,27 @@ TinyModelFixture::TinyModelFixture() {
 }
 
 CommandResult TinyModelFixture::caption(const std::string& args) const {
-  return run_cli("caption " + args + " --model " + model.string() + " -q");
+  return run_shell("timeout 60 " + std::string(CAPTIONER_BINARY) + " caption " + args + " --model " + model.string() + " -q");
+}
+
+std::filesystem::path TinyModelFixture::one_photo_captions() const {
+  const std::filesystem::path data = tmp / "data";
+  if (!std::filesystem::exists(data / "captions.json")) {
+    std::filesystem::create_directories(data);
+    write_text(data / "1.jpg", solid_jpeg(0, 0, 255));
+    write_text(data / "captions.json",
+               R"({"images":[{"id":1,"file_name":"1.jpg"}],"annotations":[{"image_id":1,"id":1,"caption":"a dog runs"}]})");
+  }
+  return data / "captions.json";
+}
+
+CommandResult TinyModelFixture::train_one_photo(const std::filesystem::path& out, const std::string& extra, int epochs,
+                                                const std::string& prefix) const {
+  const std::filesystem::path captions = one_photo_captions();
+  return run_shell(prefix + "timeout 300 " + std::string(CAPTIONER_BINARY) + " train --train-captions " + captions.string() +
+                   " --val-captions " + captions.string() + " --train-images " + captions.parent_path().string() + " --encoder " +
+                   encoder.string() + " --min-word-count 1 --epochs " + std::to_string(epochs) + " -q --cache-dir " +
+                   (tmp / "cache").string() + " --output-dir " + out.string() + extra);
 }
 
 namespace {

@@ -21,6 +21,10 @@ void make_tiny_classifier(const std::filesystem::path& encoder_file, const std::
 // A vocabulary over the given words (min count 1).
 Vocabulary make_vocab(const std::vector<std::string>& words);
 
+// A small decoder configuration: every size given, dropout off (the same pass in train and eval).
+DecoderConfig tiny_decoder_config(int64_t vocab_size, int64_t feature_dim, const std::string& cell = "lstm", int64_t embed = 16,
+                                  int64_t hidden = 32, int64_t image_dim = 8);
+
 // A randomly initialised decoder in eval mode (embedding 16, image projection 8, no dropout),
 // its weights drawn after torch::manual_seed(seed).
 CaptionDecoder make_decoder(int64_t vocab_size, int64_t feature_dim, const std::string& cell = "lstm", uint64_t seed = 1,
@@ -32,11 +36,17 @@ ModelBundle make_bundle(const std::filesystem::path& encoder_file, const Vocabul
 
 // The fixture of the tests that drive the CLI: a scratch folder with a tiny model in tmp/model
 // (the mean-colour encoder in tmp/encoders, seven words), and `caption` run on it quietly.
+// `caption` and `train_one_photo` run under `timeout`, so a hang is exit 124, not a stuck suite.
 struct TinyModelFixture {
   TempDir tmp;
   std::filesystem::path encoder, model;
   TinyModelFixture();
   CommandResult caption(const std::string& args) const;
+  // A one-photo caption file in tmp/data (written on first use), for `train`.
+  std::filesystem::path one_photo_captions() const;
+  // `captioner train` on that file into `out`; `prefix` runs first in the same shell (limits).
+  CommandResult train_one_photo(const std::filesystem::path& out, const std::string& extra, int epochs,
+                                const std::string& prefix = "") const;
 };
 
 // A JPEG / PNG of one colour (BGR), as the bytes of a file.

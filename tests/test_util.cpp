@@ -82,4 +82,9 @@ void expect_one_line_error(const CommandResult& r, int exit_code, const std::vec
   for (const auto& f : fragments) EXPECT_NE(r.err.find(f), std::string::npos) << "\"" << f << "\" not in: " << r.err;
 }
 
+size_t count_lines(const std::string& text) {
+  auto all = lines(text);
+  return static_cast<size_t>(std::count_if(all.begin(), all.end(), [](const std::string& l) { return !l.empty(); }));
+}
+
 }  // namespace captioner::test

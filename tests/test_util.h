@@ -42,6 +42,8 @@ void write_text(const fs::path& path, const std::string& text);
 
 // The lines of a text (empty ones included), without their newlines.
 std::vector<std::string> lines(const std::string& text);
+// How many non-empty lines a text has.
+size_t count_lines(const std::string& text);
 
 struct CommandResult {
   int exit_code = -1;

@@ -75,78 +75,66 @@ std::vector<std::string> split_label(const std::string& label) {
 
 }  // namespace
 
-Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet& wordnet, const Vocabulary& vocab) {
-  Tagger tagger;
-  tagger.class_concepts_.resize(class_labels.size());
-  std::unordered_map<int64_t, int> concept_of;  // synset offset -> index into concepts_
-  std::unordered_map<int64_t, WordNet::Synset> synsets;
-  auto synset = [&](int64_t offset) -> const WordNet::Synset& {
-    auto it = synsets.find(offset);
-    if (it == synsets.end()) it = synsets.emplace(offset, wordnet.synset(offset)).first;
-    return it->second;
-  };
-  const auto function_words = vocab.function_word_ids();
-  // A noun a caption can use: not a special token or function word, and not mostly an adjective.
-  auto is_content_word = [&](int64_t id) {
-    return id >= Vocabulary::kNumSpecial && std::find(function_words.begin(), function_words.end(), id) == function_words.end() &&
-           !wordnet.mostly_adjective(vocab.token(id));
-  };
+namespace {
 
-  int64_t previous = 0;
-  for (size_t c = 0; c < class_labels.size(); ++c) {
-    // The synset holding most of the label's lemmas, the first after the previous class's.
-    std::unordered_map<int64_t, int> votes;
-    if (class_labels[c] == "background") continue;  // TF-slim's extra class 0
-    for (const auto& lemma : split_label(class_labels[c])) {
-      for (int64_t offset : wordnet.synsets(lemma)) ++votes[offset];
-    }
-    int64_t best = 0;
-    int best_votes = 0;
-    for (const auto& [offset, n] : votes) {
-      const bool in_order = offset > previous, best_in_order = best > previous;
-      if (best == 0 || (in_order && !best_in_order) ||
-          (in_order == best_in_order && (n > best_votes || (n == best_votes && offset < best)))) {
-        best = offset;
-        best_votes = n;
-      }
-    }
-    if (best == 0) continue;  // "background", or a name WordNet lacks
-    previous = std::max(previous, best);
-    // Up the hypernyms, nearest first: each concept a vocabulary word can name.
-    std::vector<int64_t> frontier{best};
-    std::unordered_set<int64_t> seen{best};
-    for (size_t i = 0; i < frontier.size(); ++i) {
-      const auto& s = synset(frontier[i]);
-      for (int64_t h : s.hypernyms) {
-        if (seen.insert(h).second) frontier.push_back(h);
-      }
-      if (too_general(s)) continue;
-      auto known = concept_of.find(s.offset);
-      if (known == concept_of.end()) {
-        Concept concept_;
-        for (const auto& lemma : s.lemmas) {
-          const int64_t id = vocab.id(lemma);
-          if (id == Vocabulary::kUnk || !is_content_word(id)) continue;
-          // Only a word's most common sense names a concept: "toy" is a plaything before it
-          // is a toy dog, "piece" a part before a gun.
-          if (wordnet.synsets(lemma).front() != s.offset) continue;
-          if (concept_.word.empty() || vocab.count(id) > vocab.count(concept_.word_id)) {
-            concept_.word = lemma;
-            concept_.word_id = id;
-          }
-        }
-        if (concept_.word.empty()) continue;
-        concept_.generality = -static_cast<int>(wordnet.ancestors(s.offset).size());
-        known = concept_of.emplace(s.offset, static_cast<int>(tagger.concepts_.size())).first;
-        tagger.concepts_.push_back(std::move(concept_));
-      }
-      tagger.class_concepts_[c].push_back(known->second);
-    }
+// WordNet's synsets by offset, each read once.
+class SynsetCache {
+ public:
+  explicit SynsetCache(const WordNet& wordnet) : wordnet_(wordnet) {}
+  const WordNet::Synset& operator()(int64_t offset) {
+    auto it = synsets_.find(offset);
+    if (it == synsets_.end()) it = synsets_.emplace(offset, wordnet_.synset(offset)).first;
+    return it->second;
   }
 
-  // Which vocabulary words name each concept or a kind of it: each content word's most common
-  // noun sense, up its hypernyms ("eagle" satisfies bird). Rarer senses would let "young"
-  // (offspring), "game" (hunted animals) and "jersey" (cattle) name an animal.
+ private:
+  const WordNet& wordnet_;
+  std::unordered_map<int64_t, WordNet::Synset> synsets_;
+};
+
+// The synset of an ImageNet label: the one holding most of its lemmas, the first after the
+// previous class's (labels are in WordNet order). 0 for "background" or a name WordNet lacks.
+int64_t label_synset(const std::string& label, const WordNet& wordnet, int64_t previous) {
+  if (label == "background") return 0;  // TF-slim's extra class 0
+  std::unordered_map<int64_t, int> votes;
+  for (const auto& lemma : split_label(label)) {
+    for (int64_t offset : wordnet.synsets(lemma)) ++votes[offset];
+  }
+  int64_t best = 0;
+  int best_votes = 0;
+  for (const auto& [offset, n] : votes) {
+    const bool in_order = offset > previous, best_in_order = best > previous;
+    if (best == 0 || (in_order && !best_in_order) ||
+        (in_order == best_in_order && (n > best_votes || (n == best_votes && offset < best)))) {
+      best = offset;
+      best_votes = n;
+    }
+  }
+  return best;
+}
+
+// The vocabulary word that names a synset: the most frequent of its lemmas that is a content
+// word whose most common sense this is ("toy" is a plaything before it is a toy dog, "piece" a
+// part before a gun). Vocabulary::kUnk when none does.
+int64_t naming_word(const WordNet::Synset& s, const WordNet& wordnet, const Vocabulary& vocab,
+                    const std::function<bool(int64_t)>& is_content_word) {
+  int64_t best = Vocabulary::kUnk;
+  for (const auto& lemma : s.lemmas) {
+    const int64_t id = vocab.id(lemma);
+    if (id == Vocabulary::kUnk || !is_content_word(id)) continue;
+    if (wordnet.synsets(lemma).front() != s.offset) continue;
+    if (best == Vocabulary::kUnk || vocab.count(id) > vocab.count(best)) best = id;
+  }
+  return best;
+}
+
+// For every content word of the vocabulary, the concepts at or above its most common noun sense
+// ("eagle" satisfies bird). Rarer senses would let "young" (offspring), "game" (hunted animals)
+// and "jersey" (cattle) name an animal.
+std::vector<std::pair<int64_t, std::vector<int64_t>>> concepts_of_words(const Vocabulary& vocab, const WordNet& wordnet,
+                                                                        SynsetCache& synset,
+                                                                        const std::unordered_map<int64_t, int>& concept_of,
+                                                                        const std::function<bool(int64_t)>& is_content_word) {
   std::unordered_map<int64_t, std::vector<int64_t>> above;  // synset -> its concepts, itself included
   std::function<const std::vector<int64_t>&(int64_t)> concepts_above = [&](int64_t offset) -> const std::vector<int64_t>& {
     auto it = above.find(offset);
@@ -160,11 +148,55 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
     }
     return above[offset] = std::move(out);
   };
+  std::vector<std::pair<int64_t, std::vector<int64_t>>> out;
   for (int64_t id = Vocabulary::kNumSpecial; id < static_cast<int64_t>(vocab.size()); ++id) {
     if (!is_content_word(id)) continue;
     const auto senses = wordnet.synsets(vocab.token(id));
-    if (senses.empty()) continue;
-    for (int64_t k : concepts_above(senses.front())) {
+    if (!senses.empty()) out.emplace_back(id, concepts_above(senses.front()));
+  }
+  return out;
+}
+
+}  // namespace
+
+Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet& wordnet, const Vocabulary& vocab) {
+  Tagger tagger;
+  tagger.class_concepts_.resize(class_labels.size());
+  std::unordered_map<int64_t, int> concept_of;  // synset offset -> index into concepts_
+  SynsetCache synset(wordnet);
+  const auto function_words = vocab.function_word_ids();
+  // A noun a caption can use: not a special token or function word, and not mostly an adjective.
+  const std::function<bool(int64_t)> is_content_word = [&](int64_t id) {
+    return id >= Vocabulary::kNumSpecial && std::find(function_words.begin(), function_words.end(), id) == function_words.end() &&
+           !wordnet.mostly_adjective(vocab.token(id));
+  };
+  int64_t previous = 0;
+  for (size_t c = 0; c < class_labels.size(); ++c) {
+    const int64_t best = label_synset(class_labels[c], wordnet, previous);
+    if (best == 0) continue;
+    previous = std::max(previous, best);
+    // Up the hypernyms, nearest first: each concept a vocabulary word can name.
+    std::vector<int64_t> frontier{best};
+    std::unordered_set<int64_t> seen{best};
+    for (size_t i = 0; i < frontier.size(); ++i) {
+      const auto& s = synset(frontier[i]);
+      for (int64_t h : s.hypernyms) {
+        if (seen.insert(h).second) frontier.push_back(h);
+      }
+      if (too_general(s)) continue;
+      auto known = concept_of.find(s.offset);
+      if (known == concept_of.end()) {
+        const int64_t word = naming_word(s, wordnet, vocab, is_content_word);
+        if (word == Vocabulary::kUnk) continue;
+        Concept named{vocab.token(word), word, -static_cast<int>(wordnet.ancestors(s.offset).size()), {}};
+        known = concept_of.emplace(s.offset, static_cast<int>(tagger.concepts_.size())).first;
+        tagger.concepts_.push_back(std::move(named));
+      }
+      tagger.class_concepts_[c].push_back(known->second);
+    }
+  }
+  for (auto& [id, concepts] : concepts_of_words(vocab, wordnet, synset, concept_of, is_content_word)) {
+    for (int64_t k : concepts) {
       tagger.concepts_[static_cast<size_t>(k)].satisfied_by.push_back(id);
       tagger.word_concepts_[id].push_back(static_cast<int>(k));
     }

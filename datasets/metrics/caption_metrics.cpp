@@ -117,6 +117,16 @@ std::vector<CaptionResult> load_coco_results(const std::filesystem::path& path) 
   return results;
 }
 
+std::vector<CaptionResult> results_for(std::vector<CaptionResult> results, const CaptionDataset& references) {
+  const bool by_name = match_by_name(results);
+  std::unordered_set<std::string> wanted;
+  for (const auto& r : references.records) wanted.insert(match_key(r, by_name));
+  results.erase(std::remove_if(results.begin(), results.end(),
+                               [&](const CaptionResult& r) { return wanted.count(match_key(r, by_name)) == 0; }),
+                results.end());
+  return results;
+}
+
 CaptionScores evaluate_results(const std::vector<CaptionResult>& results, const CaptionDataset& references,
                                const std::string& results_origin, const MetricsOptions& options) {
   const bool by_name = match_by_name(results);

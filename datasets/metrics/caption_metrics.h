@@ -49,6 +49,10 @@ struct CaptionResult {
 // caption` writes (.json with file names, .jsonl, .csv, .tsv); each image at most once.
 std::vector<CaptionResult> load_coco_results(const std::filesystem::path& path);
 
+// The results whose photo is among `references`, matched as evaluate_results matches them: for
+// scoring a subset of the annotated photos without calling the results for the others unknown.
+std::vector<CaptionResult> results_for(std::vector<CaptionResult> results, const CaptionDataset& references);
+
 // Scores results against a dataset's references. Results that all name their photo are matched by
 // file name (the last path component), so photos without numeric names can be scored; others by
 // image_id. Every result must name an image of the dataset and every image of the dataset must

@@ -107,8 +107,11 @@ void ModelBundle::save(const fs::path& dir, bool fp16) const {
   write_file_atomic(target / "config.json", config.dump(1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
-ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
-  fs::path config_file = dir / "config.json";
+namespace {
+
+// config.json of a model folder, checked to be a captioner model this version can read.
+json read_model_config(const fs::path& dir) {
+  const fs::path config_file = dir / "config.json";
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
     throw std::runtime_error("model " + dir.string() + " not found (expected a directory with config.json; " +
@@ -116,51 +119,54 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
   }
   if (!fs::exists(config_file, ec)) throw std::runtime_error("model " + dir.string() + " has no config.json");
   json config = load_json_file(config_file);
-  const std::string origin = config_file.string();
-  JsonView root(config, origin, "");
+  JsonView root(config, config_file.string(), "");
   if (!root.has("format") || root.at("format").as_string() != "captioner-model") {
     root.fail("not a captioner model (expected \"format\": \"captioner-model\")");
   }
-  int64_t version = root.at("version").as_int();
-  if (version > kFormatVersion) {
+  const int64_t version = root.at("version").as_int();
+  if (version > ModelBundle::kFormatVersion) {
     root.at("version").fail("model format " + std::to_string(version) + " is newer than this captioner supports (" +
-                            std::to_string(kFormatVersion) + "); upgrade captioner");
+                            std::to_string(ModelBundle::kFormatVersion) + "); upgrade captioner");
   }
+  return config;
+}
 
-  ModelBundle b;
-  auto jv = root.at("vocabulary");
-  b.vocab = Vocabulary::load(dir / jv.at("file").as_string());
-  if (static_cast<int64_t>(b.vocab.size()) != jv.at("size").as_int() ||
-      hex64(b.vocab.fingerprint()) != jv.at("fingerprint").as_string()) {
-    jv.fail("vocabulary file " + (dir / jv.at("file").as_string()).string() + " (" + std::to_string(b.vocab.size()) +
+Vocabulary load_vocabulary(const fs::path& dir, const JsonView& jv) {
+  const fs::path file = dir / jv.at("file").as_string();
+  Vocabulary vocab = Vocabulary::load(file);
+  if (static_cast<int64_t>(vocab.size()) != jv.at("size").as_int() ||
+      hex64(vocab.fingerprint()) != jv.at("fingerprint").as_string()) {
+    jv.fail("vocabulary file " + file.string() + " (" + std::to_string(vocab.size()) +
             " tokens) is not the one this model was trained with (" + std::to_string(jv.at("size").as_int()) + " tokens)");
   }
+  return vocab;
+}
 
-  auto je = root.at("encoder");
-  b.encoder = EncoderInfo::from_json(config["encoder"], origin);
-  fs::path enc = je.at("file").as_string();
-  b.encoder_file = enc.is_absolute() ? enc : (dir / enc).lexically_normal();
-  if (!fs::exists(b.encoder_file, ec)) {
-    // A model folder copied elsewhere loses the relative path to its encoder: look for the same
-    // file among the installation's encoders (the identity check below proves it is the same).
-    const fs::path installed = find_installed_file(fs::path("models/encoders") / enc.filename(), "");
-    if (enc.is_absolute() || !fs::exists(installed, ec)) {
-      throw std::runtime_error("model " + dir.string() + " needs encoder " + b.encoder_file.string() +
-                               ", which does not exist (nor " + installed.string() +
-                               "): run scripts/setup.sh to build the default encoder, or fix \"encoder.file\" in " +
-                               config_file.string());
-    }
-    b.encoder_file = installed;
+// The encoder file config.json names, relative to the model folder. A model folder copied
+// elsewhere loses that relative path: then the same file among the installation's encoders (the
+// identity check in load() proves it is the same).
+fs::path locate_encoder(const fs::path& dir, const JsonView& je) {
+  const fs::path enc = je.at("file").as_string();
+  const fs::path file = enc.is_absolute() ? enc : (dir / enc).lexically_normal();
+  std::error_code ec;
+  if (fs::exists(file, ec)) return file;
+  const fs::path installed = find_installed_file(fs::path("models/encoders") / enc.filename(), "");
+  if (enc.is_absolute() || !fs::exists(installed, ec)) {
+    throw std::runtime_error(
+        "model " + dir.string() + " needs encoder " + file.string() + ", which does not exist (nor " + installed.string() +
+        "): run scripts/setup.sh to build the default encoder, or fix \"encoder.file\" in " + (dir / "config.json").string());
   }
-  EncoderInfo actual = EncoderInfo::load_sidecar(b.encoder_file);
-  check_same_encoder(b.encoder, actual, "model " + dir.string());
-  b.encoder.model_file = b.encoder_file;
+  return installed;
+}
 
-  auto members = root.at("members");
+// The decoders config.json lists, each checked against the vocabulary and the encoder; a member
+// that names an earlier member's weights (the mirrored view) shares its decoder.
+std::vector<BundleMember> load_members(const fs::path& dir, const JsonView& members, const ModelBundle& b, torch::Device device) {
   if (members.array_size() == 0) members.fail("no decoders listed");
+  std::vector<BundleMember> out;
   for (size_t i = 0; i < members.array_size(); ++i) {
     auto jm = members.at(i);
-    DecoderConfig dc = DecoderConfig::from_json(jm.at("decoder").value(), origin);
+    DecoderConfig dc = DecoderConfig::from_json(jm.at("decoder").value(), members.file());
     if (dc.vocab_size != static_cast<int64_t>(b.vocab.size())) {
       jm.at("decoder").fail("decoder has " + std::to_string(dc.vocab_size) + " outputs but the vocabulary has " +
                             std::to_string(b.vocab.size()) + " tokens");
@@ -173,7 +179,7 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
     m.weights_file = jm.at("weights").as_string();
     m.view = jm.has("view") ? static_cast<size_t>(jm.at("view").as_int()) : 0;
     if (m.view > 1) jm.at("view").fail("view must be 0 (photo) or 1 (mirrored)");
-    for (const auto& prev : b.members) {
+    for (const auto& prev : out) {
       if (prev.weights_file == m.weights_file) m.decoder = prev.decoder;  // one decoder, two views
     }
     if (!m.decoder) {
@@ -182,8 +188,40 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
       m.decoder->to(device);
       m.decoder->eval();
     }
-    b.members.push_back(std::move(m));
+    out.push_back(std::move(m));
   }
+  return out;
+}
+
+// The mean training feature that mutual-information decoding compares each photo with.
+torch::Tensor load_image_prior(const fs::path& dir, const JsonView& jp, int64_t feature_dim) {
+  const fs::path file = dir / jp.at("file").as_string();
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(file.string());
+  } catch (const c10::Error& e) {
+    jp.fail("cannot read " + file.string() + ": " + e.what_without_backtrace() + " (truncated or not a tensor file)");
+  }
+  torch::Tensor prior;
+  if (!archive.try_read("mean_feature", prior) || prior.dim() != 1 || prior.size(0) != feature_dim) {
+    jp.fail(file.string() + " does not hold a " + std::to_string(feature_dim) + "-d mean feature");
+  }
+  return prior.to(torch::kFloat);
+}
+
+}  // namespace
+
+ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
+  const json config = read_model_config(dir);
+  const std::string origin = (dir / "config.json").string();
+  const JsonView root(config, origin, "");
+  ModelBundle b;
+  b.vocab = load_vocabulary(dir, root.at("vocabulary"));
+  b.encoder = EncoderInfo::from_json(config["encoder"], origin);
+  b.encoder_file = locate_encoder(dir, root.at("encoder"));
+  check_same_encoder(b.encoder, EncoderInfo::load_sidecar(b.encoder_file), "model " + dir.string());
+  b.encoder.model_file = b.encoder_file;
+  b.members = load_members(dir, root.at("members"), b, device);
   if (root.has("search")) b.search = search_options_from_json(config["search"], origin);
   if (root.has("decoder_precision")) {
     b.decoder_precision = root.at("decoder_precision").as_string();
@@ -193,24 +231,11 @@ ModelBundle ModelBundle::load(const fs::path& dir, torch::Device device) {
     }
   }
   if (root.has("image_prior")) {
-    auto jp = root.at("image_prior");
-    const fs::path file = dir / jp.at("file").as_string();
-    torch::serialize::InputArchive archive;
-    try {
-      archive.load_from(file.string());
-    } catch (const c10::Error& e) {
-      jp.fail("cannot read " + file.string() + ": " + e.what_without_backtrace() + " (truncated or not a tensor file)");
-    }
-    if (!archive.try_read("mean_feature", b.image_prior) || b.image_prior.dim() != 1 ||
-        b.image_prior.size(0) != b.encoder.feature_dim) {
-      jp.fail(file.string() + " does not hold a " + std::to_string(b.encoder.feature_dim) + "-d mean feature");
-    }
-    b.image_prior = b.image_prior.to(torch::kFloat);
+    const auto jp = root.at("image_prior");
+    b.image_prior = load_image_prior(dir, jp, b.encoder.feature_dim);
     b.image_prior_images = jp.has("images") ? jp.at("images").as_int() : 0;
   }
-  if (b.search.mi_weight > 0 && !b.image_prior.defined()) {
-    root.at("search").fail("mi_weight needs an \"image_prior\"");
-  }
+  if (b.search.mi_weight > 0 && !b.image_prior.defined()) root.at("search").fail("mi_weight needs an \"image_prior\"");
   b.search.repeat_exempt = b.vocab.function_word_ids();
   if (root.has("training")) b.training = config["training"];
   return b;

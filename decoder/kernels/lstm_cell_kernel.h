@@ -8,7 +8,7 @@
 // Shapes: gates (R, 4H), word_gates (V, 4H), image_gates (B, 4H), c, c_out, h (R, H), all row-major
 // float32, H a multiple of 8. Bit-identical to those ops when H is a multiple of 16 (LibTorch's
 // vector loop then leaves no scalar tail) and LibTorch's sigmoid and tanh call SLEEF's 8-wide
-// functions, as Debian's LibTorch 1.13 does on x86 (tests/decoding_kernels_test.cpp checks it):
+// functions, as Debian's LibTorch 1.13 does on x86 (tests/decoder/kernels/decoding_kernels_test.cpp checks it):
 // the same exp and tanh, the same operation order, no fused multiply-adds.
 #pragma once
 

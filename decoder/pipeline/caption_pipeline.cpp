@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <map>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -85,6 +86,53 @@ CaptionPipeline::CaptionPipeline(const ModelBundle& model, Encoder& encoder, Cap
   }
 }
 
+namespace {
+
+// Encoder workers (one LibTorch thread each: a convolution scales better across photos than
+// across the threads of one call) encode batches while this thread decodes earlier ones, all
+// sharing the cores, in the batcher's order. LibTorch's thread count is per calling thread, so
+// each worker sets its own.
+void encode_while_decoding(ImageBatcher& batcher, int workers, int threads_per_worker,
+                           const std::function<FeatureViews(ImageBatch&)>& encode,
+                           const std::function<void(EncodedBatch&)>& decode, const std::function<bool()>& stop) {
+  EncodedQueue queue(static_cast<size_t>(workers) + 1);
+  std::vector<std::thread> encoders;
+  for (int w = 0; w < workers; ++w) {
+    encoders.emplace_back([&] {
+      try {
+        at::internal::lazy_init_num_threads();  // before setting ours, or the first op resets it
+        at::set_num_threads(threads_per_worker);
+        EncodedBatch item;
+        while (batcher.next(item.batch)) {
+          item.views = encode(item.batch);
+          if (!queue.push(std::move(item))) break;
+          item = EncodedBatch();
+        }
+        queue.finish_producer();
+      } catch (...) {
+        queue.close(std::current_exception());
+      }
+    });
+  }
+  auto join_all = [&] {
+    queue.close();
+    for (auto& t : encoders) t.join();
+  };
+  try {
+    while (!stop()) {
+      auto item = queue.pop(encoders.size());
+      if (!item) break;
+      decode(*item);
+    }
+  } catch (...) {
+    join_all();
+    throw;
+  }
+  join_all();
+}
+
+}  // namespace
+
 FeatureViews CaptionPipeline::encode_batch(ImageBatch& batch, bool with_flipped) {
   FeatureViews views;
   if (batch.indices.empty()) return views;
@@ -143,7 +191,7 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
 #endif
     if (cb.on_progress) cb.on_progress(done, files.size());
   };
-  auto stop_requested = [&] { return cb.should_stop && cb.should_stop(); };
+  const std::function<bool()> stop_requested = [&] { return cb.should_stop && cb.should_stop(); };
 
   if (!options_.threads.overlap) {
     EncodedBatch item;
@@ -156,45 +204,9 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
     }
     return failed;
   }
-
-  // Encoder workers (one LibTorch thread each: a convolution scales better across photos than
-  // across the threads of one call) encode batches while the decoder captions earlier ones, all
-  // sharing the cores. LibTorch's thread count is per calling thread, so each keeps its own.
-  const int workers = std::max(1, options_.threads.encoder_workers);
-  EncodedQueue queue(static_cast<size_t>(workers) + 1);
-  std::vector<std::thread> encoders;
-  for (int w = 0; w < workers; ++w) {
-    encoders.emplace_back([&] {
-      try {
-        at::internal::lazy_init_num_threads();  // before setting ours, or the first op resets it
-        at::set_num_threads(options_.threads.encoder);
-        EncodedBatch item;
-        while (batcher.next(item.batch)) {
-          item.views = encode_batch(item.batch, bo.with_flipped);
-          if (!queue.push(std::move(item))) break;
-          item = EncodedBatch();
-        }
-        queue.finish_producer();
-      } catch (...) {
-        queue.close(std::current_exception());
-      }
-    });
-  }
-  auto join_all = [&] {
-    queue.close();
-    for (auto& t : encoders) t.join();
-  };
-  try {
-    while (!stop_requested()) {
-      auto item = queue.pop(encoders.size());
-      if (!item) break;
-      decode(*item);
-    }
-  } catch (...) {
-    join_all();
-    throw;
-  }
-  join_all();
+  encode_while_decoding(
+      batcher, std::max(1, options_.threads.encoder_workers), options_.threads.encoder,
+      [&](ImageBatch& batch) { return encode_batch(batch, bo.with_flipped); }, decode, stop_requested);
   return failed;
 }
 

@@ -130,18 +130,27 @@ bool resolve_bf16_products(const std::string& request, const torch::Device& devi
 
 }  // namespace
 
-TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
-  std::unique_ptr<DistributedGroup> group = DistributedGroup::connect(job.distributed);
+namespace {
+
+using Say = std::function<void(const std::string&)>;
+
+void say_warnings(const std::vector<std::string>& warnings, const Say& say) {
+  for (const auto& w : warnings) {
+    if (say) say("warning: " + w);
+  }
+}
+
+// Rank 0 owns the output folder and holds its lock until the run ends (one run per folder); the
+// other ranks learn its verdict rather than waiting for it until the timeout.
+std::unique_ptr<OutputLock> claim_output_dir(const TrainJob& job, DistributedGroup* group) {
   const bool main_rank = !group || group->is_main();
-  // Rank 0 owns the output folder; the others learn its verdict rather than waiting for it
-  // until the timeout.
   std::string refusal;
-  std::optional<OutputLock> output_lock;  // held until the run ends: one run per folder
+  std::unique_ptr<OutputLock> lock;
   if (main_rank) {
     try {
       std::error_code ec;
       if (job.output_dir.has_parent_path()) fs::create_directories(job.output_dir.parent_path(), ec);
-      output_lock.emplace(job.output_dir);
+      lock = std::make_unique<OutputLock>(job.output_dir);
       check_output_dir(job);
     } catch (const std::exception& e) {
       refusal = e.what();
@@ -149,85 +158,76 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   }
   if (group) refusal = group->broadcast_bytes(refusal);
   if (!refusal.empty()) throw std::runtime_error(main_rank ? refusal : "rank 0 refused to start: " + refusal);
-  auto say = cb.trainer.on_message;
-  CaptionDataset train =
-      load_split(job.train_captions, job.train_images, job.train_split, job.karpathy_train_split, job.max_train_images);
-  CaptionDataset val = load_split(job.val_captions, job.val_images, job.val_split, job.karpathy_val_split, job.max_val_images);
-  for (const auto* ds : {&train, &val}) {
-    for (const auto& w : ds->warnings) {
-      if (say) say("warning: " + w);
-    }
-  }
+  return lock;
+}
 
-  torch::Device device = resolve_device(job.device);
-  TrainerOptions to = job.trainer;
-  to.bf16_products = resolve_bf16_products(job.bf16_products, device);
-  ThreadPlan threads = ThreadPlan::choose(job.threads);
-  // bf16 products run on oneDNN, whose threads are LibTorch's: give them every core (float32's
-  // products run on OpenBLAS's own pool, beside a single LibTorch thread).
-  if (to.bf16_products && job.threads == 0) threads.decoder = threads.encoder_alone;
-  std::optional<ScopedTorchThreads> encoder_threads(std::in_place, threads.encoder_alone);
-  // Fine-tuning: the starting model fixes the vocabulary and the decoder's shape, and can only
-  // continue on the features it was trained on, so its encoder is the default, not the
-  // installation's. Loaded (and refused) before any image is encoded.
-  std::optional<ModelBundle> init;
-  if (!job.init_from.empty()) {
-    init = ModelBundle::load(job.init_from, device);
-    if (init->members.size() != 1 || init->members[0].view != 0) {
-      throw std::runtime_error("--init-from " + job.init_from.string() +
-                               ": can only continue from a single model, not an ensemble");
-    }
+// Fine-tuning: the starting model fixes the vocabulary and the decoder's shape, and can only
+// continue on the features it was trained on. Loaded (and refused) before any image is encoded.
+std::optional<ModelBundle> load_init_model(const TrainJob& job, const torch::Device& device) {
+  if (job.init_from.empty()) return std::nullopt;
+  ModelBundle init = ModelBundle::load(job.init_from, device);
+  if (init.members.size() != 1 || init.members[0].view != 0) {
+    throw std::runtime_error("--init-from " + job.init_from.string() +
+                             ": can only continue from a single model, not an ensemble");
   }
-  const fs::path encoder_file = !job.encoder_file.empty() ? job.encoder_file : init ? init->encoder_file : default_encoder_file();
-  Encoder encoder = Encoder::load(encoder_file, device);
-  // Before any collective sized by the data or the model: every rank must be asked the same.
-  if (group) {
-    group->check_same_settings(settings_that_shape_the_model(job, to, train, val, encoder.info(), group->world_size()));
-  }
+  return init;
+}
+
+// Encodes (or reads from the cache) the photos of both splits; under several ranks each encodes
+// its shard and the sums make every rank hold all of them.
+std::pair<FeatureSet, FeatureSet> encode_splits(const TrainJob& job, Encoder& encoder, const CaptionDataset& train,
+                                                const CaptionDataset& val, DistributedGroup* group, const TrainJobCallbacks& cb) {
   FeatureCacheOptions fo;
   fo.cache_dir = job.cache_dir;
   fo.batch_size = job.encoder_batch;
   fo.workers = job.loader_threads;
-  fo.with_flipped = job.trainer.flip_augment;
   if (group) {
     fo.shard_index = group->rank();
     fo.shard_count = group->world_size();
-    fo.write_cache = main_rank;
-    fo.sum = [&](const std::vector<torch::Tensor>& t) { group->allreduce_sum(t); };
+    fo.write_cache = group->is_main();
+    fo.sum = [group](const std::vector<torch::Tensor>& t) { group->allreduce_sum(t); };
   }
-  fo.progress = [&](size_t done, size_t total) {
-    if (cb.on_features) cb.on_features("train images", done, total);
+  auto progress_of = [&](const std::string& what) {
+    return [&cb, what](size_t done, size_t total) {
+      if (cb.on_features) cb.on_features(what, done, total);
+    };
   };
+  fo.with_flipped = job.trainer.flip_augment;
+  fo.progress = progress_of("train images");
   FeatureSet train_feats = compute_features(encoder, train.image_paths(), fo);
   fo.with_flipped = false;
-  fo.progress = [&](size_t done, size_t total) {
-    if (cb.on_features) cb.on_features("validation images", done, total);
-  };
+  fo.progress = progress_of("validation images");
   FeatureSet val_feats = compute_features(encoder, val.image_paths(), fo);
-  encoder_threads.reset();
-  ScopedTorchThreads decoder_threads(threads.decoder);
-  for (const auto* feats : {&train_feats, &val_feats}) {
-    for (const auto& w : feats->warnings) {
-      if (say) say("warning: " + w);
-    }
-  }
-  keep_readable(train, train_feats, say);
-  keep_readable(val, val_feats, say);
+  return {std::move(train_feats), std::move(val_feats)};
+}
 
-  // Vocabulary from the training captions only; bracket tokens carry no meaning for a caption.
+// The training captions as words (cut to max_caption_length), each with the row of its photo.
+// Bracket tokens carry no meaning for a caption.
+struct TokenizedCaptions {
+  std::vector<std::vector<std::string>> words;
+  std::vector<int64_t> image;
+};
+
+TokenizedCaptions tokenize_training_captions(const CaptionDataset& train, int max_caption_length) {
   TokenizerOptions topt;
   topt.keep_bracket_tokens = false;
-  std::vector<std::vector<std::string>> tokenized;
-  std::vector<int64_t> caption_image;
+  TokenizedCaptions out;
   for (size_t i = 0; i < train.records.size(); ++i) {
     for (const auto& c : train.records[i].captions) {
       auto tokens = tokenize_caption(c, topt);
       if (tokens.empty()) continue;
-      if (static_cast<int>(tokens.size()) > job.max_caption_length) tokens.resize(job.max_caption_length);
-      tokenized.push_back(std::move(tokens));
-      caption_image.push_back(static_cast<int64_t>(i));
+      if (static_cast<int>(tokens.size()) > max_caption_length) tokens.resize(max_caption_length);
+      out.words.push_back(std::move(tokens));
+      out.image.push_back(static_cast<int64_t>(i));
     }
   }
+  return out;
+}
+
+// The model to train: the --init-from model's vocabulary and decoder, or a vocabulary built from
+// the training captions and a freshly initialised decoder.
+ModelBundle start_model(const TrainJob& job, std::optional<ModelBundle> init, const TokenizedCaptions& captions,
+                        const Encoder& encoder, const fs::path& encoder_file, const torch::Device& device) {
   ModelBundle model;
   if (init) {
     check_same_encoder(init->encoder, encoder.info(), "--init-from " + job.init_from.string());
@@ -235,7 +235,7 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
     model.members.push_back(init->members[0]);
     model.members[0].decoder->train();
   } else {
-    model.vocab = Vocabulary::build(tokenized, job.min_word_count);
+    model.vocab = Vocabulary::build(captions.words, job.min_word_count);
     if (model.vocab.size() <= Vocabulary::kNumSpecial) {
       throw std::runtime_error("no word occurs " + std::to_string(job.min_word_count) +
                                " times in the training captions: lower --min-word-count or add data");
@@ -252,40 +252,73 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
   model.encoder = encoder.info();
   model.encoder_file = encoder_file;
   model.search = job.search;
+  return model;
+}
 
+// What the bundle records of how it was trained (config.json's "training").
+json training_record(const TrainJob& job, const TrainerOptions& options, const CaptionDataset& train, const CaptionDataset& val,
+                     size_t captions_used) {
+  json o = to_json(options);
+  o["min_word_count"] = job.min_word_count;
+  o["max_caption_length"] = job.max_caption_length;
+  o["objective"] = "xe";
+  o["init_from"] = job.init_from.string();
+  return {
+      {"command", job.command_line},
+      {"train", {{"captions", job.train_captions.string()}, {"images", train.records.size()}, {"captions_used", captions_used}}},
+      {"validation", {{"captions", job.val_captions.string()}, {"images", val.records.size()}}},
+      {"options", std::move(o)}};
+}
+
+}  // namespace
+
+TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
+  std::unique_ptr<DistributedGroup> group = DistributedGroup::connect(job.distributed);
+  const auto output_lock = claim_output_dir(job, group.get());
+  const auto& say = cb.trainer.on_message;
+  CaptionDataset train =
+      load_split(job.train_captions, job.train_images, job.train_split, job.karpathy_train_split, job.max_train_images);
+  CaptionDataset val = load_split(job.val_captions, job.val_images, job.val_split, job.karpathy_val_split, job.max_val_images);
+  say_warnings(train.warnings, say);
+  say_warnings(val.warnings, say);
+
+  const torch::Device device = resolve_device(job.device);
+  TrainerOptions options = job.trainer;
+  options.bf16_products = resolve_bf16_products(job.bf16_products, device);
+  ThreadPlan threads = ThreadPlan::choose(job.threads);
+  // bf16 products run on oneDNN, whose threads are LibTorch's: give them every core (float32's
+  // products run on OpenBLAS's own pool, beside a single LibTorch thread).
+  if (options.bf16_products && job.threads == 0) threads.decoder = threads.encoder_alone;
+  std::optional<ScopedTorchThreads> encoder_threads(std::in_place, threads.encoder_alone);
+  auto init = load_init_model(job, device);
+  // A fine-tuned model keeps its own encoder, not the installation's default.
+  const fs::path encoder_file = !job.encoder_file.empty() ? job.encoder_file : init ? init->encoder_file : default_encoder_file();
+  Encoder encoder = Encoder::load(encoder_file, device);
+  // Before any collective sized by the data or the model: every rank must be asked the same.
+  if (group) {
+    group->check_same_settings(settings_that_shape_the_model(job, options, train, val, encoder.info(), group->world_size()));
+  }
+  auto [train_feats, val_feats] = encode_splits(job, encoder, train, val, group.get(), cb);
+  encoder_threads.reset();
+  ScopedTorchThreads decoder_threads(threads.decoder);
+  say_warnings(train_feats.warnings, say);
+  say_warnings(val_feats.warnings, say);
+  keep_readable(train, train_feats, say);
+  keep_readable(val, val_feats, say);
+
+  // Vocabulary from the training captions only.
+  TokenizedCaptions captions = tokenize_training_captions(train, job.max_caption_length);
+  ModelBundle model = start_model(job, std::move(init), captions, encoder, encoder_file, device);
   TrainingData data;
   data.features = train_feats.features;
   data.flipped = train_feats.flipped;
-  data.caption_image = std::move(caption_image);
-  for (const auto& t : tokenized) data.captions.push_back(model.vocab.encode(t));
+  data.caption_image = std::move(captions.image);
+  for (const auto& words : captions.words) data.captions.push_back(model.vocab.encode(words));
   ValidationData vdata;
   vdata.features = val_feats.features;
   for (const auto& r : val.records) vdata.references.push_back(r.captions);
+  model.training = training_record(job, options, train, val, data.captions.size());
 
-  const auto& t = to;
-  model.training = {
-      {"command", job.command_line},
-      {"train",
-       {{"captions", job.train_captions.string()}, {"images", train.records.size()}, {"captions_used", data.captions.size()}}},
-      {"validation", {{"captions", job.val_captions.string()}, {"images", val.records.size()}}},
-      {"options",
-       {{"epochs", t.epochs},
-        {"batch_size", t.batch_size},
-        {"learning_rate", t.learning_rate},
-        {"lr_decay", t.lr_decay},
-        {"lr_decay_every", t.lr_decay_every},
-        {"weight_decay", t.weight_decay},
-        {"grad_clip", t.grad_clip},
-        {"label_smoothing", t.label_smoothing},
-        {"ema_decay", t.ema_decay},
-        {"patience", t.patience},
-        {"flip_augment", t.flip_augment},
-        {"bf16_products", t.bf16_products},
-        {"seed", t.seed},
-        {"min_word_count", job.min_word_count},
-        {"max_caption_length", job.max_caption_length},
-        {"objective", "xe"},
-        {"init_from", job.init_from.string()}}}};
   if (say && group) {
     say("data-parallel over " + std::to_string(group->world_size()) + " processes: each takes " +
         std::to_string(job.trainer.batch_size / group->world_size()) + " of every " + std::to_string(job.trainer.batch_size) +
@@ -296,8 +329,8 @@ TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
         " images; validating on " + std::to_string(val.records.size()) + " images; vocabulary " +
         std::to_string(model.vocab.size()) + " words; " + (device.is_cuda() ? "GPU" : "CPU"));
   }
-  to.group = group.get();
-  Trainer trainer(std::move(model), std::move(data), std::move(vdata), to, job.output_dir);
+  options.group = group.get();
+  Trainer trainer(std::move(model), std::move(data), std::move(vdata), options, job.output_dir);
   return trainer.run(cb.trainer);
 }
 

@@ -138,156 +138,155 @@ CaptionScores Trainer::validate() {
   return score_captions(hyps, val_.references);
 }
 
-TrainResult Trainer::run(const TrainerCallbacks& cb) {
-  auto say = [&](const std::string& m) {
-    if (cb.on_message) cb.on_message(m);
-  };
-  const std::string checkpoint = run_dir_.checkpoint_file().string();
-  TrainResult result;
+TrainingState Trainer::begin(const Say& say) {
   TrainingState state;
   if (options_.resume && run_dir_.load_checkpoint(checkpoint_parts(), state, fingerprint())) {
     run_dir_.truncate_log(state.step);
-    say("resuming from " + checkpoint + " at epoch " + std::to_string(state.epoch + 1) + ", batch " +
+    say("resuming from " + run_dir_.checkpoint_file().string() + " at epoch " + std::to_string(state.epoch + 1) + ", batch " +
         std::to_string(state.next_batch));
   } else {
     if (options_.resume) say("no checkpoint in " + run_dir_.path().string() + ": starting from scratch");
     run_dir_.start_log();
   }
-  result.history = state.history;
-  const int start_epoch = state.epoch;
-  const int64_t start_batch = state.next_batch;
   // A run that ended because it reached its epoch count continues when asked for more epochs
   // (`--resume --epochs 3` after one epoch); one that early stopping ended stays ended.
-  if (state.finished && state.bad_epochs < options_.patience && start_epoch < options_.epochs) {
+  if (state.finished && state.bad_epochs < options_.patience && state.epoch < options_.epochs) {
     state.finished = false;
-    say("continuing a finished run of " + std::to_string(start_epoch) + " epochs up to " + std::to_string(options_.epochs));
+    say("continuing a finished run of " + std::to_string(state.epoch) + " epochs up to " + std::to_string(options_.epochs));
   }
-  auto best_of_history = [&] {
-    result.best_epoch = state.best_epoch;
-    for (const auto& r : result.history) {
-      if (r.epoch == result.best_epoch) result.best_bleu = r.bleu;
-    }
-  };
   if (state.finished) {
     say(state.bad_epochs >= options_.patience
-            ? "training already finished (stopped early at epoch " + std::to_string(start_epoch) + "); nothing to resume"
-            : "training already finished its " + std::to_string(start_epoch) + " epochs; nothing to resume (--epochs " +
+            ? "training already finished (stopped early at epoch " + std::to_string(state.epoch) + "); nothing to resume"
+            : "training already finished its " + std::to_string(state.epoch) + " epochs; nothing to resume (--epochs " +
                   std::to_string(options_.epochs) + ")");
-    result.epochs_completed = start_epoch;
-    best_of_history();
-    return result;
   }
+  return state;
+}
 
-  // Tests that kill a run need it to die at a known point, not at a moment a timer guessed.
-  const char* die_env = std::getenv("CAPTIONER_TEST_DIE_AFTER_STEPS");
-  const int64_t die_after_steps = die_env ? std::atoll(die_env) : 0;
-  for (int epoch = start_epoch; epoch < options_.epochs; ++epoch) {
+void Trainer::save_checkpoint(TrainingState& state, int epoch, int64_t next_batch, double epoch_seconds) {
+  state.epoch = epoch;
+  state.next_batch = next_batch;
+  state.epoch_seconds = epoch_seconds;
+  run_dir_.save_checkpoint(checkpoint_parts(), state, fingerprint());
+}
+
+bool Trainer::train_epoch(int epoch, double lr, TrainingState& state, const TrainerCallbacks& cb) {
+  for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+  const auto batches = objective_->epoch_batches(epoch);
+  const int64_t nb = static_cast<int64_t>(batches.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool resumed_mid_epoch = epoch == state.epoch && state.next_batch > 0;
+  if (!resumed_mid_epoch) state.start_epoch_sums();
+  const double seconds_before = state.epoch_seconds;
+  int64_t captions_done = 0, steps_done = 0;
+  const double comm_before = options_.group ? options_.group->communication_seconds() : 0.0;
+  for (int64_t b = resumed_mid_epoch ? state.next_batch : 0; b < nb; ++b) {
+    if (stop_requested()) {
+      save_checkpoint(state, epoch, b, seconds_before + seconds_since(t0));
+      return false;
+    }
+    const StepResult step = train_step(batches[b], epoch, b);
+    ++steps_done;
+    if (!std::isfinite(step.loss))
+      throw std::runtime_error("training diverged (loss " + std::to_string(step.loss) + "); lower --lr");
+    state.step += 1;
+    if (!ema_.empty()) update_ema(state.step);
+    const auto items = static_cast<int64_t>(batches[b].size());
+    state.epoch_loss_sum += step.loss * static_cast<double>(items);
+    state.epoch_items += items;
+    captions_done += items;
+    if (cb.on_batch) cb.on_batch(epoch + 1, b + 1, nb, step.loss, captions_done / std::max(1e-9, seconds_since(t0)));
+    if (options_.log_every > 0 && state.step % options_.log_every == 0) {
+      run_dir_.log(BatchLogLine{epoch + 1, b + 1, state.step, step.loss, lr});
+    }
+    if (options_.checkpoint_every > 0 && (b + 1) % options_.checkpoint_every == 0 && b + 1 < nb) {
+      save_checkpoint(state, epoch, b + 1, seconds_before + seconds_since(t0));
+    }
+  }
+  state.epoch_seconds = seconds_before + seconds_since(t0);
+  if (options_.group) {
+    const double comm = options_.group->communication_seconds() - comm_before;
+    char line[160];
+    std::snprintf(line, sizeof line, "epoch %d: %.1f ms per step in allreduce (%.0f%% of the step), %d processes", epoch + 1,
+                  1000 * comm / std::max<int64_t>(1, steps_done), 100 * comm / std::max(1e-9, seconds_since(t0)),
+                  options_.group->world_size());
+    if (cb.on_message) cb.on_message(line);
+  }
+  return true;
+}
+
+EpochReport Trainer::end_epoch(int epoch, double lr, TrainingState& state) {
+  EpochReport r;
+  r.epoch = epoch + 1;
+  r.train_loss = state.epoch_loss_sum / static_cast<double>(std::max<int64_t>(1, state.epoch_items));
+  r.learning_rate = lr;
+  r.seconds = state.epoch_seconds;
+  r.captions_per_second = static_cast<double>(objective_->items_per_epoch()) / std::max(1e-9, state.epoch_seconds);
+  if (!ema_.empty()) swap_ema();  // validate (and keep) the averaged weights
+  if (run_dir_.writes()) {
+    const CaptionScores scores = validate();
+    r.bleu = scores.bleu;
+    r.cider_d = scores.cider_d;
+  }
+  if (options_.group) {  // the others wait for rank 0's score: early stopping agrees everywhere
+    auto shared = torch::tensor(std::vector<double>{r.bleu[0], r.bleu[1], r.bleu[2], r.bleu[3], r.cider_d}, torch::kDouble);
+    options_.group->broadcast({shared});
+    for (int n = 0; n < 4; ++n) r.bleu[n] = shared[n].item<double>();
+    r.cider_d = shared[4].item<double>();
+  }
+  r.improved = r.bleu[3] > state.best_bleu4;
+  if (r.improved) {
+    state.best_bleu4 = r.bleu[3];
+    state.best_epoch = r.epoch;
+    state.bad_epochs = 0;
+    model_.training["best_epoch"] = r.epoch;
+    model_.training["validation_greedy_bleu"] = r.bleu;
+    model_.training["epochs_run"] = r.epoch;
+    run_dir_.save_model(model_, options_.fp16_bundle);
+  } else {
+    state.bad_epochs += 1;
+  }
+  if (!ema_.empty()) swap_ema();
+  r.best_epoch = state.best_epoch;
+  r.best_bleu4 = state.best_bleu4;
+  r.step = state.step;
+  state.history.push_back(r);
+  run_dir_.log(r);
+  if (r.epoch == options_.epochs || state.bad_epochs >= options_.patience) state.finished = true;
+  state.start_epoch_sums();
+  save_checkpoint(state, epoch + 1, 0, 0);
+  return r;
+}
+
+TrainResult Trainer::run(const TrainerCallbacks& cb) {
+  const Say say = [&](const std::string& m) {
+    if (cb.on_message) cb.on_message(m);
+  };
+  TrainingState state = begin(say);
+  TrainResult result;
+  result.history = state.history;
+  result.epochs_completed = state.epoch;
+  while (!state.finished && state.epoch < options_.epochs) {
+    const int epoch = state.epoch;
     const double lr = options_.learning_rate * std::pow(options_.lr_decay, epoch / std::max(1, options_.lr_decay_every));
-    for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
-    const auto batches = objective_->epoch_batches(epoch);
-    const int64_t nb = static_cast<int64_t>(batches.size());
-    const auto t0 = std::chrono::steady_clock::now();
-    const bool resumed_mid_epoch = epoch == start_epoch && start_batch > 0;
-    if (!resumed_mid_epoch) state.start_epoch_sums();
-    const double seconds_before = state.epoch_seconds;
-    int64_t captions_done = 0, steps_done = 0;
-    const double comm_before = options_.group ? options_.group->communication_seconds() : 0.0;
-    for (int64_t b = resumed_mid_epoch ? start_batch : 0; b < nb; ++b) {
-      if (stop_requested()) {
-        state.epoch = epoch;
-        state.next_batch = b;
-        state.epoch_seconds = seconds_before + seconds_since(t0);
-        run_dir_.save_checkpoint(checkpoint_parts(), state, fingerprint());
-        say("interrupted: checkpoint saved to " + checkpoint + "; continue with --resume");
-        result.interrupted = true;
-        result.epochs_completed = epoch;
-        return result;
-      }
-      const StepResult step = train_step(batches[b], epoch, b);
-      ++steps_done;
-      if (!std::isfinite(step.loss))
-        throw std::runtime_error("training diverged (loss " + std::to_string(step.loss) + "); lower --lr");
-      state.step += 1;
-      if (die_after_steps > 0 && state.step >= die_after_steps) std::_Exit(137);  // tests only: a deterministic kill -9
-      if (!ema_.empty()) update_ema(state.step);
-      const auto items = static_cast<int64_t>(batches[b].size());
-      state.epoch_loss_sum += step.loss * static_cast<double>(items);
-      state.epoch_items += items;
-      captions_done += items;
-      if (cb.on_batch) cb.on_batch(epoch + 1, b + 1, nb, step.loss, captions_done / std::max(1e-9, seconds_since(t0)));
-      if (options_.log_every > 0 && state.step % options_.log_every == 0) {
-        run_dir_.log(BatchLogLine{epoch + 1, b + 1, state.step, step.loss, lr});
-      }
-      if (options_.checkpoint_every > 0 && (b + 1) % options_.checkpoint_every == 0 && b + 1 < nb) {
-        state.epoch = epoch;
-        state.next_batch = b + 1;
-        state.epoch_seconds = seconds_before + seconds_since(t0);
-        run_dir_.save_checkpoint(checkpoint_parts(), state, fingerprint());
-      }
+    if (!train_epoch(epoch, lr, state, cb)) {
+      say("interrupted: checkpoint saved to " + run_dir_.checkpoint_file().string() + "; continue with --resume");
+      result.interrupted = true;
+      return result;
     }
-    const double train_seconds = seconds_before + seconds_since(t0);
-    if (options_.group) {
-      const double comm = options_.group->communication_seconds() - comm_before;
-      char line[160];
-      std::snprintf(line, sizeof line, "epoch %d: %.1f ms per step in allreduce (%.0f%% of the step), %d processes", epoch + 1,
-                    1000 * comm / std::max<int64_t>(1, steps_done), 100 * comm / std::max(1e-9, seconds_since(t0)),
-                    options_.group->world_size());
-      say(line);
-    }
-
-    EpochReport r;
-    r.epoch = epoch + 1;
-    r.train_loss = state.epoch_loss_sum / static_cast<double>(std::max<int64_t>(1, state.epoch_items));
-    r.learning_rate = lr;
-    r.captions_per_second = static_cast<double>(objective_->items_per_epoch()) / std::max(1e-9, train_seconds);
-    if (!ema_.empty()) swap_ema();  // validate (and keep) the averaged weights
-    if (run_dir_.writes()) {
-      const CaptionScores scores = validate();
-      r.bleu = scores.bleu;
-      r.cider_d = scores.cider_d;
-    }
-    if (options_.group) {  // the others wait for rank 0's score: early stopping agrees everywhere
-      auto shared = torch::tensor(std::vector<double>{r.bleu[0], r.bleu[1], r.bleu[2], r.bleu[3], r.cider_d}, torch::kDouble);
-      options_.group->broadcast({shared});
-      for (int n = 0; n < 4; ++n) r.bleu[n] = shared[n].item<double>();
-      r.cider_d = shared[4].item<double>();
-    }
-    r.seconds = train_seconds;
-    r.improved = r.bleu[3] > state.best_bleu4;
-    if (r.improved) {
-      state.best_bleu4 = r.bleu[3];
-      state.best_epoch = r.epoch;
-      state.bad_epochs = 0;
-      model_.training["best_epoch"] = r.epoch;
-      model_.training["validation_greedy_bleu"] = r.bleu;
-      model_.training["epochs_run"] = r.epoch;
-      run_dir_.save_model(model_, options_.fp16_bundle);
-    } else {
-      state.bad_epochs += 1;
-    }
-    if (!ema_.empty()) swap_ema();
-    r.best_epoch = state.best_epoch;
-    r.best_bleu4 = state.best_bleu4;
-    r.step = state.step;
-    state.history.push_back(r);
-    run_dir_.log(r);
+    const EpochReport r = end_epoch(epoch, lr, state);
     result.history.push_back(r);
+    result.epochs_completed = r.epoch;
     if (cb.on_epoch) cb.on_epoch(r);
-
-    const bool stop_early = state.bad_epochs >= options_.patience;
-    if (epoch + 1 == options_.epochs || stop_early) state.finished = true;
-    state.epoch = epoch + 1;
-    state.next_batch = 0;
-    state.start_epoch_sums();
-    run_dir_.save_checkpoint(checkpoint_parts(), state, fingerprint());
-    result.epochs_completed = epoch + 1;
-    if (stop_early) {
+    if (state.bad_epochs >= options_.patience) {
       result.stopped_early = true;
       say("no better validation BLEU-4 for " + std::to_string(options_.patience) + " epochs: stopping early");
-      break;
     }
   }
-  best_of_history();
+  result.best_epoch = state.best_epoch;
+  for (const auto& r : result.history) {
+    if (r.epoch == result.best_epoch) result.best_bleu = r.bleu;
+  }
   return result;
 }
 

@@ -46,6 +46,16 @@ class Trainer {
   void swap_ema();
   bool stop_requested() const;  // by a signal here, or (data-parallel) on any rank
 
+  // The steps of run(), in order. begin: the checkpoint's state when resuming, else a fresh one.
+  // train_epoch: one pass over the epoch's batches from state.next_batch; false when asked to
+  // stop (checkpoint written). end_epoch: validate, keep the model if it is the best so far,
+  // log, checkpoint the epoch's end.
+  using Say = std::function<void(const std::string&)>;
+  TrainingState begin(const Say& say);
+  bool train_epoch(int epoch, double learning_rate, TrainingState& state, const TrainerCallbacks& callbacks);
+  EpochReport end_epoch(int epoch, double learning_rate, TrainingState& state);
+  void save_checkpoint(TrainingState& state, int epoch, int64_t next_batch, double epoch_seconds);
+
   ModelBundle model_;
   CaptionDecoder decoder_{nullptr};
   TrainingData train_;

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "datasets/training_log.h"
 #include "decoder/search/search_options.h"
 
@@ -66,5 +68,9 @@ struct TrainResult {
   bool interrupted = false;  // stop flag seen: a checkpoint was written, resume to continue
   std::vector<EpochReport> history;
 };
+
+// The options that shape the model, under the names a bundle's config.json records them
+// ("training"."options"); the CLI's flags, the stop flag and the group are left out.
+nlohmann::json to_json(const TrainerOptions& options);
 
 }  // namespace captioner

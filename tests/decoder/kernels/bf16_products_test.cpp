@@ -5,6 +5,7 @@
 #include "decoder/kernels/bf16_matmul.h"
 #include "decoder/network/caption_decoder.h"
 #include "decoder/kernels/lstm_sequence.h"
+#include "tests/model_fixtures.h"
 
 using namespace captioner;
 
@@ -104,14 +105,7 @@ TEST(Bf16Products, LstmSequenceStaysWithinBf16RoundingOfFloat32) {
 }
 
 TEST(Bf16Products, DecoderLossFollowsFloat32AndEvalModeIsUntouched) {
-  DecoderConfig config;
-  config.cell = "lstm";
-  config.vocab_size = 40;
-  config.feature_dim = 24;
-  config.embed_dim = 16;
-  config.hidden_dim = 32;
-  config.image_dim = 0;
-  config.dropout = 0.0;  // the same forward pass in both precisions
+  const DecoderConfig config = test::tiny_decoder_config(40, 24, "lstm", 16, 32, 0);
   torch::manual_seed(3);
   CaptionDecoder decoder(config);
   const auto features = torch::randn({5, config.feature_dim});

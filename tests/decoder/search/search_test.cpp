@@ -10,6 +10,7 @@
 
 #include "decoder/pipeline/caption_pipeline.h"
 #include "vocab/vocabulary.h"
+#include "tests/model_fixtures.h"
 
 using namespace captioner;
 
@@ -17,15 +18,7 @@ namespace {
 // A randomly initialised decoder with peaked distributions, so searches make real choices.
 CaptionDecoder random_decoder(const std::string& cell, uint64_t seed, int64_t vocab = 20) {
   torch::manual_seed(seed);
-  DecoderConfig c;
-  c.vocab_size = vocab;
-  c.feature_dim = 6;
-  c.embed_dim = 8;
-  c.hidden_dim = 16;
-  c.image_dim = 8;
-  c.cell = cell;
-  c.dropout = 0.0;
-  CaptionDecoder d(c);
+  CaptionDecoder d(test::tiny_decoder_config(vocab, 6, cell, 8, 16, 8));
   torch::NoGradGuard g;
   for (auto& p : d->parameters()) p.mul_(3.0);
   d->eval();

@@ -5,20 +5,13 @@
 #include "decoder/kernels/fused_adam.h"
 #include "decoder/search/caption_search.h"
 #include "vocab/vocabulary.h"
+#include "tests/model_fixtures.h"
 
 using namespace captioner;
 
 namespace {
 DecoderConfig tiny(const std::string& cell, int64_t vocab = 12, int64_t feat = 5) {
-  DecoderConfig c;
-  c.vocab_size = vocab;
-  c.feature_dim = feat;
-  c.embed_dim = 6;
-  c.hidden_dim = 7;
-  c.image_dim = 4;
-  c.cell = cell;
-  c.dropout = 0.0;
-  return c;
+  return test::tiny_decoder_config(vocab, feat, cell, 6, 7, 4);
 }
 
 torch::Tensor random_tokens(int64_t B, int64_t T, int64_t V) {
@@ -130,15 +123,7 @@ TEST_P(EveryCell, LearnsHelloAtCharacterLevel) {
   // memory of the step before, so a cell that ignores its state cannot pass.
   torch::manual_seed(5);
   Vocabulary vocab = Vocabulary::build({{"h", "e", "l", "o"}}, 1);
-  DecoderConfig c;
-  c.vocab_size = static_cast<int64_t>(vocab.size());
-  c.feature_dim = 1;
-  c.embed_dim = 8;
-  c.hidden_dim = 16;
-  c.image_dim = 0;
-  c.cell = GetParam();
-  c.dropout = 0.0;
-  CaptionDecoder d(c);
+  CaptionDecoder d(test::tiny_decoder_config(static_cast<int64_t>(vocab.size()), 1, GetParam(), 8, 16, 0));
   auto seq = torch::tensor(std::vector<int64_t>{vocab.id("h"), vocab.id("e"), vocab.id("l"), vocab.id("l"), vocab.id("o"),
                                                 Vocabulary::kEnd})
                  .unsqueeze(0);

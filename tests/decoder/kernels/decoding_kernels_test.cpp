@@ -10,6 +10,7 @@
 #include "decoder/search/beam_candidates.h"
 #include "decoder/network/caption_decoder.h"
 #include "decoder/kernels/lstm_cell_kernel.h"
+#include "tests/model_fixtures.h"
 
 using namespace captioner;
 
@@ -39,13 +40,7 @@ std::pair<torch::Tensor, torch::Tensor> lstm_by_ops(const torch::Tensor& hidden,
 // An LSTM decoder in eval mode with the raw image in every gate (as the default model), its hidden
 // size a multiple of 16 so that decoding takes the fused pass.
 CaptionDecoder eval_lstm_decoder(int64_t vocab, int64_t embed, int64_t hidden, int64_t features) {
-  DecoderConfig config;
-  config.vocab_size = vocab;
-  config.embed_dim = embed;
-  config.hidden_dim = hidden;
-  config.feature_dim = features;
-  config.image_dim = 0;
-  CaptionDecoder decoder(config);
+  CaptionDecoder decoder(test::tiny_decoder_config(vocab, features, "lstm", embed, hidden, 0));
   decoder->eval();
   return decoder;
 }
