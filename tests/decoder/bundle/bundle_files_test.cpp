@@ -2,27 +2,12 @@
 // a copied model folder still finds its encoder.
 // Tiny model: no ../shared needed.
 #include <gtest/gtest.h>
-#include <torch/script.h>
-#include <fcntl.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cstdlib>
-#include <fstream>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 #include <nlohmann/json.hpp>
-#include <optional>
-#include <set>
-#include <sstream>
 #include <tuple>
 
-#include "datasets/caption_writer.h"
 #include "datasets/file_io.h"
-#include "decoder/bundle/install_paths.h"
 #include "tests/model_fixtures.h"
 #include "tests/test_util.h"
 
