@@ -10,6 +10,7 @@
 
 #include "encoder/image_probe.h"
 #include "encoder/jpeg_decoder.h"
+#include "encoder/png_decoder.h"
 
 namespace captioner {
 
@@ -28,9 +29,6 @@ bool has_image_extension(const fs::path& file) {
 
 namespace {
 
-// Composites an 8-bit 4-channel BGRA image over white: transparent regions would otherwise keep
-// whatever colour the encoder happened to store there (often black). In place of float planes, one
-// pass in integers: a large photo must not take several float copies of itself.
 cv::Mat over_white(const cv::Mat& bgra) {
   CV_Assert(bgra.type() == CV_8UC4);
   cv::Mat out(bgra.rows, bgra.cols, CV_8UC3);
@@ -112,7 +110,11 @@ cv::Mat ImageLoader::decode_bytes(std::string_view bytes, const fs::path& file) 
       img = shrink_to_working_size(cv::imdecode(raw, cv::IMREAD_COLOR));
     } else {
       // Keep alpha and 16-bit samples to composite and scale them properly.
-      img = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+      if (h.format == "png") {
+        img = decode_png(bytes, file);  // ours: libpng's messages never reach stderr unnamed
+      } else {
+        img = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+      }
       if (!img.empty()) {
         img = to_8bit(shrink_to_working_size(img));
         if (img.channels() == 4) {

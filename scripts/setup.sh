@@ -17,6 +17,7 @@ PACKAGES=(
   libsleef-dev                               # SLEEF's header: the fused LSTM decoding step calls LibTorch's exp/tanh
   libdnnl-dev                                # oneDNN's headers: training's bf16 matrix products
   libjpeg-dev libexif-dev                    # JPEG decoding that refuses damaged photos; EXIF orientation
+  libpng-dev                                 # PNG decoding whose messages name the file
   libcpp-httplib-dev                         # captioner serve
   fonts-dejavu-core                          # captioner plot's text (OpenCV's freetype module draws it)
   python3-torch python3-torchvision python3-numpy   # scripts/ only: converting and exporting encoders

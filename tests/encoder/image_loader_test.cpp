@@ -4,10 +4,12 @@
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <zlib.h>
 
 #include "datasets/file_io.h"
 #include "encoder/image_probe.h"
 #include "encoder/jpeg_decoder.h"
+#include "encoder/png_decoder.h"
 #include "tests/test_util.h"
 
 using namespace captioner;
@@ -274,4 +276,105 @@ TEST(ImageLoader, OurJpegDecodingIsOpenCvsPixelForPixel) {
     same(with_exif_orientation(baseline, orientation), "EXIF orientation " + std::to_string(orientation));
   }
   for (const auto& photo : flickr8k_images(20)) same(read_file(photo), photo.string());
+}
+
+namespace {
+// A PNG written chunk by chunk, for the kinds OpenCV's encoder never makes (palettes, 1-bit grey,
+// tRNS, interlacing) and for damaged or odd metadata.
+std::string png_chunk(const std::string& type, const std::string& data) {
+  auto be32 = [](uint32_t v) { return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; };
+  const std::string body = type + data;
+  return be32(static_cast<uint32_t>(data.size())) + body +
+         be32(static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()))));
+}
+std::string zlib_compress(const std::string& raw) {
+  uLongf n = compressBound(static_cast<uLong>(raw.size()));
+  std::string out(n, '\0');
+  compress(reinterpret_cast<Bytef*>(out.data()), &n, reinterpret_cast<const Bytef*>(raw.data()), static_cast<uLong>(raw.size()));
+  out.resize(n);
+  return out;
+}
+// width x height, `depth` bits per sample, PNG colour type `color`; rows of `bytes_per_row`
+// pseudo-random bytes, each led by filter byte 0. `extra`: chunks between IHDR and IDAT.
+std::string make_png(int width, int height, int depth, int color, int bytes_per_row, const std::string& extra = "",
+                     bool interlaced = false, size_t keep_rows = SIZE_MAX) {
+  auto be32 = [](uint32_t v) { return std::string{char(v >> 24), char(v >> 16), char(v >> 8), char(v)}; };
+  std::string ihdr = be32(width) + be32(height) + char(depth) + char(color) + '\0' + '\0' + char(interlaced ? 1 : 0);
+  std::string raw;
+  uint32_t x = 12345;
+  // Interlaced data is seven passes of other row sizes: all zero (filter 0, black), however the
+  // rows fall, and exactly the size libpng reads for 8x8 8-bit RGB (passes of 1, 1, 1, 2, 2, 4, 4
+  // rows of 1, 1, 2, 2, 4, 4, 8 pixels, each row led by its filter byte).
+  if (interlaced) raw.assign(1 * 4 + 1 * 4 + 1 * 7 + 2 * 7 + 2 * 13 + 4 * 13 + 4 * 25, '\0');
+  for (int y = 0; !interlaced && y < height && static_cast<size_t>(y) < keep_rows; ++y) {
+    raw += '\0';
+    for (int i = 0; i < bytes_per_row; ++i) raw += static_cast<char>((x = x * 1103515245 + 12345) >> 16);
+  }
+  return std::string("\x89PNG\r\n\x1a\n", 8) + png_chunk("IHDR", ihdr) + extra + png_chunk("IDAT", zlib_compress(raw)) +
+         png_chunk("IEND", "");
+}
+}  // namespace
+
+// decode_png gives exactly cv::imdecode(IMREAD_UNCHANGED)'s pixels for every kind of PNG.
+TEST(ImageLoader, OurPngDecodingIsOpenCvsPixelForPixel) {
+  auto same = [](const std::string& bytes, const std::string& what) {
+    cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
+    cv::Mat theirs = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+    ASSERT_FALSE(theirs.empty()) << what;
+    cv::Mat ours = decode_png(bytes, what);
+    ASSERT_EQ(ours.size(), theirs.size()) << what;
+    ASSERT_EQ(ours.type(), theirs.type()) << what;
+    EXPECT_EQ(cv::norm(ours, theirs, cv::NORM_INF), 0) << what;
+  };
+  cv::Mat noise(23, 31, CV_16UC4);
+  cv::randu(noise, 0, 65535);
+  for (int channels : {1, 3, 4}) {
+    for (int depth : {CV_8U, CV_16U}) {
+      cv::Mat m;
+      if (channels == 1) {
+        cv::extractChannel(noise, m, 0);
+      } else {
+        cv::Mat rgb;
+        cv::cvtColor(noise, rgb, cv::COLOR_BGRA2BGR);
+        m = channels == 3 ? rgb : noise;
+      }
+      if (depth == CV_8U) m.convertTo(m, CV_8U, 1.0 / 257);
+      same(encode(m, ".png"), std::to_string(channels) + " channels, " + (depth == CV_8U ? "8" : "16") + "-bit");
+    }
+  }
+  const std::string palette = png_chunk("PLTE", std::string(3 * 256, '\x7f').replace(0, 6, "\x10\x20\x30\xf0\xe0\xd0"));
+  same(make_png(9, 7, 8, 3, 9, palette), "palette");
+  same(make_png(9, 7, 8, 3, 9, palette + png_chunk("tRNS", std::string("\x00\x80\xff", 3))), "palette with tRNS");
+  same(make_png(13, 5, 1, 0, 2), "1-bit grey");
+  same(make_png(13, 5, 4, 0, 7), "4-bit grey");
+  same(make_png(6, 4, 8, 4, 12), "grey + alpha");
+  same(make_png(6, 4, 16, 4, 24), "16-bit grey + alpha");
+  same(make_png(6, 4, 8, 2, 18, png_chunk("tRNS", std::string("\x00\x10\x00\x20\x00\x30", 6))), "RGB with tRNS");
+  same(make_png(6, 4, 8, 0, 6, png_chunk("tRNS", std::string("\x00\x10", 2))), "grey with tRNS");
+  same(make_png(8, 8, 8, 2, 24, "", true), "interlaced");
+}
+
+// libpng's messages never reach stderr: metadata it cannot read is ignored (the pixels are those
+// of the same PNG without it); data cut short or corrupt is one ImageError naming the file.
+TEST(ImageLoader, PngMessagesAreNamedErrorsOrNothing) {
+  TempDir tmp;
+  const std::string plain = make_png(10, 6, 8, 2, 30);
+  const std::string odd_metadata = png_chunk("iCCP", std::string("bogus\0\0", 7) + zlib_compress("not an ICC profile")) +
+                                   png_chunk("tEXt", std::string("Comment\0hi", 10)).replace(20, 1, "\x01");  // a CRC error
+  write_text(tmp / "odd.png", make_png(10, 6, 8, 2, 30, odd_metadata));
+  write_text(tmp / "plain.png", plain);
+  testing::internal::CaptureStderr();
+  const cv::Mat odd = loader().decode(tmp / "odd.png");
+  const cv::Mat clean = loader().decode(tmp / "plain.png");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  EXPECT_EQ(cv::norm(odd, clean, cv::NORM_INF), 0);
+
+  write_text(tmp / "short.png", make_png(10, 6, 8, 2, 30, "", false, 3));
+  testing::internal::CaptureStderr();
+  expect_image_error([&] { loader().decode(tmp / "short.png"); }, "short.png", "damaged PNG");
+  std::string corrupt = plain;
+  corrupt[corrupt.size() - 30] ^= 0x55;  // inside IDAT: its CRC no longer matches
+  write_text(tmp / "corrupt.png", corrupt);
+  expect_image_error([&] { loader().decode(tmp / "corrupt.png"); }, "corrupt.png", "damaged PNG");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
