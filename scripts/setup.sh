@@ -18,6 +18,7 @@ PACKAGES=(
   libdnnl-dev                                # oneDNN's headers: training's bf16 matrix products
   libjpeg-dev libexif-dev                    # JPEG decoding that refuses damaged photos; EXIF orientation
   libpng-dev                                 # PNG decoding whose messages name the file
+  libgoogle-glog-dev                         # LibTorch's logger, quieted where c10d repeats its errors
   libcpp-httplib-dev                         # captioner serve
   fonts-dejavu-core                          # captioner plot's text (OpenCV's freetype module draws it)
   python3-torch python3-torchvision python3-numpy   # scripts/ only: converting and exporting encoders

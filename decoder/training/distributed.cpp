@@ -1,5 +1,7 @@
 #include "decoder/training/distributed.h"
 
+#include <glog/logging.h>
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -96,6 +98,13 @@ std::unique_ptr<DistributedGroup> DistributedGroup::connect(const DistributedOpt
   const auto timeout_ms = std::chrono::duration_cast<std::chrono::milliseconds>(o.timeout);
   const std::string where = addr + ":" + std::to_string(port);
 
+  // c10d's TCPStore logs each failed bind through glog, four lines of "socket.cpp:426] [c10d]
+  // ..." on stderr before it throws; the exception says the same, and becomes one line below.
+  struct QuietGlog {
+    int saved = FLAGS_minloglevel;
+    QuietGlog() { FLAGS_minloglevel = google::GLOG_FATAL; }
+    ~QuietGlog() { FLAGS_minloglevel = saved; }
+  } quiet;
   auto impl = std::make_unique<Impl>();
   impl->timeout = o.timeout;
   impl->rank = w.rank;
@@ -131,6 +140,13 @@ std::unique_ptr<DistributedGroup> DistributedGroup::connect(const DistributedOpt
     options->threads = 1;  // the work is small messages; the cores belong to the model
     impl->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, w.rank, w.world_size, options);
   } catch (const std::exception& e) {
+    const std::string what = e.what();
+    if (what.find("Address already in use") != std::string::npos) {
+      throw std::runtime_error("rank " + std::to_string(w.rank) + " of " + std::to_string(w.world_size) + ": port " +
+                               std::to_string(port) +
+                               " is already in use on this machine (another run?): choose a free one with --master-port "
+                               "or MASTER_PORT, the same for every rank");
+    }
     throw std::runtime_error(
         "rank " + std::to_string(w.rank) + " of " + std::to_string(w.world_size) + ": could not join the others at " + where +
         " within " + std::to_string(o.timeout.count()) +

@@ -166,6 +166,25 @@ TEST(Distributed, AStartWithoutThePeersFailsWithinTheTimeout) {
   EXPECT_NE(r.err.find("rank 0 of 2"), std::string::npos) << r.err;
 }
 
+// A port another program holds: one line naming it and what to do, exit 3, none of c10d's glog
+// lines ("socket.cpp:426] [c10d] The server socket has failed to bind ...").
+TEST(Distributed, APortInUseIsOneLineNamingIt) {
+  Fixture f;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const std::string port = std::to_string(ntohs(a.sin_port));
+  auto r =
+      run_shell(f.train_command(f.tmp / "run", "--epochs 1 --world-size 2 --rank 0 --master-port " + port + " --dist-timeout 5"));
+  ::close(fd);
+  expect_one_line_error(r, 3, {"port " + port + " is already in use", "--master-port"});
+}
+
 TEST(Distributed, ThreeShardsMergeIntoTheOneProcessOutput) {
   Fixture f;
   auto model = make_bundle(f.encoder, make_vocab({"a", "red", "green", "blue", "photo"}));
