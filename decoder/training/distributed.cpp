@@ -88,6 +88,8 @@ DistributedGroup::DistributedGroup(std::unique_ptr<Impl> impl, int rank, int wor
 
 DistributedGroup::~DistributedGroup() = default;
 
+int torchrun_restart_count() { return std::max(0, env_int("TORCHELASTIC_RESTART_COUNT", 0)); }
+
 std::unique_ptr<DistributedGroup> DistributedGroup::connect(const DistributedOptions& o) {
   WorldPlace w = resolve_world(o);
   if (w.world_size == 1) return nullptr;

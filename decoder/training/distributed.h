@@ -39,6 +39,10 @@ struct WorldPlace {
 };
 WorldPlace resolve_world(const DistributedOptions& options);
 
+// How many times torchrun (--max-restarts) has restarted this group: $TORCHELASTIC_RESTART_COUNT,
+// 0 on the first attempt or outside torchrun.
+int torchrun_restart_count();
+
 class DistributedGroup {
  public:
   // Joins the group (blocks until all world_size ranks arrived or the timeout). nullptr when the

@@ -272,10 +272,18 @@ json training_record(const TrainJob& job, const TrainerOptions& options, const C
 
 }  // namespace
 
-TrainResult run_train_job(const TrainJob& job, const TrainJobCallbacks& cb) {
+TrainResult run_train_job(const TrainJob& requested, const TrainJobCallbacks& cb) {
+  const auto& say = cb.trainer.on_message;
+  TrainJob job = requested;
+  // torchrun --max-restarts restarts the whole group when a rank dies: the new attempt continues
+  // from the run's last checkpoint rather than refusing the folder its first attempt made.
+  if (const int restart = torchrun_restart_count(); restart > 0 && !job.trainer.resume) {
+    job.trainer.resume = true;
+    if (say)
+      say("torchrun restart " + std::to_string(restart) + ": resuming from the last checkpoint in " + job.output_dir.string());
+  }
   std::unique_ptr<DistributedGroup> group = DistributedGroup::connect(job.distributed);
   const auto output_lock = claim_output_dir(job, group.get());
-  const auto& say = cb.trainer.on_message;
   CaptionDataset train =
       load_split(job.train_captions, job.train_images, job.train_split, job.karpathy_train_split, job.max_train_images);
   CaptionDataset val = load_split(job.val_captions, job.val_images, job.val_split, job.karpathy_val_split, job.max_val_images);

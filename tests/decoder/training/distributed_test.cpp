@@ -117,6 +117,32 @@ TEST(Distributed, TwoProcessesTrainLikeOneProcessWithTheWholeBatch) {
   EXPECT_NEAR(a["train_loss"].get<double>(), b["train_loss"].get<double>(), 1e-4);
 }
 
+// torchrun --max-restarts 1: rank 1 dies as kill -9 would in the middle of epoch 2; torchrun
+// restarts the group, which resumes from the last checkpoint and ends with the weights of a
+// torchrun run nobody killed.
+TEST(Distributed, TorchrunRestartsAKilledRankAndTheRunResumesFromItsCheckpoint) {
+  if (!fs::exists("/usr/bin/torchrun")) GTEST_SKIP() << "torchrun not installed (Debian: python3-torch)";
+  Fixture f;
+  // 96 captions in global batches of 16: 6 steps an epoch, a checkpoint every 2.
+  const std::string opts = "--epochs 3 --batch-captions 16 --seed 5 --checkpoint-every 2 --dist-timeout 60";
+  auto torchrun = [&](const std::string& name, int die_after_steps) {
+    const fs::path script = f.tmp / (name + ".sh");
+    write_text(script, "#!/bin/sh\nif [ \"$RANK\" = 1 ] && [ \"$TORCHELASTIC_RESTART_COUNT\" = 0 ] && [ " +
+                           std::to_string(die_after_steps) + " -gt 0 ]; then export CAPTIONER_TEST_DIE_AFTER_STEPS=" +
+                           std::to_string(die_after_steps) + "; fi\nexec " + f.train_command(f.tmp / name, opts) + "\n");
+    return run_shell("cd " + f.tmp.path().string() +
+                     " && timeout 600 torchrun --standalone --nproc_per_node 2 --max_restarts 1 " +
+                     "--monitor_interval 1 --redirects 1 --tee 1 --no_python sh " + script.string());
+  };
+  auto straight = torchrun("straight", 0);
+  ASSERT_EQ(straight.exit_code, 0) << straight.err;
+  auto restarted = torchrun("restarted", 9);
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.err;
+  EXPECT_NE(restarted.err.find("torchrun restart 1: resuming from the last checkpoint"), std::string::npos) << restarted.err;
+  EXPECT_NE(restarted.err.find("resuming from"), std::string::npos) << restarted.err;
+  expect_same_weights(f.tmp / "straight", f.tmp / "restarted", 0.0);
+}
+
 TEST(Distributed, ShardedFeaturesEqualOneProcessFeatures) {
   Fixture f;
   const int port = free_port();
