@@ -143,6 +143,55 @@ TEST(Distributed, TorchrunRestartsAKilledRankAndTheRunResumesFromItsCheckpoint) 
   expect_same_weights(f.tmp / "straight", f.tmp / "restarted", 0.0);
 }
 
+namespace {
+// Two network namespaces joined by a veth pair, 10.213.0.1 and .2, made for one test and removed
+// with it: two machines as far as the ranks can tell. Needs root (CAP_NET_ADMIN) and iproute2.
+class TwoMachines {
+ public:
+  TwoMachines() : tag_(std::to_string(::getpid() % 100000)) {
+    ok_ = ::geteuid() == 0 && run_shell("ip netns add " + ns(0)).exit_code == 0;
+    if (!ok_) return;
+    ok_ = run_shell("ip netns add " + ns(1) + " && ip link add " + dev(0) + " type veth peer name " + dev(1) +
+                    " && ip link set " + dev(0) + " netns " + ns(0) + " && ip link set " + dev(1) + " netns " + ns(1) + " && " +
+                    "ip -n " + ns(0) + " addr add " + addr(0) + "/24 dev " + dev(0) + " && ip -n " + ns(1) + " addr add " +
+                    addr(1) + "/24 dev " + dev(1) + " && ip -n " + ns(0) + " link set " + dev(0) + " up && ip -n " + ns(1) +
+                    " link set " + dev(1) + " up && ip -n " + ns(0) + " link set lo up && ip -n " + ns(1) + " link set lo up")
+              .exit_code == 0;
+  }
+  ~TwoMachines() { run_shell("ip netns del " + ns(0) + " 2>/dev/null; ip netns del " + ns(1) + " 2>/dev/null"); }
+  bool ok() const { return ok_; }
+  std::string ns(int i) const { return "captioner" + tag_ + (i ? "b" : "a"); }
+  std::string dev(int i) const { return "cv" + tag_ + (i ? "b" : "a"); }
+  std::string addr(int i) const { return i ? "10.213.0.2" : "10.213.0.1"; }
+  // A shell prefix that runs the rest of the command on machine i, Gloo on its veth end.
+  std::string in(int i) const { return "ip netns exec " + ns(i) + " env GLOO_SOCKET_IFNAME=" + dev(i) + " "; }
+
+ private:
+  std::string tag_;
+  bool ok_ = false;
+};
+}  // namespace
+
+// The multi-machine path as it is used: each rank in its own network namespace with its own
+// address, the store on rank 0's address, Gloo on the interface GLOO_SOCKET_IFNAME names. The
+// model equals the one-process model, as on loopback.
+TEST(Distributed, TwoRanksOnTwoNetworkNamespacesTrainLikeOneProcess) {
+  TwoMachines machines;
+  if (!machines.ok()) GTEST_SKIP() << "needs root and iproute2 to make two network namespaces (ip netns add)";
+  Fixture f;
+  const std::string opts = "--epochs 2 --batch-captions 16 --seed 5";
+  auto one = run_shell(f.train_command(f.tmp / "one", opts));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  const std::string dist = opts + " --world-size 2 --master-addr " + machines.addr(0) + " --master-port " +
+                           std::to_string(free_port()) + " --dist-timeout 60";
+  auto two = run_shell("(" + machines.in(1) + f.train_command(f.tmp / "two", dist + " --rank 1") + " 2>" +
+                       (f.tmp / "rank1.err").string() + " & " + machines.in(0) +
+                       f.train_command(f.tmp / "two", dist + " --rank 0") + "; r=$?; wait $! || exit 99; exit $r)");
+  ASSERT_EQ(two.exit_code, 0) << two.err << read_file(f.tmp / "rank1.err");
+  EXPECT_NE(two.err.find("data-parallel over 2 processes"), std::string::npos) << two.err;
+  expect_same_weights(f.tmp / "one", f.tmp / "two", 2e-4);
+}
+
 TEST(Distributed, ShardedFeaturesEqualOneProcessFeatures) {
   Fixture f;
   const int port = free_port();
