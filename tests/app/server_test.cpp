@@ -3,6 +3,7 @@
 // Retry-After, stalled clients cut off), garbage leaves it healthy, SIGTERM drains and exits 0.
 // A tiny model, so no ../shared is needed.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -337,4 +338,183 @@ TEST(ServeCli, SigtermAnswersWhatWasAcceptedAndExitsZero) {
   EXPECT_GT(depth, 0) << "no photo was waiting when SIGTERM came";
   EXPECT_EQ(ok + other, 6);
   EXPECT_EQ(raw_connect(server.port()), -1) << "still accepting after SIGTERM";
+}
+
+namespace {
+// A page in headless Chromium driven over the DevTools protocol (CDP), as Puppeteer drives one:
+// a WebSocket to the page's target, JSON calls answered by id. Only what the test needs: text
+// frames, unmasked replies, one call at a time.
+class DevToolsPage {
+ public:
+  DevToolsPage(const fs::path& profile, const std::string& url) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      const int quiet = ::open((profile.string() + ".log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);  // dbus noise
+      if (quiet >= 0) ::dup2(quiet, STDERR_FILENO), ::dup2(quiet, STDOUT_FILENO);
+      const std::string dir = "--user-data-dir=" + profile.string();
+      ::execl(kChromiumBinary, kChromiumBinary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--remote-debugging-port=0",
+              dir.c_str(), url.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    // Chromium writes the port it chose to DevToolsActivePort in the profile folder.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    int port = 0;
+    while (port == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::ifstream in(profile / "DevToolsActivePort");
+      if (!(in >> port)) port = 0;
+    }
+    if (port == 0) throw std::runtime_error("chromium did not open its DevTools port");
+    std::string path;
+    while (path.empty() && std::chrono::steady_clock::now() < deadline) {
+      httplib::Client http("127.0.0.1", port);
+      if (auto r = http.Get("/json/list")) {
+        for (const auto& t : json::parse(r->body)) {
+          if (t.value("type", "") == "page") path = t["webSocketDebuggerUrl"].get<std::string>();
+        }
+      }
+      if (path.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (path.empty()) throw std::runtime_error("chromium shows no page target");
+    path = path.substr(path.find('/', std::string("ws://").size()));
+    connect_websocket(port, path);
+  }
+  ~DevToolsPage() {
+    if (fd_ >= 0) ::close(fd_);
+    if (pid_ > 0) {
+      ::kill(-pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  json call(const std::string& method, const json& params = json::object()) {
+    const int id = ++last_id_;
+    send_text(json{{"id", id}, {"method", method}, {"params", params}}.dump());
+    while (true) {
+      json reply = json::parse(receive_text());
+      if (reply.value("id", 0) == id) {
+        if (reply.contains("error")) throw std::runtime_error(method + ": " + reply["error"].dump());
+        return reply["result"];
+      }
+    }
+  }
+  // A JavaScript expression's value in the page.
+  json evaluate(const std::string& expression) {
+    return call("Runtime.evaluate", {{"expression", expression}, {"returnByValue", true}})["result"].value("value", json());
+  }
+
+ private:
+  static constexpr const char* kChromiumBinary = "/usr/bin/chromium";
+
+  void connect_websocket(int port, const std::string& path) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{30, 0};  // no reply within 30 s is a failure, not a hang
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("cannot reach DevTools");
+    write_all("GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+              "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              "Sec-WebSocket-Version: 13\r\n\r\n");
+    std::string head;
+    while (head.find("\r\n\r\n") == std::string::npos) head += read_exact(1);
+    if (head.find(" 101 ") == std::string::npos) throw std::runtime_error("DevTools refused the WebSocket: " + head);
+  }
+  void write_all(const std::string& bytes) {
+    for (size_t at = 0; at < bytes.size();) {
+      const ssize_t n = ::send(fd_, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) throw std::runtime_error("DevTools connection lost");
+      at += static_cast<size_t>(n);
+    }
+  }
+  std::string read_exact(size_t n) {
+    std::string out(n, '\0');
+    for (size_t at = 0; at < n;) {
+      const ssize_t got = ::recv(fd_, out.data() + at, n - at, 0);
+      if (got <= 0) throw std::runtime_error("DevTools connection lost or silent for 30 s");
+      at += static_cast<size_t>(got);
+    }
+    return out;
+  }
+  // A client's frames are masked; a zero mask leaves the payload as it is.
+  void send_text(const std::string& text) {
+    std::string frame = "\x81";
+    const uint64_t n = text.size();
+    if (n < 126) {
+      frame += static_cast<char>(0x80 | n);
+    } else if (n < 65536) {
+      frame += static_cast<char>(0x80 | 126);
+      frame += {static_cast<char>(n >> 8), static_cast<char>(n)};
+    } else {
+      frame += static_cast<char>(0x80 | 127);
+      for (int shift = 56; shift >= 0; shift -= 8) frame += static_cast<char>(n >> shift);
+    }
+    frame += std::string(4, '\0');
+    write_all(frame + text);
+  }
+  std::string receive_text() {
+    std::string message;
+    while (true) {
+      const std::string head = read_exact(2);
+      const bool fin = (head[0] & 0x80) != 0;
+      uint64_t n = static_cast<unsigned char>(head[1]) & 0x7f;
+      if (n >= 126) {
+        const std::string ext = read_exact(n == 126 ? 2 : 8);
+        n = 0;
+        for (unsigned char c : ext) n = (n << 8) | c;
+      }
+      message += read_exact(static_cast<size_t>(n));
+      if (fin) return message;
+    }
+  }
+
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  int last_id_ = 0;
+};
+}  // namespace
+
+// The page at `/` in headless Chromium: a photo chosen in its file input (DOM.setFileInputFiles,
+// what a person's file chooser does) is uploaded by the page's own script, and its card shows the
+// CLI's caption, as the image's alt text too, with the copy button.
+TEST(ServeCli, ThePageCaptionsARealUploadInHeadlessChromium) {
+  if (!fs::exists("/usr/bin/chromium")) GTEST_SKIP() << "/usr/bin/chromium not installed (scripts/setup.sh installs it)";
+  Fixture f;
+  const auto expected = f.cli_captions();
+  Server server(f, "");
+  ASSERT_GT(server.port(), 0) << server.log();
+  DevToolsPage page(f.tmp / "profile", "http://127.0.0.1:" + std::to_string(server.port()) + "/");
+  // Until the served page (not the first about:blank) has loaded.
+  for (int i = 0; i < 300 && page.evaluate("document.readyState == 'complete' && !!document.getElementById('files')") != true;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const int root = page.call("DOM.getDocument")["root"]["nodeId"];
+  const int input = page.call("DOM.querySelector", {{"nodeId", root}, {"selector", "#files"}})["nodeId"];
+  ASSERT_GT(input, 0);
+  page.call("DOM.setFileInputFiles", {{"nodeId", input}, {"files", {(f.photos / "3.jpg").string()}}});
+  // Chromium fires `change` for files set this way; a browser that did not would need the event.
+  if (page.evaluate("document.querySelectorAll('figure').length") == 0) {
+    page.evaluate("document.getElementById('files').dispatchEvent(new Event('change'))");
+  }
+  json shown;
+  for (int i = 0; i < 300; ++i) {
+    shown = page.evaluate(
+        "[...document.querySelectorAll('figure')].map(f => ({caption: (f.querySelector('.caption') || {}).textContent, "
+        "alt: f.querySelector('img').alt, button: (f.querySelector('button') || {}).textContent}))");
+    if (shown.is_array() && !shown.empty() && shown[0]["caption"].is_string()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(shown.is_array() && shown.size() == 1) << shown.dump() << server.log();
+  EXPECT_EQ(shown[0]["caption"], expected[3]) << shown.dump();
+  EXPECT_EQ(shown[0]["alt"], expected[3]) << shown.dump();
+  EXPECT_EQ(shown[0]["button"], "Copy alt text") << shown.dump();
+  // The upload went through the server like any client's.
+  auto metrics = server.client().Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("captioner_requests_total{code=\"200\"} 1"), std::string::npos) << metrics->body;
 }
