@@ -59,6 +59,9 @@ void read_path_list(std::istream& in, const std::string& origin, std::vector<std
   for (size_t n = 1; std::getline(in, line); ++n) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
+    if (line.find_first_not_of(" \t") == std::string::npos) {
+      throw std::runtime_error(origin + ":" + std::to_string(n) + ": a line of only spaces (a path must name a file)");
+    }
     if (line.size() > 4096) throw std::runtime_error(origin + ":" + std::to_string(n) + ": a path longer than 4096 bytes");
     out.push_back(line);
   }
@@ -307,6 +310,8 @@ void run_caption(const CaptionOptions& o) {
   const bool any_failed = !list.problems.empty();
   ShardPhotos part = take_shard(list.images, shard);
   refuse_outputs_that_are_photos({out.file, o.html}, part.photos);
+  refuse_outputs_over_inputs({{"--output", out.file}, {"--html", o.html}},
+                             {{"--annotations", o.annotations}, {"--files-from", o.files_from}});
   // Two runs writing one output would each replace the other's rows.
   std::optional<OutputLock> output_lock, html_lock;
   if (!out.file.empty()) output_lock.emplace(out.file);
@@ -418,7 +423,7 @@ void add_caption_command(CLI::App& app) {
       ->group(run);
   cmd->add_option("--threads", o->threads,
                   "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode: fastest here)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(0, 256))
       ->group(run);
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64))->group(run);
   cmd->add_option("--max-pixels", o->max_pixels, "Refuse larger images before decoding them")

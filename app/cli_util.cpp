@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -51,6 +53,55 @@ void on_signal(int sig) {
 void install_stop_handlers() {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  // A closed terminal or ssh session stops a run as Ctrl-C does (what was made is saved), unless
+  // it was started under nohup, which ignores SIGHUP.
+  if (std::signal(SIGHUP, SIG_IGN) != SIG_IGN) std::signal(SIGHUP, on_signal);
+}
+
+void check_every_option(CLI::App& app) {
+  const CLI::Validator finite(
+      [](std::string& text) {
+        try {
+          return std::isfinite(std::stod(text)) ? std::string() : "not a finite number: " + text;
+        } catch (const std::exception&) {
+          return std::string();  // not a number at all: CLI11's own conversion says so
+        }
+      },
+      "", "FINITE");
+  const CLI::Validator named([](std::string& text) { return text.empty() ? std::string("an empty file name") : std::string(); },
+                             "", "NAMED");
+  for (CLI::App* command : app.get_subcommands([](CLI::App*) { return true; })) {
+    for (CLI::Option* option : command->get_options()) {
+      if (option->get_type_name().find("FLOAT") != std::string::npos) option->check(finite);
+      const std::string name = option->get_name();
+      if (name == "--output" || name == "--html" || name == "--output-dir") option->check(named);
+    }
+  }
+}
+
+namespace {
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  if (std::filesystem::exists(a, ec) && std::filesystem::exists(b, ec)) return std::filesystem::equivalent(a, b, ec);
+  return std::filesystem::weakly_canonical(a, ec) == std::filesystem::weakly_canonical(b, ec);
+}
+}  // namespace
+
+void refuse_outputs_over_inputs(const NamedPaths& outputs, const NamedPaths& inputs) {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const auto& [what, path] = outputs[i];
+    if (path.empty() || path == "-") continue;
+    for (const auto& [input_what, input] : inputs) {
+      if (!input.empty() && input != "-" && same_file(path, input)) {
+        throw UsageError(what + " " + path + " is also " + input_what + ": it would be replaced; write to another file");
+      }
+    }
+    for (size_t j = i + 1; j < outputs.size(); ++j) {
+      if (!outputs[j].second.empty() && same_file(path, outputs[j].second)) {
+        throw UsageError(what + " and " + outputs[j].first + " name the same file, " + path + "; give each its own");
+      }
+    }
+  }
 }
 
 const std::atomic<bool>& stop_requested() { return g_stop; }
@@ -283,9 +334,11 @@ void add_search_overrides(CLI::App& cmd, SearchOverrides& search, const std::str
       ->group(group);
   cmd.add_option("--length-penalty", search.length_penalty, "Rank beams by log-prob / (words+1)^alpha")
       ->default_str(defaults_from)
+      ->check(CLI::Range(0.0, 5.0))
       ->group(group);
   cmd.add_option("--block-ngram", search.block_ngram_repeat, "Never repeat an n-gram of this size (0: off)")
       ->default_str(defaults_from)
+      ->check(CLI::Range(0, 10))
       ->group(group);
   cmd.add_option("--max-word-repeats", search.max_word_repeats,
                  "Use no word (function words aside) more than this many times in a caption (0: off)")

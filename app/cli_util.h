@@ -83,6 +83,17 @@ std::string format_duration(double seconds);
 // The caption format an output file's name asks for; a name that asks for none is a UsageError.
 CaptionFormat usage_format_for(const std::string& file);
 
+// Rules every command's options share, added once all commands are built: a number option must be
+// finite (CLI11's ranges let NaN through: every comparison with it is false) and an output name
+// may not be empty (`-o ''` would write to standard output without a word).
+void check_every_option(CLI::App& app);
+
+// Refuses (a UsageError, exit 2) an output that is the same file as an input or as another output:
+// it would be replaced by what is made from it. Pairs are (what names it, path); missing or empty
+// paths are skipped.
+using NamedPaths = std::vector<std::pair<std::string, std::string>>;
+void refuse_outputs_over_inputs(const NamedPaths& outputs, const NamedPaths& inputs);
+
 // "1 image", "2 images".
 std::string count_of(size_t n, const std::string& singular, const std::string& plural = "");
 

@@ -16,11 +16,21 @@ struct EnsembleOptions {
   std::string output;
   bool flip_tta = false;
   bool fp16 = false;
+  bool overwrite = false;
   SearchOverrides search;  // the first model's defaults unless given
 };
 
 void run_ensemble(const EnsembleOptions& o) {
   if (o.output.empty()) throw UsageError("ensemble needs --output-dir DIR: the folder to write the ensemble model to");
+  NamedPaths inputs;
+  for (const auto& m : o.models) inputs.emplace_back("one of the models", m);
+  refuse_outputs_over_inputs({{"--output-dir", o.output}}, inputs);
+  // A folder that holds a model already is never replaced unless asked.
+  std::error_code ec;
+  if (!o.overwrite && std::filesystem::exists(std::filesystem::path(o.output) / "config.json", ec)) {
+    throw UsageError("--output-dir " + o.output +
+                     " already holds a model: choose another folder, or pass --overwrite to replace it");
+  }
   std::vector<ModelBundle> parts;
   for (const auto& m : o.models) parts.push_back(ModelBundle::load(m));
   ModelBundle out = make_ensemble(std::move(parts), o.flip_tta);
@@ -43,6 +53,7 @@ void add_ensemble_command(CLI::App& app) {
   cmd->option_defaults()->always_capture_default();
   cmd->add_option("models", o->models, "Model directories (same vocabulary and encoder)")->required()->expected(1, -1);
   cmd->add_option("--output-dir", o->output, "Ensemble model directory to write; required");
+  cmd->add_flag("--overwrite", o->overwrite, "Replace a model already in --output-dir");
   add_old_spelling(*cmd, "--output", "--output-dir", o->output);
   cmd->add_flag("--flip-tta", o->flip_tta, "Also average over the mirrored photo (test-time augmentation)");
   cmd->add_flag("--fp16", o->fp16, "Store weights as float16");

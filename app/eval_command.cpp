@@ -107,6 +107,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
 }
 
 void run_eval(const EvalOptions& o) {
+  refuse_outputs_over_inputs({{"--output", o.output}}, {{"--annotations", o.annotations}, {"--results", o.results}});
   install_stop_handlers();  // also where a shell started it with SIGINT ignored (a background job)
   if (o.results.empty() == o.images.empty()) {
     throw UsageError("give either --results (score a results file) or --images (caption with a model, then score)");
@@ -177,7 +178,7 @@ void add_eval_command(CLI::App& app) {
       ->check(CLI::Range(1, 1024));
   add_old_spelling(*cmd, "--batch", "--encoder-batch", o->batch);
   cmd->add_option("--threads", o->threads, "LibTorch threads for encoder and decoder (0: all cores to encode, 1 to decode)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0, 256));
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64));
   cmd->add_option("--device", o->device, "cpu, cuda or auto");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");

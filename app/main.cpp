@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   add_serve_command(app);
   add_plot_command(app);
   add_merge_command(app);
+  check_every_option(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version

@@ -21,6 +21,9 @@ void add_merge_command(CLI::App& app) {
       ->check(CLI::IsMember({"json", "jsonl", "csv", "tsv", "text"}));
   cmd->callback([parts, output, format] {
     const CaptionFormat out_format = format->empty() ? usage_format_for(*output) : parse_caption_format(*format);
+    NamedPaths inputs;
+    for (const auto& p : *parts) inputs.emplace_back("a part", p);
+    refuse_outputs_over_inputs({{"--output", *output}}, inputs);
     std::vector<std::filesystem::path> files(parts->begin(), parts->end());
     const MergedCaptions merged = merge_caption_parts(files);
     OutputLock lock(*output);

@@ -135,6 +135,7 @@ class Batcher {
         worker_([this] { work(); }) {}
   ~Batcher() { finish(); }
 
+  size_t max_queue() const { return max_queue_; }
   // All of a request's photos, or none when the queue cannot take them (the caller answers 503).
   std::optional<std::vector<std::future<Outcome>>> submit(std::vector<std::string> photos, const captioner_params& params) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -301,6 +302,12 @@ void handle_captions(const httplib::Request& req, httplib::Response& res, Batche
     if (req.body.empty()) return send_json(res, 400, error_body("the request has no photo (an empty body)"));
     photos.push_back(req.body);
   }
+  // More photos than may ever wait together: retrying cannot help, unlike a full queue.
+  if (photos.size() > batcher.max_queue()) {
+    return send_json(res, 413,
+                     error_body("the request holds " + std::to_string(photos.size()) + " photos; at most " +
+                                std::to_string(batcher.max_queue()) + " may wait at once (--max-queue): send them in parts"));
+  }
   auto futures = batcher.submit(std::move(photos), params);
   if (!futures) {
     res.set_header("Retry-After", "1");
@@ -429,7 +436,9 @@ void run_serve(const ServeOptions& o) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   });
-  std::cerr << "listening on http://" << o.host << ":" << port << " (POST /v1/captions; Ctrl-C stops)" << std::endl;
+  // An IPv6 address goes in brackets in a URL.
+  const std::string host = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
+  std::cerr << "listening on http://" << host << ":" << port << " (POST /v1/captions; Ctrl-C stops)" << std::endl;
   server.listen_after_bind();
   listening_ended = true;
   watcher.join();
@@ -444,7 +453,8 @@ void add_serve_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("serve", "Caption photos over HTTP (POST /v1/captions; a page to drop photos on at /)");
   cmd->option_defaults()->always_capture_default();
   cmd->add_option("--model", o->model, "Model directory (default: $CAPTIONER_MODEL, else the installed default)");
-  cmd->add_option("--host", o->host, "Address to listen on (127.0.0.1: this machine only)");
+  cmd->add_option("--host", o->host, "Address to listen on (127.0.0.1: this machine only)")
+      ->check(CLI::Validator([](std::string& h) { return h.empty() ? std::string("an empty address") : std::string(); }, "", ""));
   cmd->add_option("--port", o->port, "TCP port (0: any free one, printed at start)")->check(CLI::Range(0, 65535));
   cmd->add_option("--max-body", o->max_body_mb, "Largest request in MiB (larger: 413)")->check(CLI::Range(1, 1024));
   cmd->add_option("--max-queue", o->max_queue, "Photos that may wait (more: 503 with Retry-After)")->check(CLI::Range(1, 100000));
@@ -453,7 +463,7 @@ void add_serve_command(CLI::App& app) {
       ->check(CLI::Range(0, 1000));
   cmd->add_option("--http-threads", o->http_threads, "Connections served at once")->check(CLI::Range(1, 1024));
   cmd->add_option("--timeout", o->timeout_s, "Seconds to read a request or write an answer")->check(CLI::Range(1, 3600));
-  cmd->add_option("--threads", o->threads, "LibTorch threads (0: every usable core)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--threads", o->threads, "LibTorch threads (0: every usable core)")->check(CLI::Range(0, 256));
   cmd->add_flag("--quiet,-q", o->quiet, "No closing line");
   cmd->callback([o] { run_serve(*o); });
 }

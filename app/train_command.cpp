@@ -213,7 +213,7 @@ void add_train_command(CLI::App& app) {
   cmd->add_option(
          "--threads", job.threads,
          "LibTorch threads (0: all cores to encode; to train, 1 beside OpenBLAS's own threads, or all cores with bf16 products)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(0, 256))
       ->group(run);
   cmd->add_option("--loader-threads", job.loader_threads, "Image decoding threads")->check(CLI::PositiveNumber)->group(run);
   cmd->add_option("--device", job.device, "cpu, cuda or auto (cuda when available)")->group(run);

@@ -133,7 +133,27 @@ void remove_orphaned_temps(const fs::path& path) {
 
 }  // namespace
 
+namespace {
+// Only a regular file (or nothing yet) is replaced. rename() would turn a device (/dev/null), a
+// FIFO or a socket into a plain file, and replace a symbolic link itself (/dev/stdout, or a link
+// someone else made) rather than write where it points: both are refused, and left as they are.
+void refuse_special_target(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_symlink(fs::symlink_status(path, ec))) {
+    throw std::runtime_error("cannot write " + path.string() + ": it is a symbolic link (to " +
+                             fs::read_symlink(path, ec).string() +
+                             "); captioner neither writes through links nor replaces them: give the path itself");
+  }
+  const auto st = fs::status(path, ec);
+  if (ec || !fs::exists(st) || fs::is_regular_file(st) || fs::is_directory(st)) return;
+  throw std::runtime_error("cannot write " + path.string() +
+                           ": not a regular file (a device, pipe or socket, or a link to one); captioner writes "
+                           "only files (leave -o out to write to standard output)");
+}
+}  // namespace
+
 AtomicFileWriter::AtomicFileWriter(fs::path path) : path_(std::move(path)), temp_(temp_sibling(path_)) {
+  refuse_special_target(path_);
   remove_orphaned_temps(path_);
   // A new file under a fresh random name: never one that is already there, nor a planted link.
   const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
@@ -158,6 +178,7 @@ void AtomicFileWriter::commit() {
     throw std::runtime_error("cannot write " + path_.string() + ": " + (err ? std::strerror(err) : "write failed") +
                              (err == ENOSPC || err == 0 ? " (disk full?)" : ""));
   }
+  refuse_special_target(path_);  // again: it may have appeared while the file was written
   // rename() replaces the name itself: a link planted at `path` is replaced, its target untouched.
   std::error_code ec;
   fs::rename(temp_, path_, ec);

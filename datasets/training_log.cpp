@@ -1,5 +1,8 @@
 #include "datasets/training_log.h"
 
+#include <cmath>
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 #include "datasets/file_io.h"
@@ -32,19 +35,34 @@ json to_json(const EpochReport& r) {
               {"best_bleu4", r.best_bleu4}};
 }
 
+namespace {
+// A logged number a plot can draw: no loss, score or rate of a real run comes near 1e15, and the
+// axes of values like 1e308 overflow (an infinite tick loop, a crash).
+double logged_number(const JsonView& v) {
+  const double x = v.as_number();
+  if (!(std::fabs(x) < 1e15)) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", x);
+    v.fail(std::string("out of range for a training log (") + text + ")");
+  }
+  return x;
+}
+}  // namespace
+
 EpochReport epoch_report_from_json(const JsonView& j) {
   EpochReport r;
   r.epoch = static_cast<int>(j.at("epoch").as_int());
   if (j.has("step")) r.step = j.at("step").as_int();
-  r.train_loss = j.at("train_loss").as_number();
-  r.bleu = {j.at("bleu1").as_number(), j.at("bleu2").as_number(), j.at("bleu3").as_number(), j.at("bleu4").as_number()};
-  if (j.has("cider_d")) r.cider_d = j.at("cider_d").as_number();
-  r.learning_rate = j.at("lr").as_number();
-  r.seconds = j.at("seconds").as_number();
-  r.captions_per_second = j.at("captions_per_second").as_number();
+  r.train_loss = logged_number(j.at("train_loss"));
+  r.bleu = {logged_number(j.at("bleu1")), logged_number(j.at("bleu2")), logged_number(j.at("bleu3")),
+            logged_number(j.at("bleu4"))};
+  if (j.has("cider_d")) r.cider_d = logged_number(j.at("cider_d"));
+  r.learning_rate = logged_number(j.at("lr"));
+  r.seconds = logged_number(j.at("seconds"));
+  r.captions_per_second = logged_number(j.at("captions_per_second"));
   r.improved = j.at("improved").as_bool();
   r.best_epoch = static_cast<int>(j.at("best_epoch").as_int());
-  r.best_bleu4 = j.at("best_bleu4").as_number();
+  r.best_bleu4 = logged_number(j.at("best_bleu4"));
   return r;
 }
 
@@ -73,8 +91,8 @@ TrainingLog read_training_log(const std::filesystem::path& file) {
       b.epoch = static_cast<int>(v.at("epoch").as_int());
       b.batch = v.at("batch").as_int();
       b.step = v.at("step").as_int();
-      b.loss = v.at("loss").as_number();
-      b.learning_rate = v.at("lr").as_number();
+      b.loss = logged_number(v.at("loss"));
+      b.learning_rate = logged_number(v.at("lr"));
       log.batches.push_back(b);
     } else if (type == "epoch") {
       log.epochs.push_back(epoch_report_from_json(v));

@@ -63,9 +63,11 @@ void scan_folder(const fs::path& root, bool recursive, ImageFileList& out) {
           pending.push_back(path);
         }
       } else if (!fs::is_regular_file(st)) {
-        out.problems.push_back(path.string() + ": not a regular file (a pipe, socket or device); captioner reads files only");
+        out.problems.push_back(printable_name(path.string()) +
+                               ": not a regular file (a pipe, socket or device); captioner reads files only");
       } else if (const std::string format = unsupported_photo_format(path); !format.empty()) {
-        out.problems.push_back(path.string() + ": " + format + " images are not supported (convert to JPEG or PNG)");
+        out.problems.push_back(printable_name(path.string()) + ": " + format +
+                               " images are not supported (convert to JPEG or PNG)");
       } else if (looks_like_image(path)) {
         found.push_back(path);
       } else {
@@ -73,7 +75,7 @@ void scan_folder(const fs::path& root, bool recursive, ImageFileList& out) {
       }
     }
     // An unreadable folder (or subfolder) is named, never skipped quietly.
-    if (list_error) out.problems.push_back(dir.string() + ": cannot list folder: " + list_error.message());
+    if (list_error) out.problems.push_back(printable_name(dir.string()) + ": cannot list folder: " + list_error.message());
   }
   std::sort(found.begin(), found.end());
   out.images.insert(out.images.end(), found.begin(), found.end());
@@ -87,12 +89,13 @@ ImageFileList collect_images(const std::vector<std::string>& inputs, bool recurs
     std::error_code ec;
     auto st = fs::status(p, ec);
     if (ec || !fs::exists(st)) {
-      out.problems.push_back(input + ": no such file or folder");
+      out.problems.push_back(printable_name(input) + ": no such file or folder");
     } else if (fs::is_directory(st)) {
       scan_folder(p, recursive, out);
     } else if (!fs::is_regular_file(st)) {
       // A FIFO would block forever on open() and a device never ends: neither is a photo.
-      out.problems.push_back(input + ": not a regular file (a pipe, socket or device); captioner reads files only");
+      out.problems.push_back(printable_name(input) +
+                             ": not a regular file (a pipe, socket or device); captioner reads files only");
     } else {
       out.images.push_back(p);  // named explicitly: taken, so a bad one is reported by the loader
     }

@@ -1,5 +1,6 @@
 #include "encoder/image_loader.h"
 
+#include <cstdio>
 #include <algorithm>
 #include <cmath>
 #include <cerrno>
@@ -17,6 +18,24 @@ namespace captioner {
 namespace fs = std::filesystem;
 
 ImageLoader::ImageLoader(PreprocessSpec spec, ImageLoaderOptions options) : spec_(std::move(spec)), options_(options) {}
+
+std::string printable_name(const std::string& name) {
+  std::string out;
+  for (unsigned char c : name) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
 
 bool has_image_extension(const fs::path& file) {
   std::string ext = file.extension().string();
@@ -92,6 +111,10 @@ cv::Mat ImageLoader::decode_bytes(std::string_view bytes, const fs::path& file) 
     throw ImageError(file, "not an image: unrecognised format" + hint);
   }
   if (h.format == "gif") throw ImageError(file, "GIF images are not supported (convert to PNG or JPEG)");
+  // VP8X's flags byte (offset 20) marks animation (0x02): OpenCV decodes none of its frames.
+  if (h.format == "webp" && bytes.size() > 20 && bytes.compare(12, 4, "VP8X") == 0 && (bytes[20] & 0x02) != 0) {
+    throw ImageError(file, "animated WebP is not supported (convert a frame to PNG or JPEG)");
+  }
   if (h.width <= 0 || h.height <= 0) throw ImageError(file, "corrupt " + h.format + " header (no image size)");
   // Each side first: a forged header (4294967295 x 4294967295) must not overflow the product.
   if (h.width > options_.max_pixels || h.height > options_.max_pixels || h.width * h.height > options_.max_pixels) {

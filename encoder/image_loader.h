@@ -14,10 +14,15 @@
 
 namespace captioner {
 
+// A file name as it may be printed on one line: control characters (a newline, ESC sequences that
+// retitle or clear a terminal) shown escaped, "\n", "\x1b", so a name cannot split an error line
+// in two or pose as another line.
+std::string printable_name(const std::string& name);
+
 class ImageError : public std::runtime_error {
  public:
   ImageError(const std::filesystem::path& file, const std::string& problem)
-      : std::runtime_error(file.string() + ": " + problem), file_(file), problem_(problem) {}
+      : std::runtime_error(printable_name(file.string()) + ": " + problem), file_(file), problem_(problem) {}
   const std::filesystem::path& file() const { return file_; }
   const std::string& problem() const { return problem_; }
 

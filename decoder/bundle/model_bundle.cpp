@@ -196,6 +196,10 @@ std::vector<BundleMember> load_members(const fs::path& dir, const JsonView& memb
 // The mean training feature that mutual-information decoding compares each photo with.
 torch::Tensor load_image_prior(const fs::path& dir, const JsonView& jp, int64_t feature_dim) {
   const fs::path file = dir / jp.at("file").as_string();
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) {
+    jp.fail(file.string() + " is missing: restore it, or remove \"image_prior\" from config.json (it serves --mi-weight)");
+  }
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(file.string());

@@ -161,12 +161,13 @@ TEST(Interruption, KillNineAtChosenStepsThenResumeMatchesAnUninterruptedRun) {
   }
 }
 
-TEST(Interruption, SigintAndSigtermSaveACheckpointAndExitCleanly) {
+// SIGHUP too: a closed terminal or ssh session stops a run as Ctrl-C does.
+TEST(Interruption, SigintSigtermAndSighupSaveACheckpointAndExitCleanly) {
   TempDir tmp;
   fs::create_directories(tmp / "data");
   auto data = make_dataset(tmp / "data");
   auto enc = make_tiny_encoder(tmp / "enc");
-  for (int sig : {SIGINT, SIGTERM}) {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
     auto out = tmp / ("run" + std::to_string(sig));
     auto args = train_args(data, enc, out);
     args[std::find(args.begin(), args.end(), "--epochs") - args.begin() + 1] = "500";

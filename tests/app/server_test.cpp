@@ -246,12 +246,28 @@ TEST(ServeCli, EveryLimitIsAnsweredInOneJsonLine) {
   expect_one_line_json_error(client.Post("/v1/captions?beam=100", f.jpegs[0], "image/jpeg"), 400, "beam=100");
   expect_one_line_json_error(client.Post("/v1/captions?file=/etc/passwd", f.jpegs[0], "image/jpeg"), 400, "unknown option file");
   expect_one_line_json_error(client.Get("/etc/passwd"), 404, "no such endpoint");
-  // More photos than the queue holds: 503 with Retry-After, nothing half-done.
+  // More photos in one request than may ever wait together: 413 (a retry could never succeed).
   httplib::MultipartFormDataItems items;
   for (int i = 0; i < 3; ++i) items.push_back({"photo", f.jpegs[static_cast<size_t>(i)], "p.jpg", "image/jpeg"});
   auto r = client.Post("/v1/captions", items);
-  expect_one_line_json_error(r, 503, "too many photos waiting");
-  EXPECT_EQ(r->get_header_value("Retry-After"), "1");
+  expect_one_line_json_error(r, 413, "at most 2 may wait at once");
+  {
+    // A queue that others fill: 503 with Retry-After, nothing half-done. One photo waits there
+    // for its batch to fill (--batch-wait-ms 1000) while two more ask to join it.
+    Server waiting(f, "--max-queue 2 --batch 8 --batch-wait-ms 1000");
+    ASSERT_GT(waiting.port(), 0) << waiting.log();
+    std::thread first([&] { EXPECT_EQ(waiting.client().Post("/v1/captions", f.jpegs[0], "image/jpeg")->status, 200); });
+    for (int i = 0; i < 100; ++i) {
+      auto m = waiting.client().Get("/metrics");
+      if (m && m->body.find("captioner_queue_depth 1") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    httplib::MultipartFormDataItems two(items.begin(), items.begin() + 2);
+    auto full = waiting.client().Post("/v1/captions", two);
+    expect_one_line_json_error(full, 503, "too many photos waiting");
+    EXPECT_EQ(full->get_header_value("Retry-After"), "1");
+    first.join();
+  }
   // A client that stalls half way through its headers is cut off after --timeout.
   const int fd = raw_connect(server.port(), 50);
   ASSERT_GE(fd, 0) << std::strerror(errno);

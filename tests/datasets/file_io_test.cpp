@@ -72,14 +72,24 @@ TEST(OutputLock, TextInAForeignLockFileIsNotQuotedAsAPid) {
   EXPECT_EQ(read_file(tmp / ".out.json.lock"), "rm -rf /\n");
 }
 
-TEST(AtomicFileWriter, APlantedLinkAtTheOutputIsReplacedItsTargetUntouched) {
+// A link at the output (planted, or /dev/stdout) is neither written through nor replaced; a device
+// or FIFO is not turned into a plain file. Each is refused with one line naming it.
+TEST(AtomicFileWriter, APlantedLinkOrADeviceAtTheOutputIsRefusedAndLeftAsItIs) {
   TempDir tmp;
   write_text(tmp / "victim.txt", "DATA\n");
   fs::create_symlink(tmp / "victim.txt", tmp / "out.json");
-  write_file_atomic(tmp / "out.json", "[]\n");
-  EXPECT_FALSE(fs::is_symlink(tmp / "out.json"));
-  EXPECT_EQ(read_file(tmp / "out.json"), "[]\n");
+  expect_error_message([&] { write_file_atomic(tmp / "out.json", "[]\n"); }, {"out.json", "symbolic link"});
+  EXPECT_TRUE(fs::is_symlink(tmp / "out.json"));
   EXPECT_EQ(read_file(tmp / "victim.txt"), "DATA\n");
+  fs::create_symlink("/proc/self/fd/1", tmp / "stdout");
+  expect_error_message([&] { write_file_atomic(tmp / "stdout", "[]\n"); }, {"stdout", "symbolic link"});
+  EXPECT_TRUE(fs::is_symlink(tmp / "stdout"));
+  ASSERT_EQ(::mkfifo((tmp / "fifo.json").c_str(), 0600), 0);
+  expect_error_message([&] { write_file_atomic(tmp / "fifo.json", "[]\n"); }, {"fifo.json", "not a regular file"});
+  EXPECT_TRUE(fs::is_fifo(tmp / "fifo.json"));
+  for (const auto& e : fs::directory_iterator(tmp.path())) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << "leftover " << e.path();
+  }
 }
 
 TEST(AtomicFileWriter, AWriteThatFailsFailsTheCommitAndPublishesNothing) {

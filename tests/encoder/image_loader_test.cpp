@@ -378,3 +378,14 @@ TEST(ImageLoader, PngMessagesAreNamedErrorsOrNothing) {
   expect_image_error([&] { loader().decode(tmp / "corrupt.png"); }, "corrupt.png", "damaged PNG");
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
+
+// An animated WebP (VP8X with the animation flag) is named as such, not as corrupt data.
+TEST(ImageLoader, AnAnimatedWebpIsNamedAsSuch) {
+  TempDir tmp;
+  auto le32 = [](uint32_t v) { return std::string{char(v), char(v >> 8), char(v >> 16), char(v >> 24)}; };
+  const std::string vp8x = std::string("VP8X") + le32(10) + '\x02' + std::string(3, '\0') + std::string("\x0f\0\0\x0f\0\0", 6);
+  const std::string anim = std::string("ANIM") + le32(6) + std::string(6, '\0');
+  const std::string body = "WEBP" + vp8x + anim;
+  write_text(tmp / "anim.webp", "RIFF" + le32(static_cast<uint32_t>(body.size())) + body);
+  expect_image_error([&] { loader().decode(tmp / "anim.webp"); }, "anim.webp", "animated WebP is not supported");
+}
