@@ -411,12 +411,19 @@ void add_caption_command(CLI::App& app) {
   auto search = "Decoding (defaults: the model's)";
   add_search_overrides(*cmd, o->search, "the model's", search);
   add_decoder_precision_option(*cmd, o->decoder_precision, search);
-  cmd->add_flag("--sample", o->sample, "Sample captions instead of searching for the most likely")->group(search);
-  cmd->add_option("--temperature", o->temperature, "Sampling temperature")->check(CLI::Range(0.01, 100.0))->group(search);
+  // The sampling options mean nothing to a search: given without --sample they are an error, not
+  // silently ignored.
+  auto* sample = cmd->add_flag("--sample", o->sample, "Sample captions instead of searching for the most likely")->group(search);
+  cmd->add_option("--temperature", o->temperature, "Sampling temperature")
+      ->check(CLI::Range(0.01, 100.0))
+      ->needs(sample)
+      ->group(search);
   cmd->add_option("--top-k", o->top_k, "Sample among the k most likely words (0: all)")
       ->check(CLI::NonNegativeNumber)
+      ->needs(sample)
       ->group(search);
-  cmd->add_option("--seed", o->seed, "Sampling seed")->group(search);
+  // A seed is a count from 0: "-1" would wrap to 2^64 - 1 without a word.
+  cmd->add_option("--seed", o->seed, "Sampling seed")->check(CLI::Range(0.0, 1e19))->needs(sample)->group(search);
   auto run = "Running";
   cmd->add_option("--batch", o->batch, "Images decoded together (beams of all of them in one tensor)")
       ->check(CLI::Range(1, 1024))
@@ -427,7 +434,7 @@ void add_caption_command(CLI::App& app) {
       ->group(run);
   cmd->add_option("--loader-threads", o->loader_threads, "Image decoding threads")->check(CLI::Range(1, 64))->group(run);
   cmd->add_option("--max-pixels", o->max_pixels, "Refuse larger images before decoding them")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1.0, 1e12))
       ->group(run);
   cmd->add_option("--device", o->device, "cpu, cuda or auto (cuda when available)")->group(run);
   cmd->add_flag("--quiet,-q", o->quiet, "No progress bar or summary")->group(run);

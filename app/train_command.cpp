@@ -184,7 +184,7 @@ void add_train_command(CLI::App& app) {
       ->check(CLI::PositiveNumber)
       ->group(train);
   cmd->add_flag("--flip-augment", t.flip_augment, "Also train on mirrored photos (features computed once)")->group(train);
-  cmd->add_option("--seed", t.seed, "Random seed (initialisation, batches, dropout)")->group(train);
+  cmd->add_option("--seed", t.seed, "Random seed (initialisation, batches, dropout)")->check(CLI::Range(0.0, 1e19))->group(train);
   cmd->add_option("--checkpoint-every", t.checkpoint_every, "Batches between checkpoints (also after every epoch)")
       ->check(CLI::PositiveNumber)
       ->group(train);

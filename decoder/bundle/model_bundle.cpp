@@ -131,8 +131,19 @@ json read_model_config(const fs::path& dir) {
   return config;
 }
 
+// A file config.json names for the model's own parts (vocabulary, weights, image prior): a plain
+// name inside the model folder. A path from a data file never leaves its folder: a downloaded
+// model cannot make captioner open /etc/hostname or ../../other/decoder.pt.
+std::string own_file(const JsonView& name) {
+  const std::string file = name.as_string();
+  if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos) {
+    name.fail("\"" + file + "\" must name a file inside the model folder");
+  }
+  return file;
+}
+
 Vocabulary load_vocabulary(const fs::path& dir, const JsonView& jv) {
-  const fs::path file = dir / jv.at("file").as_string();
+  const fs::path file = dir / own_file(jv.at("file"));
   Vocabulary vocab = Vocabulary::load(file);
   if (static_cast<int64_t>(vocab.size()) != jv.at("size").as_int() ||
       hex64(vocab.fingerprint()) != jv.at("fingerprint").as_string()) {
@@ -176,7 +187,7 @@ std::vector<BundleMember> load_members(const fs::path& dir, const JsonView& memb
                             std::to_string(b.encoder.feature_dim));
     }
     BundleMember m;
-    m.weights_file = jm.at("weights").as_string();
+    m.weights_file = own_file(jm.at("weights"));
     m.view = jm.has("view") ? static_cast<size_t>(jm.at("view").as_int()) : 0;
     if (m.view > 1) jm.at("view").fail("view must be 0 (photo) or 1 (mirrored)");
     for (const auto& prev : out) {
@@ -195,7 +206,7 @@ std::vector<BundleMember> load_members(const fs::path& dir, const JsonView& memb
 
 // The mean training feature that mutual-information decoding compares each photo with.
 torch::Tensor load_image_prior(const fs::path& dir, const JsonView& jp, int64_t feature_dim) {
-  const fs::path file = dir / jp.at("file").as_string();
+  const fs::path file = dir / own_file(jp.at("file"));
   std::error_code ec;
   if (!fs::is_regular_file(file, ec)) {
     jp.fail(file.string() + " is missing: restore it, or remove \"image_prior\" from config.json (it serves --mi-weight)");

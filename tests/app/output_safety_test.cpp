@@ -50,6 +50,11 @@ TEST(Reliability, NumbersThatAreNotFiniteAndUnboundedThreadCountsAreUsageErrors)
   expect_one_line_error(f.caption(photo + " --length-penalty nan"), 2, {"--length-penalty", "not a finite number"});
   expect_one_line_error(f.caption(photo + " --sample --temperature nan"), 2, {"--temperature", "not a finite number"});
   expect_one_line_error(f.caption(photo + " --threads 5000"), 2, {"--threads"});
+  // Sampling options without --sample, a seed below zero (it wrapped to 2^64 - 1), a pixel limit
+  // beyond what any photo has (it saturated, then OpenCV's assertion text came out).
+  expect_one_line_error(f.caption(photo + " --top-k 3"), 2, {"--top-k", "--sample"});
+  expect_one_line_error(f.caption(photo + " --sample --seed=-1"), 2, {"--seed"});
+  expect_one_line_error(f.caption(photo + " --max-pixels 18446744073709551617"), 2, {"--max-pixels"});
   expect_one_line_error(f.caption(photo + " -o ''"), 2, {"--output", "an empty file name"});
   // Training refuses a NaN learning rate before it reads any data, not after (it was exit 3,
   // "internal error in LibTorch").

@@ -246,16 +246,23 @@ TEST(ImageLoader, APartlyDecodedJpegIsRefusedNotGreyFilled) {
   EXPECT_THROW(loader().decode(tmp / "overwritten.jpg"), ImageError);
 }
 
+namespace {
+// Our decoder's image equals cv::imdecode(bytes, flags)'s: size, type and every sample.
+void expect_opencvs_pixels(const cv::Mat& ours, const std::string& bytes, int flags, const std::string& what) {
+  cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
+  const cv::Mat theirs = cv::imdecode(raw, flags);
+  ASSERT_FALSE(theirs.empty()) << what;
+  ASSERT_EQ(ours.size(), theirs.size()) << what;
+  ASSERT_EQ(ours.type(), theirs.type()) << what;
+  EXPECT_EQ(cv::norm(ours, theirs, cv::NORM_INF), 0) << what;
+}
+}  // namespace
+
 // decode_jpeg gives exactly cv::imdecode(IMREAD_COLOR)'s pixels: baseline and progressive,
 // restart markers, greyscale, CMYK, every EXIF orientation, and real photos where ../shared is.
 TEST(ImageLoader, OurJpegDecodingIsOpenCvsPixelForPixel) {
   auto same = [](const std::string& bytes, const std::string& what) {
-    cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
-    cv::Mat theirs = cv::imdecode(raw, cv::IMREAD_COLOR);
-    cv::Mat ours = decode_jpeg(bytes, what);
-    ASSERT_EQ(ours.size(), theirs.size()) << what;
-    ASSERT_EQ(ours.type(), theirs.type()) << what;
-    EXPECT_EQ(cv::norm(ours, theirs, cv::NORM_INF), 0) << what;
+    expect_opencvs_pixels(decode_jpeg(bytes, what), bytes, cv::IMREAD_COLOR, what);
   };
   cv::Mat noise(37, 53, CV_8UC3);
   cv::randu(noise, 0, 255);
@@ -318,13 +325,7 @@ std::string make_png(int width, int height, int depth, int color, int bytes_per_
 // decode_png gives exactly cv::imdecode(IMREAD_UNCHANGED)'s pixels for every kind of PNG.
 TEST(ImageLoader, OurPngDecodingIsOpenCvsPixelForPixel) {
   auto same = [](const std::string& bytes, const std::string& what) {
-    cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
-    cv::Mat theirs = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
-    ASSERT_FALSE(theirs.empty()) << what;
-    cv::Mat ours = decode_png(bytes, what);
-    ASSERT_EQ(ours.size(), theirs.size()) << what;
-    ASSERT_EQ(ours.type(), theirs.type()) << what;
-    EXPECT_EQ(cv::norm(ours, theirs, cv::NORM_INF), 0) << what;
+    expect_opencvs_pixels(decode_png(bytes, what), bytes, cv::IMREAD_UNCHANGED, what);
   };
   cv::Mat noise(23, 31, CV_16UC4);
   cv::randu(noise, 0, 65535);

@@ -13,6 +13,7 @@
 using namespace captioner;
 using captioner::test::expect_error_message;
 using captioner::test::TempDir;
+using captioner::test::write_text;
 using nlohmann::json;
 
 namespace {
@@ -151,6 +152,27 @@ TEST(ModelBundle, RefusesPartsThatDoNotBelongTogether) {
   d = fresh("concepts");
   edit_config(d, [](json& j) { j["members"][0]["decoder"]["concepts"] = {"dog", "cat"}; });
   expect_error_message([&] { ModelBundle::load(d); }, {"`train --concept-input`, which measured no gain and was removed"});
+}
+
+// A downloaded model's config.json cannot make captioner open files outside the model folder:
+// its vocabulary, weights and image prior are plain names inside it (the encoder, shared between
+// models, may sit elsewhere and is checked by its identity instead).
+TEST(ModelBundle, ItsOwnFilesAreNamedInsideTheModelFolder) {
+  TempDir tmp;
+  auto enc = test::make_tiny_encoder(tmp / "enc");
+  test::make_bundle(enc, test::make_vocab(kWords)).save(tmp / "m");
+  write_text(tmp / "outside.json", "{}");
+  for (const std::string name : {"/etc/hostname", "../outside.json", "sub/../../outside.json", ".."}) {
+    edit_config(tmp / "m", [&](json& j) { j["vocabulary"]["file"] = name; });
+    expect_error_message([&] { ModelBundle::load(tmp / "m"); }, {"config.json", "must name a file inside the model folder"});
+    edit_config(tmp / "m", [&](json& j) {
+      j["vocabulary"]["file"] = "vocab.json";
+      j["members"][0]["weights"] = name;
+    });
+    expect_error_message([&] { ModelBundle::load(tmp / "m"); }, {"config.json", "must name a file inside the model folder"});
+    edit_config(tmp / "m", [&](json& j) { j["members"][0]["weights"] = "decoder.pt"; });
+  }
+  EXPECT_NO_THROW(ModelBundle::load(tmp / "m"));
 }
 
 TEST(ModelBundle, StoresItsImagePriorForMutualInformationDecoding) {
