@@ -325,20 +325,20 @@ void run_caption(const CaptionOptions& o) {
   Encoder encoder = Encoder::load(model.encoder_file, device);
   const CaptionPipelineOptions po = pipeline_options(o, model);
 
-  Pending todo = pending_photos(o, out, part);
+  Pending pending = pending_photos(o, out, part);
   std::unique_ptr<CaptionWriter> writer = out.file.empty()
                                               ? std::make_unique<CaptionWriter>(std::cout, out.format)
                                               : std::make_unique<CaptionWriter>(std::filesystem::path(out.file), out.format);
-  for (const auto& r : todo.previous) writer->write(r);
+  for (const auto& r : pending.previous) writer->write(r);
   std::unique_ptr<ReportBuilder> report;
   if (!o.html.empty()) {
-    report = std::make_unique<ReportBuilder>(o, model_dir.string(), po.search, todo.previous.size() + todo.photos.size());
-    report->add_earlier(todo.previous, po);
+    report = std::make_unique<ReportBuilder>(o, model_dir.string(), po.search, pending.previous.size() + pending.photos.size());
+    report->add_earlier(pending.previous, po);
   }
 
   install_stop_handlers();
   // On a terminal that also shows the captions, a progress bar would tangle with them.
-  ProgressBar bar("captioning", static_cast<int64_t>(todo.photos.size()),
+  ProgressBar bar("captioning", static_cast<int64_t>(pending.photos.size()),
                   !o.quiet && (!out.file.empty() || !::isatty(STDOUT_FILENO)));
   const auto t0 = std::chrono::steady_clock::now();
   auto last_snapshot = t0;
@@ -348,7 +348,7 @@ void run_caption(const CaptionOptions& o) {
   cb.on_caption = [&](const CaptionedImage& c) {
     const std::string tag = c.tag ? c.tag->word : "";
     const double tag_probability = c.tag ? c.tag->probability : 0;
-    writer->write({c.file.string(), todo.image_ids.at(c.index), c.caption, c.log_prob, tag, tag_probability});
+    writer->write({c.file.string(), pending.image_ids.at(c.index), c.caption, c.log_prob, tag, tag_probability});
     ++captioned;
     if (report) report->add(c.file, c.caption, c.log_prob, c.thumbnail_jpeg, tag, tag_probability);
   };
@@ -366,7 +366,7 @@ void run_caption(const CaptionOptions& o) {
     }
   };
   cb.should_stop = [] { return stop_requested().load(); };
-  const size_t failed = pipeline.run(todo.photos, cb);
+  const size_t failed = pipeline.run(pending.photos, cb);
   bar.finish();
   writer->finish();
   if (report) report->finish();
