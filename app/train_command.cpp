@@ -195,6 +195,15 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--init-from", job.init_from, "Start from this trained model (its vocabulary and decoder)")
       ->check(CLI::ExistingDirectory)
       ->group(train);
+  auto* text = cmd->add_option("--text-captions", job.text_captions,
+                               "Captions without photos (e.g. Flickr30k's token file): first train the decoder on them "
+                               "as a language model, image term off, in <output-dir>/text_phase")
+                   ->check(CLI::ExistingFile)
+                   ->group(train);
+  cmd->add_option("--text-epochs", job.text_epochs, "Epochs of the --text-captions phase")
+      ->check(CLI::Range(1, 1000))
+      ->needs(text)
+      ->group(train);
 
   auto decoding = "Decoding defaults stored with the model";
   cmd->add_option("--beam", job.search.beam_size, "Beam width")->check(CLI::Range(1, 64))->group(decoding);

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -91,6 +92,8 @@ std::vector<DistributedGroup::Setting> settings_that_shape_the_model(const Train
           {"the validation captions (--val-captions, --val-split, --max-val-images)", dataset_text(val)},
           {"the encoder (--encoder)", encoder.name + " " + encoder.fingerprint() + " weights " + encoder.weights_hash},
           {"--init-from", job.init_from.empty() ? "(none)" : "a model"},
+          {"--text-captions, --text-epochs",
+           job.text_captions.empty() ? "(none)" : job.text_captions.filename().string() + " " + std::to_string(job.text_epochs)},
           {"--min-word-count", std::to_string(job.min_word_count)},
           {"--max-caption-length", std::to_string(job.max_caption_length)},
           {"--cell", d.cell},
@@ -263,11 +266,72 @@ json training_record(const TrainJob& job, const TrainerOptions& options, const C
   o["max_caption_length"] = job.max_caption_length;
   o["objective"] = "xe";
   o["init_from"] = job.init_from.string();
+  if (!job.text_captions.empty()) {
+    o["text_captions"] = job.text_captions.string();
+    o["text_epochs"] = job.text_epochs;
+  }
   return {
       {"command", job.command_line},
       {"train", {{"captions", job.train_captions.string()}, {"images", train.records.size()}, {"captions_used", captions_used}}},
       {"validation", {{"captions", job.val_captions.string()}, {"images", val.records.size()}}},
       {"options", std::move(o)}};
+}
+
+// The text phase (TrainJob::text_captions): captions whose photos are absent, read before any
+// photo is encoded so that a bad file costs nothing.
+std::optional<CaptionDataset> load_text_captions(const TrainJob& job) {
+  if (job.text_captions.empty()) return std::nullopt;
+  DatasetOptions o;
+  o.check_images = false;  // text only: the photos are not expected
+  o.split = job.karpathy_train_split;
+  CaptionDataset text = load_caption_file(job.text_captions, o);
+  if (text.records.empty()) throw std::runtime_error("--text-captions " + job.text_captions.string() + ": no captions");
+  return text;
+}
+
+// Every text caption is paired with one all-zero feature row, so W_ih v vanishes and the decoder
+// is a language model. A caption with a word outside the vocabulary is dropped rather than taught
+// as <unk>.
+TrainingData text_phase_data(const TrainJob& job, const CaptionDataset& text, const Vocabulary& vocab, int64_t feature_dim,
+                             const Say& say) {
+  const TokenizedCaptions words = tokenize_training_captions(text, job.max_caption_length);
+  TrainingData data;
+  for (const auto& caption : words.words) {
+    auto ids = vocab.encode(caption);
+    if (std::find(ids.begin(), ids.end(), Vocabulary::kUnk) != ids.end()) continue;
+    data.captions.push_back(std::move(ids));
+  }
+  if (data.captions.empty()) {
+    throw std::runtime_error("--text-captions " + job.text_captions.string() +
+                             ": no caption uses only the words of the photos' captions");
+  }
+  data.caption_image.assign(data.captions.size(), 0);
+  data.features = torch::zeros({1, feature_dim});
+  if (say) {
+    say("text phase: " + std::to_string(data.captions.size()) + " of " + std::to_string(words.words.size()) +
+        " captions of " + job.text_captions.string() + " (the rest use words outside the vocabulary), " +
+        std::to_string(job.text_epochs) + " epochs with the image term off");
+  }
+  return data;
+}
+
+// Runs the text phase as a Trainer of its own in <output_dir>/text_phase (checkpointed and
+// resumable like any run). The decoder leaves it with the last epoch's weights, not those of the
+// epoch whose photo captions scored best: without the image term, validation BLEU says little
+// about a language model. Returns false when asked to stop (--resume continues the phase).
+bool train_on_text(const TrainJob& job, const TrainerOptions& photo_options, ModelBundle& model, TrainingData data,
+                   const ValidationData& val, const TrainJobCallbacks& cb) {
+  TrainerOptions options = photo_options;
+  options.epochs = job.text_epochs;
+  options.patience = job.text_epochs + 1;
+  options.flip_augment = false;
+  options.ema_decay = 0;
+  ModelBundle text_model = model;  // shares the decoder: the phase trains the photos' decoder
+  text_model.training = {{"phase", "text"}, {"captions", job.text_captions.string()}, {"captions_used", data.captions.size()}};
+  Trainer trainer(std::move(text_model), std::move(data), val, options, job.output_dir / "text_phase");
+  const TrainResult r = trainer.run(cb.trainer);
+  model.members[0].decoder->train();
+  return !r.interrupted;
 }
 
 }  // namespace
@@ -287,6 +351,7 @@ TrainResult run_train_job(const TrainJob& requested, const TrainJobCallbacks& cb
   CaptionDataset train =
       load_split(job.train_captions, job.train_images, job.train_split, job.karpathy_train_split, job.max_train_images);
   CaptionDataset val = load_split(job.val_captions, job.val_images, job.val_split, job.karpathy_val_split, job.max_val_images);
+  const std::optional<CaptionDataset> text = load_text_captions(job);
   say_warnings(train.warnings, say);
   say_warnings(val.warnings, say);
 
@@ -327,6 +392,9 @@ TrainResult run_train_job(const TrainJob& requested, const TrainJobCallbacks& cb
   for (const auto& r : val.records) vdata.references.push_back(r.captions);
   model.training = training_record(job, options, train, val, data.captions.size());
 
+  std::optional<TrainingData> text_data;
+  if (text && job.text_epochs > 0) text_data = text_phase_data(job, *text, model.vocab, train_feats.features.size(1), say);
+
   if (say && group) {
     say("data-parallel over " + std::to_string(group->world_size()) + " processes: each takes " +
         std::to_string(job.trainer.batch_size / group->world_size()) + " of every " + std::to_string(job.trainer.batch_size) +
@@ -338,6 +406,11 @@ TrainResult run_train_job(const TrainJob& requested, const TrainJobCallbacks& cb
         std::to_string(model.vocab.size()) + " words; " + (device.is_cuda() ? "GPU" : "CPU"));
   }
   options.group = group.get();
+  if (text_data && !train_on_text(job, options, model, std::move(*text_data), vdata, cb)) {
+    TrainResult interrupted;
+    interrupted.interrupted = true;
+    return interrupted;
+  }
   Trainer trainer(std::move(model), std::move(data), std::move(vdata), options, job.output_dir);
   return trainer.run(cb.trainer);
 }

@@ -26,6 +26,12 @@ struct TrainJob {
   bool overwrite = false;           // replace a model or run already in output_dir
   std::filesystem::path init_from;  // start from this model (its vocabulary and decoder), e.g. to fine-tune
   std::filesystem::path cache_dir;  // image features are cached here; empty: no cache
+  // Captions whose photos are absent (e.g. Flickr30k's text): the decoder first learns language
+  // from them with the image term off (v = 0) for text_epochs epochs, in <output_dir>/text_phase,
+  // then trains on the photos from those weights. Words outside the vocabulary of the photos'
+  // captions drop the caption. Empty: no text phase.
+  std::filesystem::path text_captions;
+  int text_epochs = 2;
   int min_word_count = 5;
   int max_caption_length = 30;  // words; longer training captions are cut
   size_t max_train_images = 0;  // 0: all (a first N for quick experiments)

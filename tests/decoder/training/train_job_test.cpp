@@ -92,3 +92,35 @@ TEST(Reliability, TrainingReadsNoPhotoOutsideItsImageFolder) {
                      " --min-word-count 1 --epochs 1 -q --output-dir " + (f.tmp / "run-linked").string());
   EXPECT_EQ(r.exit_code, 0) << r.err;
 }
+
+// Issue 32, part 2: captions without photos teach the decoder language first (image term off),
+// in a run of their own under <output-dir>/text_phase; a caption with a word the photos' captions
+// never use is dropped, not taught as <unk>.
+TEST(TrainJob, ATextPhaseTrainsTheDecoderOnCaptionsWithoutPhotosFirst) {
+  TinyModelFixture f;
+  const fs::path text = f.tmp / "text" / "Flickr30k.token.txt";
+  fs::create_directories(text.parent_path());
+  write_text(text, "absent1.jpg#0\ta dog runs a dog runs\nabsent2.jpg#0\ta cat sleeps\n");
+  const fs::path with_text = f.tmp / "with_text", plain = f.tmp / "plain";
+  auto r = f.train_one_photo(with_text, " --text-captions " + text.string() + " --text-epochs 1", 1);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE((r.out + r.err).find("text phase: 1 of 2 captions"), std::string::npos) << r.out << r.err;
+  const auto phase = nlohmann::json::parse(read_file(with_text / "text_phase" / "config.json"));
+  EXPECT_EQ(phase["training"]["phase"], "text");
+  EXPECT_EQ(phase["training"]["captions_used"], 1);
+  const auto model = nlohmann::json::parse(read_file(with_text / "config.json"));
+  EXPECT_EQ(model["training"]["options"]["text_epochs"], 1);
+  EXPECT_EQ(model["training"]["options"]["text_captions"], text.string());
+
+  ASSERT_EQ(f.train_one_photo(plain, "", 1).exit_code, 0);
+  EXPECT_NE(read_file(with_text / "decoder.pt"), read_file(plain / "decoder.pt"))
+      << "the photos' training did not start from the text phase's weights";
+}
+
+TEST(TrainJob, TextCaptionsThatShareNoVocabularyAreOneLineNamingTheFile) {
+  TinyModelFixture f;
+  const fs::path text = f.tmp / "unrelated.token.txt";
+  write_text(text, "absent.jpg#0\ttwo cats sleep\n");
+  const auto r = f.train_one_photo(f.tmp / "out", " --text-captions " + text.string(), 1);
+  expect_one_line_error(r, 3, {text.string(), "no caption uses only the words"});
+}
