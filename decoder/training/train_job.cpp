@@ -308,9 +308,9 @@ TrainingData text_phase_data(const TrainJob& job, const CaptionDataset& text, co
   data.caption_image.assign(data.captions.size(), 0);
   data.features = torch::zeros({1, feature_dim});
   if (say) {
-    say("text phase: " + std::to_string(data.captions.size()) + " of " + std::to_string(words.words.size()) +
-        " captions of " + job.text_captions.string() + " (the rest use words outside the vocabulary), " +
-        std::to_string(job.text_epochs) + " epochs with the image term off");
+    say("text phase: " + std::to_string(data.captions.size()) + " of " + std::to_string(words.words.size()) + " captions of " +
+        job.text_captions.string() + " (the rest use words outside the vocabulary), " + std::to_string(job.text_epochs) +
+        " epochs with the image term off");
   }
   return data;
 }
