@@ -79,9 +79,10 @@ void run_train(TrainCommandOptions& o, const std::string& command_line) {
     char line[320];
     std::snprintf(
         line, sizeof line,
-        "[epoch %d/%d] loss %.4f  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
-        r.epoch, job.trainer.epochs, r.train_loss, r.bleu[0], r.bleu[3], r.improved ? " *" : "  ", r.best_bleu4, r.best_epoch,
-        r.learning_rate, format_duration(r.seconds).c_str(), r.captions_per_second);
+        "[%sepoch %d/%d] loss %.4f  val BLEU-1 %.4f BLEU-4 %.4f%s  best BLEU-4 %.4f (epoch %d)  lr %.2e  %s  %.0f captions/s",
+        r.phase.empty() ? "" : (r.phase + " ").c_str(), r.epoch, r.epochs, r.train_loss, r.bleu[0], r.bleu[3],
+        r.improved ? " *" : "  ", r.best_bleu4, r.best_epoch, r.learning_rate, format_duration(r.seconds).c_str(),
+        r.captions_per_second);
     std::cerr << line << std::endl;
   };
   TrainResult result = run_train_job(job, cb);

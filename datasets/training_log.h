@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <string>
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json_fwd.hpp>
@@ -22,8 +23,10 @@ struct BatchLogLine {
 };
 
 struct EpochReport {
-  int epoch = 0;     // 1-based
-  int64_t step = 0;  // batches since the start of training, at the epoch's end
+  int epoch = 0;      // 1-based
+  int epochs = 0;     // of the run (or phase) as asked; not logged
+  std::string phase;  // "" for photos; "text": captions without photos (TrainJob::text_captions); not logged
+  int64_t step = 0;   // batches since the start of training, at the epoch's end
   double train_loss = 0;
   std::array<double, 4> bleu{};  // validation BLEU-1..4 (greedy)
   double cider_d = -1;           // validation CIDEr-D (greedy); -1: not in the log (older runs)

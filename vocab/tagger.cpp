@@ -129,7 +129,7 @@ int64_t naming_word(const WordNet::Synset& s, const WordNet& wordnet, const Voca
 }
 
 // For every content word of the vocabulary, the concepts at or above its most common noun sense
-// ("eagle" satisfies bird). Rarer senses would let "young" (offspring), "game" (hunted animals)
+// ("eagle" and "eagles" satisfy bird). Rarer senses would let "young" (offspring), "game" (hunted animals)
 // and "jersey" (cattle) name an animal.
 std::vector<std::pair<int64_t, std::vector<int64_t>>> concepts_of_words(const Vocabulary& vocab, const WordNet& wordnet,
                                                                         SynsetCache& synset,
@@ -151,7 +151,7 @@ std::vector<std::pair<int64_t, std::vector<int64_t>>> concepts_of_words(const Vo
   std::vector<std::pair<int64_t, std::vector<int64_t>>> out;
   for (int64_t id = Vocabulary::kNumSpecial; id < static_cast<int64_t>(vocab.size()); ++id) {
     if (!is_content_word(id)) continue;
-    const auto senses = wordnet.synsets(vocab.token(id));
+    const auto senses = wordnet.noun_senses(vocab.token(id));
     if (!senses.empty()) out.emplace_back(id, concepts_above(senses.front()));
   }
   return out;
@@ -202,7 +202,41 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
     }
   }
   for (auto& c : tagger.concepts_) std::sort(c.satisfied_by.begin(), c.satisfied_by.end());
+  mark_people(tagger, wordnet, vocab, concept_of, is_content_word);
   return tagger;
+}
+
+// People words: a most common sense at or below WordNet's person or people ("men", "crowd" is
+// not: a group; "people" is).
+void Tagger::mark_people(Tagger& tagger, const WordNet& wordnet, const Vocabulary& vocab,
+                         const std::unordered_map<int64_t, int>& concept_of,
+                         const std::function<bool(int64_t)>& is_content_word) {
+  const auto below = [&](std::vector<const char*> lemmas) {
+    std::vector<int64_t> roots;
+    for (const char* lemma : lemmas) {
+      const auto senses = wordnet.synsets(lemma);
+      if (!senses.empty()) roots.push_back(senses.front());
+    }
+    return [&wordnet, roots](int64_t offset) {
+      for (const auto& a : wordnet.ancestors(offset)) {
+        if (std::find(roots.begin(), roots.end(), a.offset) != roots.end()) return true;
+      }
+      return false;
+    };
+  };
+  const auto is_people = below({"person", "people"});
+  const auto is_animal = below({"animal"});
+  for (int64_t id = Vocabulary::kNumSpecial; id < static_cast<int64_t>(vocab.size()); ++id) {
+    if (!is_content_word(id)) continue;
+    const auto senses = wordnet.noun_senses(vocab.token(id));
+    if (!senses.empty() && is_people(senses.front())) tagger.people_.push_back(id);
+  }
+  tagger.concept_is_people_.assign(tagger.concepts_.size(), false);
+  tagger.concept_is_animal_.assign(tagger.concepts_.size(), false);
+  for (const auto& [offset, k] : concept_of) {
+    tagger.concept_is_people_[static_cast<size_t>(k)] = is_people(offset);
+    tagger.concept_is_animal_[static_cast<size_t>(k)] = is_animal(offset);
+  }
 }
 
 std::optional<Tag> Tagger::tag(const std::vector<float>& class_probabilities, double threshold) const {
@@ -224,7 +258,21 @@ std::optional<Tag> Tagger::tag(const std::vector<float>& class_probabilities, do
   }
   if (best < 0) return std::nullopt;
   const Concept& c = concepts_[static_cast<size_t>(best)];
-  Tag tag{c.word, c.word_id, mass[static_cast<size_t>(best)], {}, {}};
+  Tag tag{c.word, c.word_id, mass[static_cast<size_t>(best)], {}, {}, {}, {}, false};
+  if (!concept_is_people_[static_cast<size_t>(best)]) tag.people = people_;
+  tag.animal = concept_is_animal_[static_cast<size_t>(best)];
+  // Broader concepts: those above the tag on the chains of the classes it gathers.
+  std::vector<int> above;
+  for (const auto& chain : class_concepts_) {
+    const auto at = std::find(chain.begin(), chain.end(), best);
+    for (auto k = at == chain.end() ? chain.end() : at + 1; k != chain.end(); ++k) {
+      if (std::find(above.begin(), above.end(), *k) == above.end()) above.push_back(*k);
+    }
+  }
+  for (const auto& [w, concepts] : word_concepts_) {
+    if (!concepts.empty() && std::find(above.begin(), above.end(), concepts.front()) != above.end()) tag.broader.push_back(w);
+  }
+  std::sort(tag.broader.begin(), tag.broader.end());
   // A broad tag is not met by a kind of it that the classifier rules out: "animal" for a photo
   // of a giraffe is not met by "dog", nor by "puppy", when the dog classes together score below
   // kRuledOut.

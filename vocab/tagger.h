@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -21,6 +22,13 @@ struct Tag {
   double probability = 0;  // summed over the classes that are kinds of it
   std::vector<int64_t> satisfied_by;
   std::vector<int64_t> ruled_out;  // kinds of it the classifier gives less than 2% together
+  // Vocabulary words for people ("man", "girls", "people"), which the ImageNet classes cannot
+  // vouch for: a caption led by one of them invents a person. Empty when the tag is itself a person.
+  std::vector<int64_t> people;
+  // Words for broader concepts the classifier is as sure of ("dog" and "dogs" for a golden
+  // retriever, "animal"): a caption that uses one is right, if less specific.
+  std::vector<int64_t> broader;
+  bool animal = false;  // the concept is an animal (WordNet's animal.n.01 or below)
 };
 
 class Tagger {
@@ -50,9 +58,15 @@ class Tagger {
     std::vector<int64_t> satisfied_by;  // vocabulary words with a sense that is it or below it
   };
   static constexpr double kRuledOut = 0.02;
+  static void mark_people(Tagger& tagger, const WordNet& wordnet, const Vocabulary& vocab,
+                          const std::unordered_map<int64_t, int>& concept_of,
+                          const std::function<bool(int64_t)>& is_content_word);
   std::vector<std::vector<int>> class_concepts_;  // per class: indices into concepts_, nearest first
   std::vector<Concept> concepts_;
   std::unordered_map<int64_t, std::vector<int>> word_concepts_;  // word id -> concepts at or above its sense
+  std::vector<int64_t> people_;                                  // sorted word ids (Tag::people)
+  std::vector<bool> concept_is_people_;                          // per concept: a person or people
+  std::vector<bool> concept_is_animal_;
 };
 
 }  // namespace captioner

@@ -57,7 +57,38 @@ WordNet WordNet::open(const std::filesystem::path& dir) {
     if (pos == '1') c.first += count;
     if (pos == '3' || pos == '5') c.second += count;
   }
+  // noun.exc: "inflected base" per line ("men man"); optional, the suffix rules work without it.
+  if (const auto exceptions = dir / "noun.exc"; std::filesystem::exists(exceptions)) {
+    std::istringstream exc(read_file(exceptions));
+    std::string line;
+    while (std::getline(exc, line)) {
+      std::istringstream fields(line);
+      std::string inflected, base;
+      if (fields >> inflected >> base) wn.irregular_plurals_.emplace(inflected, base);
+    }
+  }
   return wn;
+}
+
+std::vector<int64_t> WordNet::noun_senses(std::string_view word) const {
+  // An irregular plural first: "men" is also a lemma of its own (a workforce), rarely what a
+  // caption means.
+  const std::string w = index_key(word);
+  if (auto it = irregular_plurals_.find(w); it != irregular_plurals_.end()) {
+    if (auto base = synsets(it->second); !base.empty()) return base;
+  }
+  auto senses = synsets(word);
+  if (!senses.empty()) return senses;
+  // WordNet's morphy, nouns: the first rule whose base form WordNet knows.
+  static const std::pair<const char*, const char*> kRules[] = {{"ses", "s"},   {"xes", "x"},   {"zes", "z"}, {"ches", "ch"},
+                                                               {"shes", "sh"}, {"men", "man"}, {"ies", "y"}, {"s", ""}};
+  for (const auto& [suffix, ending] : kRules) {
+    const std::string_view sfx(suffix);
+    if (w.size() <= sfx.size() || w.compare(w.size() - sfx.size(), sfx.size(), sfx) != 0) continue;
+    senses = synsets(w.substr(0, w.size() - sfx.size()) + ending);
+    if (!senses.empty()) return senses;
+  }
+  return {};
 }
 
 std::vector<int64_t> WordNet::synsets(std::string_view lemma) const {

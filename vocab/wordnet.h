@@ -31,6 +31,10 @@ class WordNet {
   // Offsets of the synsets `lemma` belongs to, most frequent sense first ("crane": the bird and
   // the machine). Any case; spaces or underscores between words. Empty when WordNet lacks it.
   std::vector<int64_t> synsets(std::string_view lemma) const;
+  // The noun senses of a word as a caption writes it: an irregular plural's singular's (noun.exc:
+  // "men" -> man, though "men" is also a lemma), else synsets(word), else, when WordNet lacks the
+  // word, those of the singular by morphy's suffix rules ("dogs" -> dog, "puppies" -> puppy).
+  std::vector<int64_t> noun_senses(std::string_view word) const;
   Synset synset(int64_t offset) const;  // throws std::out_of_range for an offset not in data.noun
   // The synset, then its hypernyms breadth-first, nearest first, each once: bald eagle, eagle,
   // bird of prey, bird, vertebrate, ..., entity.
@@ -43,6 +47,7 @@ class WordNet {
   std::string index_;                                                // index.noun: one line per lemma, sorted
   std::string data_;                                                 // data.noun: one line per synset, at its offset
   std::unordered_map<std::string, std::pair<int, int>> tag_counts_;  // word -> (as noun, as adjective)
+  std::unordered_map<std::string, std::string> irregular_plurals_;   // noun.exc: "men" -> "man"
   std::filesystem::path dir_;
 };
 

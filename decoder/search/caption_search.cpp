@@ -259,6 +259,10 @@ class BeamSearch {
     std::vector<Caption> out(B_);
     for (int64_t i = 0; i < B_; ++i) {
       const auto& pool = !finished_[S_ - 1][i].empty() ? finished_[S_ - 1][i] : finished_[0][i];
+      if (pool.empty() && S_ == 2) {  // no caption could meet the guide (search_captions keeps the unguided one)
+        out[i].score = out[i].log_prob = kNegInf;
+        continue;
+      }
       if (pool.empty()) throw std::logic_error("beam search finished an image without a caption");
       out[i] = *std::max_element(pool.begin(), pool.end(), [](const Caption& x, const Caption& y) { return x.score < y.score; });
     }
@@ -301,12 +305,17 @@ class BeamSearch {
     for (const auto& g : guides) {
       required_.push_back(words(g.required));
       banned_.push_back(words(g.banned));
+      banned_before_.push_back(words(g.banned_before));
+      within_.push_back(g.within);
       constrained_.push_back(!g.required.empty());
     }
+    every_word_.resize(static_cast<size_t>(V_));
+    for (int64_t w = 0; w < V_; ++w) every_word_[static_cast<size_t>(w)] = w;
   }
 
   // Each row's banned words at step t: the search options' rules and the image's guide; state 0
-  // also may not say a required word without moving to state 1. `entering` gets state-0 rows'
+  // also may not say a required word without moving to state 1, nor a banned_before word, and
+  // under `within` it closes at word `within`. `entering` gets state-0 rows'
   // bans without the required words. At the last step `scores` are masked already.
   std::vector<std::vector<int64_t>> row_bans(int t, bool last, std::vector<std::vector<int64_t>>& entering) const {
     auto bans = last ? std::vector<std::vector<int64_t>>(history_.size()) : rules_.words(history_, t);
@@ -318,7 +327,13 @@ class BeamSearch {
         ban.insert(ban.end(), banned_[img].begin(), banned_[img].end());
         std::sort(ban.begin(), ban.end());
         if (r % R_ >= K_) continue;  // state 1
+        ban.insert(ban.end(), banned_before_[img].begin(), banned_before_[img].end());
+        std::sort(ban.begin(), ban.end());
         entering.push_back(ban);
+        if (within_[img] > 0 && t + 1 >= within_[img]) {
+          ban = every_word_;  // its last chance to say a required word is now: only by entering state 1
+          continue;
+        }
         ban.insert(ban.end(), required_[img].begin(), required_[img].end());
         std::sort(ban.begin(), ban.end());
       }
@@ -482,14 +497,16 @@ class BeamSearch {
   const int64_t B_, K_, V_;
   const int64_t S_, R_;  // states per image, rows per image (S*K)
   const BanRules rules_;
-  std::vector<std::vector<int64_t>> required_, banned_;  // per image, from its guide
-  std::vector<bool> constrained_;                        // per image: has required words
-  std::vector<int64_t> active_;                          // image of each active slot
-  std::vector<std::vector<int64_t>> history_;            // per row: the words so far
-  std::vector<double> beam_logp_, beam_model_;           // per row: ranking score, model log-prob
-  torch::Tensor tokens_;                                 // per row: the last word
-  std::vector<int64_t> greedy_row_;                      // per active image: the greedy caption's row, or -1
-  std::vector<std::vector<Caption>> finished_[2];        // per state, per image
+  std::vector<std::vector<int64_t>> required_, banned_, banned_before_;  // per image, from its guide
+  std::vector<int> within_;                                              // per image, from its guide
+  std::vector<int64_t> every_word_;                                      // 0 .. V-1
+  std::vector<bool> constrained_;                                        // per image: has required words
+  std::vector<int64_t> active_;                                          // image of each active slot
+  std::vector<std::vector<int64_t>> history_;                            // per row: the words so far
+  std::vector<double> beam_logp_, beam_model_;                           // per row: ranking score, model log-prob
+  torch::Tensor tokens_;                                                 // per row: the last word
+  std::vector<int64_t> greedy_row_;                                      // per active image: the greedy caption's row, or -1
+  std::vector<std::vector<Caption>> finished_[2];                        // per state, per image
 };
 
 }  // namespace
@@ -519,31 +536,40 @@ std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews&
   });
 }
 
+namespace {
+
+// Whether an unguided caption already does what its guide asks: says a required word (or one
+// of also_met_by) and no banned one.
+bool meets(const Caption& c, const WordGuide& g) {
+  const auto has = [&](const std::vector<int64_t>& words) {
+    return std::any_of(c.tokens.begin(), c.tokens.end(),
+                       [&](int64_t w) { return std::find(words.begin(), words.end(), w) != words.end(); });
+  };
+  return (g.required.empty() || has(g.required) || has(g.also_met_by)) && !has(g.banned);
+}
+
+}  // namespace
+
 std::vector<Caption> search_captions(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& o,
                                      const WordGuides& guides) {
-  std::vector<int64_t> guided, free;
-  for (size_t i = 0; i < guides.size(); ++i) (guides[i].empty() ? free : guided).push_back(static_cast<int64_t>(i));
-  if (!guided.empty() && !o.sample) {
-    if (static_cast<int64_t>(guides.size()) != views[0].size(0)) throw std::invalid_argument("one word guide per image expected");
-    if (free.empty()) return constrained_beam_search(scorer, views, o, guides);
-    // Unconstrained images get exactly the caption they would get without tags.
-    auto subset = [&](const std::vector<int64_t>& rows) {
-      FeatureViews part;
-      for (const auto& v : views) part.push_back(v.index_select(0, as_index(rows)));
-      return part;
-    };
-    WordGuides guided_guides;
-    for (int64_t i : guided) guided_guides.push_back(guides[static_cast<size_t>(i)]);
-    auto guided_captions = constrained_beam_search(scorer, subset(guided), o, guided_guides);
-    auto free_captions = search_captions(scorer, subset(free), o);
-    std::vector<Caption> out(guides.size());
-    for (size_t j = 0; j < guided.size(); ++j) out[static_cast<size_t>(guided[j])] = std::move(guided_captions[j]);
-    for (size_t j = 0; j < free.size(); ++j) out[static_cast<size_t>(free[j])] = std::move(free_captions[j]);
-    return out;
-  }
   if (o.sample) return sample_captions(scorer, views, o);
-  if (o.beam_size <= 1) return greedy_search(scorer, views, o);
-  return beam_search(scorer, views, o);
+  std::vector<Caption> out = o.beam_size <= 1 ? greedy_search(scorer, views, o) : beam_search(scorer, views, o);
+  if (guides.empty()) return out;
+  if (static_cast<int64_t>(guides.size()) != views[0].size(0)) throw std::invalid_argument("one word guide per image expected");
+  std::vector<int64_t> again;
+  for (size_t i = 0; i < guides.size(); ++i) {
+    if (!guides[i].empty() && !meets(out[i], guides[i])) again.push_back(static_cast<int64_t>(i));
+  }
+  if (again.empty()) return out;
+  FeatureViews part;
+  for (const auto& v : views) part.push_back(v.index_select(0, as_index(again)));
+  WordGuides part_guides;
+  for (int64_t i : again) part_guides.push_back(guides[static_cast<size_t>(i)]);
+  auto guided = constrained_beam_search(scorer, part, o, part_guides);
+  for (size_t j = 0; j < again.size(); ++j) {
+    if (std::isfinite(guided[j].score)) out[static_cast<size_t>(again[j])] = std::move(guided[j]);
+  }
+  return out;
 }
 
 std::vector<double> caption_log_probs(SequenceScorer& scorer, const FeatureViews& views,

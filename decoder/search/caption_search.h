@@ -25,6 +25,11 @@ struct Caption {
 struct WordGuide {
   std::vector<int64_t> required;
   std::vector<int64_t> banned;
+  // The required word as the caption's subject: said within the first `within` words (0:
+  // anywhere), and none of `banned_before` before it ("a man in a blue shirt ... a bird").
+  int within = 0;
+  std::vector<int64_t> banned_before;
+  std::vector<int64_t> also_met_by;  // words that do not satisfy the search but make a guide unneeded
   bool empty() const { return required.empty() && banned.empty(); }
 };
 using WordGuides = std::vector<WordGuide>;  // one per image
@@ -41,9 +46,10 @@ std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const Featu
                                              const WordGuides& guides);
 std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews& features, const SearchOptions& options);
 
-// Dispatches on options.sample and options.beam_size; images with a non-empty guide go to
-// constrained beam search, the others to the search they would get without (sampling ignores
-// guides). Beam search keeps the greedy caption among
+// Dispatches on options.sample and options.beam_size (sampling ignores guides). A guide is a
+// second opinion: every image first gets the caption it would get without one, and an image whose
+// caption says none of its required words (or says a banned one) is captioned again by
+// constrained beam search, keeping the first caption when no caption meets the guide. Beam search keeps the greedy caption among
 // its beams, so the result is never ranked below greedy's by the search's own score. When the
 // scorer ranks by something other than its model's log-probabilities (MI decoding), `score` is
 // what the search ranked by and `log_prob` still the model's (SequenceScorer::last_model_log_probs).

@@ -25,7 +25,18 @@ ImageTags TagGuide::tags(const torch::Tensor& features) {
 
 WordGuides word_guides(const ImageTags& tags) {
   WordGuides out;
-  for (const auto& tag : tags) out.push_back(tag ? WordGuide{tag->satisfied_by, tag->ruled_out} : WordGuide{});
+  for (const auto& tag : tags) {
+    if (!tag) {
+      out.emplace_back();
+      continue;
+    }
+    // An animal is the subject (issue 32): "a black and white dog" names it by the fifth word, after
+    // no person. Other tags may come anywhere: a swimsuit or a roof as the subject of a Flickr8k
+    // sentence cost 0.02 held-out BLEU-4 (docs/ablation.md).
+    const bool subject = tag->animal && !tag->people.empty();
+    out.push_back(WordGuide{tag->satisfied_by, tag->ruled_out, subject ? kSubjectWithin : 0,
+                            subject ? tag->people : std::vector<int64_t>{}, tag->broader});
+  }
   return out;
 }
 

@@ -37,8 +37,12 @@ class TagGuide {
   double threshold_;
 };
 
-// What each caption must say (the tag or a kind of it) and must not (kinds of it the classifier
-// rules out: "dog" when the tag is "animal" and the dog classes score below 2%).
+// What each caption must say (the tag or a kind of it; an animal as the subject: within its first
+// kSubjectWithin words and after no word for people, which the classifier cannot vouch for), what
+// makes guidance unneeded (a broader word: "dog" for a golden retriever) and what it must not say
+// (kinds of the tag the classifier rules out: "dog" when the tag is "animal" and the dog classes
+// score below 2%).
+constexpr int kSubjectWithin = 5;
 WordGuides word_guides(const ImageTags& tags);
 
 }  // namespace captioner

@@ -326,6 +326,7 @@ bool train_on_text(const TrainJob& job, const TrainerOptions& photo_options, Mod
   options.patience = job.text_epochs + 1;
   options.flip_augment = false;
   options.ema_decay = 0;
+  options.phase = "text";
   ModelBundle text_model = model;  // shares the decoder: the phase trains the photos' decoder
   text_model.training = {{"phase", "text"}, {"captions", job.text_captions.string()}, {"captions_used", data.captions.size()}};
   Trainer trainer(std::move(text_model), std::move(data), val, options, job.output_dir / "text_phase");

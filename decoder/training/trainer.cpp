@@ -217,6 +217,8 @@ bool Trainer::train_epoch(int epoch, double lr, TrainingState& state, const Trai
 EpochReport Trainer::end_epoch(int epoch, double lr, TrainingState& state) {
   EpochReport r;
   r.epoch = epoch + 1;
+  r.epochs = options_.epochs;
+  r.phase = options_.phase;
   r.train_loss = state.epoch_loss_sum / static_cast<double>(std::max<int64_t>(1, state.epoch_items));
   r.learning_rate = lr;
   r.seconds = state.epoch_seconds;

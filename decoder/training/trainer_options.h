@@ -44,6 +44,7 @@ struct TrainerOptions {
     return s;
   }();
   bool resume = false;
+  std::string phase;  // reported with each epoch ("text" for the text phase)
   bool fp16_bundle = false;
   bool bf16_products = false;               // the decoder's training products in bf16 (decoder/kernels/bf16_matmul.h); CPU
   const std::atomic<bool>* stop = nullptr;  // set by a signal handler: checkpoint and return

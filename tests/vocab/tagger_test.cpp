@@ -37,7 +37,8 @@ size_t class_index(const std::vector<std::string>& labels, const std::string& la
 // A caption vocabulary with the words the tests look for, as Flickr8k's has them.
 Vocabulary caption_vocabulary() {
   std::vector<std::vector<std::string>> captions;
-  for (const char* w : {"bird", "eagle", "horse", "cat", "animal", "dog", "puppy", "young", "man", "toy", "kite", "piece"}) {
+  for (const char* w :
+       {"bird", "eagle", "horse", "cat", "animal", "dog", "dogs", "puppy", "young", "man", "men", "toy", "kite", "piece"}) {
     for (int i = 0; i < 5; ++i) captions.push_back({"a", w, "is", "here"});
   }
   return Vocabulary::build(captions, 5);
@@ -63,6 +64,19 @@ TEST(WordNet, FindsSynsetsAndWalksUpTheirHypernyms) {
   EXPECT_TRUE(wn.mostly_adjective("young"));
   EXPECT_FALSE(wn.mostly_adjective("dog"));
   EXPECT_THROW(wn.synset(12345), std::out_of_range);
+}
+
+TEST(WordNet, PluralsAsCaptionsWriteThemFindTheirSingularsSenses) {
+  REQUIRE_WORDNET();
+  auto wn = WordNet::open();
+  EXPECT_EQ(wn.noun_senses("dog"), wn.synsets("dog"));
+  EXPECT_EQ(wn.noun_senses("dogs"), wn.synsets("dog"));         // morphy: -s
+  EXPECT_EQ(wn.noun_senses("men"), wn.synsets("man"));          // noun.exc
+  EXPECT_EQ(wn.noun_senses("children"), wn.synsets("child"));   // noun.exc
+  EXPECT_EQ(wn.noun_senses("puppies"), wn.synsets("puppy"));    // -ies
+  EXPECT_EQ(wn.noun_senses("churches"), wn.synsets("church"));  // -ches
+  EXPECT_EQ(wn.noun_senses("people"), wn.synsets("people"));    // a lemma of its own
+  EXPECT_TRUE(wn.noun_senses("xqzzs").empty());
 }
 
 TEST(WordNet, AMissingDatabaseIsAClearError) {
@@ -127,6 +141,26 @@ TEST(Tagger, TagsTheMostSpecificConceptTheClassifierIsSureOf) {
   EXPECT_TRUE(satisfies(*tag, "eagle"));  // a kind of bird names it too
   EXPECT_FALSE(satisfies(*tag, "dog"));
   EXPECT_FALSE(tagger.tag(p, 0.999));
+  // An animal: the caption's subject, and the words for people it must not put before it.
+  const auto has_word = [&](const std::vector<int64_t>& ids, const std::string& w) {
+    return std::count(ids.begin(), ids.end(), vocab.id(w)) > 0;
+  };
+  EXPECT_TRUE(tag->animal);
+  EXPECT_TRUE(has_word(tag->people, "man"));
+  EXPECT_TRUE(has_word(tag->people, "men"));
+  EXPECT_FALSE(has_word(tag->people, "bird"));
+  // "bird" is broader than the eagle tag: an unguided "a bird flies" needs no guide.
+  tag = tagger.tag(p, 0.5);
+  EXPECT_TRUE(has_word(tag->broader, "bird"));
+  EXPECT_TRUE(has_word(tag->broader, "animal"));
+  EXPECT_FALSE(has_word(tag->broader, "dog"));
+
+  // Plurals name what their singulars name.
+  std::fill(p.begin(), p.end(), 0.0f);
+  p[class_index(labels, "Chihuahua")] = 0.9f;
+  tag = tagger.tag(p, 0.5);
+  ASSERT_TRUE(tag);
+  EXPECT_TRUE(satisfies(*tag, "dogs"));
 
   // A broad tag is not met by kinds of it the classifier rules out, nor by adjectives.
   std::fill(p.begin(), p.end(), 0.0f);
@@ -175,8 +209,16 @@ TEST(DefaultModel, TagsMakeItNameTheSubjectOfPhotosOutsideItsTrainingWorld) {
     // The caption names the tag or a kind of it ("bird", "eagle", "seagull" for a bird).
     const auto& kinds = out[i].tag->satisfied_by;
     const auto words = tokenize_caption(out[i].caption);
-    EXPECT_TRUE(std::any_of(words.begin(), words.end(), [&](const std::string& w) {
+    const auto names_it = [&](const std::string& w) {
       return std::find(kinds.begin(), kinds.end(), model.vocab.id(w)) != kinds.end();
+    };
+    const auto at = std::find_if(words.begin(), words.end(), names_it);
+    ASSERT_NE(at, words.end());
+    // An animal is the subject: named within kSubjectWithin words, after no person.
+    EXPECT_LT(at - words.begin(), kSubjectWithin);
+    const auto& people = out[i].tag->people;
+    EXPECT_TRUE(std::none_of(words.begin(), at, [&](const std::string& w) {
+      return std::find(people.begin(), people.end(), model.vocab.id(w)) != people.end();
     }));
   }
 }

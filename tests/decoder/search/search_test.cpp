@@ -329,6 +329,60 @@ TEST(ConstrainedSearch, ImagesWithoutAGuideGetTheCaptionsOfPlainSearch) {
   for (size_t i = 0; i < none.size(); ++i) EXPECT_EQ(none[i].tokens, plain[i].tokens);
 }
 
+// The tag as the subject (issue 32): a required word within the first `within` words, and none of
+// banned_before ahead of it.
+TEST(ConstrainedSearch, ASubjectComesWithinItsWordsAndAfterNoBannedBeforeWord) {
+  auto d = random_decoder("lstm", 44, 30);
+  DecoderScorer s(d);
+  auto f = features(12, 45);
+  auto o = opts(3);
+  o.max_length = 12;
+  const auto plain = beam_search(s, f, o);
+  WordGuides guides(12);
+  for (int64_t i = 0; i < 12; ++i) {
+    for (int64_t w = Vocabulary::kNumSpecial; w < 30; ++w) {
+      if (!contains_any(plain[i].tokens, {w})) {
+        guides[i].required = {w};
+        break;
+      }
+    }
+    guides[i].within = 2;
+    // The plain caption's first word may not come before the subject.
+    if (!plain[i].tokens.empty()) guides[i].banned_before = {plain[i].tokens.front()};
+  }
+  const auto guided = search_captions(s, f, o, guides);
+  for (size_t i = 0; i < guided.size(); ++i) {
+    const auto& t = guided[i].tokens;
+    const auto at = std::find(t.begin(), t.end(), guides[i].required[0]);
+    ASSERT_NE(at, t.end()) << "image " << i;
+    EXPECT_LT(at - t.begin(), 2) << "image " << i;
+    EXPECT_FALSE(contains_any(std::vector<int64_t>(t.begin(), at), guides[i].banned_before)) << "image " << i;
+  }
+}
+
+// A guide is a second opinion: a caption that already says a required word, or an also_met_by
+// word, is kept as plain search made it.
+TEST(ConstrainedSearch, ACaptionThatAlreadyMeetsItsGuideIsKept) {
+  auto d = random_decoder("lstm", 46, 30);
+  DecoderScorer s(d);
+  auto f = features(6, 47);
+  const auto plain = search_captions(s, f, opts(3));
+  WordGuides guides(6);
+  for (size_t i = 0; i < 6; ++i) {
+    ASSERT_FALSE(plain[i].tokens.empty());
+    int64_t absent = Vocabulary::kNumSpecial;
+    while (contains_any(plain[i].tokens, {absent})) ++absent;
+    guides[i].required = {absent};
+    guides[i].within = 1;
+    if (i % 2 == 0)
+      guides[i].required.push_back(plain[i].tokens.back());  // says it already
+    else
+      guides[i].also_met_by = {plain[i].tokens.back()};  // says a broader word
+  }
+  const auto guided = search_captions(s, f, opts(3), guides);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(guided[i].tokens, plain[i].tokens) << "image " << i;
+}
+
 namespace {
 // Counts the rows each step() scores.
 class CountingScorer : public SequenceScorer {
