@@ -157,6 +157,30 @@ std::vector<std::pair<int64_t, std::vector<int64_t>>> concepts_of_words(const Vo
   return out;
 }
 
+// Whether a synset is at or below one of `roots` (WordNet's person and people, or animal), each
+// synset walked once.
+class BelowRoots {
+ public:
+  BelowRoots(SynsetCache& synset, const WordNet& wordnet, std::initializer_list<const char*> lemmas) : synset_(synset) {
+    for (const char* lemma : lemmas) {
+      const auto senses = wordnet.synsets(lemma);
+      if (!senses.empty()) roots_.push_back(senses.front());
+    }
+  }
+  bool operator()(int64_t offset) {
+    if (auto it = memo_.find(offset); it != memo_.end()) return it->second;
+    memo_[offset] = false;
+    bool below = std::find(roots_.begin(), roots_.end(), offset) != roots_.end();
+    for (int64_t h : synset_(offset).hypernyms) below = below || (*this)(h);
+    return memo_[offset] = below;
+  }
+
+ private:
+  SynsetCache& synset_;
+  std::vector<int64_t> roots_;
+  std::unordered_map<int64_t, bool> memo_;
+};
+
 }  // namespace
 
 Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet& wordnet, const Vocabulary& vocab) {
@@ -202,30 +226,9 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
     }
   }
   for (auto& c : tagger.concepts_) std::sort(c.satisfied_by.begin(), c.satisfied_by.end());
-  mark_people(tagger, wordnet, vocab, concept_of, is_content_word);
-  return tagger;
-}
-
-// People words: a most common sense at or below WordNet's person or people ("men", "crowd" is
-// not: a group; "people" is).
-void Tagger::mark_people(Tagger& tagger, const WordNet& wordnet, const Vocabulary& vocab,
-                         const std::unordered_map<int64_t, int>& concept_of,
-                         const std::function<bool(int64_t)>& is_content_word) {
-  const auto below = [&](std::vector<const char*> lemmas) {
-    std::vector<int64_t> roots;
-    for (const char* lemma : lemmas) {
-      const auto senses = wordnet.synsets(lemma);
-      if (!senses.empty()) roots.push_back(senses.front());
-    }
-    return [&wordnet, roots](int64_t offset) {
-      for (const auto& a : wordnet.ancestors(offset)) {
-        if (std::find(roots.begin(), roots.end(), a.offset) != roots.end()) return true;
-      }
-      return false;
-    };
-  };
-  const auto is_people = below({"person", "people"});
-  const auto is_animal = below({"animal"});
+  // People words: a most common sense at or below WordNet's person or people ("men"; "crowd" is
+  // not, it is a group). Animal concepts: at or below animal.
+  BelowRoots is_people(synset, wordnet, {"person", "people"}), is_animal(synset, wordnet, {"animal"});
   for (int64_t id = Vocabulary::kNumSpecial; id < static_cast<int64_t>(vocab.size()); ++id) {
     if (!is_content_word(id)) continue;
     const auto senses = wordnet.noun_senses(vocab.token(id));
@@ -237,6 +240,7 @@ void Tagger::mark_people(Tagger& tagger, const WordNet& wordnet, const Vocabular
     tagger.concept_is_people_[static_cast<size_t>(k)] = is_people(offset);
     tagger.concept_is_animal_[static_cast<size_t>(k)] = is_animal(offset);
   }
+  return tagger;
 }
 
 std::optional<Tag> Tagger::tag(const std::vector<float>& class_probabilities, double threshold) const {

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -58,9 +57,6 @@ class Tagger {
     std::vector<int64_t> satisfied_by;  // vocabulary words with a sense that is it or below it
   };
   static constexpr double kRuledOut = 0.02;
-  static void mark_people(Tagger& tagger, const WordNet& wordnet, const Vocabulary& vocab,
-                          const std::unordered_map<int64_t, int>& concept_of,
-                          const std::function<bool(int64_t)>& is_content_word);
   std::vector<std::vector<int>> class_concepts_;  // per class: indices into concepts_, nearest first
   std::vector<Concept> concepts_;
   std::unordered_map<int64_t, std::vector<int>> word_concepts_;  // word id -> concepts at or above its sense

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <sstream>
 #include <stdexcept>
 #include <unordered_set>
@@ -46,16 +47,20 @@ WordNet WordNet::open(const std::filesystem::path& dir) {
   // adjective.
   const auto counts = dir / "cntlist.rev";
   if (!std::filesystem::exists(counts)) throw std::runtime_error(counts.string() + ": missing (apt-get install wordnet-base)");
-  std::istringstream in(read_file(counts));
-  std::string key;
-  int sense = 0, count = 0;
-  while (in >> key >> sense >> count) {
-    const size_t pct = key.find('%');
-    if (pct == std::string::npos || pct + 1 >= key.size()) continue;
-    auto& c = wn.tag_counts_[key.substr(0, pct)];
-    const char pos = key[pct + 1];
-    if (pos == '1') c.first += count;
-    if (pos == '3' || pos == '5') c.second += count;
+  // Split by hand: 37,000 lines through an istringstream took a third of open()'s time.
+  const std::string text = read_file(counts);
+  for (size_t start = 0; start < text.size();) {
+    const std::string_view line = line_at(text, start);
+    start += line.size() + 1;
+    const size_t pct = line.find('%'), space = line.find(' '), last = line.rfind(' ');
+    if (pct == std::string_view::npos || space == std::string_view::npos || pct + 1 >= space || last == space) continue;
+    int count = 0;
+    const auto tail = line.substr(last + 1);
+    if (std::from_chars(tail.data(), tail.data() + tail.size(), count).ec != std::errc()) continue;
+    const char pos = line[pct + 1];
+    if (pos != '1' && pos != '3' && pos != '5') continue;
+    auto& c = wn.tag_counts_[std::string(line.substr(0, pct))];
+    (pos == '1' ? c.first : c.second) += count;
   }
   // noun.exc: "inflected base" per line ("men man"); optional, the suffix rules work without it.
   if (const auto exceptions = dir / "noun.exc"; std::filesystem::exists(exceptions)) {
