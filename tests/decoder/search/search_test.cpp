@@ -275,6 +275,12 @@ bool contains_any(const std::vector<int64_t>& tokens, const std::vector<int64_t>
   return std::any_of(tokens.begin(), tokens.end(),
                      [&](int64_t t) { return std::find(words.begin(), words.end(), t) != words.end(); });
 }
+// The first ordinary word a caption does not use: a guide requiring it has to change the caption.
+int64_t first_word_not_in(const std::vector<int64_t>& tokens) {
+  int64_t w = Vocabulary::kNumSpecial;
+  while (contains_any(tokens, {w})) ++w;
+  return w;
+}
 }  // namespace
 
 TEST(ConstrainedSearch, EveryCaptionContainsARequiredWordAndNoBannedOne) {
@@ -286,13 +292,8 @@ TEST(ConstrainedSearch, EveryCaptionContainsARequiredWordAndNoBannedOne) {
   const auto plain = beam_search(s, f, o);
   WordGuides guides(12);
   for (int64_t i = 0; i < 12; ++i) {
-    // A word the plain caption does not use, so the constraint has to change it.
-    for (int64_t w = Vocabulary::kNumSpecial; w < 30; ++w) {
-      if (!contains_any(plain[i].tokens, {w})) {
-        guides[i].required = {w, w == 29 ? 28 : w + 1};
-        break;
-      }
-    }
+    const int64_t w = first_word_not_in(plain[i].tokens);
+    guides[i].required = {w, w == 29 ? 28 : w + 1};
     guides[i].banned = {plain[i].tokens.empty() ? 5 : plain[i].tokens.front()};
     for (int64_t w : guides[i].required)
       guides[i].banned.erase(std::remove(guides[i].banned.begin(), guides[i].banned.end(), w), guides[i].banned.end());
@@ -340,12 +341,7 @@ TEST(ConstrainedSearch, ASubjectComesWithinItsWordsAndAfterNoBannedBeforeWord) {
   const auto plain = beam_search(s, f, o);
   WordGuides guides(12);
   for (int64_t i = 0; i < 12; ++i) {
-    for (int64_t w = Vocabulary::kNumSpecial; w < 30; ++w) {
-      if (!contains_any(plain[i].tokens, {w})) {
-        guides[i].required = {w};
-        break;
-      }
-    }
+    guides[i].required = {first_word_not_in(plain[i].tokens)};
     guides[i].within = 2;
     // The plain caption's first word may not come before the subject.
     if (!plain[i].tokens.empty()) guides[i].banned_before = {plain[i].tokens.front()};
@@ -370,9 +366,7 @@ TEST(ConstrainedSearch, ACaptionThatAlreadyMeetsItsGuideIsKept) {
   WordGuides guides(6);
   for (size_t i = 0; i < 6; ++i) {
     ASSERT_FALSE(plain[i].tokens.empty());
-    int64_t absent = Vocabulary::kNumSpecial;
-    while (contains_any(plain[i].tokens, {absent})) ++absent;
-    guides[i].required = {absent};
+    guides[i].required = {first_word_not_in(plain[i].tokens)};
     guides[i].within = 1;
     if (i % 2 == 0)
       guides[i].required.push_back(plain[i].tokens.back());  // says it already
