@@ -194,7 +194,7 @@ std::vector<BundleMember> load_members(const fs::path& dir, const JsonView& memb
       if (prev.weights_file == m.weights_file) m.decoder = prev.decoder;  // one decoder, two views
     }
     if (!m.decoder) {
-      m.decoder = CaptionDecoder(dc);
+      m.decoder = CaptionDecoder(dc, Init::none);  // every weight comes from the file
       load_decoder_weights(m.decoder, dir / m.weights_file);
       m.decoder->to(device);
       m.decoder->eval();

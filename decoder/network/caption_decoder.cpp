@@ -18,13 +18,26 @@ namespace captioner {
 using nlohmann::json;
 namespace F = torch::nn::functional;
 
-RecurrentLayerImpl::RecurrentLayerImpl(const std::string& cell_, int64_t input_dim, int64_t image_dim, int64_t hidden)
+DenseImpl::DenseImpl(int64_t in_features, int64_t out_features, bool with_bias, Init init) {
+  weight = register_parameter("weight", torch::empty({out_features, in_features}));
+  if (with_bias) bias = register_parameter("bias", torch::empty({out_features}));
+  if (init == Init::none) return;
+  // torch::nn::Linear's reset_parameters, draw for draw: models trained before keep their seeds.
+  torch::NoGradGuard no_grad;
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (with_bias) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+RecurrentLayerImpl::RecurrentLayerImpl(const std::string& cell_, int64_t input_dim, int64_t image_dim, int64_t hidden, Init init)
     : cell(cell_), hidden_dim(hidden) {
   const int64_t g = cell == "lstm" ? 4 : cell == "gru" ? 3 : 1;
-  input_proj = register_module("input_proj", torch::nn::Linear(input_dim, g * hidden));
-  image_proj = register_module("image_proj", torch::nn::Linear(torch::nn::LinearOptions(image_dim, g * hidden).bias(false)));
-  hidden_proj =
-      register_module("hidden_proj", torch::nn::Linear(torch::nn::LinearOptions(hidden, g * hidden).bias(cell == "gru")));
+  input_proj = register_module("input_proj", Dense(input_dim, g * hidden, true, init));
+  image_proj = register_module("image_proj", Dense(image_dim, g * hidden, false, init));
+  hidden_proj = register_module("hidden_proj", Dense(hidden, g * hidden, cell == "gru", init));
+  if (init == Init::none) return;
   // PyTorch's recurrent initialisation, and a forget-gate bias of 1 so early training remembers.
   const double k = 1.0 / std::sqrt(static_cast<double>(hidden));
   torch::NoGradGuard no_grad;
@@ -72,25 +85,26 @@ torch::Tensor DecoderState::image_term_rows(size_t layer) const {
   return term.index_select(0, image_rows);
 }
 
-CaptionDecoderImpl::CaptionDecoderImpl(DecoderConfig config) : config_(std::move(config)) {
+CaptionDecoderImpl::CaptionDecoderImpl(DecoderConfig config, Init init) : config_(std::move(config)) {
   config_.validate();
   const auto& c = config_;
-  embed = register_module(
-      "embed", torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.embed_dim).padding_idx(Vocabulary::kPad)));
+  auto embed_options = torch::nn::EmbeddingOptions(c.vocab_size, c.embed_dim).padding_idx(Vocabulary::kPad);
+  if (init == Init::none) embed_options._weight(torch::empty({c.vocab_size, c.embed_dim}));  // given: not drawn
+  embed = register_module("embed", torch::nn::Embedding(embed_options));
   int64_t image_width = c.feature_dim;
   if (c.image_dim > 0) {
-    image_in = register_module("image_in", torch::nn::Linear(c.feature_dim, c.image_dim));
+    image_in = register_module("image_in", Dense(c.feature_dim, c.image_dim, true, init));
     image_width = c.image_dim;
   }
   if (c.image_init_state) {
-    init_h = register_module("init_h", torch::nn::Linear(image_width, c.num_layers * c.hidden_dim));
-    if (c.cell == "lstm") init_c = register_module("init_c", torch::nn::Linear(image_width, c.num_layers * c.hidden_dim));
+    init_h = register_module("init_h", Dense(image_width, c.num_layers * c.hidden_dim, true, init));
+    if (c.cell == "lstm") init_c = register_module("init_c", Dense(image_width, c.num_layers * c.hidden_dim, true, init));
   }
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    layers->push_back(RecurrentLayer(c.cell, l == 0 ? c.embed_dim : c.hidden_dim, image_width, c.hidden_dim));
+    layers->push_back(RecurrentLayer(c.cell, l == 0 ? c.embed_dim : c.hidden_dim, image_width, c.hidden_dim, init));
   }
-  output = register_module("output", torch::nn::Linear(c.hidden_dim, c.vocab_size));
+  output = register_module("output", Dense(c.hidden_dim, c.vocab_size, true, init));
 }
 
 void CaptionDecoderImpl::set_batch_slice(int64_t offset, int64_t global_rows) {
@@ -116,7 +130,7 @@ torch::Tensor CaptionDecoderImpl::drop(const torch::Tensor& x) {
   return x * (slice_rows_ > 0 ? mask.narrow(0, slice_offset_, x.size(0)) : mask);
 }
 
-torch::Tensor CaptionDecoderImpl::linear(torch::nn::Linear& layer, const torch::Tensor& x) {
+torch::Tensor CaptionDecoderImpl::linear(Dense& layer, const torch::Tensor& x) {
   if (bf16_products_ && is_training() && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
     return bf16_linear(x, layer->weight, layer->bias);
   }

@@ -24,11 +24,25 @@
 
 namespace captioner {
 
+// Whether a new decoder draws its random initial weights: a decoder about to load its weights
+// skips the ~17M draws from LibTorch's serial generator, 100-150 ms of every process's start-up.
+enum class Init { random, none };
+
+// y = x W^T + b: torch::nn::Linear's parameters ("weight", "bias"), initialisation and product,
+// with the initialisation optional (Init).
+class DenseImpl : public torch::nn::Module {
+ public:
+  DenseImpl(int64_t in_features, int64_t out_features, bool bias, Init init);
+  torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+  torch::Tensor weight, bias;  // (out, in), (out) or undefined
+};
+TORCH_MODULE(Dense);
+
 // One layer of the recurrent cell, unrolled by the caller so the image term and the input
 // projection can be shared across steps.
 class RecurrentLayerImpl : public torch::nn::Module {
  public:
-  RecurrentLayerImpl(const std::string& cell, int64_t input_dim, int64_t image_dim, int64_t hidden_dim);
+  RecurrentLayerImpl(const std::string& cell, int64_t input_dim, int64_t image_dim, int64_t hidden_dim, Init init);
   // inputs (B, T, in) -> pre-activations (B, T, G*H): W_x x + b, all steps in one product.
   torch::Tensor project_inputs(const torch::Tensor& inputs);
   // image (B, I) -> (B, G*H): W_ih v, once per image.
@@ -37,9 +51,9 @@ class RecurrentLayerImpl : public torch::nn::Module {
   // `hidden_int8`, W_hh h is that int8 product instead of the float one (decoding only).
   void step(const torch::Tensor& pre, torch::Tensor& h, torch::Tensor& c, const Int8Linear* hidden_int8 = nullptr);
 
-  torch::nn::Linear input_proj{nullptr};   // W_x, bias b
-  torch::nn::Linear image_proj{nullptr};   // W_ih (no bias: b already covers it)
-  torch::nn::Linear hidden_proj{nullptr};  // W_hh (bias only for GRU's candidate gate)
+  Dense input_proj{nullptr};   // W_x, bias b
+  Dense image_proj{nullptr};   // W_ih (no bias: b already covers it)
+  Dense hidden_proj{nullptr};  // W_hh (bias only for GRU's candidate gate)
   std::string cell;
   int64_t hidden_dim;
 };
@@ -70,7 +84,7 @@ struct DecoderState {
 
 class CaptionDecoderImpl : public torch::nn::Module {
  public:
-  explicit CaptionDecoderImpl(DecoderConfig config);
+  explicit CaptionDecoderImpl(DecoderConfig config, Init init = Init::random);
 
   const DecoderConfig& config() const { return config_; }
 
@@ -104,15 +118,15 @@ class CaptionDecoderImpl : public torch::nn::Module {
   bool fused_lstm_cell(const DecoderState& s) const;            // whether step() may use decoder/kernels/lstm_cell_kernel.h
   torch::Tensor drop(const torch::Tensor& x);                   // dropout, slice-aware (see set_batch_slice)
   torch::Tensor image_features(const torch::Tensor& features);  // (B, D) -> (B, I)
-  torch::Tensor linear(torch::nn::Linear& layer, const torch::Tensor& x);  // float32, or bf16 products in training
+  torch::Tensor linear(Dense& layer, const torch::Tensor& x);   // float32, or bf16 products in training
   void init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c);
 
   DecoderConfig config_;
   torch::nn::Embedding embed{nullptr};
-  torch::nn::Linear image_in{nullptr};  // D -> I, when image_dim > 0
-  torch::nn::Linear init_h{nullptr}, init_c{nullptr};
+  Dense image_in{nullptr};  // D -> I, when image_dim > 0
+  Dense init_h{nullptr}, init_c{nullptr};
   torch::nn::ModuleList layers{nullptr};
-  torch::nn::Linear output{nullptr};  // H -> V
+  Dense output{nullptr};  // H -> V
   int64_t slice_offset_ = 0, slice_rows_ = 0;
   bool bf16_products_ = false;
 

@@ -36,7 +36,7 @@ TEST(LstmSequence, OutputsAndGradientsMatchSteppingTheCell) {
   const std::vector<torch::Tensor> inputs{torch::randn({B, T, 4 * H}), torch::randn({4 * H, H}) * 0.4, torch::randn({B, H}) * 0.5,
                                           torch::randn({B, H})};
   auto fused = leaves(inputs), plain = leaves(inputs);
-  RecurrentLayer layer("lstm", /*input_dim=*/1, /*image_dim=*/1, H);
+  RecurrentLayer layer("lstm", /*input_dim=*/1, /*image_dim=*/1, H, Init::random);
   {
     torch::NoGradGuard no_grad;
     layer->hidden_proj->weight.copy_(inputs[1]);

@@ -184,3 +184,24 @@ TEST(CaptionDecoder, DecodingTablesAreSharedUntilAWeightChanges) {
   }
   EXPECT_TRUE(torch::equal(d->word_gate_table(), fresh->word_gate_table())) << "a stale table after a fused Adam step";
 }
+
+// Dense draws torch::nn::Linear's initial weights draw for draw (a seed trains the model it
+// trained before), and a decoder about to load its weights draws nothing (its start-up).
+TEST(Dense, InitialisesAsTorchLinearOrNotAtAll) {
+  torch::manual_seed(7);
+  torch::nn::Linear reference(9, 5);
+  torch::manual_seed(7);
+  Dense dense(9, 5, true, Init::random);
+  EXPECT_TRUE(torch::equal(dense->weight, reference->weight));
+  EXPECT_TRUE(torch::equal(dense->bias, reference->bias));
+  EXPECT_TRUE(torch::equal(dense(torch::ones({2, 9})), reference(torch::ones({2, 9}))));
+  EXPECT_FALSE(Dense(9, 5, false, Init::random)->bias.defined());
+
+  torch::manual_seed(3);
+  const auto expected = torch::rand({4});
+  torch::manual_seed(3);
+  CaptionDecoder unset(tiny("lstm"), Init::none);
+  EXPECT_TRUE(torch::equal(torch::rand({4}), expected)) << "Init::none drew from the generator";
+  CaptionDecoder drawn(tiny("lstm"));
+  EXPECT_EQ(unset->named_parameters().keys(), drawn->named_parameters().keys());
+}
