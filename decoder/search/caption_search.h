@@ -41,7 +41,8 @@ std::vector<Caption> beam_search(SequenceScorer& scorer, const FeatureViews& fea
 // Constrained Beam Search"), for one disjunctive constraint: K beams that have not yet said a
 // required word and K that have. The best caption that has said one wins; an image whose
 // constraint no caption meets within max_length gets its best unconstrained-state caption, which
-// avoids the required words. Banned words are never chosen.
+// avoids the required words, or, when a `within` closed that state too, an empty caption scored
+// -inf. Banned words are never chosen.
 std::vector<Caption> constrained_beam_search(SequenceScorer& scorer, const FeatureViews& features, const SearchOptions& options,
                                              const WordGuides& guides);
 std::vector<Caption> sample_captions(SequenceScorer& scorer, const FeatureViews& features, const SearchOptions& options);
