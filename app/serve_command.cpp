@@ -1,19 +1,18 @@
 // `captioner serve`: captions over HTTP, for alt text in a CMS, a pipeline step or a person at a web
-// page. A thin client of the C API (include/captioner/captioner.h): photos from many requests wait
-// in one bounded queue and are captioned together (dynamic batching), each request getting what
-// `captioner caption` writes for the same photo and options.
+// page. A thin client of the library's CaptionService (decoder/pipeline/caption_service.h): each
+// request's photos are decoded on its connection's thread, then encoded and captioned together with
+// other requests' (dynamic batching, the stages overlapping), each request getting what
+// `captioner caption` writes for the same photo and options. Admission is bounded: a request whose
+// photos would pass --max-queue in flight is answered 503.
 //
 //   POST /v1/captions   one photo as the body (Content-Type image/*), or several as multipart/form-data
 //                       ?beam=3&max_len=20&length_penalty=0.5&tag_confidence=0.5 within the bounds below
 //   GET  /health  /metrics (Prometheus text)  /  (a page to drop photos on)
-#include <captioner/captioner.h>
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
-#include <future>
 #include <iostream>
 #include <memory>
 #include <map>
@@ -24,6 +23,8 @@
 
 #include "app/cli_util.h"
 #include "app/commands.h"
+#include "decoder/bundle/install_paths.h"
+#include "decoder/pipeline/caption_service.h"
 
 namespace captioner::cli {
 
@@ -36,27 +37,18 @@ struct ServeOptions {
   std::string model;
   std::string host = "127.0.0.1";
   int port = 8080;
-  int max_body_mb = 20;   // per request; more is answered 413 before it is read
-  int max_queue = 64;     // photos waiting; a request that would pass it is answered 503
-  int batch = 16;         // photos captioned together
-  int batch_wait_ms = 5;  // after the first photo arrives, wait this long for others to join it
-  int http_threads = 8;   // connections served at once
-  int timeout_s = 10;     // reading a request or writing an answer
-  int threads = 0;        // LibTorch threads (0: every usable core)
+  int max_body_mb = 20;  // per request; more is answered 413 before it is read
+  int max_queue = 64;    // photos in flight; a request that would pass it is answered 503
+  int batch = 32;        // photos captioned together at most
+  // How long an encoded photo may wait for others to fill its batch. 0: none; photos that arrive
+  // while a batch is being captioned form the next one. Measured (bench/RESULTS.md): 5 ms cost
+  // one client 5 ms a photo and bought 32 clients no throughput.
+  int batch_wait_ms = 0;
+  int http_threads = 8;  // connections served at once
+  int timeout_s = 10;    // reading a request or writing an answer
+  int threads = 0;       // LibTorch threads (0: every usable core)
   bool quiet = false;
 };
-
-// What one photo came to.
-struct Outcome {
-  bool ok = false;
-  std::string caption, tag, error;
-  double log_prob = 0;
-};
-
-bool same_options(const captioner_params& a, const captioner_params& b) {
-  return a.beam_size == b.beam_size && a.max_length == b.max_length && a.length_penalty == b.length_penalty &&
-         a.tag_threshold == b.tag_threshold;
-}
 
 // Counters for /metrics, in Prometheus' text format.
 class Metrics {
@@ -66,11 +58,13 @@ class Metrics {
     ++requests_[status];
     observe(latency_, kLatencyBounds, seconds);
   }
-  void batch(size_t photos, size_t failed) {
+  void batch(size_t photos) {
     std::lock_guard<std::mutex> lock(mutex_);
     observe(batches_, kBatchBounds, static_cast<double>(photos));
-    captioned_ += photos - failed;
-    failed_ += failed;
+  }
+  void photo(bool captioned) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++(captioned ? captioned_ : failed_);
   }
   std::string text(size_t queue_depth) const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -78,10 +72,10 @@ class Metrics {
         "# HELP captioner_requests_total HTTP requests answered, by status.\n# TYPE captioner_requests_total counter\n";
     for (const auto& [code, n] : requests_)
       out += "captioner_requests_total{code=\"" + std::to_string(code) + "\"} " + std::to_string(n) + "\n";
-    out += "# HELP captioner_photos_total Photos taken from the queue, by result.\n# TYPE captioner_photos_total counter\n";
+    out += "# HELP captioner_photos_total Photos answered, by result.\n# TYPE captioner_photos_total counter\n";
     out += "captioner_photos_total{result=\"captioned\"} " + std::to_string(captioned_) + "\n";
     out += "captioner_photos_total{result=\"failed\"} " + std::to_string(failed_) + "\n";
-    out += "# HELP captioner_queue_depth Photos waiting to be captioned.\n# TYPE captioner_queue_depth gauge\n";
+    out += "# HELP captioner_queue_depth Photos admitted and not yet answered.\n# TYPE captioner_queue_depth gauge\n";
     out += "captioner_queue_depth " + std::to_string(queue_depth) + "\n";
     out += histogram("captioner_request_seconds", "Time from a request's arrival to its answer.", latency_, kLatencyBounds);
     out += histogram("captioner_batch_photos", "Photos captioned together.", batches_, kBatchBounds);
@@ -122,117 +116,39 @@ class Metrics {
   uint64_t captioned_ = 0, failed_ = 0;
 };
 
-// One bounded queue of photos from every request; a worker captions them in batches of photos that
-// share decoding options, waiting up to `wait` after the first for others to join.
-class Batcher {
+// Photos admitted and not yet answered, at most `limit`: a request that would pass it is refused
+// whole (503), so memory stays bounded however many clients there are.
+class Admission {
  public:
-  Batcher(captioner_model* model, const ServeOptions& o, Metrics& metrics)
-      : model_(model),
-        max_queue_(static_cast<size_t>(o.max_queue)),
-        batch_(static_cast<size_t>(o.batch)),
-        wait_(o.batch_wait_ms),
-        metrics_(metrics),
-        worker_([this] { work(); }) {}
-  ~Batcher() { finish(); }
-
-  size_t max_queue() const { return max_queue_; }
-  // All of a request's photos, or none when the queue cannot take them (the caller answers 503).
-  std::optional<std::vector<std::future<Outcome>>> submit(std::vector<std::string> photos, const captioner_params& params) {
+  explicit Admission(size_t limit) : limit_(limit) {}
+  size_t limit() const { return limit_; }
+  bool admit(size_t photos) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (stopping_ || queue_.size() + photos.size() > max_queue_) return std::nullopt;
-    std::vector<std::future<Outcome>> out;
-    for (auto& p : photos) {
-      queue_.push_back(Job{std::move(p), params, {}});
-      out.push_back(queue_.back().done.get_future());
-    }
-    ready_.notify_one();
-    return out;
+    if (in_flight_ + photos > limit_) return false;
+    in_flight_ += photos;
+    return true;
   }
-  size_t depth() const {
+  void release(size_t photos) {
     std::lock_guard<std::mutex> lock(mutex_);
-    return queue_.size();
+    in_flight_ -= photos;
   }
-  // Captions what is queued, then stops the worker.
-  void finish() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
-    }
-    ready_.notify_one();
-    if (worker_.joinable()) worker_.join();
+  size_t in_flight() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return in_flight_;
   }
 
  private:
-  struct Job {
-    std::string photo;
-    captioner_params params;
-    std::promise<Outcome> done;
-  };
-
-  void work() {
-    for (;;) {
-      std::vector<Job> batch;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        ready_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;  // stopping, nothing left
-        ready_.wait_until(lock, Clock::now() + wait_, [&] { return stopping_ || queue_.size() >= batch_; });
-        const captioner_params params = queue_.front().params;
-        for (auto it = queue_.begin(); it != queue_.end() && batch.size() < batch_;) {
-          if (same_options(it->params, params)) {
-            batch.push_back(std::move(*it));
-            it = queue_.erase(it);
-          } else {
-            ++it;
-          }
-        }
-      }
-      caption(batch);
-    }
-  }
-
-  void caption(std::vector<Job>& batch) {
-    std::vector<const void*> data;
-    std::vector<size_t> sizes;
-    for (const auto& j : batch) {
-      data.push_back(j.photo.data());
-      sizes.push_back(j.photo.size());
-    }
-    std::vector<captioner_result> results(batch.size());
-    const int done =
-        captioner_caption_images_with(model_, &batch.front().params, data.data(), sizes.data(), batch.size(), results.data());
-    const std::string call_error = done < 0 ? captioner_last_error() : "";
-    size_t failed = 0;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      Outcome o;
-      const captioner_result& r = results[i];
-      if (done >= 0 && r.caption) {
-        o.ok = true;
-        o.caption = r.caption;
-        o.log_prob = r.log_prob;
-        if (r.tag) o.tag = r.tag;
-      } else {
-        ++failed;
-        o.error = done < 0 ? call_error : r.error ? r.error : "not captioned";
-        // The library names photos in memory "(image k in memory)": say "the photo" to the client.
-        const size_t colon = o.error.find("in memory): ");
-        if (colon != std::string::npos) o.error = "the photo: " + o.error.substr(colon + 12);
-      }
-      if (done >= 0) captioner_result_clear(&results[i]);
-      batch[i].done.set_value(std::move(o));
-    }
-    metrics_.batch(batch.size(), failed);
-  }
-
-  captioner_model* model_;
-  const size_t max_queue_, batch_;
-  const std::chrono::milliseconds wait_;
-  Metrics& metrics_;
+  const size_t limit_;
   mutable std::mutex mutex_;
-  std::condition_variable ready_;
-  std::deque<Job> queue_;
-  bool stopping_ = false;
-  std::thread worker_;  // last: starts once everything above is ready
+  size_t in_flight_ = 0;
+};
+
+// What a request runs on.
+struct Serving {
+  const ModelBundle& model;
+  CaptionService& service;
+  Admission& admission;
+  Metrics& metrics;
 };
 
 json error_body(const std::string& message) { return json{{"error", message}}; }
@@ -242,9 +158,9 @@ void send_json(httplib::Response& res, int status, const json& body) {
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", "application/json");
 }
 
-// Decoding options from the query string, within safe bounds; throws std::invalid_argument.
-captioner_params request_options(const httplib::Request& req) {
-  captioner_params p = captioner_default_params();
+// Decoding options from the query string, within safe bounds, over the model's; throws std::invalid_argument.
+SearchOptions request_options(const httplib::Request& req, const SearchOptions& model_options) {
+  SearchOverrides p;
   auto number = [&](const char* name, double lo, double hi) -> std::optional<double> {
     if (!req.has_param(name)) return std::nullopt;
     const std::string text = req.get_param_value(name);
@@ -268,29 +184,32 @@ captioner_params request_options(const httplib::Request& req) {
       throw std::invalid_argument("unknown option " + name.substr(0, 32) + " (beam, max_len, length_penalty, tag_confidence)");
     }
   }
-  return p;
+  return p.applied_to(model_options);
 }
 
-json outcome_json(const Outcome& o) {
-  if (!o.ok) return error_body(o.error);
-  json j{{"caption", o.caption}, {"log_prob", o.log_prob}};
-  if (!o.tag.empty()) j["tag"] = o.tag;
+json result_json(const PhotoResult& r) {
+  if (!r.captioned) return error_body(r.error);
+  json j{{"caption", r.captioned->caption}, {"log_prob", r.captioned->log_prob}};
+  if (r.captioned->tag) j["tag"] = r.captioned->tag->word;
   return j;
 }
 
-void handle_captions(const httplib::Request& req, httplib::Response& res, Batcher& batcher) {
-  captioner_params params;
+void handle_captions(const httplib::Request& req, httplib::Response& res, Serving& serving) {
+  SearchOptions search;
   try {
-    params = request_options(req);
+    search = request_options(req, serving.model.search);
   } catch (const std::invalid_argument& e) {
     return send_json(res, 400, error_body(e.what()));
   }
-  std::vector<std::string> photos, names;
+  // Photos are named in errors by what the client called them; they are only ever bytes in
+  // memory (PhotoInput::bytes is always set), never a path to open.
+  std::vector<PhotoInput> photos;
+  std::vector<std::string> names;
   const bool multipart = req.is_multipart_form_data();
   if (multipart) {
     for (const auto& [field, part] : req.files) {
-      photos.push_back(part.content);
-      names.push_back(part.filename.empty() ? field : part.filename);
+      names.push_back((part.filename.empty() ? field : part.filename).substr(0, 200));
+      photos.push_back(PhotoInput{names.back(), std::string_view(part.content)});
     }
     if (photos.empty()) return send_json(res, 400, error_body("the multipart request holds no file"));
   } else {
@@ -300,26 +219,32 @@ void handle_captions(const httplib::Request& req, httplib::Response& res, Batche
                        error_body("send one photo as the body (Content-Type image/*) or several as multipart/form-data"));
     }
     if (req.body.empty()) return send_json(res, 400, error_body("the request has no photo (an empty body)"));
-    photos.push_back(req.body);
+    photos.push_back(PhotoInput{"the photo", std::string_view(req.body)});
   }
   // More photos than may ever wait together: retrying cannot help, unlike a full queue.
-  if (photos.size() > batcher.max_queue()) {
-    return send_json(res, 413,
-                     error_body("the request holds " + std::to_string(photos.size()) + " photos; at most " +
-                                std::to_string(batcher.max_queue()) + " may wait at once (--max-queue): send them in parts"));
+  if (photos.size() > serving.admission.limit()) {
+    return send_json(
+        res, 413,
+        error_body("the request holds " + std::to_string(photos.size()) + " photos; at most " +
+                   std::to_string(serving.admission.limit()) + " may wait at once (--max-queue): send them in parts"));
   }
-  auto futures = batcher.submit(std::move(photos), params);
-  if (!futures) {
+  if (!serving.admission.admit(photos.size())) {
     res.set_header("Retry-After", "1");
     return send_json(res, 503, error_body("too many photos waiting; try again in a moment"));
   }
-  if (!multipart) {
-    const Outcome o = (*futures)[0].get();
-    return send_json(res, o.ok ? 200 : 400, outcome_json(o));
+  std::vector<PhotoResult> results;
+  try {
+    results = serving.service.caption(photos, search);
+  } catch (...) {
+    serving.admission.release(photos.size());
+    throw;
   }
+  serving.admission.release(photos.size());
+  for (const auto& r : results) serving.metrics.photo(r.captioned.has_value());
+  if (!multipart) return send_json(res, results[0].captioned ? 200 : 400, result_json(results[0]));
   json list = json::array();
-  for (size_t i = 0; i < futures->size(); ++i) {
-    json j = outcome_json((*futures)[i].get());
+  for (size_t i = 0; i < results.size(); ++i) {
+    json j = result_json(results[i]);
     j["file_name"] = names[i];
     list.push_back(std::move(j));
   }
@@ -379,14 +304,18 @@ function caption(files) {
 )PAGE";
 
 void run_serve(const ServeOptions& o) {
-  captioner_params params = captioner_default_params();
-  params.threads = o.threads;
-  params.batch_size = o.batch;
-  captioner_model* model = captioner_load_with_params(o.model.empty() ? nullptr : o.model.c_str(), &params);
-  if (!model) throw std::runtime_error(captioner_last_error());
-  std::unique_ptr<captioner_model, void (*)(captioner_model*)> owned(model, &captioner_free);
+  const ModelBundle model =
+      ModelBundle::load(o.model.empty() ? default_model_dir() : std::filesystem::path(o.model), torch::kCPU);
+  Encoder encoder = Encoder::load(model.encoder_file, torch::kCPU);
   Metrics metrics;
-  Batcher batcher(model, o, metrics);
+  Admission admission(static_cast<size_t>(o.max_queue));
+  CaptionServiceOptions so;
+  so.max_batch = o.batch;
+  so.batch_wait_ms = o.batch_wait_ms;
+  so.threads = ThreadPlan::choose(o.threads);
+  so.on_batch = [&metrics](size_t photos) { metrics.batch(photos); };
+  CaptionService service(model, encoder, so);
+  Serving serving{model, service, admission, metrics};
 
   httplib::Server server;
   server.new_task_queue = [n = o.http_threads] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
@@ -397,14 +326,14 @@ void run_serve(const ServeOptions& o) {
   server.set_keep_alive_max_count(100);
   server.Post("/v1/captions", [&](const httplib::Request& req, httplib::Response& res) {
     const auto t0 = Clock::now();  // the body is read by now: this is the time to an answer
-    handle_captions(req, res, batcher);
+    handle_captions(req, res, serving);
     metrics.request(res.status, std::chrono::duration<double>(Clock::now() - t0).count());
   });
   server.Get("/health", [&](const httplib::Request&, httplib::Response& res) {
-    send_json(res, 200, json{{"status", "ok"}, {"queue", batcher.depth()}});
+    send_json(res, 200, json{{"status", "ok"}, {"queue", admission.in_flight()}});
   });
   server.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-    res.set_content(metrics.text(batcher.depth()), "text/plain; version=0.0.4");
+    res.set_content(metrics.text(admission.in_flight()), "text/plain; version=0.0.4");
   });
   server.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content(kPage, "text/html; charset=utf-8"); });
   // Every answer that is an error carries a one-line JSON body (413, 404, 405 included).
@@ -420,11 +349,20 @@ void run_serve(const ServeOptions& o) {
   server.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     send_json(res, 500, error_body("internal error"));
   });
+  // Debian's cpp-httplib is compiled with a listen backlog of 5: a burst of more new connections
+  // than that is dropped and each client retries after a second (p99 1.2 s at 32 clients). The
+  // socket is noted as it is made and given the system's backlog once bound.
+  int listening_socket = -1;
+  server.set_socket_options([&listening_socket](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listening_socket = sock;
+  });
   const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
   if (port < 0) {
     throw std::runtime_error("cannot listen on " + o.host + ":" + std::to_string(o.port) +
                              " (in use, or not an address of this machine); choose another --port or --host");
   }
+  if (listening_socket >= 0) ::listen(listening_socket, SOMAXCONN);
   // SIGINT/SIGTERM: stop accepting, answer what was accepted, exit 0.
   install_stop_handlers();
   std::atomic<bool> listening_ended{false};
@@ -441,8 +379,7 @@ void run_serve(const ServeOptions& o) {
   std::cerr << "listening on http://" << host << ":" << port << " (POST /v1/captions; Ctrl-C stops)" << std::endl;
   server.listen_after_bind();
   listening_ended = true;
-  watcher.join();
-  batcher.finish();
+  watcher.join();  // every accepted request has been answered: the service is idle
   if (!o.quiet) std::cerr << "stopped\n";
 }
 
@@ -457,9 +394,11 @@ void add_serve_command(CLI::App& app) {
       ->check(CLI::Validator([](std::string& h) { return h.empty() ? std::string("an empty address") : std::string(); }, "", ""));
   cmd->add_option("--port", o->port, "TCP port (0: any free one, printed at start)")->check(CLI::Range(0, 65535));
   cmd->add_option("--max-body", o->max_body_mb, "Largest request in MiB (larger: 413)")->check(CLI::Range(1, 1024));
-  cmd->add_option("--max-queue", o->max_queue, "Photos that may wait (more: 503 with Retry-After)")->check(CLI::Range(1, 100000));
+  cmd->add_option("--max-queue", o->max_queue, "Photos in flight at once (more: 503 with Retry-After)")
+      ->check(CLI::Range(1, 100000));
   cmd->add_option("--batch", o->batch, "Photos captioned together")->check(CLI::Range(1, 256));
-  cmd->add_option("--batch-wait-ms", o->batch_wait_ms, "How long the first photo waits for others to join its batch")
+  cmd->add_option("--batch-wait-ms", o->batch_wait_ms,
+                  "How long an encoded photo may wait for others to fill its batch (0: not at all)")
       ->check(CLI::Range(0, 1000));
   cmd->add_option("--http-threads", o->http_threads, "Connections served at once")->check(CLI::Range(1, 1024));
   cmd->add_option("--timeout", o->timeout_s, "Seconds to read a request or write an answer")->check(CLI::Range(1, 3600));

@@ -81,12 +81,14 @@ def small_jpeg(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=1000)
+    ap.add_argument("--server-args", default="--http-threads 40 --max-queue 256",
+                    help="options for captioner serve")
     args = ap.parse_args()
     photos = dev_photos(args.photos)
     bodies = [open(p, "rb").read() for p in photos]
     rows = []
     rate_cli = cli_rate(photos)
-    proc, port = start_server(["--batch", "32", "--batch-wait-ms", "5", "--http-threads", "40", "--max-queue", "256", "-q"])
+    proc, port = start_server(args.server_args.split() + ["-q"])
     try:
         run_clients(port, bodies[:32], 8)  # warm-up
         for clients in (1, 8, 32):
@@ -103,13 +105,15 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+    # The folder command again, after the server: the best of the two, as the machine is shared.
+    rate_cli = max(rate_cli, cli_rate(photos))
     cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p'"], capture_output=True, text=True).stdout.strip()
-    print(f"captioner serve, {len(photos)} Flickr8k dev photos, {cpu} ({os.cpu_count()} cores)\n")
+    print(f"captioner serve {args.server_args}, {len(photos)} Flickr8k dev photos, {cpu} ({os.cpu_count()} cores)\n")
     print("| clients | photos/s | vs `captioner caption` | p50 ms | p99 ms |")
     print("|---:|---:|---:|---:|---:|")
     for clients, rate, p50, p99 in rows:
         print(f"| {clients} | {rate:.1f} | {rate / rate_cli:.2f}x | {1000 * p50:.1f} | {1000 * p99:.1f} |")
-    print(f"\n`captioner caption` on the same folder: {rate_cli:.1f} photos/s (whole process).")
+    print(f"\n`captioner caption` on the same folder: {rate_cli:.1f} photos/s (whole process, best of 2: before and after).")
     if small_p50 is not None:
         print(f"One client, a 224-px JPEG after warm-up: p50 {1000 * small_p50:.1f} ms over 50 requests.")
 

@@ -5,25 +5,24 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <mutex>
-#include <tuple>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "decoder/bundle/install_paths.h"
 #include "decoder/pipeline/caption_pipeline.h"
+#include "decoder/pipeline/caption_service.h"
 
 struct captioner_model {
   captioner::ModelBundle bundle;
   std::optional<captioner::Encoder> encoder;
-  captioner::CaptionPipelineOptions options;  // as loaded: the model's decoding, the caller's params
-  std::optional<captioner::CaptionPipeline> pipeline;
-  // Pipelines for other decoding options (captioner_caption_images_with), by their values: a
-  // pipeline with tags loads the classifier and WordNet once, not once per call.
-  std::map<std::tuple<int, int, double, double>, std::unique_ptr<captioner::CaptionPipeline>> other_pipelines;
-  std::mutex mutex;  // one call at a time on the model: LibTorch's thread settings are per process
+  captioner::CaptionPipelineOptions options;           // as loaded: the model's decoding, the caller's params
+  std::optional<captioner::CaptionPipeline> pipeline;  // captioner_caption_files: a folder's worth, streamed
+  std::mutex pipeline_mutex;                           // one captioner_caption_files call at a time: it uses every core
+  // The other calls (a photo or a few, from any number of threads) are batched together here.
+  // Last: its threads stop before what they use is destroyed.
+  std::optional<captioner::CaptionService> service;
 };
 
 namespace {
@@ -89,32 +88,49 @@ captioner_model* load(const char* model_dir, const captioner_params& params) {
   options.threads = captioner::ThreadPlan::choose(params.threads);
   if (params.batch_size > 0) options.batch_size = params.batch_size;
   model->pipeline.emplace(model->bundle, *model->encoder, options);
+  captioner::CaptionServiceOptions service;
+  service.max_batch = options.batch_size;
+  service.encoder_batch = options.encoder_batch;
+  service.threads = options.threads;
+  service.image = options.image;
+  model->service.emplace(model->bundle, *model->encoder, service);
   return model.release();
 }
 
-// The pipeline for one call's decoding options (the model's mutex held).
-captioner::CaptionPipeline& pipeline_for(captioner_model* model, const captioner_params* params) {
-  if (!params) return *model->pipeline;
-  check_params(*params);
-  const auto key = std::make_tuple(params->beam_size, params->max_length, params->length_penalty, params->tag_threshold);
-  auto it = model->other_pipelines.find(key);
-  if (it == model->other_pipelines.end()) {
-    if (model->other_pipelines.size() >= 16) model->other_pipelines.clear();  // bounded: callers' options vary
-    captioner::CaptionPipelineOptions options = model->options;
-    options.search = search_overrides(*params).applied_to(options.search);
-    auto pipeline = std::make_unique<captioner::CaptionPipeline>(model->bundle, *model->encoder, options);
-    it = model->other_pipelines.emplace(key, std::move(pipeline)).first;
+captioner_result to_result(const captioner::PhotoResult& r) {
+  captioner_result out{nullptr, 0, nullptr, nullptr};
+  if (r.captioned) {
+    out.caption = copy_string(r.captioned->caption);
+    out.log_prob = r.captioned->log_prob;
+    if (r.captioned->tag) out.tag = copy_string(r.captioned->tag->word);
+  } else {
+    out.error = copy_string(r.error);
   }
-  return *it->second;
+  return out;
 }
 
-// Captions `names` (files, or in-memory photos named so) into results, one per input.
-int caption_into(captioner_model* model, const std::vector<std::filesystem::path>& names,
-                 const std::vector<std::string_view>& in_memory, captioner_result* results,
-                 const captioner_params* params = nullptr) {
+// Captions photos (files, or bytes in memory named so) through the model's service, batched with
+// other threads' calls; `params` NULL: the options the model was loaded with.
+int caption_through_service(captioner_model* model, const std::vector<captioner::PhotoInput>& photos, captioner_result* results,
+                            const captioner_params* params) {
+  captioner::SearchOptions search = model->options.search;
+  if (params) {
+    check_params(*params);
+    search = search_overrides(*params).applied_to(search);
+  }
+  const auto done = model->service->caption(photos, search);
+  int captioned = 0;
+  for (size_t i = 0; i < done.size(); ++i) {
+    results[i] = to_result(done[i]);
+    captioned += results[i].caption != nullptr;
+  }
+  return captioned;
+}
+
+// A folder's worth of files, streamed through the pipeline in constant memory.
+int caption_files_streamed(captioner_model* model, const std::vector<std::filesystem::path>& names, captioner_result* results) {
   for (size_t i = 0; i < names.size(); ++i) results[i] = captioner_result{nullptr, 0, nullptr, nullptr};
-  std::lock_guard<std::mutex> lock(model->mutex);
-  captioner::CaptionPipeline& pipeline = pipeline_for(model, params);
+  std::lock_guard<std::mutex> lock(model->pipeline_mutex);
   int captioned = 0;
   captioner::CaptionCallbacks cb;
   cb.on_caption = [&](const captioner::CaptionedImage& c) {
@@ -125,14 +141,14 @@ int caption_into(captioner_model* model, const std::vector<std::filesystem::path
     ++captioned;
   };
   cb.on_failure = [&](size_t index, const captioner::ImageError& e) { results[index].error = copy_string(e.what()); };
-  pipeline.run(names, cb, in_memory);
+  model->pipeline->run(names, cb);
   return captioned;
 }
 
-char* caption_one(captioner_model* model, const std::filesystem::path& name, const std::vector<std::string_view>& in_memory) {
+char* caption_one(captioner_model* model, const captioner::PhotoInput& photo) {
   captioner_result r{};
-  caption_into(model, {name}, in_memory, &r);
-  if (!r.caption) set_error(r.error ? r.error : name.string() + ": not captioned");
+  caption_through_service(model, {photo}, &r, nullptr);
+  if (!r.caption) set_error(r.error ? r.error : photo.name.string() + ": not captioned");
   char* text = r.caption;
   r.caption = nullptr;
   captioner_result_clear(&r);
@@ -156,7 +172,7 @@ char* captioner_caption_file(captioner_model* model, const char* path) {
   return guarded(
       [&]() -> char* {
         if (!model || !path) throw std::invalid_argument("captioner_caption_file: model and path must not be NULL");
-        return caption_one(model, path, {});
+        return caption_one(model, captioner::PhotoInput{path, std::nullopt});
       },
       static_cast<char*>(nullptr));
 }
@@ -165,7 +181,8 @@ char* captioner_caption_bytes(captioner_model* model, const void* data, size_t s
   return guarded(
       [&]() -> char* {
         if (!model || !data) throw std::invalid_argument("captioner_caption_bytes: model and data must not be NULL");
-        return caption_one(model, "(image in memory)", {std::string_view(static_cast<const char*>(data), size)});
+        return caption_one(model,
+                           captioner::PhotoInput{"(image in memory)", std::string_view(static_cast<const char*>(data), size)});
       },
       static_cast<char*>(nullptr));
 }
@@ -181,7 +198,7 @@ int captioner_caption_files(captioner_model* model, const char* const* paths, si
           if (!paths[i]) throw std::invalid_argument("captioner_caption_files: paths[" + std::to_string(i) + "] is NULL");
           names.emplace_back(paths[i]);
         }
-        return caption_into(model, names, {}, results);
+        return caption_files_streamed(model, names, results);
       },
       -1);
 }
@@ -198,14 +215,13 @@ int captioner_caption_images_with(captioner_model* model, const captioner_params
         if (!model || (count > 0 && (!data || !sizes || !results))) {
           throw std::invalid_argument("captioner_caption_images: model, data, sizes and results must not be NULL");
         }
-        std::vector<std::filesystem::path> names;
-        std::vector<std::string_view> bytes;
+        std::vector<captioner::PhotoInput> photos;
         for (size_t i = 0; i < count; ++i) {
           if (!data[i]) throw std::invalid_argument("captioner_caption_images: data[" + std::to_string(i) + "] is NULL");
-          names.emplace_back("(image " + std::to_string(i) + " in memory)");
-          bytes.emplace_back(static_cast<const char*>(data[i]), sizes[i]);
+          photos.push_back(
+              {"(image " + std::to_string(i) + " in memory)", std::string_view(static_cast<const char*>(data[i]), sizes[i])});
         }
-        return caption_into(model, names, bytes, results, params);
+        return caption_through_service(model, photos, results, params);
       },
       -1);
 }

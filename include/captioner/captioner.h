@@ -9,9 +9,9 @@
  *
  * Every function that can fail returns NULL (or -1) and leaves one line in
  * captioner_last_error() (this thread's last failure). Strings handed out are malloc'd: release
- * them with captioner_free_string(). Several threads may caption with one model at once; their
- * calls take turns on the model and each gets the caption a single thread would. No LibTorch or
- * OpenCV header is needed to use this one. */
+ * them with captioner_free_string(). Several threads may caption with one model at once: their
+ * photos are captioned together in shared batches (a server's requests, say), and each gets the
+ * caption a single thread would. No LibTorch or OpenCV header is needed to use this one. */
 #ifndef CAPTIONER_CAPTIONER_H
 #define CAPTIONER_CAPTIONER_H
 
@@ -37,7 +37,7 @@ typedef struct captioner_params {
   double length_penalty; /* beams ranked by log_prob / (words + 1)^alpha; < 0: the model's */
   double tag_threshold;  /* name what the ImageNet classifier is this sure of (0..1); 0: off; < 0: the model's */
   int threads;           /* CPU threads; 0: every core this process may use */
-  int batch_size;        /* photos decoded together in captioner_caption_files(); 0: 32 */
+  int batch_size;        /* photos decoded together at most; 0: 32 */
 } captioner_params;
 
 /* One photo's result from the batched calls. */
@@ -62,7 +62,9 @@ CAPTIONER_API char* captioner_caption_bytes(captioner_model* model, const void* 
 
 /* Many photos at once (faster: they are encoded and decoded in batches). results[i] is filled for
  * every i < count, one failure not stopping the others. Returns how many were captioned, or -1
- * when the call itself failed (NULL arguments). Release each result with captioner_result_clear(). */
+ * when the call itself failed (NULL arguments). Release each result with captioner_result_clear().
+ * captioner_caption_files streams a folder's worth in constant memory, one such call at a time;
+ * the other calls decode their photos on the calling thread and share batches with other threads. */
 CAPTIONER_API int captioner_caption_files(captioner_model* model, const char* const* paths, size_t count,
                                           captioner_result* results);
 CAPTIONER_API int captioner_caption_images(captioner_model* model, const void* const* data, const size_t* sizes, size_t count,
