@@ -21,7 +21,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "build", "captioner")
+BINARY = os.path.join(ROOT, "build", "captioner")  # --binary replaces it (e.g. an older build, side by side)
 SHARED = os.environ.get("CAPTIONER_SHARED", os.path.join(ROOT, "..", "shared"))
 
 
@@ -79,11 +79,14 @@ def small_jpeg(path):
 
 
 def main():
+    global BINARY
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=1000)
+    ap.add_argument("--binary", help="the captioner to measure (default: build/captioner)")
     ap.add_argument("--server-args", default="--http-threads 40 --max-queue 256",
                     help="options for captioner serve")
     args = ap.parse_args()
+    BINARY = args.binary or BINARY
     photos = dev_photos(args.photos)
     bodies = [open(p, "rb").read() for p in photos]
     rows = []
