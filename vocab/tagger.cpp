@@ -128,13 +128,25 @@ int64_t naming_word(const WordNet::Synset& s, const WordNet& wordnet, const Voca
   return best;
 }
 
-// For every content word of the vocabulary, the concepts at or above its most common noun sense
-// ("eagle" and "eagles" satisfy bird). Rarer senses would let "young" (offspring), "game" (hunted animals)
-// and "jersey" (cattle) name an animal.
-std::vector<std::pair<int64_t, std::vector<int64_t>>> concepts_of_words(const Vocabulary& vocab, const WordNet& wordnet,
-                                                                        SynsetCache& synset,
-                                                                        const std::unordered_map<int64_t, int>& concept_of,
-                                                                        const std::function<bool(int64_t)>& is_content_word) {
+// The most common noun sense of every content word of the vocabulary that has one: (word id,
+// synset offset). Rarer senses would let "young" (offspring), "game" (hunted animals) and
+// "jersey" (cattle) name an animal.
+std::vector<std::pair<int64_t, int64_t>> first_noun_senses(const Vocabulary& vocab, const WordNet& wordnet,
+                                                           const std::function<bool(int64_t)>& is_content_word) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (int64_t id = Vocabulary::kNumSpecial; id < static_cast<int64_t>(vocab.size()); ++id) {
+    if (!is_content_word(id)) continue;
+    const auto senses = wordnet.noun_senses(vocab.token(id));
+    if (!senses.empty()) out.emplace_back(id, senses.front());
+  }
+  return out;
+}
+
+// For every word of first_noun_senses, the concepts at or above its sense ("eagle" and "eagles"
+// satisfy bird).
+std::vector<std::pair<int64_t, std::vector<int64_t>>> concepts_of_words(
+    const std::vector<std::pair<int64_t, int64_t>>& word_senses, SynsetCache& synset,
+    const std::unordered_map<int64_t, int>& concept_of) {
   std::unordered_map<int64_t, std::vector<int64_t>> above;  // synset -> its concepts, itself included
   std::function<const std::vector<int64_t>&(int64_t)> concepts_above = [&](int64_t offset) -> const std::vector<int64_t>& {
     auto it = above.find(offset);
@@ -149,11 +161,7 @@ std::vector<std::pair<int64_t, std::vector<int64_t>>> concepts_of_words(const Vo
     return above[offset] = std::move(out);
   };
   std::vector<std::pair<int64_t, std::vector<int64_t>>> out;
-  for (int64_t id = Vocabulary::kNumSpecial; id < static_cast<int64_t>(vocab.size()); ++id) {
-    if (!is_content_word(id)) continue;
-    const auto senses = wordnet.noun_senses(vocab.token(id));
-    if (!senses.empty()) out.emplace_back(id, concepts_above(senses.front()));
-  }
+  for (const auto& [id, sense] : word_senses) out.emplace_back(id, concepts_above(sense));
   return out;
 }
 
@@ -212,14 +220,15 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
       if (known == concept_of.end()) {
         const int64_t word = naming_word(s, wordnet, vocab, is_content_word);
         if (word == Vocabulary::kUnk) continue;
-        Concept named{vocab.token(word), word, -static_cast<int>(wordnet.ancestors(s.offset).size()), {}};
+        Concept named{vocab.token(word), word, -static_cast<int>(wordnet.ancestors(s.offset).size()), {}, {}};
         known = concept_of.emplace(s.offset, static_cast<int>(tagger.concepts_.size())).first;
         tagger.concepts_.push_back(std::move(named));
       }
       tagger.class_concepts_[c].push_back(known->second);
     }
   }
-  for (auto& [id, concepts] : concepts_of_words(vocab, wordnet, synset, concept_of, is_content_word)) {
+  const auto word_senses = first_noun_senses(vocab, wordnet, is_content_word);
+  for (auto& [id, concepts] : concepts_of_words(word_senses, synset, concept_of)) {
     for (int64_t k : concepts) {
       tagger.concepts_[static_cast<size_t>(k)].satisfied_by.push_back(id);
       tagger.word_concepts_[id].push_back(static_cast<int>(k));
@@ -229,10 +238,8 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
   // People words: a most common sense at or below WordNet's person or people ("men"; "crowd" is
   // not, it is a group). Animal concepts: at or below animal.
   BelowRoots is_people(synset, wordnet, {"person", "people"}), is_animal(synset, wordnet, {"animal"});
-  for (int64_t id = Vocabulary::kNumSpecial; id < static_cast<int64_t>(vocab.size()); ++id) {
-    if (!is_content_word(id)) continue;
-    const auto senses = wordnet.noun_senses(vocab.token(id));
-    if (!senses.empty() && is_people(senses.front())) tagger.people_.push_back(id);
+  for (const auto& [id, sense] : word_senses) {
+    if (is_people(sense)) tagger.people_.push_back(id);
   }
   tagger.concept_is_people_.assign(tagger.concepts_.size(), false);
   tagger.concept_is_animal_.assign(tagger.concepts_.size(), false);
@@ -240,6 +247,19 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
     tagger.concept_is_people_[static_cast<size_t>(k)] = is_people(offset);
     tagger.concept_is_animal_[static_cast<size_t>(k)] = is_animal(offset);
   }
+  // Each concept's broader words (Tag::broader): the words whose nearest concept lies above it on
+  // the chain of a class it gathers. below[f]: the concepts f lies above on some chain.
+  std::vector<std::unordered_set<int>> below(tagger.concepts_.size());
+  for (const auto& chain : tagger.class_concepts_) {
+    for (size_t i = 0; i < chain.size(); ++i) {
+      for (size_t j = i + 1; j < chain.size(); ++j) below[static_cast<size_t>(chain[j])].insert(chain[i]);
+    }
+  }
+  for (const auto& [w, concepts] : tagger.word_concepts_) {
+    if (concepts.empty()) continue;
+    for (int k : below[static_cast<size_t>(concepts.front())]) tagger.concepts_[static_cast<size_t>(k)].broader.push_back(w);
+  }
+  for (auto& c : tagger.concepts_) std::sort(c.broader.begin(), c.broader.end());
   return tagger;
 }
 
@@ -265,18 +285,7 @@ std::optional<Tag> Tagger::tag(const std::vector<float>& class_probabilities, do
   Tag tag{c.word, c.word_id, mass[static_cast<size_t>(best)], {}, {}, {}, {}, false};
   if (!concept_is_people_[static_cast<size_t>(best)]) tag.people = people_;
   tag.animal = concept_is_animal_[static_cast<size_t>(best)];
-  // Broader concepts: those above the tag on the chains of the classes it gathers.
-  std::vector<int> above;
-  for (const auto& chain : class_concepts_) {
-    const auto at = std::find(chain.begin(), chain.end(), best);
-    for (auto k = at == chain.end() ? chain.end() : at + 1; k != chain.end(); ++k) {
-      if (std::find(above.begin(), above.end(), *k) == above.end()) above.push_back(*k);
-    }
-  }
-  for (const auto& [w, concepts] : word_concepts_) {
-    if (!concepts.empty() && std::find(above.begin(), above.end(), concepts.front()) != above.end()) tag.broader.push_back(w);
-  }
-  std::sort(tag.broader.begin(), tag.broader.end());
+  tag.broader = c.broader;
   // A broad tag is not met by a kind of it that the classifier rules out: "animal" for a photo
   // of a giraffe is not met by "dog", nor by "puppy", when the dog classes together score below
   // kRuledOut.

@@ -55,6 +55,7 @@ class Tagger {
     int64_t word_id = 0;
     int generality = 0;                 // minus its number of WordNet ancestors
     std::vector<int64_t> satisfied_by;  // vocabulary words with a sense that is it or below it
+    std::vector<int64_t> broader;       // Tag::broader when it is the tag, sorted
   };
   static constexpr double kRuledOut = 0.02;
   std::vector<std::vector<int>> class_concepts_;  // per class: indices into concepts_, nearest first

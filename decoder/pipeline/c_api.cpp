@@ -93,6 +93,8 @@ captioner_model* load(const char* model_dir, const captioner_params& params) {
   service.encoder_batch = options.encoder_batch;
   service.threads = options.threads;
   service.image = options.image;
+  // A folder call sets OpenBLAS's process-wide thread count as the service's decoder does: they take turns.
+  service.exclusive = &model->pipeline_mutex;
   model->service.emplace(model->bundle, *model->encoder, service);
   return model.release();
 }
@@ -113,6 +115,7 @@ captioner_result to_result(const captioner::PhotoResult& r) {
 // other threads' calls; `params` NULL: the options the model was loaded with.
 int caption_through_service(captioner_model* model, const std::vector<captioner::PhotoInput>& photos, captioner_result* results,
                             const captioner_params* params) {
+  for (size_t i = 0; i < photos.size(); ++i) results[i] = captioner_result{nullptr, 0, nullptr, nullptr};
   captioner::SearchOptions search = model->options.search;
   if (params) {
     check_params(*params);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <future>
+#include <opencv2/core/utility.hpp>
 #include <stdexcept>
 
 namespace captioner {
@@ -45,13 +46,26 @@ CaptionService::CaptionService(const ModelBundle& model, Encoder& encoder, Capti
   if (options_.max_batch < 1 || options_.encoder_batch < 1 || options_.max_waiting_pixels < 1 || options_.batch_wait_ms < 0) {
     throw std::invalid_argument("CaptionServiceOptions: batch sizes and limits must be positive");
   }
+  if (options_.max_decoding < 1) throw std::invalid_argument("CaptionServiceOptions: max_decoding must be positive");
+  // Callers decode whole photos each; OpenCV's own thread pool on top would oversubscribe.
+  cv::setNumThreads(1);
   const int workers = std::max(1, options_.threads.encoder_workers);
-  encoders_running_ = workers;
-  for (int w = 0; w < workers; ++w) encoders_.emplace_back([this] { encode_loop(); });
-  decoder_ = std::thread([this] { decode_loop(); });
+  try {
+    for (int w = 0; w < workers; ++w) {
+      encoders_.emplace_back([this] { encode_loop(); });
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++encoders_running_;
+    }
+    decoder_ = std::thread([this] { decode_loop(); });
+  } catch (...) {  // a thread could not start: stop those that did
+    stop();
+    throw;
+  }
 }
 
-CaptionService::~CaptionService() {
+CaptionService::~CaptionService() { stop(); }
+
+void CaptionService::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
@@ -59,7 +73,7 @@ CaptionService::~CaptionService() {
   pixels_ready_.notify_all();
   encoded_ready_.notify_all();
   for (auto& t : encoders_) t.join();
-  decoder_.join();
+  if (decoder_.joinable()) decoder_.join();
 }
 
 size_t CaptionService::in_flight() const {
@@ -70,16 +84,19 @@ size_t CaptionService::in_flight() const {
 std::vector<PhotoResult> CaptionService::caption(const std::vector<PhotoInput>& photos, const SearchOptions& search) {
   std::vector<PhotoResult> results(photos.size());
   std::vector<std::pair<size_t, std::future<PhotoResult>>> pending;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    in_flight_ += photos.size();
-  }
   const auto& s = loader_.spec();
   const auto shared_search = std::make_shared<const SearchOptions>(search);
   for (size_t i = 0; i < photos.size(); ++i) {
     auto job = std::make_unique<Job>();
     job->name = photos[i].name;
     job->search = shared_search;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      ++in_flight_;
+      decode_slot_.wait(lock, [&] { return decoding_ < options_.max_decoding; });
+      ++decoding_;
+    }
+    std::string error;
     try {
       const cv::Mat rgb =
           photos[i].bytes ? loader_.decode_bytes(*photos[i].bytes, photos[i].name) : loader_.decode(photos[i].name);
@@ -90,10 +107,17 @@ std::vector<PhotoResult> CaptionService::caption(const std::vector<PhotoInput>& 
         loader_.preprocess(rgb, job->flipped.data_ptr<float>(), true);
       }
     } catch (const std::exception& e) {  // ImageError names the photo; anything else (out of memory) is said so
-      results[i].error =
-          dynamic_cast<const ImageError*>(&e) ? e.what() : printable_name(photos[i].name.string()) + ": " + e.what();
+      error =
+          first_line(dynamic_cast<const ImageError*>(&e) ? e.what() : printable_name(photos[i].name.string()) + ": " + e.what());
+    }
+    {
       std::lock_guard<std::mutex> lock(mutex_);
-      --in_flight_;
+      --decoding_;
+      if (!error.empty()) --in_flight_;
+    }
+    decode_slot_.notify_one();
+    if (!error.empty()) {
+      results[i].error = std::move(error);
       continue;
     }
     pending.emplace_back(i, job->done.get_future());
@@ -124,6 +148,8 @@ void CaptionService::encode_loop() {
     }
     pixels_space_.notify_all();
     try {
+      std::unique_lock<std::mutex> turn(turns_, std::defer_lock);
+      if (!options_.threads.overlap) turn.lock();
       std::vector<torch::Tensor> pixels, flipped;
       for (auto& job : batch) {
         pixels.push_back(std::move(job->pixels));
@@ -135,11 +161,13 @@ void CaptionService::encode_loop() {
         for (const auto& v : views) batch[k]->views.push_back(v[static_cast<int64_t>(k)]);
       }
     } catch (const std::exception& e) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        in_flight_ -= batch.size();
+      }
       for (auto& job : batch) {
         job->done.set_value(PhotoResult{std::nullopt, printable_name(job->name.string()) + ": " + first_line(e.what())});
       }
-      std::lock_guard<std::mutex> lock(mutex_);
-      in_flight_ -= batch.size();
       continue;
     }
     {
@@ -183,12 +211,14 @@ void CaptionService::decode_loop() {
         }
       }
     }
-    caption_batch(batch);
+    std::vector<PhotoResult> results = caption_batch(batch);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       in_flight_ -= batch.size();
     }
     if (options_.on_batch) options_.on_batch(batch.size());
+    // Answered last: a caller that returns sees its photos counted out and its batch reported.
+    for (size_t i = 0; i < batch.size(); ++i) batch[i]->done.set_value(std::move(results[i]));
 #ifdef __GLIBC__
     // As in CaptionPipeline::run: tensors freed on other threads than made them leave glibc's
     // per-thread arenas holding ever more free pages unless they are handed back now and then.
@@ -200,11 +230,14 @@ void CaptionService::decode_loop() {
   }
 }
 
-void CaptionService::caption_batch(std::vector<std::unique_ptr<Job>>& batch) {
+std::vector<PhotoResult> CaptionService::caption_batch(std::vector<std::unique_ptr<Job>>& batch) {
   const SearchOptions& search = *batch.front()->search;
-  std::vector<Caption> captions;
-  ImageTags tags;
+  std::vector<PhotoResult> results(batch.size());
   try {
+    std::unique_lock<std::mutex> exclusive;
+    if (options_.exclusive) exclusive = std::unique_lock<std::mutex>(*options_.exclusive);
+    std::unique_lock<std::mutex> turn(turns_, std::defer_lock);
+    if (!options_.threads.overlap) turn.lock();
     FeatureViews views;
     for (size_t v = 0; v < batch.front()->views.size(); ++v) {
       std::vector<torch::Tensor> rows;
@@ -212,32 +245,28 @@ void CaptionService::caption_batch(std::vector<std::unique_ptr<Job>>& batch) {
       views.push_back(torch::stack(rows));
     }
     ScopedBlasThreads blas(options_.threads.decoder_blas);
-    if (search.tag_threshold > 0) tags = tag_guide(search.tag_threshold).tags(views.front());
-    captions = search_captions(scorer(search.mi_weight), views, search, word_guides(tags));
-  } catch (const std::exception& e) {
-    for (auto& job : batch) {
-      job->done.set_value(PhotoResult{std::nullopt, printable_name(job->name.string()) + ": " + first_line(e.what())});
+    ImageTags tags;
+    if (search.tag_threshold > 0) tags = tag_guide(search.tag_threshold).tags(views.front(), search.tag_threshold);
+    const std::vector<Caption> captions = search_captions(scorer(search.mi_weight), views, search, word_guides(tags));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      CaptionedImage out;
+      out.file = batch[i]->name;
+      out.caption = model_.vocab.decode(captions[i].tokens);
+      out.log_prob = captions[i].log_prob;
+      if (i < tags.size()) out.tag = tags[i];
+      results[i].captioned = std::move(out);
     }
-    return;
+  } catch (const std::exception& e) {
+    for (size_t i = 0; i < batch.size(); ++i) {
+      results[i] = PhotoResult{std::nullopt, printable_name(batch[i]->name.string()) + ": " + first_line(e.what())};
+    }
   }
-  for (size_t i = 0; i < batch.size(); ++i) {
-    CaptionedImage out;
-    out.file = batch[i]->name;
-    out.caption = model_.vocab.decode(captions[i].tokens);
-    out.log_prob = captions[i].log_prob;
-    if (i < tags.size()) out.tag = tags[i];
-    batch[i]->done.set_value(PhotoResult{std::move(out), ""});
-  }
+  return results;
 }
 
 TagGuide& CaptionService::tag_guide(double threshold) {
-  auto it = tag_guides_.find(threshold);
-  if (it == tag_guides_.end()) {
-    if (tag_guides_.size() >= 8) tag_guides_.clear();  // bounded: callers' thresholds vary
-    it = tag_guides_.emplace(threshold, std::make_unique<TagGuide>(TagGuide::load(encoder_.info(), model_.vocab, threshold)))
-             .first;
-  }
-  return *it->second;
+  if (!tag_guide_) tag_guide_ = std::make_unique<TagGuide>(TagGuide::load(encoder_.info(), model_.vocab, threshold));
+  return *tag_guide_;
 }
 
 SequenceScorer& CaptionService::scorer(double mi_weight) {

@@ -6,8 +6,9 @@
 //   encoder workers: up to encoder_batch pixels -> features (N, D)
 //   decoder thread:  up to max_batch encoded photos sharing their SearchOptions -> captions
 //
-// A photo's caption does not depend on the photos it is batched with (decoder/kernels/int8_linear.h),
-// so every caller gets what `captioner caption` writes for the same photo and options.
+// A photo's caption does not depend on the photos it is batched with (the decoder's int8 products:
+// decoder/kernels/int8_linear.h; tests compare the service with the folder pipeline), so every
+// caller gets what `captioner caption` writes for the same photo and options.
 #pragma once
 
 #include <chrono>
@@ -36,7 +37,14 @@ struct CaptionServiceOptions {
   // Photos decoded to pixels (0.6 MB each) and not yet encoded; a caller beyond it waits, so
   // memory stays bounded however many threads submit.
   int max_waiting_pixels = 128;
+  // Photos being decoded from JPEG/PNG at once, across all callers: a full-size photo takes up to
+  // ~1 GB while it is (ImageLoaderOptions::max_pixels), and a server may have a thousand callers.
+  int max_decoding = 2;
+  // ThreadPlan::choose(N > 0) (overlap false): encoders and decoder take turns, N threads each.
   ThreadPlan threads = ThreadPlan::choose(0);
+  // Held while a batch is captioned, when set: work outside the service that sets process-wide
+  // thread counts (OpenBLAS's) takes turns with it by holding the same mutex (the C API's folders).
+  std::mutex* exclusive = nullptr;
   ImageLoaderOptions image;
   std::function<void(size_t photos)> on_batch;  // after each decoder batch (a server's metrics)
 };
@@ -73,7 +81,8 @@ class CaptionService {
 
   void encode_loop();
   void decode_loop();
-  void caption_batch(std::vector<std::unique_ptr<Job>>& batch);
+  std::vector<PhotoResult> caption_batch(std::vector<std::unique_ptr<Job>>& batch);  // decoder thread only
+  void stop();                               // finishes what was submitted, joins the threads
   TagGuide& tag_guide(double threshold);     // decoder thread only
   SequenceScorer& scorer(double mi_weight);  // decoder thread only
 
@@ -84,13 +93,15 @@ class CaptionService {
   const bool with_flipped_;
 
   mutable std::mutex mutex_;
-  std::condition_variable pixels_ready_, pixels_space_, encoded_ready_;
+  std::condition_variable pixels_ready_, pixels_space_, encoded_ready_, decode_slot_;
+  int decoding_ = 0;  // callers decoding a photo now (max_decoding)
+  std::mutex turns_;  // encoders and decoder take turns with it when !threads.overlap
   std::deque<std::unique_ptr<Job>> to_encode_, to_decode_;
   size_t in_flight_ = 0;
   bool stopping_ = false;
   int encoders_running_ = 0;
 
-  std::map<double, std::unique_ptr<TagGuide>> tag_guides_;
+  std::unique_ptr<TagGuide> tag_guide_;
   std::map<double, std::unique_ptr<SequenceScorer>> scorers_;
 
   std::vector<std::thread> encoders_;

@@ -12,13 +12,16 @@ TagGuide TagGuide::load(const EncoderInfo& encoder, const Vocabulary& vocab, dou
   return TagGuide(std::move(classifier), std::move(tagger), threshold);
 }
 
-ImageTags TagGuide::tags(const torch::Tensor& features) {
+ImageTags TagGuide::tags(const torch::Tensor& features) { return tags(features, threshold_); }
+
+ImageTags TagGuide::tags(const torch::Tensor& features, double threshold) {
+  if (!(threshold > 0 && threshold <= 1)) throw std::invalid_argument("tag threshold must be in (0, 1]");
   auto probs = classifier_.probabilities(features).contiguous();
   ImageTags out;
   const int64_t C = probs.size(1);
   for (int64_t i = 0; i < probs.size(0); ++i) {
     const float* row = probs[i].data_ptr<float>();
-    out.push_back(tagger_.tag(std::vector<float>(row, row + C), threshold_));
+    out.push_back(tagger_.tag(std::vector<float>(row, row + C), threshold));
   }
   return out;
 }

@@ -27,6 +27,8 @@ class TagGuide {
 
   // features: (N, D), the encoder's output for N photos (unmirrored) -> N tags.
   ImageTags tags(const torch::Tensor& features);
+  // The same at another threshold: one guide serves callers whose thresholds differ.
+  ImageTags tags(const torch::Tensor& features, double threshold);
   double threshold() const { return threshold_; }
 
  private:
