@@ -163,21 +163,16 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
       if (cb.on_failure) cb.on_failure(batch.failed_indices[k], batch.failures[k]);
     }
     if (!batch.indices.empty()) {
-      std::vector<Caption> captions;
-      ImageTags tags;
+      std::vector<CaptionedImage> captioned;
       {
         ScopedTorchThreads threads(options_.threads.decoder);
         ScopedBlasThreads blas(options_.threads.decoder_blas);
-        if (tag_guide_) tags = tag_guide_->tags(item.views.front());
-        captions = search_captions(*scorer, item.views, options_.search, word_guides(tags));
+        captioned = caption_encoded(model_, *scorer, tag_guide_ ? &*tag_guide_ : nullptr, item.views, options_.search);
       }
-      for (size_t i = 0; i < captions.size(); ++i) {
-        CaptionedImage out;
+      for (size_t i = 0; i < captioned.size(); ++i) {
+        CaptionedImage& out = captioned[i];
         out.index = batch.indices[i];
         out.file = files[out.index];
-        out.caption = model_.vocab.decode(captions[i].tokens);
-        out.log_prob = captions[i].log_prob;
-        if (i < tags.size()) out.tag = tags[i];
         if (i < batch.thumbnails.size()) out.thumbnail_jpeg = std::move(batch.thumbnails[i]);
         if (cb.on_caption) cb.on_caption(out);
       }
@@ -208,6 +203,20 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
       batcher, std::max(1, options_.threads.encoder_workers), options_.threads.encoder,
       [&](ImageBatch& batch) { return encode_batch(batch, bo.with_flipped); }, decode, stop_requested);
   return failed;
+}
+
+std::vector<CaptionedImage> caption_encoded(const ModelBundle& model, SequenceScorer& scorer, TagGuide* tags,
+                                            const FeatureViews& views, const SearchOptions& search) {
+  ImageTags image_tags;
+  if (tags && search.tag_threshold > 0) image_tags = tags->tags(views.front(), search.tag_threshold);
+  const std::vector<Caption> captions = search_captions(scorer, views, search, word_guides(image_tags));
+  std::vector<CaptionedImage> out(captions.size());
+  for (size_t i = 0; i < captions.size(); ++i) {
+    out[i].caption = model.vocab.decode(captions[i].tokens);
+    out[i].log_prob = captions[i].log_prob;
+    if (i < image_tags.size()) out[i].tag = image_tags[i];
+  }
+  return out;
 }
 
 std::vector<Caption> caption_features(SequenceScorer& scorer, const FeatureViews& views, const SearchOptions& search,

@@ -78,6 +78,12 @@ std::vector<Caption> caption_features(SequenceScorer& scorer, const FeatureViews
                                       int64_t chunk = 100, const std::function<void(size_t done, size_t total)>& progress = {},
                                       const WordGuides& guides = {});
 
+// One batch of encoded photos (views (N, D) each) to captions: tags from `tags` when
+// search.tag_threshold > 0 and it is given, the search, the words. What the folder pipeline and
+// CaptionService both do with a decoder batch; index, file and thumbnail are left to the caller.
+std::vector<CaptionedImage> caption_encoded(const ModelBundle& model, SequenceScorer& scorer, TagGuide* tags,
+                                            const FeatureViews& views, const SearchOptions& search);
+
 struct CachedCaptionOptions {
   FeatureCacheOptions features;  // cache folder, encoder batch, loader threads, encoding progress
   SearchOptions search;

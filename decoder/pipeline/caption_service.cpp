@@ -21,16 +21,6 @@ struct CaptionService::Job {
 
 namespace {
 
-// Whether two requests' photos may share a decoder batch: every option search_captions reads.
-bool same_decoding(const SearchOptions& a, const SearchOptions& b) {
-  return a.beam_size == b.beam_size && a.max_length == b.max_length && a.min_length == b.min_length &&
-         a.length_penalty == b.length_penalty && a.block_ngram_repeat == b.block_ngram_repeat &&
-         a.block_consecutive_repeat == b.block_consecutive_repeat && a.suppress_unk == b.suppress_unk &&
-         a.max_word_repeats == b.max_word_repeats && a.repeat_exempt == b.repeat_exempt && a.tag_threshold == b.tag_threshold &&
-         a.mi_weight == b.mi_weight && a.sample == b.sample && a.temperature == b.temperature && a.top_k == b.top_k &&
-         a.seed == b.seed;
-}
-
 // One line: a LibTorch message may run on over several.
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
 
@@ -245,16 +235,11 @@ std::vector<PhotoResult> CaptionService::caption_batch(std::vector<std::unique_p
       views.push_back(torch::stack(rows));
     }
     ScopedBlasThreads blas(options_.threads.decoder_blas);
-    ImageTags tags;
-    if (search.tag_threshold > 0) tags = tag_guide(search.tag_threshold).tags(views.front(), search.tag_threshold);
-    const std::vector<Caption> captions = search_captions(scorer(search.mi_weight), views, search, word_guides(tags));
+    TagGuide* guide = search.tag_threshold > 0 ? &tag_guide(search.tag_threshold) : nullptr;
+    std::vector<CaptionedImage> captioned = caption_encoded(model_, scorer(search.mi_weight), guide, views, search);
     for (size_t i = 0; i < batch.size(); ++i) {
-      CaptionedImage out;
-      out.file = batch[i]->name;
-      out.caption = model_.vocab.decode(captions[i].tokens);
-      out.log_prob = captions[i].log_prob;
-      if (i < tags.size()) out.tag = tags[i];
-      results[i].captioned = std::move(out);
+      captioned[i].file = batch[i]->name;
+      results[i].captioned = std::move(captioned[i]);
     }
   } catch (const std::exception& e) {
     for (size_t i = 0; i < batch.size(); ++i) {

@@ -19,6 +19,15 @@ SearchOptions SearchOverrides::applied_to(SearchOptions o) const {
   return o;
 }
 
+bool same_decoding(const SearchOptions& a, const SearchOptions& b) {
+  return a.beam_size == b.beam_size && a.max_length == b.max_length && a.min_length == b.min_length &&
+         a.length_penalty == b.length_penalty && a.block_ngram_repeat == b.block_ngram_repeat &&
+         a.block_consecutive_repeat == b.block_consecutive_repeat && a.suppress_unk == b.suppress_unk &&
+         a.max_word_repeats == b.max_word_repeats && a.repeat_exempt == b.repeat_exempt && a.tag_threshold == b.tag_threshold &&
+         a.mi_weight == b.mi_weight && a.sample == b.sample && a.temperature == b.temperature && a.top_k == b.top_k &&
+         a.seed == b.seed;
+}
+
 json search_options_to_json(const SearchOptions& o) {
   return json{{"beam_size", o.beam_size},
               {"max_length", o.max_length},

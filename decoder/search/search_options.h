@@ -48,6 +48,10 @@ struct SearchOverrides {
   SearchOptions applied_to(SearchOptions defaults) const;
 };
 
+// Whether two sets of options decode alike: every field compared (photos of requests with equal
+// options may share a batch, decoder/pipeline/caption_service.h).
+bool same_decoding(const SearchOptions& a, const SearchOptions& b);
+
 nlohmann::json search_options_to_json(const SearchOptions& o);
 // Ranges as the command line's; errors name `origin` and the entry.
 SearchOptions search_options_from_json(const nlohmann::json& j, const std::string& origin);
