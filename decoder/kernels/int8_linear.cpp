@@ -3,9 +3,24 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
+#include "decoder/kernels/int8_linear_kernel.h"
+
 namespace captioner {
+
+// In int8_linear_avx2.cpp, compiled for AVX2.
+void int8_linear_rows_avx2(const Int8Rows& m, const float* x, int64_t rows, uint8_t* xq, float* y);
+
+bool int8_linear_rows_available() { return __builtin_cpu_supports("avx2"); }
+
+void int8_linear_rows(const Int8Rows& weights, const float* x, int64_t rows, uint8_t* xq, float* y) {
+  if (weights.padded_in % 32 != 0 || weights.padded_in < weights.in_features) {
+    throw std::invalid_argument("int8_linear_rows needs weight rows padded to a multiple of 32");
+  }
+  int8_linear_rows_avx2(weights, x, rows, xq, y);
+}
 
 namespace {
 
@@ -61,9 +76,96 @@ Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   c10::optional<at::Tensor> b;
   if (bias.defined()) b = bias.detach().to(torch::kFloat).contiguous();
   packed_ = call_op(linear_prepack(), {qweight, b}).at(0);
+  out_features_ = weight.size(0);
+
+  // Our own loop's copy: the same int8 weights, and the op's per-row factors formed as it forms
+  // them (float 1 / scale, times the input's 63.5; the bias in accumulator units).
+  if (!int8_linear_rows_available()) return;
+  const int64_t N = out_features_, K = in_features_, Kw = (K + 31) / 32 * 32;
+  row_weights_.assign(static_cast<size_t>(N * Kw), 0);
+  row_sums_.assign(static_cast<size_t>(N), 0);
+  row_bias_.assign(static_cast<size_t>(N), 0.0f);
+  row_scale_.assign(static_cast<size_t>(N), 0.0f);
+  auto q_rows = q.narrow(1, 0, K).contiguous();
+  const int8_t* qp = q_rows.data_ptr<int8_t>();
+  const double* sp = scales.data_ptr<double>();
+  const float* bp = b ? b->data_ptr<float>() : nullptr;
+  for (int64_t n = 0; n < N; ++n) {
+    int32_t sum = 0;
+    for (int64_t k = 0; k < K; ++k) sum += (row_weights_[static_cast<size_t>(n * Kw + k)] = qp[n * K + k]);
+    row_sums_[static_cast<size_t>(n)] = sum;
+    const float bias_scale = 63.5f * static_cast<float>(1.0 / sp[n]);
+    row_scale_[static_cast<size_t>(n)] = 1.0f / bias_scale;
+    if (bp) row_bias_[static_cast<size_t>(n)] = bp[n] * bias_scale;
+  }
+  own_rows_ = own_rows_equal_onednn();
+  if (!own_rows_) {  // the op is used for every input; the copy is not needed
+    row_weights_ = {};
+    row_sums_ = {};
+    row_bias_ = row_scale_ = {};
+  }
+}
+
+bool Int8Linear::own_rows_equal_onednn() const {
+  // Probe rows: both ends of the range, zero, values on and beside the rounding boundaries of the
+  // input's quantization ((j + 0.5) / 63.5), and a spread of values between.
+  const int64_t K = in_features_, R = 5;
+  auto probe = torch::empty({R, K}, torch::kFloat);
+  float* p = probe.data_ptr<float>();
+  for (int64_t i = 0; i < R * K; ++i) {
+    const int64_t j = i % 127 - 63;
+    float v = 0;
+    switch (i % 5) {
+      case 0:
+        v = static_cast<float>((static_cast<double>(j) + 0.5) / 63.5);
+        break;
+      case 1:
+        v = std::nextafter(static_cast<float>((static_cast<double>(j) + 0.5) / 63.5), 2.0f);
+        break;
+      case 2:
+        v = std::sin(static_cast<float>(i) * 0.37f);
+        break;
+      case 3:
+        v = i % 3 == 0 ? 1.0f : i % 3 == 1 ? -1.0f : 0.0f;
+        break;
+      default:
+        v = std::tanh(static_cast<float>(j) * 0.05f);
+        break;
+    }
+    p[i] = std::clamp(v, -1.0f, 1.0f);
+  }
+  auto own = torch::empty({R, out_features_}, torch::kFloat);
+  std::vector<uint8_t> scratch(static_cast<size_t>(R * ((K + 31) / 32 * 32)));
+  Int8Rows m{row_weights_.data(), row_sums_.data(), row_bias_.data(), row_scale_.data(), out_features_, K, (K + 31) / 32 * 32};
+  for (int64_t rows = 1; rows <= R; rows += 2) {  // each register blocking: 1, 3 and 4 + 1 rows
+    int8_linear_rows(m, p, rows, scratch.data(), own.data_ptr<float>());
+    if (!torch::equal(own.narrow(0, 0, rows), forward_onednn(probe.narrow(0, 0, rows)))) return false;
+  }
+  return true;
 }
 
 torch::Tensor Int8Linear::forward(const torch::Tensor& x) const {
+  if (!defined()) throw std::logic_error("Int8Linear used before it was built");
+  if (x.dim() != 2 || x.size(1) != in_features_) {
+    throw std::invalid_argument("Int8Linear expects (R, " + std::to_string(in_features_) + "), got " + c10::str(x.sizes()));
+  }
+  const int64_t R = x.size(0);
+  if (!own_rows_ || R == 0 || R >= kOwnRowsBelow || !x.device().is_cpu()) return forward_onednn(x);
+  auto xf = x.to(torch::kFloat).contiguous();
+  const float* xp = xf.data_ptr<float>();
+  // Outside [-1, 1] (or NaN) the op measures its own range: it alone reproduces that.
+  for (int64_t i = 0; i < R * in_features_; ++i) {
+    if (!(xp[i] >= -1.0f && xp[i] <= 1.0f)) return forward_onednn(x);
+  }
+  const int64_t Kw = (in_features_ + 31) / 32 * 32;
+  Int8Rows m{row_weights_.data(), row_sums_.data(), row_bias_.data(), row_scale_.data(), out_features_, in_features_, Kw};
+  std::vector<uint8_t> xq(static_cast<size_t>(R * Kw));
+  auto y = torch::empty({R, out_features_}, torch::kFloat);
+  int8_linear_rows(m, xp, R, xq.data(), y.data_ptr<float>());
+  return y;
+}
+
+torch::Tensor Int8Linear::forward_onednn(const torch::Tensor& x) const {
   if (!defined()) throw std::logic_error("Int8Linear used before it was built");
   if (x.dim() != 2 || x.size(1) != in_features_) {
     throw std::invalid_argument("Int8Linear expects (R, " + std::to_string(in_features_) + "), got " + c10::str(x.sizes()));

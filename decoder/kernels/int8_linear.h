@@ -10,10 +10,17 @@
 // Why 7-bit: without VNNI, oneDNN sums u8 x s8 products in saturating 16-bit pairs; 7-bit inputs
 // never saturate, so the same products come out on every x86 CPU.
 //
+// Few rows (a beam or two: serving one photo) go to our own AVX2 loop instead
+// (decoder/kernels/int8_linear_kernel.h), which the op pads to 16 rows and pays a fixed cost for;
+// it is used only where it gave the op's results bit for bit on this CPU when the layer was built.
+//
 // Shapes: x (R, K) float, W (N, K), b (N) -> y (R, N) float. CPU only (oneDNN quantized engine).
 #pragma once
 
 #include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
 
 namespace captioner {
 
@@ -26,11 +33,24 @@ class Int8Linear {
   // x (R, K) with values in [-1, 1] -> (R, N). Values outside the range are still multiplied
   // correctly, but then share their scale with the batch's other rows.
   torch::Tensor forward(const torch::Tensor& x) const;
+  // Always LibTorch's op (what forward() must equal; tests compare the two).
+  torch::Tensor forward_onednn(const torch::Tensor& x) const;
+  // Whether forward() takes inputs of fewer than kOwnRowsBelow rows to our own loop.
+  bool own_rows() const { return own_rows_; }
+  static constexpr int64_t kOwnRowsBelow = 16;
 
  private:
+  bool own_rows_equal_onednn() const;  // the check at construction, on probe rows
+
   c10::IValue packed_;           // LibTorch's packed-weights object for quantized::linear_dynamic
   int64_t in_features_ = 0;      // K
+  int64_t out_features_ = 0;     // N
   int64_t padded_features_ = 0;  // K + the pinning columns, a multiple of 16
+  // The same weights for our own loop (decoder/kernels/int8_linear_kernel.h's Int8Rows).
+  std::vector<int8_t> row_weights_;  // (N, K rounded up to 32)
+  std::vector<int32_t> row_sums_;
+  std::vector<float> row_bias_, row_scale_;
+  bool own_rows_ = false;
 };
 
 }  // namespace captioner

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "decoder/search/caption_search.h"
 #include "decoder/search/sequence_scorer.h"
 #include "tests/model_fixtures.h"
@@ -47,6 +49,34 @@ TEST(Int8Linear, EachRowIsIndependentOfTheOthers) {
     EXPECT_TRUE(torch::equal(layer.forward(x.narrow(0, r, 1)), all.narrow(0, r, 1))) << "row " << r;
   }
   EXPECT_TRUE(torch::equal(mixed.narrow(0, 17, 1), all.narrow(0, 3, 1)));
+}
+
+TEST(Int8Linear, FewRowsGiveTheOpsResultsBitForBit) {
+  // forward() takes fewer than 16 rows to our own AVX2 loop: it must equal LibTorch's op exactly,
+  // for every row count (each register blocking), widths that are and are not multiples of 32,
+  // with and without a bias, and inputs on the quantizer's rounding boundaries.
+  const bool avx2 = __builtin_cpu_supports("avx2");
+  for (auto [N, K, bias] : {std::tuple{3072, 768, false}, {2429, 768, true}, {37, 30, true}, {5, 100, false}}) {
+    torch::manual_seed(N + K);
+    Int8Linear layer(torch::randn({N, K}) * torch::rand({N, 1}) * 0.3, bias ? torch::randn({N}) : torch::Tensor());
+    if (avx2) {
+      EXPECT_TRUE(layer.own_rows()) << N << "x" << K << ": the AVX2 loop no longer reproduces the op on this CPU "
+                                    << "(forward falls back to the op; captions are unaffected, few-row decoding slower)";
+    }
+    for (int64_t R = 1; R <= Int8Linear::kOwnRowsBelow + 1; ++R) {
+      auto x = hidden_like(R, K, static_cast<uint64_t>(R));
+      // Every third value on a boundary (j + 0.5) / 63.5 of the input's 7-bit grid, or at +-1.
+      auto flat = x.view({-1});
+      for (int64_t i = 0; i < flat.numel(); i += 3) {
+        const int64_t j = (i * 7) % 128 - 64;
+        flat[i] = j == -64 ? -1.0f : j == 63 ? 1.0f : static_cast<float>((j + 0.5) / 63.5);
+      }
+      EXPECT_TRUE(torch::equal(layer.forward(x), layer.forward_onednn(x))) << N << "x" << K << ", " << R << " rows";
+    }
+    // Beyond [-1, 1] the op measures its own range: forward hands such inputs to it.
+    auto wide = hidden_like(3, K, 9) * 3;
+    EXPECT_TRUE(torch::equal(layer.forward(wide), layer.forward_onednn(wide)));
+  }
 }
 
 TEST(Int8Linear, RefusesWrongShapes) {
