@@ -16,6 +16,7 @@ void int8_linear_rows_avx2(const Int8Rows& m, const float* x, int64_t rows, uint
 bool int8_linear_rows_available() { return __builtin_cpu_supports("avx2"); }
 
 void int8_linear_rows(const Int8Rows& weights, const float* x, int64_t rows, uint8_t* xq, float* y) {
+  if (!int8_linear_rows_available()) throw std::logic_error("int8_linear_rows needs AVX2");
   if (weights.padded_in % 32 != 0 || weights.padded_in < weights.in_features) {
     throw std::invalid_argument("int8_linear_rows needs weight rows padded to a multiple of 32");
   }
@@ -107,37 +108,25 @@ Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
 }
 
 bool Int8Linear::own_rows_equal_onednn() const {
-  // Probe rows: both ends of the range, zero, values on and beside the rounding boundaries of the
-  // input's quantization ((j + 0.5) / 63.5), and a spread of values between.
-  const int64_t K = in_features_, R = 5;
+  // Probe rows: every rounding boundary of the input's quantization, (j + 0.5) / 63.5, and the
+  // floats up to 4 ulps either side of it (where a fused multiply-add or another rounding mode
+  // would differ), cycled through six rows; then a row of +1s and a row of -1s.
+  std::vector<float> sweep;
+  for (int j = -64; j < 64; ++j) {
+    float v = static_cast<float>((j + 0.5) / 63.5);
+    for (int u = 0; u < 4; ++u) v = std::nextafter(v, -2.0f);
+    for (int u = -4; u <= 4; ++u, v = std::nextafter(v, 2.0f)) sweep.push_back(std::clamp(v, -1.0f, 1.0f));
+  }
+  const int64_t K = in_features_, R = 8;
   auto probe = torch::empty({R, K}, torch::kFloat);
   float* p = probe.data_ptr<float>();
-  for (int64_t i = 0; i < R * K; ++i) {
-    const int64_t j = i % 127 - 63;
-    float v = 0;
-    switch (i % 5) {
-      case 0:
-        v = static_cast<float>((static_cast<double>(j) + 0.5) / 63.5);
-        break;
-      case 1:
-        v = std::nextafter(static_cast<float>((static_cast<double>(j) + 0.5) / 63.5), 2.0f);
-        break;
-      case 2:
-        v = std::sin(static_cast<float>(i) * 0.37f);
-        break;
-      case 3:
-        v = i % 3 == 0 ? 1.0f : i % 3 == 1 ? -1.0f : 0.0f;
-        break;
-      default:
-        v = std::tanh(static_cast<float>(j) * 0.05f);
-        break;
-    }
-    p[i] = std::clamp(v, -1.0f, 1.0f);
-  }
+  for (int64_t i = 0; i < 6 * K; ++i) p[i] = sweep[static_cast<size_t>(i) % sweep.size()];
+  std::fill(p + 6 * K, p + 7 * K, 1.0f);
+  std::fill(p + 7 * K, p + 8 * K, -1.0f);
   auto own = torch::empty({R, out_features_}, torch::kFloat);
   std::vector<uint8_t> scratch(static_cast<size_t>(R * ((K + 31) / 32 * 32)));
   Int8Rows m{row_weights_.data(), row_sums_.data(), row_bias_.data(), row_scale_.data(), out_features_, K, (K + 31) / 32 * 32};
-  for (int64_t rows = 1; rows <= R; rows += 2) {  // each register blocking: 1, 3 and 4 + 1 rows
+  for (int64_t rows : {1, 2, 3, 8}) {  // each register blocking: 1, 2, 3 and 4 rows
     int8_linear_rows(m, p, rows, scratch.data(), own.data_ptr<float>());
     if (!torch::equal(own.narrow(0, 0, rows), forward_onednn(probe.narrow(0, 0, rows)))) return false;
   }

@@ -66,19 +66,23 @@ void rows_block(const uint8_t* xq, const Int8Rows& m, float* y) {
 void int8_linear_rows_avx2(const Int8Rows& m, const float* x, int64_t rows, uint8_t* xq, float* y) {
   const int64_t K = m.in_features, Kw = m.padded_in;
   // Quantize every row once: x * 63.5f, + 64.0f, each rounded to float, then to the nearest
-  // integer, ties to even (MXCSR's default mode, which the op's conversion uses too).
+  // integer, ties to even: the op's rounding, named here rather than taken from MXCSR.
   const __m256 scale = _mm256_set1_ps(63.5f), zero_point = _mm256_set1_ps(64.0f);
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * K;
     uint8_t* qr = xq + r * Kw;
     int64_t k = 0;
     for (; k + 8 <= K; k += 8) {
-      const __m256i q = _mm256_cvtps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + k), scale), zero_point));
+      const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + k), scale), zero_point);
+      const __m256i q = _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
       alignas(32) int32_t lanes[8];
       _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), q);
       for (int j = 0; j < 8; ++j) qr[k + j] = static_cast<uint8_t>(lanes[j]);
     }
-    for (; k < K; ++k) qr[k] = static_cast<uint8_t>(_mm_cvtss_si32(_mm_set_ss(xr[k] * 63.5f + 64.0f)));
+    for (; k < K; ++k) {
+      const __m128 v = _mm_set_ss(xr[k] * 63.5f + 64.0f);
+      qr[k] = static_cast<uint8_t>(_mm_cvtss_si32(_mm_round_ss(v, v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    }
     for (; k < Kw; ++k) qr[k] = 0;  // padding columns: their weights are 0
   }
   // Up to four input rows share each weight load; registers hold RB * NB accumulators (<= 12).

@@ -73,6 +73,11 @@ TEST(Int8Linear, FewRowsGiveTheOpsResultsBitForBit) {
       }
       EXPECT_TRUE(torch::equal(layer.forward(x), layer.forward_onednn(x))) << N << "x" << K << ", " << R << " rows";
     }
+    // Inputs that are not contiguous float32 are converted as the op's path converts them.
+    auto strided = hidden_like(3, 2 * K, 10).narrow(1, K / 2, K);
+    EXPECT_TRUE(torch::equal(layer.forward(strided), layer.forward_onednn(strided)));
+    auto wider_type = hidden_like(2, K, 11).to(torch::kDouble);
+    EXPECT_TRUE(torch::equal(layer.forward(wider_type), layer.forward_onednn(wider_type)));
     // Beyond [-1, 1] the op measures its own range: forward hands such inputs to it.
     auto wide = hidden_like(3, K, 9) * 3;
     EXPECT_TRUE(torch::equal(layer.forward(wide), layer.forward_onednn(wide)));
