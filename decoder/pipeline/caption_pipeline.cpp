@@ -91,9 +91,9 @@ namespace {
 // Encoder workers (one LibTorch thread each: a convolution scales better across photos than
 // across the threads of one call) encode batches while this thread decodes earlier ones, all
 // sharing the cores, in the batcher's order. LibTorch's thread count is per calling thread, so
-// each worker sets its own.
+// each worker sets its own. `prepare` runs on this thread while the first batch is encoded.
 void encode_while_decoding(ImageBatcher& batcher, int workers, int threads_per_worker,
-                           const std::function<FeatureViews(ImageBatch&)>& encode,
+                           const std::function<FeatureViews(ImageBatch&)>& encode, const std::function<void()>& prepare,
                            const std::function<void(EncodedBatch&)>& decode, const std::function<bool()>& stop) {
   EncodedQueue queue(static_cast<size_t>(workers) + 1);
   std::vector<std::thread> encoders;
@@ -119,6 +119,7 @@ void encode_while_decoding(ImageBatcher& batcher, int workers, int threads_per_w
     for (auto& t : encoders) t.join();
   };
   try {
+    prepare();
     while (!stop()) {
       auto item = queue.pop(encoders.size());
       if (!item) break;
@@ -187,6 +188,13 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
     if (cb.on_progress) cb.on_progress(done, files.size());
   };
   const std::function<bool()> stop_requested = [&] { return cb.should_stop && cb.should_stop(); };
+  // The decoder's tables (~2.5 GFLOP for the default model) are built while the first photos
+  // are read and encoded, not after: a one-photo run waits ~0.1 s less.
+  auto prepare = [&] {
+    ScopedTorchThreads threads(options_.threads.decoder);
+    ScopedBlasThreads blas(options_.threads.decoder_blas);
+    scorer->prepare();
+  };
 
   if (!options_.threads.overlap) {
     EncodedBatch item;
@@ -201,7 +209,7 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
   }
   encode_while_decoding(
       batcher, std::max(1, options_.threads.encoder_workers), options_.threads.encoder,
-      [&](ImageBatch& batch) { return encode_batch(batch, bo.with_flipped); }, decode, stop_requested);
+      [&](ImageBatch& batch) { return encode_batch(batch, bo.with_flipped); }, prepare, decode, stop_requested);
   return failed;
 }
 

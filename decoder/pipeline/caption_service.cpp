@@ -180,6 +180,7 @@ void CaptionService::encode_loop() {
 void CaptionService::decode_loop() {
   at::internal::lazy_init_num_threads();
   at::set_num_threads(std::max(1, options_.threads.decoder));
+  prepare();
   const size_t max_batch = static_cast<size_t>(options_.max_batch);
   size_t since_trim = 0;
   for (;;) {
@@ -217,6 +218,20 @@ void CaptionService::decode_loop() {
       since_trim = 0;
     }
 #endif
+  }
+}
+
+void CaptionService::prepare() {
+  // The decoder's tables before the first photo arrives rather than on its time. A failure here
+  // is the first batch's to report: it builds them again and answers each caller with the error.
+  try {
+    std::unique_lock<std::mutex> exclusive;
+    if (options_.exclusive) exclusive = std::unique_lock<std::mutex>(*options_.exclusive);
+    std::unique_lock<std::mutex> turn(turns_, std::defer_lock);
+    if (!options_.threads.overlap) turn.lock();
+    ScopedBlasThreads blas(options_.threads.decoder_blas);
+    scorer(model_.search.mi_weight).prepare();
+  } catch (const std::exception&) {
   }
 }
 

@@ -81,6 +81,7 @@ class CaptionService {
 
   void encode_loop();
   void decode_loop();
+  void prepare();  // decoder thread, before its first batch: the decoding tables
   std::vector<PhotoResult> caption_batch(std::vector<std::unique_ptr<Job>>& batch);  // decoder thread only
   void stop();                               // finishes what was submitted, joins the threads
   TagGuide& tag_guide(double threshold);     // decoder thread only

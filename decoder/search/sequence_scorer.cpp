@@ -6,6 +6,14 @@
 
 namespace captioner {
 
+void DecoderScorer::prepare() {
+  // A scorer lives for one decoding run (a caption command, one validation) during which the
+  // weights do not change, so the table is built once and shared by every batch.
+  if (decoder_->is_training()) return;
+  if (!word_gates_.defined()) word_gates_ = decoder_->word_gate_table();
+  if (int8_ && !int8_weights_) int8_weights_ = decoder_->int8_weights();
+}
+
 void DecoderScorer::start(const FeatureViews& views) {
   if (view_ >= views.size()) {
     throw std::invalid_argument("decoder wants feature view " + std::to_string(view_) + " but only " +
@@ -13,12 +21,9 @@ void DecoderScorer::start(const FeatureViews& views) {
   }
   device_ = decoder_->parameters().front().device();
   state_ = decoder_->start(views[view_].to(device_));
-  // A scorer lives for one decoding run (a caption command, one validation) during which the
-  // weights do not change, so the table is built once and shared by every batch.
   if (!decoder_->is_training()) {
-    if (!word_gates_.defined()) word_gates_ = decoder_->word_gate_table();
+    prepare();
     state_.word_gates = word_gates_;
-    if (int8_ && !int8_weights_) int8_weights_ = decoder_->int8_weights();
     state_.int8 = int8_weights_;
   }
 }
@@ -37,6 +42,10 @@ EnsembleScorer::EnsembleScorer(std::vector<std::unique_ptr<SequenceScorer>> memb
       throw std::invalid_argument("ensemble members disagree on the vocabulary size");
     }
   }
+}
+
+void EnsembleScorer::prepare() {
+  for (auto& m : members_) m->prepare();
 }
 
 void EnsembleScorer::start(const FeatureViews& views) {
@@ -62,6 +71,11 @@ MutualInformationScorer::MutualInformationScorer(std::unique_ptr<SequenceScorer>
   if (photo_->vocab_size() != prior_->vocab_size()) throw std::invalid_argument("MI scorers disagree on the vocabulary size");
   if (!image_prior_.defined() || image_prior_.dim() != 1) throw std::invalid_argument("the image prior must be a (D,) feature");
   if (!(weight_ >= 0 && weight_ < 1)) throw std::invalid_argument("the MI weight must be in [0, 1)");
+}
+
+void MutualInformationScorer::prepare() {
+  photo_->prepare();
+  prior_->prepare();
 }
 
 void MutualInformationScorer::start(const FeatureViews& views) {

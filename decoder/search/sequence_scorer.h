@@ -22,6 +22,9 @@ class SequenceScorer {
   virtual void start(const FeatureViews& views) = 0;            // B rows, one per image
   virtual torch::Tensor step(const torch::Tensor& tokens) = 0;  // (R,) int64 -> (R, V) log-probs
   virtual void select(const torch::Tensor& rows) = 0;           // (R',) int64 rows to keep
+  // Builds what start() needs once (the decoder's word table, its int8 weights) ahead of the first
+  // photos, e.g. while they are being encoded; start() builds it otherwise.
+  virtual void prepare() {}
   // When step() ranks words by something other than the model's log-probabilities
   // (MutualInformationScorer): the model's own of the last step, (R, V), which captions report.
   // Undefined otherwise.
@@ -34,6 +37,7 @@ class DecoderScorer : public SequenceScorer {
   explicit DecoderScorer(CaptionDecoder decoder, size_t view = 0, bool int8 = false)
       : decoder_(std::move(decoder)), view_(view), int8_(int8) {}
   int64_t vocab_size() const override { return decoder_->config().vocab_size; }
+  void prepare() override;
   void start(const FeatureViews& views) override;
   torch::Tensor step(const torch::Tensor& tokens) override;
   void select(const torch::Tensor& rows) override;
@@ -44,7 +48,7 @@ class DecoderScorer : public SequenceScorer {
   bool int8_;
   torch::Device device_ = torch::kCPU;
   DecoderState state_;
-  torch::Tensor word_gates_;                                // the decoder's word -> gate table, built at the first start()
+  torch::Tensor word_gates_;                                // the decoder's word -> gate table, built by prepare()
   std::shared_ptr<const DecoderInt8Weights> int8_weights_;  // likewise, when int8
 };
 
@@ -53,6 +57,7 @@ class EnsembleScorer : public SequenceScorer {
  public:
   explicit EnsembleScorer(std::vector<std::unique_ptr<SequenceScorer>> members);
   int64_t vocab_size() const override { return members_.front()->vocab_size(); }
+  void prepare() override;
   void start(const FeatureViews& views) override;
   torch::Tensor step(const torch::Tensor& tokens) override;
   void select(const torch::Tensor& rows) override;
@@ -73,6 +78,7 @@ class MutualInformationScorer : public SequenceScorer {
   MutualInformationScorer(std::unique_ptr<SequenceScorer> photo, std::unique_ptr<SequenceScorer> prior, torch::Tensor image_prior,
                           double weight);
   int64_t vocab_size() const override { return photo_->vocab_size(); }
+  void prepare() override;
   void start(const FeatureViews& views) override;
   torch::Tensor step(const torch::Tensor& tokens) override;
   void select(const torch::Tensor& rows) override;
