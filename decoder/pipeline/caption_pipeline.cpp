@@ -119,7 +119,7 @@ void encode_while_decoding(ImageBatcher& batcher, int workers, int threads_per_w
     for (auto& t : encoders) t.join();
   };
   try {
-    prepare();
+    if (!stop()) prepare();  // nothing to prepare for when the run is already over
     while (!stop()) {
       auto item = queue.pop(encoders.size());
       if (!item) break;

@@ -232,6 +232,8 @@ void CaptionService::prepare() {
     ScopedBlasThreads blas(options_.threads.decoder_blas);
     scorer(model_.search.mi_weight).prepare();
   } catch (const std::exception&) {
+    // Not lost: the scorer stays without its tables, so the first batch builds them again and
+    // answers every caller with this error.
   }
 }
 
