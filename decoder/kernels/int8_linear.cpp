@@ -25,6 +25,9 @@ void int8_linear_rows(const Int8Rows& weights, const float* x, int64_t rows, uin
 
 namespace {
 
+// Our own loop's row width: K rounded up to its 32-byte vectors (Int8Rows::padded_in).
+int64_t own_row_width(int64_t in_features) { return (in_features + 31) / 32 * 32; }
+
 // The quantized ops are reached through the dispatcher: LibTorch's C++ API has no wrapper for
 // them, and their packed-weights class is not in the installed headers, so it travels boxed.
 // Each op is looked up by name once, not at every decoding step.
@@ -82,7 +85,7 @@ Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   // Our own loop's copy: the same int8 weights, and the op's per-row factors formed as it forms
   // them (float 1 / scale, times the input's 63.5; the bias in accumulator units).
   if (!int8_linear_rows_available()) return;
-  const int64_t N = out_features_, K = in_features_, Kw = (K + 31) / 32 * 32;
+  const int64_t N = out_features_, K = in_features_, Kw = own_row_width(K);
   row_weights_.assign(static_cast<size_t>(N * Kw), 0);
   row_sums_.assign(static_cast<size_t>(N), 0);
   row_bias_.assign(static_cast<size_t>(N), 0.0f);
@@ -124,8 +127,8 @@ bool Int8Linear::own_rows_equal_onednn() const {
   std::fill(p + 6 * K, p + 7 * K, 1.0f);
   std::fill(p + 7 * K, p + 8 * K, -1.0f);
   auto own = torch::empty({R, out_features_}, torch::kFloat);
-  std::vector<uint8_t> scratch(static_cast<size_t>(R * ((K + 31) / 32 * 32)));
-  Int8Rows m{row_weights_.data(), row_sums_.data(), row_bias_.data(), row_scale_.data(), out_features_, K, (K + 31) / 32 * 32};
+  std::vector<uint8_t> scratch(static_cast<size_t>(R * own_row_width(K)));
+  Int8Rows m{row_weights_.data(), row_sums_.data(), row_bias_.data(), row_scale_.data(), out_features_, K, own_row_width(K)};
   for (int64_t rows : {1, 2, 3, 8}) {  // each register blocking: 1, 2, 3 and 4 rows
     int8_linear_rows(m, p, rows, scratch.data(), own.data_ptr<float>());
     if (!torch::equal(own.narrow(0, 0, rows), forward_onednn(probe.narrow(0, 0, rows)))) return false;
@@ -146,7 +149,7 @@ torch::Tensor Int8Linear::forward(const torch::Tensor& x) const {
   for (int64_t i = 0; i < R * in_features_; ++i) {
     if (!(xp[i] >= -1.0f && xp[i] <= 1.0f)) return forward_onednn(x);
   }
-  const int64_t Kw = (in_features_ + 31) / 32 * 32;
+  const int64_t Kw = own_row_width(in_features_);
   Int8Rows m{row_weights_.data(), row_sums_.data(), row_bias_.data(), row_scale_.data(), out_features_, in_features_, Kw};
   std::vector<uint8_t> xq(static_cast<size_t>(R * Kw));
   auto y = torch::empty({R, out_features_}, torch::kFloat);

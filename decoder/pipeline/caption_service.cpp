@@ -21,6 +21,22 @@ struct CaptionService::Job {
 
 namespace {
 
+std::unique_lock<std::mutex> lock_if(std::mutex* m) {
+  return m ? std::unique_lock<std::mutex>(*m) : std::unique_lock<std::mutex>();
+}
+
+// What the decoder thread holds while it works: the C API's folder calls' mutex (both set
+// OpenBLAS's process-wide thread count), the encoders' turn when stages do not overlap, and the
+// decoder's OpenBLAS threads.
+struct DecoderTurn {  // members taken in this order, released in reverse
+  DecoderTurn(const CaptionServiceOptions& options, std::mutex& turns)
+      : exclusive(lock_if(options.exclusive)),
+        turn(lock_if(options.threads.overlap ? nullptr : &turns)),
+        blas(options.threads.decoder_blas) {}
+  std::unique_lock<std::mutex> exclusive, turn;
+  ScopedBlasThreads blas;
+};
+
 // One line: a LibTorch message may run on over several.
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
 
@@ -225,11 +241,7 @@ void CaptionService::prepare() {
   // The decoder's tables before the first photo arrives rather than on its time. A failure here
   // is the first batch's to report: it builds them again and answers each caller with the error.
   try {
-    std::unique_lock<std::mutex> exclusive;
-    if (options_.exclusive) exclusive = std::unique_lock<std::mutex>(*options_.exclusive);
-    std::unique_lock<std::mutex> turn(turns_, std::defer_lock);
-    if (!options_.threads.overlap) turn.lock();
-    ScopedBlasThreads blas(options_.threads.decoder_blas);
+    DecoderTurn turn(options_, turns_);
     scorer(model_.search.mi_weight).prepare();
   } catch (const std::exception&) {
     // Not lost: the scorer stays without its tables, so the first batch builds them again and
@@ -241,17 +253,13 @@ std::vector<PhotoResult> CaptionService::caption_batch(std::vector<std::unique_p
   const SearchOptions& search = *batch.front()->search;
   std::vector<PhotoResult> results(batch.size());
   try {
-    std::unique_lock<std::mutex> exclusive;
-    if (options_.exclusive) exclusive = std::unique_lock<std::mutex>(*options_.exclusive);
-    std::unique_lock<std::mutex> turn(turns_, std::defer_lock);
-    if (!options_.threads.overlap) turn.lock();
+    DecoderTurn turn(options_, turns_);
     FeatureViews views;
     for (size_t v = 0; v < batch.front()->views.size(); ++v) {
       std::vector<torch::Tensor> rows;
       for (const auto& job : batch) rows.push_back(job->views[v]);
       views.push_back(torch::stack(rows));
     }
-    ScopedBlasThreads blas(options_.threads.decoder_blas);
     TagGuide* guide = search.tag_threshold > 0 ? &tag_guide(search.tag_threshold) : nullptr;
     std::vector<CaptionedImage> captioned = caption_encoded(model_, scorer(search.mi_weight), guide, views, search);
     for (size_t i = 0; i < batch.size(); ++i) {
