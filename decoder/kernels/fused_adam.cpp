@@ -1,10 +1,19 @@
 #include "decoder/kernels/fused_adam.h"
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
+
+#include "encoder/threading.h"
 
 namespace captioner {
 
 namespace {
+
+// Below this many weights per thread a second thread costs more than it saves.
+constexpr int64_t kWeightsPerThread = 1 << 16;
+// Memory-bound: past a few threads the bandwidth, not the arithmetic, is the limit.
+constexpr int kMaxThreads = 4;
 
 bool fusable(const torch::optim::Adam& optimizer) {
   for (const auto& group : optimizer.param_groups()) {
@@ -19,28 +28,87 @@ bool fusable(const torch::optim::Adam& optimizer) {
   return true;
 }
 
+// One parameter's update: its arrays and the step's constants.
+struct AdamUpdate {
+  float* p;
+  const float* grad;
+  float *m, *v;
+  int64_t n;
+  float b1, b2, wd, inv_sqrt_bc2, eps, step_size, grad_scale;
+};
+
 // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= step_size m / (sqrt(v) / sqrt(bc2) + eps)
-// Vectorised: this file is compiled with -fno-math-errno (v >= 0, so sqrt never sets errno).
-void update(float* p, const float* grad, float* m, float* v, int64_t n, float b1, float b2, float wd, float inv_sqrt_bc2,
-            float eps, float step_size) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i] + wd * p[i];
-    const float mi = m[i] * b1 + g * (1 - b1);
-    const float vi = v[i] * b2 + g * g * (1 - b2);
+// for g = grad * grad_scale + wd * p, elements [begin, end). Vectorised: this file is compiled with
+// -fno-math-errno (v >= 0, so sqrt never sets errno) and without FMA contraction, so every element
+// rounds the same in the vector loop and its scalar tail, whichever thread runs it.
+void update(const AdamUpdate& u, int64_t begin, int64_t end) {
+  float* p = u.p;
+  const float* grad = u.grad;
+  float *m = u.m, *v = u.v;
+  for (int64_t i = begin; i < end; ++i) {
+    const float g = grad[i] * u.grad_scale + u.wd * p[i];
+    const float mi = m[i] * u.b1 + g * (1 - u.b1);
+    const float vi = v[i] * u.b2 + g * g * (1 - u.b2);
     m[i] = mi;
     v[i] = vi;
-    p[i] -= step_size * mi / (__builtin_sqrtf(vi) * inv_sqrt_bc2 + eps);
+    p[i] -= u.step_size * mi / (__builtin_sqrtf(vi) * u.inv_sqrt_bc2 + u.eps);
   }
+}
+
+// Elements [begin, end) of all the updates laid end to end.
+void update_range(const std::vector<AdamUpdate>& updates, int64_t begin, int64_t end) {
+  int64_t offset = 0;
+  for (const auto& u : updates) {
+    const int64_t lo = std::max(begin, offset), hi = std::min(end, offset + u.n);
+    if (lo < hi) update(u, lo - offset, hi - offset);
+    offset += u.n;
+  }
+}
+
+void run_updates(const std::vector<AdamUpdate>& updates) {
+  int64_t total = 0;
+  for (const auto& u : updates) total += u.n;
+  const int threads =
+      static_cast<int>(std::clamp<int64_t>(total / kWeightsPerThread, 1, std::min<int64_t>(kMaxThreads, usable_cores())));
+  // Cut at multiples of 16 weights, so that no thread's share starts mid-vector.
+  const auto cut = [&](int k) { return k == threads ? total : (total * k / threads) / 16 * 16; };
+  std::vector<std::thread> helpers;
+  for (int k = 1; k < threads; ++k) helpers.emplace_back(update_range, std::cref(updates), cut(k), cut(k + 1));
+  update_range(updates, 0, cut(1));
+  for (auto& t : helpers) t.join();
 }
 
 }  // namespace
 
-void fused_adam_step(torch::optim::Adam& optimizer) {
+float gradient_clip_scale(const std::vector<torch::Tensor>& params, double max_norm) {
+  // clip_grad_norm_'s own arithmetic (torch/nn/utils/clip_grad.h, norm type 2), without its
+  // final pass over the gradients.
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : params) {
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2));
+  }
+  if (norms.empty()) return 1.0f;
+  const auto total = norms.size() == 1 ? norms[0] : torch::stack(norms).norm(2);
+  return torch::clamp(max_norm / (total + 1e-6), c10::nullopt, 1.0).item<float>();
+}
+
+void fused_adam_step(torch::optim::Adam& optimizer, float grad_scale) {
   if (!fusable(optimizer)) {
+    torch::NoGradGuard no_grad;
+    if (grad_scale != 1.0f) {
+      for (auto& group : optimizer.param_groups()) {
+        for (auto& p : group.params()) {
+          if (p.grad().defined()) p.mutable_grad().mul_(grad_scale);
+        }
+      }
+    }
     optimizer.step();
     return;
   }
   torch::NoGradGuard no_grad;
+  std::vector<AdamUpdate> updates;
+  std::vector<torch::Tensor> updated;
   for (auto& group : optimizer.param_groups()) {
     const auto& options = static_cast<const torch::optim::AdamOptions&>(group.options());
     const double beta1 = std::get<0>(options.betas()), beta2 = std::get<1>(options.betas());
@@ -61,15 +129,17 @@ void fused_adam_step(torch::optim::Adam& optimizer) {
       state.step(state.step() + 1);
       const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(state.step()));
       const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(state.step()));
-      update(p.data_ptr<float>(), p.grad().data_ptr<float>(), state.exp_avg().data_ptr<float>(),
-             state.exp_avg_sq().data_ptr<float>(), p.numel(), static_cast<float>(beta1), static_cast<float>(beta2),
-             static_cast<float>(options.weight_decay()), static_cast<float>(1 / std::sqrt(bias_correction2)),
-             static_cast<float>(options.eps()), static_cast<float>(options.lr() / bias_correction1));
-      // Written through a raw pointer: say so, as an in-place op would, so that whatever is
-      // keyed to these weights (the decoder's decoding tables, autograd's checks) sees the change.
-      p.unsafeGetTensorImpl()->bump_version();
+      updates.push_back({p.data_ptr<float>(), p.grad().data_ptr<float>(), state.exp_avg().data_ptr<float>(),
+                         state.exp_avg_sq().data_ptr<float>(), p.numel(), static_cast<float>(beta1), static_cast<float>(beta2),
+                         static_cast<float>(options.weight_decay()), static_cast<float>(1 / std::sqrt(bias_correction2)),
+                         static_cast<float>(options.eps()), static_cast<float>(options.lr() / bias_correction1), grad_scale});
+      updated.push_back(p);
     }
   }
+  run_updates(updates);
+  // Written through raw pointers: say so, as an in-place op would, so that whatever is keyed to
+  // these weights (the decoder's decoding tables, autograd's checks) sees the change.
+  for (auto& p : updated) p.unsafeGetTensorImpl()->bump_version();
 }
 
 }  // namespace captioner

@@ -11,6 +11,7 @@
 #include "decoder/kernels/dropout_mask.h"
 #include "decoder/kernels/lstm_cell_kernel.h"
 #include "decoder/kernels/lstm_sequence.h"
+#include "decoder/kernels/output_cross_entropy.h"
 #include "vocab/vocabulary.h"
 
 namespace captioner {
@@ -162,6 +163,10 @@ void CaptionDecoderImpl::init_state(const torch::Tensor& image, std::vector<torc
 }
 
 torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const torch::Tensor& tokens) {
+  return linear(output, hidden_states(features, tokens));  // (B, T, V)
+}
+
+torch::Tensor CaptionDecoderImpl::hidden_states(const torch::Tensor& features, const torch::Tensor& tokens) {
   const int64_t T = tokens.size(1);
   auto image = image_features(features);  // (B, I)
   std::vector<torch::Tensor> h, c;
@@ -184,13 +189,19 @@ torch::Tensor CaptionDecoderImpl::forward(const torch::Tensor& features, const t
     }
     x = drop(torch::stack(outs, 1));  // (B, T, H)
   }
-  return linear(output, x);  // (B, T, V)
+  return x;
 }
 
 torch::Tensor CaptionDecoderImpl::loss(const torch::Tensor& features, const torch::Tensor& tokens, double label_smoothing) {
   auto inputs = tokens.narrow(1, 0, tokens.size(1) - 1);
   auto targets = tokens.narrow(1, 1, tokens.size(1) - 1);
-  auto logits = forward(features, inputs);
+  const auto h = hidden_states(features, inputs);  // (B, T, H)
+  const bool bf16 = bf16_products_ && is_training();
+  if (!bf16 && label_smoothing == 0 && output_cross_entropy_supports(h)) {
+    return output_cross_entropy(h.reshape({-1, config_.hidden_dim}), output->weight, output->bias, targets.reshape({-1}),
+                                Vocabulary::kPad);
+  }
+  auto logits = linear(output, h);
   return F::cross_entropy(logits.reshape({-1, config_.vocab_size}), targets.reshape({-1}),
                           F::CrossEntropyFuncOptions().ignore_index(Vocabulary::kPad).label_smoothing(label_smoothing));
 }

@@ -91,7 +91,9 @@ class CaptionDecoderImpl : public torch::nn::Module {
   // Teacher forcing. features (B, D), tokens (B, T) starting with <start> -> logits (B, T, V).
   torch::Tensor forward(const torch::Tensor& features, const torch::Tensor& tokens);
 
-  // Mean cross-entropy of predicting tokens[:, 1:] from tokens[:, :-1], <pad> ignored.
+  // Mean cross-entropy of predicting tokens[:, 1:] from tokens[:, :-1], <pad> ignored. On CPU
+  // float32 (no label smoothing, no bf16 products) the output layer and the loss are one node
+  // that skips <pad> rows (decoder/kernels/output_cross_entropy.h).
   torch::Tensor loss(const torch::Tensor& features, const torch::Tensor& tokens, double label_smoothing = 0.0);
 
   // Step-wise decoding: a state for each image, then next-word log-probabilities (R, V).
@@ -115,8 +117,10 @@ class CaptionDecoderImpl : public torch::nn::Module {
   void set_bf16_products(bool on) { bf16_products_ = on; }
 
  private:
-  bool fused_lstm_cell(const DecoderState& s) const;            // whether step() may use decoder/kernels/lstm_cell_kernel.h
-  torch::Tensor drop(const torch::Tensor& x);                   // dropout, slice-aware (see set_batch_slice)
+  bool fused_lstm_cell(const DecoderState& s) const;  // whether step() may use decoder/kernels/lstm_cell_kernel.h
+  torch::Tensor drop(const torch::Tensor& x);         // dropout, slice-aware (see set_batch_slice)
+  torch::Tensor hidden_states(const torch::Tensor& features,
+                              const torch::Tensor& tokens);     // forward() up to the output layer: (B, T, H)
   torch::Tensor image_features(const torch::Tensor& features);  // (B, D) -> (B, I)
   torch::Tensor linear(Dense& layer, const torch::Tensor& x);   // float32, or bf16 products in training
   void init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c);

@@ -63,11 +63,14 @@ Trainer::Trainer(ModelBundle model, TrainingData train, ValidationData val, Trai
 }
 
 StepResult Trainer::train_step(const std::vector<int64_t>& items, int epoch, int64_t b) {
-  optimizer_->zero_grad();
+  // Gradients set to none rather than zeroed: backward then hands each parameter its gradient
+  // instead of adding it to a tensor of zeros (two passes over 6 M weights fewer per step).
+  for (auto& p : decoder_->parameters()) p.mutable_grad() = torch::Tensor();
   StepResult r = objective_->backward(decoder_, items, epoch, b);
   stop_agreed_ = r.any_rank_stopping;
-  if (options_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(decoder_->parameters(), options_.grad_clip);
-  fused_adam_step(*optimizer_);
+  // Clipping by the gradients' norm is Adam's grad_scale: the same product, without a pass of its own.
+  const float clip = options_.grad_clip > 0 ? gradient_clip_scale(decoder_->parameters(), options_.grad_clip) : 1.0f;
+  fused_adam_step(*optimizer_, clip);
   return r;
 }
 

@@ -1,11 +1,13 @@
-// The fused pieces of a training step (LSTM sequence, dropout masks, Adam) against the plain
-// LibTorch computations they replace.
+// The fused pieces of a training step (LSTM sequence, dropout masks, the output layer's
+// cross-entropy, Adam with gradient clipping) against the plain LibTorch computations they replace.
 #include <gtest/gtest.h>
 
 #include "decoder/network/caption_decoder.h"
 #include "decoder/kernels/dropout_mask.h"
 #include "decoder/kernels/fused_adam.h"
 #include "decoder/kernels/lstm_sequence.h"
+#include "decoder/kernels/output_cross_entropy.h"
+#include "vocab/vocabulary.h"
 
 using namespace captioner;
 
@@ -123,4 +125,137 @@ TEST(FusedAdam, MatchesAdamStepAndKeepsItsState) {
     EXPECT_TRUE(torch::allclose(a.exp_avg(), b.exp_avg(), 1e-5, 1e-7));
     EXPECT_TRUE(torch::allclose(a.exp_avg_sq(), b.exp_avg_sq(), 1e-5, 1e-7));
   }
+}
+
+namespace {
+
+// F::linear + F::cross_entropy and output_cross_entropy on the same leaves: loss and gradients.
+void expect_output_cross_entropy_matches(int64_t N, int64_t H, int64_t V, bool with_bias, const torch::Tensor& targets) {
+  const auto h0 = torch::randn({N, H}), w0 = torch::randn({V, H}) * 0.3, b0 = torch::randn({V});
+  auto plain = leaves({h0, w0, b0}), fused = leaves({h0, w0, b0});
+  namespace F = torch::nn::functional;
+  const auto plain_loss = F::cross_entropy(F::linear(plain[0], plain[1], with_bias ? plain[2] : torch::Tensor()), targets,
+                                           F::CrossEntropyFuncOptions().ignore_index(Vocabulary::kPad));
+  const auto fused_loss =
+      output_cross_entropy(fused[0], fused[1], with_bias ? fused[2] : torch::Tensor(), targets, Vocabulary::kPad);
+  EXPECT_NEAR(fused_loss.item<double>(), plain_loss.item<double>(), 1e-5 * std::abs(plain_loss.item<double>()));
+  (plain_loss * 3).backward();  // a gradient other than 1 reaches the node
+  (fused_loss * 3).backward();
+  EXPECT_TRUE(torch::allclose(fused[0].grad(), plain[0].grad(), 1e-4, 1e-6)) << "hidden";
+  EXPECT_TRUE(torch::allclose(fused[1].grad(), plain[1].grad(), 1e-4, 1e-6)) << "weight";
+  if (with_bias) {
+    EXPECT_TRUE(torch::allclose(fused[2].grad(), plain[2].grad(), 1e-4, 1e-6)) << "bias";
+  } else {
+    EXPECT_FALSE(fused[2].grad().defined());
+  }
+  // Rows whose target is <pad> get no gradient at all.
+  const auto pad_rows = (targets == Vocabulary::kPad).nonzero().squeeze(1);
+  if (pad_rows.numel() > 0) EXPECT_EQ(fused[0].grad().index_select(0, pad_rows).abs().max().item<float>(), 0.0f);
+}
+
+}  // namespace
+
+TEST(OutputCrossEntropy, EqualsLinearThenCrossEntropyWithPaddingIgnored) {
+  if (!output_cross_entropy_supports(torch::zeros({1, 1}))) GTEST_SKIP() << "needs an AVX2 CPU";
+  torch::manual_seed(11);
+  // A vocabulary that is not a multiple of 8 (the row passes' scalar tail) and one that is;
+  // padded rows, and targets at both ends of the vocabulary.
+  for (const int64_t V : {53, 64}) {
+    for (const bool bias : {true, false}) {
+      auto targets = torch::randint(1, V, {37}, torch::kLong);
+      targets[3] = Vocabulary::kPad;
+      targets[20] = Vocabulary::kPad;
+      targets[21] = V - 1;
+      targets[22] = 1;
+      SCOPED_TRACE("V " + std::to_string(V) + (bias ? " with bias" : " without bias"));
+      expect_output_cross_entropy_matches(37, 24, V, bias, targets);
+      expect_output_cross_entropy_matches(37, 24, V, bias, torch::randint(1, V, {37}, torch::kLong));  // no padding
+    }
+  }
+}
+
+TEST(OutputCrossEntropy, LargeLogitsStayFiniteAndBadInputsAreRefused) {
+  if (!output_cross_entropy_supports(torch::zeros({1, 1}))) GTEST_SKIP() << "needs an AVX2 CPU";
+  // Logits in the hundreds: the maximum is subtracted before exp.
+  const auto h = (torch::randn({5, 8}) * 100).requires_grad_(true), w = torch::randn({19, 8}).requires_grad_(true);
+  const auto targets = torch::tensor({1L, 2L, 18L, 4L, 5L});
+  auto loss = output_cross_entropy(h, w, torch::Tensor(), targets, Vocabulary::kPad);
+  namespace F = torch::nn::functional;
+  const auto plain = F::cross_entropy(F::linear(h, w), targets);
+  EXPECT_TRUE(std::isfinite(loss.item<float>()));
+  EXPECT_NEAR(loss.item<double>(), plain.item<double>(), 1e-4 * std::abs(plain.item<double>()));
+  loss.backward({}, /*retain_graph=*/true);
+  EXPECT_TRUE(torch::isfinite(h.grad()).all().item<bool>());
+  EXPECT_THROW(loss.backward(), std::exception);  // the logits became their gradient: only once
+  // Every target padding: no word to predict, NaN as LibTorch's mean over nothing.
+  EXPECT_TRUE(std::isnan(output_cross_entropy(h, w, torch::Tensor(), torch::zeros({5}, torch::kLong), 0).item<float>()));
+  EXPECT_THROW(output_cross_entropy(h, w, torch::Tensor(), torch::tensor({1L, 2L, 19L, 4L, 5L}), 0), std::invalid_argument);
+  EXPECT_THROW(output_cross_entropy(h, w, torch::Tensor(), torch::tensor({1L, -2L, 3L, 4L, 5L}), 0), std::invalid_argument);
+  EXPECT_THROW(output_cross_entropy(h, w.t(), torch::Tensor(), targets, 0), std::invalid_argument);
+  EXPECT_THROW(output_cross_entropy(h, w, torch::zeros({18}), targets, 0), std::invalid_argument);
+  EXPECT_THROW(output_cross_entropy(h.to(torch::kDouble), w, torch::Tensor(), targets, 0), std::invalid_argument);
+  EXPECT_THROW(output_cross_entropy(h, w, torch::Tensor(), targets.narrow(0, 0, 4), 0), std::invalid_argument);
+}
+
+TEST(OutputCrossEntropy, DecoderLossEqualsItsLogitsCrossEntropy) {
+  if (!output_cross_entropy_supports(torch::zeros({1, 1}))) GTEST_SKIP() << "needs an AVX2 CPU";
+  torch::manual_seed(5);
+  DecoderConfig config;
+  config.vocab_size = 41;
+  config.embed_dim = 16;
+  config.hidden_dim = 24;
+  config.feature_dim = 12;
+  config.image_dim = 8;
+  CaptionDecoder decoder(config);
+  decoder->train();
+  const auto features = torch::randn({6, 12});
+  auto tokens = torch::randint(1, 41, {6, 9}, torch::kLong);
+  tokens.narrow(1, 6, 3).narrow(0, 0, 4).fill_(Vocabulary::kPad);  // shorter captions, padded
+  torch::manual_seed(9);                                           // the same dropout masks for both
+  const auto fused = decoder->loss(features, tokens);
+  auto fused_grads = std::vector<torch::Tensor>();
+  fused.backward();
+  for (const auto& p : decoder->parameters()) fused_grads.push_back(p.grad().clone());
+  for (auto& p : decoder->parameters()) p.mutable_grad() = torch::Tensor();
+  torch::manual_seed(9);
+  namespace F = torch::nn::functional;
+  const auto logits = decoder->forward(features, tokens.narrow(1, 0, 8));
+  const auto plain = F::cross_entropy(logits.reshape({-1, 41}), tokens.narrow(1, 1, 8).reshape({-1}),
+                                      F::CrossEntropyFuncOptions().ignore_index(Vocabulary::kPad));
+  plain.backward();
+  EXPECT_NEAR(fused.item<double>(), plain.item<double>(), 1e-5 * plain.item<double>());
+  const auto params = decoder->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(fused_grads[i], params[i].grad(), 1e-4, 1e-6)) << "parameter " << i;
+  }
+}
+
+TEST(FusedAdam, ClipScaleEqualsClipGradNormBitForBitOnEveryThread) {
+  torch::manual_seed(4);
+  // 300,000 weights: the update is split across threads where the machine has several cores.
+  const std::vector<torch::Tensor> start{torch::randn({600, 500}), torch::randn({500}), torch::randn({7})};
+  auto clipped_params = leaves(start), scaled_params = leaves(start);
+  const auto options = torch::optim::AdamOptions(0.01).weight_decay(0.001);
+  torch::optim::Adam clipped(clipped_params, options), scaled(scaled_params, options);
+  for (int step = 0; step < 3; ++step) {
+    for (size_t i = 0; i < start.size(); ++i) {
+      // Large gradients, so that the norm exceeds max_norm and clipping really scales them.
+      const auto grad = torch::randn(start[i].sizes()) * 10;
+      clipped_params[i].mutable_grad() = grad.clone();
+      scaled_params[i].mutable_grad() = grad.clone();
+    }
+    const float scale = gradient_clip_scale(scaled_params, 5.0);
+    EXPECT_LT(scale, 1.0f);
+    torch::nn::utils::clip_grad_norm_(clipped_params, 5.0);
+    fused_adam_step(clipped, 1.0f);
+    fused_adam_step(scaled, scale);
+    for (size_t i = 0; i < start.size(); ++i) {
+      EXPECT_TRUE(torch::equal(clipped_params[i], scaled_params[i])) << "step " << step << " parameter " << i;
+    }
+  }
+  // Small gradients are not scaled; no gradient at all gives 1.
+  for (auto& p : scaled_params) p.mutable_grad() = torch::full(p.sizes(), 1e-6f);
+  EXPECT_EQ(gradient_clip_scale(scaled_params, 5.0), 1.0f);
+  for (auto& p : scaled_params) p.mutable_grad() = torch::Tensor();
+  EXPECT_EQ(gradient_clip_scale(scaled_params, 5.0), 1.0f);
 }
