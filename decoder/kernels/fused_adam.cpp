@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <system_error>
 #include <thread>
 
 #include "encoder/threading.h"
@@ -73,7 +74,14 @@ void run_updates(const std::vector<AdamUpdate>& updates) {
   // Cut at multiples of 16 weights, so that no thread's share starts mid-vector.
   const auto cut = [&](int k) { return k == threads ? total : (total * k / threads) / 16 * 16; };
   std::vector<std::thread> helpers;
-  for (int k = 1; k < threads; ++k) helpers.emplace_back(update_range, std::cref(updates), cut(k), cut(k + 1));
+  try {
+    for (int k = 1; k < threads; ++k) helpers.emplace_back(update_range, std::cref(updates), cut(k), cut(k + 1));
+  } catch (const std::system_error&) {  // no more threads to be had: this one does the shares not started
+    update_range(updates, 0, cut(1));
+    update_range(updates, cut(static_cast<int>(helpers.size()) + 1), total);
+    for (auto& t : helpers) t.join();
+    return;
+  }
   update_range(updates, 0, cut(1));
   for (auto& t : helpers) t.join();
 }

@@ -23,12 +23,13 @@ struct OutputCrossEntropyFunction : public torch::autograd::Function<OutputCross
     const auto t = (all_rows ? targets : targets.index_select(0, keep)).contiguous();
     const int64_t M = x.size(0);
     auto z = torch::mm(x, weight.t());  // (M, V); the bias joins in the row pass
-    auto lse = torch::empty({M}, z.options());
+    auto row_max = torch::empty({M}, z.options()), log_sum = torch::empty({M}, z.options());
     const bool has_bias = bias.numel() > 0;
     const auto b = bias.contiguous();
-    const double loss_sum = softmax_rows_forward_avx2(z.data_ptr<float>(), has_bias ? b.data_ptr<float>() : nullptr,
-                                                      t.data_ptr<int64_t>(), M, V, lse.data_ptr<float>());
-    ctx->save_for_backward({x, weight, z, lse, t, keep});
+    const double loss_sum =
+        softmax_rows_forward_avx2(z.data_ptr<float>(), has_bias ? b.data_ptr<float>() : nullptr, t.data_ptr<int64_t>(), M, V,
+                                  row_max.data_ptr<float>(), log_sum.data_ptr<float>());
+    ctx->save_for_backward({x, weight, z, row_max, log_sum, t, keep});
     ctx->saved_data["rows"] = N;
     ctx->saved_data["bias"] = has_bias;
     ctx->saved_data["used"] = false;
@@ -43,14 +44,14 @@ struct OutputCrossEntropyFunction : public torch::autograd::Function<OutputCross
     if (ctx->saved_data["used"].toBool()) throw std::logic_error("output_cross_entropy: backward may run only once");
     ctx->saved_data["used"] = true;
     const auto saved = ctx->get_saved_variables();
-    const auto &x = saved[0], &weight = saved[1], &lse = saved[3], &t = saved[4], &keep = saved[5];
+    const auto &x = saved[0], &weight = saved[1], &row_max = saved[3], &log_sum = saved[4], &t = saved[5], &keep = saved[6];
     auto z = saved[2];
     const int64_t N = ctx->saved_data["rows"].toInt(), M = x.size(0), V = weight.size(0);
     const bool has_bias = ctx->saved_data["bias"].toBool();
     const float scale = M > 0 ? grad_outputs[0].item<float>() / static_cast<float>(M) : 0.0f;
     auto grad_bias = has_bias ? torch::zeros({V}, z.options()) : torch::Tensor();
-    softmax_rows_backward_avx2(z.data_ptr<float>(), lse.data_ptr<float>(), t.data_ptr<int64_t>(), scale, M, V,
-                               has_bias ? grad_bias.data_ptr<float>() : nullptr);
+    softmax_rows_backward_avx2(z.data_ptr<float>(), row_max.data_ptr<float>(), log_sum.data_ptr<float>(), t.data_ptr<int64_t>(),
+                               scale, M, V, has_bias ? grad_bias.data_ptr<float>() : nullptr);
     const auto grad_weight = z.t().mm(x);  // (V, H)
     auto grad_x = z.mm(weight);            // (M, H)
     if (M != N) grad_x = torch::zeros({N, x.size(1)}, x.options()).index_copy_(0, keep, grad_x);
@@ -68,8 +69,10 @@ torch::Tensor output_cross_entropy(const torch::Tensor& hidden, const torch::Ten
                                    const torch::Tensor& targets, int64_t ignore_index) {
   if (!output_cross_entropy_supports(hidden) || hidden.dim() != 2 || weight.dim() != 2 || weight.size(1) != hidden.size(1) ||
       weight.scalar_type() != torch::kFloat || !weight.device().is_cpu() ||
-      (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0) || bias.scalar_type() != torch::kFloat)) ||
-      targets.dim() != 1 || targets.size(0) != hidden.size(0) || targets.scalar_type() != torch::kLong) {
+      (bias.defined() &&
+       (bias.dim() != 1 || bias.size(0) != weight.size(0) || bias.scalar_type() != torch::kFloat || !bias.device().is_cpu())) ||
+      targets.dim() != 1 || targets.size(0) != hidden.size(0) || targets.scalar_type() != torch::kLong ||
+      !targets.device().is_cpu()) {
     throw std::invalid_argument(
         "output_cross_entropy: expects CPU float32 hidden (N, H), weight (V, H), bias (V) or none, int64 "
         "targets (N) on an AVX2 CPU; got " +

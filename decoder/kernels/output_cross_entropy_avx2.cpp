@@ -26,7 +26,8 @@ inline float horizontal_sum(__m256 v) {
 
 }  // namespace
 
-double softmax_rows_forward_avx2(float* z, const float* bias, const int64_t* targets, int64_t rows, int64_t vocab, float* lse) {
+double softmax_rows_forward_avx2(float* z, const float* bias, const int64_t* targets, int64_t rows, int64_t vocab, float* row_max,
+                                 float* log_sum) {
   const int64_t full = vocab / 8 * 8;
   double loss = 0;
   for (int64_t r = 0; r < rows; ++r) {
@@ -51,27 +52,28 @@ double softmax_rows_forward_avx2(float* z, const float* bias, const int64_t* tar
     for (v = 0; v < full; v += 8) vsum = _mm256_add_ps(vsum, Sleef_expf8_u10(_mm256_sub_ps(_mm256_loadu_ps(row + v), vm)));
     float sum = horizontal_sum(vsum);
     for (; v < vocab; ++v) sum += Sleef_expf_u10(row[v] - m);
-    lse[r] = m + __builtin_logf(sum);
-    loss += static_cast<double>(lse[r]) - static_cast<double>(row[targets[r]]);
+    row_max[r] = m;
+    log_sum[r] = __builtin_logf(sum);
+    loss += static_cast<double>(m) + static_cast<double>(log_sum[r]) - static_cast<double>(row[targets[r]]);
   }
   return loss;
 }
 
-void softmax_rows_backward_avx2(float* z, const float* lse, const int64_t* targets, float scale, int64_t rows, int64_t vocab,
-                                float* bias_grad) {
+void softmax_rows_backward_avx2(float* z, const float* row_max, const float* log_sum, const int64_t* targets, float scale,
+                                int64_t rows, int64_t vocab, float* bias_grad) {
   const int64_t full = vocab / 8 * 8;
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int64_t r = 0; r < rows; ++r) {
     float* row = z + r * vocab;
-    const __m256 vl = _mm256_set1_ps(lse[r]);
+    const __m256 vm = _mm256_set1_ps(row_max[r]), vl = _mm256_set1_ps(log_sum[r]);
     int64_t v = 0;
     for (; v < full; v += 8) {
-      const __m256 p = _mm256_mul_ps(Sleef_expf8_u10(_mm256_sub_ps(_mm256_loadu_ps(row + v), vl)), vscale);
+      const __m256 p = _mm256_mul_ps(Sleef_expf8_u10(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(row + v), vm), vl)), vscale);
       _mm256_storeu_ps(row + v, p);
       if (bias_grad) _mm256_storeu_ps(bias_grad + v, _mm256_add_ps(_mm256_loadu_ps(bias_grad + v), p));
     }
     for (; v < vocab; ++v) {
-      row[v] = Sleef_expf_u10(row[v] - lse[r]) * scale;
+      row[v] = Sleef_expf_u10((row[v] - row_max[r]) - log_sum[r]) * scale;
       if (bias_grad) bias_grad[v] += row[v];
     }
     row[targets[r]] -= scale;

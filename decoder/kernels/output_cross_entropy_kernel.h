@@ -6,13 +6,15 @@
 
 namespace captioner {
 
-// z[r] += bias (bias may be null); lse[r] = log(sum_v exp(z[r][v])). Returns
-// sum_r (lse[r] - z[r][targets[r]]), summed in double.
-double softmax_rows_forward_avx2(float* z, const float* bias, const int64_t* targets, int64_t rows, int64_t vocab, float* lse);
+// z[r] += bias (bias may be null); row_max[r] = max_v z[r][v], log_sum[r] = log(sum_v exp(z[r][v] -
+// row_max[r])). Returns sum_r (row_max[r] + log_sum[r] - z[r][targets[r]]), summed in double.
+double softmax_rows_forward_avx2(float* z, const float* bias, const int64_t* targets, int64_t rows, int64_t vocab, float* row_max,
+                                 float* log_sum);
 
-// z[r] := (exp(z[r] - lse[r]) - onehot(targets[r])) * scale, in place; bias_grad (V, zeroed by
-// the caller; may be null) += the column sums of the result.
-void softmax_rows_backward_avx2(float* z, const float* lse, const int64_t* targets, float scale, int64_t rows, int64_t vocab,
-                                float* bias_grad);
+// z[r] := (exp((z[r] - row_max[r]) - log_sum[r]) - onehot(targets[r])) * scale, in place (the
+// order LibTorch's log_softmax rounds in); bias_grad (V, zeroed by the caller; may be null) += the
+// column sums of the result.
+void softmax_rows_backward_avx2(float* z, const float* row_max, const float* log_sum, const int64_t* targets, float scale,
+                                int64_t rows, int64_t vocab, float* bias_grad);
 
 }  // namespace captioner

@@ -158,9 +158,9 @@ void expect_output_cross_entropy_matches(int64_t N, int64_t H, int64_t V, bool w
 TEST(OutputCrossEntropy, EqualsLinearThenCrossEntropyWithPaddingIgnored) {
   if (!output_cross_entropy_supports(torch::zeros({1, 1}))) GTEST_SKIP() << "needs an AVX2 CPU";
   torch::manual_seed(11);
-  // A vocabulary that is not a multiple of 8 (the row passes' scalar tail) and one that is;
+  // Vocabularies that are not a multiple of 8 (the row passes' scalar tail; all tail) and one that is;
   // padded rows, and targets at both ends of the vocabulary.
-  for (const int64_t V : {53, 64}) {
+  for (const int64_t V : {5, 53, 64}) {
     for (const bool bias : {true, false}) {
       auto targets = torch::randint(1, V, {37}, torch::kLong);
       targets[3] = Vocabulary::kPad;
@@ -232,25 +232,30 @@ TEST(OutputCrossEntropy, DecoderLossEqualsItsLogitsCrossEntropy) {
 
 TEST(FusedAdam, ClipScaleEqualsClipGradNormBitForBitOnEveryThread) {
   torch::manual_seed(4);
-  // 300,000 weights: the update is split across threads where the machine has several cores.
-  const std::vector<torch::Tensor> start{torch::randn({600, 500}), torch::randn({500}), torch::randn({7})};
-  auto clipped_params = leaves(start), scaled_params = leaves(start);
+  // 300,018 weights: the update is split across threads where the machine has several cores, at
+  // cuts that fall inside parameters.
+  const std::vector<torch::Tensor> start{torch::randn({150001}), torch::randn({17}), torch::randn({300, 500})};
+  auto clipped_params = leaves(start), scaled_params = leaves(start), plain_params = leaves(start);
   const auto options = torch::optim::AdamOptions(0.01).weight_decay(0.001);
-  torch::optim::Adam clipped(clipped_params, options), scaled(scaled_params, options);
+  torch::optim::Adam clipped(clipped_params, options), scaled(scaled_params, options), plain(plain_params, options);
   for (int step = 0; step < 3; ++step) {
     for (size_t i = 0; i < start.size(); ++i) {
       // Large gradients, so that the norm exceeds max_norm and clipping really scales them.
       const auto grad = torch::randn(start[i].sizes()) * 10;
       clipped_params[i].mutable_grad() = grad.clone();
       scaled_params[i].mutable_grad() = grad.clone();
+      plain_params[i].mutable_grad() = grad.clone();
     }
     const float scale = gradient_clip_scale(scaled_params, 5.0);
     EXPECT_LT(scale, 1.0f);
     torch::nn::utils::clip_grad_norm_(clipped_params, 5.0);
     fused_adam_step(clipped, 1.0f);
     fused_adam_step(scaled, scale);
+    torch::nn::utils::clip_grad_norm_(plain_params, 5.0);  // and LibTorch's own Adam: every weight updated once
+    plain.step();
     for (size_t i = 0; i < start.size(); ++i) {
       EXPECT_TRUE(torch::equal(clipped_params[i], scaled_params[i])) << "step " << step << " parameter " << i;
+      EXPECT_TRUE(torch::allclose(scaled_params[i], plain_params[i], 1e-5, 1e-6)) << "step " << step << " parameter " << i;
     }
   }
   // Small gradients are not scaled; no gradient at all gives 1.
