@@ -117,13 +117,13 @@ class CaptionDecoderImpl : public torch::nn::Module {
   void set_bf16_products(bool on) { bf16_products_ = on; }
 
  private:
-  bool fused_lstm_cell(const DecoderState& s) const;  // whether step() may use decoder/kernels/lstm_cell_kernel.h
-  torch::Tensor drop(const torch::Tensor& x);         // dropout, slice-aware (see set_batch_slice)
-  torch::Tensor hidden_states(const torch::Tensor& features,
-                              const torch::Tensor& tokens);     // forward() up to the output layer: (B, T, H)
+  bool fused_lstm_cell(const DecoderState& s) const;            // whether step() may use decoder/kernels/lstm_cell_kernel.h
+  torch::Tensor drop(const torch::Tensor& x);                   // dropout, slice-aware (see set_batch_slice)
   torch::Tensor image_features(const torch::Tensor& features);  // (B, D) -> (B, I)
   torch::Tensor linear(Dense& layer, const torch::Tensor& x);   // float32, or bf16 products in training
   void init_state(const torch::Tensor& image, std::vector<torch::Tensor>& h, std::vector<torch::Tensor>& c);
+  // forward() up to the output layer: features (B, D), tokens (B, T) -> (B, T, H).
+  torch::Tensor hidden_states(const torch::Tensor& features, const torch::Tensor& tokens);
 
   DecoderConfig config_;
   torch::nn::Embedding embed{nullptr};

@@ -7,6 +7,7 @@
 #include "decoder/kernels/fused_adam.h"
 #include "decoder/kernels/lstm_sequence.h"
 #include "decoder/kernels/output_cross_entropy.h"
+#include "tests/model_fixtures.h"
 #include "vocab/vocabulary.h"
 
 using namespace captioner;
@@ -150,7 +151,9 @@ void expect_output_cross_entropy_matches(int64_t N, int64_t H, int64_t V, bool w
   }
   // Rows whose target is <pad> get no gradient at all.
   const auto pad_rows = (targets == Vocabulary::kPad).nonzero().squeeze(1);
-  if (pad_rows.numel() > 0) EXPECT_EQ(fused[0].grad().index_select(0, pad_rows).abs().max().item<float>(), 0.0f);
+  if (pad_rows.numel() > 0) {
+    EXPECT_EQ(fused[0].grad().index_select(0, pad_rows).abs().max().item<float>(), 0.0f);
+  }
 }
 
 }  // namespace
@@ -200,12 +203,8 @@ TEST(OutputCrossEntropy, LargeLogitsStayFiniteAndBadInputsAreRefused) {
 TEST(OutputCrossEntropy, DecoderLossEqualsItsLogitsCrossEntropy) {
   if (!output_cross_entropy_supports(torch::zeros({1, 1}))) GTEST_SKIP() << "needs an AVX2 CPU";
   torch::manual_seed(5);
-  DecoderConfig config;
-  config.vocab_size = 41;
-  config.embed_dim = 16;
-  config.hidden_dim = 24;
-  config.feature_dim = 12;
-  config.image_dim = 8;
+  DecoderConfig config = test::tiny_decoder_config(41, 12, "lstm", 16, 24, 8);
+  config.dropout = 0.5;  // masks drawn, the same for both passes below (seeded)
   CaptionDecoder decoder(config);
   decoder->train();
   const auto features = torch::randn({6, 12});
