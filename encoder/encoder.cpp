@@ -134,11 +134,28 @@ Encoder Encoder::load(const std::filesystem::path& model_file, torch::Device dev
   return enc;
 }
 
+namespace {
+
+// uint8 planes (N, 3, H, W) -> the float32 tensor the network reads, per `spec`.
+torch::Tensor normalised(const torch::Tensor& planes, const PreprocessSpec& spec) {
+  if (planes.dim() != 4 || planes.size(1) != 3 || planes.size(2) != spec.input_height || planes.size(3) != spec.input_width) {
+    throw std::invalid_argument("encoder: pixels of shape " + c10::str(planes.sizes()) + ", expected (N, 3, " +
+                                std::to_string(spec.input_height) + ", " + std::to_string(spec.input_width) + ")");
+  }
+  const torch::Tensor in = planes.cpu().contiguous();
+  torch::Tensor out = torch::empty(in.sizes(), torch::kFloat);
+  spec.normalise(in.data_ptr<uint8_t>(), out.data_ptr<float>(), in.size(0));
+  return out;
+}
+
+}  // namespace
+
 torch::Tensor Encoder::encode(const torch::Tensor& images) {
   c10::InferenceMode guard;
   torch::Tensor out;
+  const torch::Tensor input = images.scalar_type() == torch::kByte ? normalised(images, info_.spec) : images;
   try {
-    out = module_for(images.size(0))->forward({images.to(device_)}).toTensor();
+    out = module_for(input.size(0))->forward({input.to(device_)}).toTensor();
   } catch (const std::exception& e) {
     // The TorchScript interpreter's message carries a two-part traceback; its last line says what
     // went wrong.

@@ -24,10 +24,11 @@ class Encoder {
   const EncoderInfo& info() const { return info_; }
   torch::Device device() const { return device_; }
 
-  // images: (N, 3, H, W) float32 preprocessed per info().spec -> (N, D) float32 on the CPU.
+  // images: (N, 3, H, W) float32 preprocessed per info().spec, or uint8 planes (ImageLoader's
+  // resize_to_planes) that are normalised here -> (N, D) float32 on the CPU.
   torch::Tensor encode(const torch::Tensor& images);
   // The same, `batch` images per call: MobileNetV2 ran ~3x faster per image at batch 4 than at 32
-  // on 2 cores (its activations stay in cache).
+  // on 2 cores (its activations stay in cache); uint8 planes become floats a call's worth at a time.
   torch::Tensor encode_in_batches(const torch::Tensor& images, int64_t batch);
 
  private:

@@ -42,16 +42,16 @@ ImageBatch ImageBatcher::load_batch(size_t number) const {
   const int64_t n = static_cast<int64_t>(end - begin);
   ImageBatch batch;
   batch.number = number;
-  auto pixels = torch::empty({n, 3, s.input_height, s.input_width});
+  auto pixels = torch::empty({n, 3, s.input_height, s.input_width}, torch::kByte);
   torch::Tensor flipped;
   if (options_.with_flipped) flipped = torch::empty_like(pixels);
-  const int64_t stride = loader_.floats_per_image();
+  const int64_t stride = loader_.values_per_image();
   int64_t row = 0;
   for (size_t i = begin; i < end; ++i) {
     try {
       cv::Mat rgb = in_memory_.empty() ? loader_.decode(files_[i]) : loader_.decode_bytes(in_memory_[i], files_[i]);
-      loader_.preprocess(rgb, pixels.data_ptr<float>() + row * stride);
-      if (flipped.defined()) loader_.preprocess(rgb, flipped.data_ptr<float>() + row * stride, true);
+      loader_.resize_to_planes(rgb, pixels.data_ptr<uint8_t>() + row * stride);
+      if (flipped.defined()) loader_.resize_to_planes(rgb, flipped.data_ptr<uint8_t>() + row * stride, true);
       if (options_.thumbnail_size > 0) batch.thumbnails.push_back(make_thumbnail(rgb, options_.thumbnail_size));
       batch.indices.push_back(i);
       ++row;

@@ -21,7 +21,7 @@ namespace captioner {
 struct ImageBatch {
   size_t number = 0;                    // 0-based batch number
   std::vector<size_t> indices;          // inputs that loaded, in input order
-  torch::Tensor pixels;                 // (indices.size(), 3, H, W) float32
+  torch::Tensor pixels;                 // (indices.size(), 3, H, W) uint8, see ImageLoader::resize_to_planes
   torch::Tensor flipped;                // same, mirrored left-right; defined only when asked for
   std::vector<ImageError> failures;     // inputs of this batch that did not load
   std::vector<size_t> failed_indices;   // their positions in the input list

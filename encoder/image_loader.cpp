@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <vector>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -183,7 +184,7 @@ cv::Mat ImageLoader::decode(const fs::path& file) const {
   return decode_bytes(bytes, file);
 }
 
-void ImageLoader::preprocess(const cv::Mat& rgb, float* chw, bool flip) const {
+void ImageLoader::resize_to_planes(const cv::Mat& rgb, uint8_t* planes, bool flip) const {
   const int H = static_cast<int>(spec_.input_height), W = static_cast<int>(spec_.input_width);
   cv::Mat sized;
   auto interp = [](int from_w, int from_h, int to_w, int to_h) {
@@ -209,22 +210,23 @@ void ImageLoader::preprocess(const cv::Mat& rgb, float* chw, bool flip) const {
     cv::flip(sized, flipped, 1);
     sized = flipped;
   }
-  // (x / 255 - mean) / std, channel planes in the network's order.
+  // Interleaved RGB -> channel planes in the network's order.
   const size_t plane = static_cast<size_t>(H) * W;
-  float scale[3], shift[3];
-  for (int c = 0; c < 3; ++c) {
-    scale[c] = 1.0f / (255.0f * spec_.std[c]);
-    shift[c] = -spec_.mean[c] / spec_.std[c];
-  }
   for (int y = 0; y < H; ++y) {
     const unsigned char* row = sized.ptr<unsigned char>(y);
     for (int x = 0; x < W; ++x) {
       for (int c = 0; c < 3; ++c) {
-        int dst_c = spec_.bgr ? 2 - c : c;
-        chw[dst_c * plane + static_cast<size_t>(y) * W + x] = row[3 * x + c] * scale[c] + shift[c];
+        const int dst_c = spec_.bgr ? 2 - c : c;
+        planes[dst_c * plane + static_cast<size_t>(y) * W + x] = row[3 * x + c];
       }
     }
   }
+}
+
+void ImageLoader::preprocess(const cv::Mat& rgb, float* chw, bool flip) const {
+  std::vector<uint8_t> planes(static_cast<size_t>(values_per_image()));
+  resize_to_planes(rgb, planes.data(), flip);
+  spec_.normalise(planes.data(), chw, 1);
 }
 
 void ImageLoader::load_into(const fs::path& file, float* chw, bool flip) const { preprocess(decode(file), chw, flip); }

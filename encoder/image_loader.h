@@ -1,6 +1,6 @@
-// Turns image files into the float tensors an encoder expects. Decodes JPEG, PNG, BMP, WebP and
-// TIFF (grayscale, alpha, 16-bit, CMYK) into 8-bit RGB with EXIF orientation applied, then resizes
-// and normalises per the encoder's PreprocessSpec. Bad files raise ImageError naming the file.
+// Turns image files into the pixels an encoder expects. Decodes JPEG, PNG, BMP, WebP and TIFF
+// (grayscale, alpha, 16-bit, CMYK) into 8-bit RGB with EXIF orientation applied, then resizes (and
+// normalises) per the encoder's PreprocessSpec. Bad files raise ImageError naming the file.
 #pragma once
 
 #include <cstdint>
@@ -41,14 +41,17 @@ class ImageLoader {
   explicit ImageLoader(PreprocessSpec spec, ImageLoaderOptions options = {});
 
   const PreprocessSpec& spec() const { return spec_; }
-  int64_t floats_per_image() const { return 3 * spec_.input_height * spec_.input_width; }
+  int64_t values_per_image() const { return 3 * spec_.input_height * spec_.input_width; }
 
   // File -> 8-bit RGB (H, W, 3), upright. Throws ImageError.
   cv::Mat decode(const std::filesystem::path& file) const;
   // Encoded bytes -> 8-bit RGB; `file` only names the source in errors.
   cv::Mat decode_bytes(std::string_view bytes, const std::filesystem::path& file) const;
 
-  // RGB image -> normalised (3, H, W) float32 written to `chw`, optionally mirrored left-right.
+  // RGB image -> (3, H, W) 8-bit planes in the network's channel order, sized per the spec and
+  // optionally mirrored left-right: what waits for the encoder (spec().normalise makes the floats).
+  void resize_to_planes(const cv::Mat& rgb, uint8_t* planes, bool flip = false) const;
+  // resize_to_planes + spec().normalise: normalised (3, H, W) float32 written to `chw`.
   void preprocess(const cv::Mat& rgb, float* chw, bool flip = false) const;
 
   // decode + preprocess.

@@ -9,6 +9,21 @@ namespace captioner {
 
 using nlohmann::json;
 
+void PreprocessSpec::normalise(const uint8_t* planes, float* out, int64_t images) const {
+  const int64_t plane = input_height * input_width;
+  float scale[3], shift[3];  // per plane; mean and std are in RGB order
+  for (int p = 0; p < 3; ++p) {
+    const int c = bgr ? 2 - p : p;
+    scale[p] = 1.0f / (255.0f * std[c]);
+    shift[p] = -mean[c] / std[c];
+  }
+  for (int64_t i = 0; i < images; ++i) {
+    for (int p = 0; p < 3; ++p, planes += plane, out += plane) {
+      for (int64_t k = 0; k < plane; ++k) out[k] = planes[k] * scale[p] + shift[p];
+    }
+  }
+}
+
 json PreprocessSpec::to_json() const {
   return json{{"input_size", {input_height, input_width}},
               {"resize", resize == Resize::kStretch ? "stretch" : "shorter_side_crop"},

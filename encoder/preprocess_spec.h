@@ -20,6 +20,10 @@ struct PreprocessSpec {
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
   bool bgr = false;  // feed channels as BGR (Caffe-style networks)
 
+  // `images` (3, H, W) 8-bit planes already in the network's channel order -> (x / 255 - mean) / std
+  // as float32 into `out`. Photos wait for the encoder as 8-bit planes, a quarter of the memory.
+  void normalise(const uint8_t* planes, float* out, int64_t images) const;
+
   nlohmann::json to_json() const;
   // Reads the spec fields of an encoder sidecar; errors name `origin`.
   static PreprocessSpec from_json(const nlohmann::json& j, const std::string& origin);

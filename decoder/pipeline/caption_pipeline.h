@@ -35,9 +35,9 @@ struct CaptionPipelineOptions {
   int encoder_batch = 4;  // images per encoder call: MobileNetV2 ran ~3x faster per image at
                           // batch 4 than at 32 on 2 cores (its activations stay in cache)
   int loader_threads = 2;
-  // Decoded batches waiting for an encoder worker (19 MB of float pixels each at batch 32). The
+  // Decoded batches waiting for an encoder worker (4.8 MB of 8-bit planes each at batch 32). The
   // loaders outrun the encoder, so 2 keep it fed: 1,000 photos took the same time as with 4 and
-  // peaked ~35 MB lower (bench/RESULTS.md).
+  // peaked ~35 MB lower (float pixels then; bench/RESULTS.md).
   int prefetch = 2;
   SearchOptions search;    // usually the bundle's defaults with command-line overrides
   int thumbnail_size = 0;  // > 0: hand back a JPEG thumbnail with each caption (HTML report)

@@ -13,7 +13,7 @@ namespace captioner {
 struct CaptionService::Job {
   std::filesystem::path name;
   std::shared_ptr<const SearchOptions> search;
-  torch::Tensor pixels, flipped;  // (3, H, W); flipped only for models that read the mirror
+  torch::Tensor pixels, flipped;  // (3, H, W) uint8 planes; flipped only for models that read the mirror
   FeatureViews views;             // after encoding: (D) per view
   Clock::time_point encoded_at;
   std::promise<PhotoResult> done;
@@ -106,11 +106,11 @@ std::vector<PhotoResult> CaptionService::caption(const std::vector<PhotoInput>& 
     try {
       const cv::Mat rgb =
           photos[i].bytes ? loader_.decode_bytes(*photos[i].bytes, photos[i].name) : loader_.decode(photos[i].name);
-      job->pixels = torch::empty({3, s.input_height, s.input_width});
-      loader_.preprocess(rgb, job->pixels.data_ptr<float>());
+      job->pixels = torch::empty({3, s.input_height, s.input_width}, torch::kByte);
+      loader_.resize_to_planes(rgb, job->pixels.data_ptr<uint8_t>());
       if (with_flipped_) {
         job->flipped = torch::empty_like(job->pixels);
-        loader_.preprocess(rgb, job->flipped.data_ptr<float>(), true);
+        loader_.resize_to_planes(rgb, job->flipped.data_ptr<uint8_t>(), true);
       }
     } catch (const std::exception& e) {  // ImageError names the photo; anything else (out of memory) is said so
       error =

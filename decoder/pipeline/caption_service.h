@@ -34,8 +34,8 @@ struct CaptionServiceOptions {
   int batch_wait_ms = 0;  // once a photo is encoded, how long the decoder may wait for a fuller
                           // batch; 0: it takes what is waiting (more arrives while it decodes)
   int encoder_batch = 4;  // photos per encoder call (see CaptionPipelineOptions::encoder_batch)
-  // Photos decoded to pixels (0.6 MB each) and not yet encoded; a caller beyond it waits, so
-  // memory stays bounded however many threads submit.
+  // Photos decoded to pixels (150 KB of 8-bit planes each at 224x224) and not yet encoded; a
+  // caller beyond it waits, so memory stays bounded however many threads submit.
   int max_waiting_pixels = 128;
   // Photos being decoded from JPEG/PNG at once, across all callers: a full-size photo takes up to
   // ~1 GB while it is (ImageLoaderOptions::max_pixels), and a server may have a thousand callers.

@@ -152,6 +152,32 @@ TEST(Encoder, RefusesMissingOrInconsistentSidecars) {
   EXPECT_THROW(Encoder::load(tmp / "junk.pt"), std::runtime_error);
 }
 
+// Batches wait for the encoder as 8-bit planes; the encoder normalises them itself, to exactly
+// the floats ImageLoader::preprocess writes, so features (and captions) do not move.
+TEST(Encoder, TakesEightBitPlanesAsItTakesTheirFloats) {
+  TempDir tmp;
+  Encoder enc = Encoder::load(test::make_tiny_encoder(tmp.path()));
+  const PreprocessSpec& s = enc.info().spec;
+  ImageLoader loader(s);
+  const int64_t n = 3, per_image = loader.values_per_image();
+  auto planes = torch::empty({n, 3, s.input_height, s.input_width}, torch::kByte);
+  auto floats = torch::empty({n, 3, s.input_height, s.input_width});
+  for (int64_t i = 0; i < n; ++i) {
+    cv::Mat rgb(40 + 7 * i, 50, CV_8UC3);
+    cv::randu(rgb, 0, 256);
+    loader.resize_to_planes(rgb, planes.data_ptr<uint8_t>() + i * per_image);
+    loader.preprocess(rgb, floats.data_ptr<float>() + i * per_image);
+  }
+  EXPECT_TRUE(torch::equal(enc.encode(planes), enc.encode(floats)));
+  EXPECT_TRUE(torch::equal(enc.encode_in_batches(planes, 2), enc.encode(floats)));
+  try {
+    enc.encode(torch::zeros({1, 3, s.input_height + 1, s.input_width}, torch::kByte));
+    ADD_FAILURE() << "planes of the wrong size were accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("expected (N, 3, 32, 32)"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ImageBatcher, KeepsInputOrderAndReportsFailures) {
   TempDir tmp;
   PreprocessSpec s;
@@ -177,9 +203,9 @@ TEST(ImageBatcher, KeepsInputOrderAndReportsFailures) {
   while (batcher.next(b)) {
     for (size_t k = 0; k < b.indices.size(); ++k) {
       seen.push_back(b.indices[k]);
-      // Pixel value identifies the image: (i/255 - 0.485) / 0.229 in the first plane.
-      float v = b.pixels[static_cast<int64_t>(k)][0][0][0].item<float>();
-      EXPECT_NEAR(v, (b.indices[k] / 255.0 - 0.485) / 0.229, 1e-4);
+      // The pixel value identifies the image; batches carry 8-bit planes.
+      ASSERT_EQ(b.pixels.scalar_type(), torch::kByte);
+      EXPECT_EQ(b.pixels[static_cast<int64_t>(k)][0][0][0].item<int>(), static_cast<int>(b.indices[k]));
     }
     failed.insert(failed.end(), b.failed_indices.begin(), b.failed_indices.end());
   }

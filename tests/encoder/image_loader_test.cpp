@@ -220,6 +220,37 @@ TEST(ImageLoader, NormalisesResizesCropsAndFlips) {
   EXPECT_NEAR(out[2 * 16 + 0], 1.0, 0.05);  // BGR order: plane 2 is red
 }
 
+// Pixels wait as 8-bit planes; normalise must give every value exactly the float the loader
+// always wrote, x * (1 / (255 std)) + (-mean / std), with mean and std taken in RGB order.
+TEST(ImageLoader, NormalisesEightBitPlanesPerChannel) {
+  PreprocessSpec s;
+  s.input_height = 16;
+  s.input_width = 16;
+  s.mean = {0.485f, 0.456f, 0.406f};
+  s.std = {0.229f, 0.224f, 0.225f};
+  std::vector<uint8_t> planes(2 * 3 * 256);
+  for (size_t i = 0; i < planes.size(); ++i) planes[i] = static_cast<uint8_t>(i % 256);
+  for (bool bgr : {false, true}) {
+    s.bgr = bgr;
+    std::vector<float> out(planes.size());
+    s.normalise(planes.data(), out.data(), 2);
+    for (size_t i = 0; i < planes.size(); ++i) {
+      const size_t plane = (i / 256) % 3;
+      const size_t c = bgr ? 2 - plane : plane;
+      const float expected = static_cast<float>(planes[i]) * (1.0f / (255.0f * s.std[c])) + (-s.mean[c] / s.std[c]);
+      ASSERT_EQ(out[i], expected) << "value " << i << (bgr ? " (BGR)" : " (RGB)");
+    }
+  }
+
+  // resize_to_planes keeps 8-bit values in the network's channel order.
+  s.bgr = true;
+  std::vector<uint8_t> got(3 * 256);
+  ImageLoader(s).resize_to_planes(cv::Mat(20, 30, CV_8UC3, cv::Scalar(10, 20, 30)), got.data());  // R=10 G=20 B=30
+  EXPECT_EQ(got[0], 30);
+  EXPECT_EQ(got[256], 20);
+  EXPECT_EQ(got[512 + 255], 10);
+}
+
 TEST(ImageLoader, ForgedHeaderSizesDoNotOverflow) {
   // Found by fuzz_image: 0xFFFFFFFF x 0xFFFFFFFF overflowed the pixel-count check.
   TempDir tmp;

@@ -12,7 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     cv::Mat rgb = loader.decode_bytes(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
     if (rgb.type() != CV_8UC3 || rgb.empty()) __builtin_trap();
-    std::vector<float> chw(static_cast<size_t>(loader.floats_per_image()));
+    std::vector<float> chw(static_cast<size_t>(loader.values_per_image()));
     loader.preprocess(rgb, chw.data(), size % 2 == 1);
   } catch (const captioner::ImageError&) {
   }
