@@ -182,6 +182,19 @@ def main():
                                   "--decoder-batch", "32", "--decoder-repeats", "3"])
         stages = json.loads(out)
 
+        # 5: start-up (issue 33 item 4): whole processes, best of 5 (`captioner --help` is LibTorch
+        # loading), and one photo's steps after LibTorch has loaded (median of 3 fresh processes).
+        one = link_folder(os.path.join(work, "one"), val_files[:1])
+        help_s = min(run_measured([captioner, "--help"])[0] for _ in range(5))
+        one_s = min(caption_cpp(one)[0] for _ in range(5))
+        one_ref_s = min(caption_ref(one, same_encoder=True)[0] for _ in range(5))
+        runs = [json.loads(run_measured([bench_bin, "--startup", "--model", a.model, "--images", one])[1]) for _ in range(3)]
+        startup = {k: sorted(r[k] for r in runs)[1] for k in runs[0]}
+        rows.append(("one photo, whole process, beam 3 (start-up included; best of 5), **pyref on captioner's int8 encoder**",
+                     1e3 * one_s, 1e3 * one_ref_s, "ms", False))
+        print("  start-up: `captioner --help` %.2f s, one photo %.2f s (pyref %.2f s); after LibTorch: %.0f ms" % (
+            help_s, one_s, one_ref_s, startup["total_ms"]), flush=True)
+
         # 3: training on cached features (the reference's own recipe on both sides).
         if not a.quick:
             subprocess.run([PY, os.path.join(pyref, "ref.py"), "extract"], check=True, env=env, stdout=subprocess.DEVNULL)
@@ -250,7 +263,7 @@ def main():
     L.append("| stage | ms/photo | threads | bound by |")
     L.append("|---|---:|---|---|")
     L.append("| JPEG decode (OpenCV) | %.2f | 1 loader thread | entropy decoding |" % stages["decode_ms"])
-    L.append("| resize + normalise | %.2f | 1 loader thread | memory |" % stages["preprocess_ms"])
+    L.append("| resize + normalise | %.2f | a loader thread, then the encoder's | memory |" % stages["preprocess_ms"])
     L.append("| encoder (MobileNetV2 %s, batch %d) | %.2f | %d | %s |" % (
         stages["encoder_precision"], stages["encoder_batch"], stages["encoder_ms"], cores,
         ("oneDNN int8 convolutions (u8s8 with VNNI)" if "vnni" in cpu_flags() else "oneDNN int8 convolutions (u8s8 without VNNI)")
@@ -277,10 +290,29 @@ def main():
              "worker per core runs concurrently with the single-threaded decoder and the loader threads." % (
                  macs / 1e9, 2 * macs / 1e9, enc_gflops, stages["gemm_gflops_all_cores"], cores, stages["gemm_gflops_one_core"]))
     L.append("")
+    L.append("## Start-up, one photo (issue 33 item 4: under 0.1 s after LibTorch has loaded)")
+    L.append("")
+    L.append("Whole processes, best of 5: `captioner --help` (loading LibTorch and OpenCV, nothing else) %.2f s; "
+             "`captioner caption` on one photo %.2f s; pyref on the same int8 encoder %.2f s. After LibTorch has loaded, "
+             "`captioner_bench --startup` (median of 3 fresh processes, steps one after the other; the command builds "
+             "the decoder's tables while the encoder runs its first pass):" % (help_s, one_s, one_ref_s))
+    L.append("")
+    L.append("| step | ms |")
+    L.append("|---|---:|")
+    for key, label in [("load_model_ms", "load the model (vocabulary, decoder weights from float16)"),
+                       ("load_encoder_ms", "load the encoder (TorchScript import: its code is compiled)"),
+                       ("read_photo_ms", "read, decode and resize the photo"),
+                       ("first_encoder_forward_ms", "the encoder's first pass (oneDNN creates its kernels)"),
+                       ("decoder_tables_ms", "the decoder's tables (word-gate table, int8 weights)"),
+                       ("first_decoding_ms", "decode the photo, beam 3"),
+                       ("total_ms", "**total**"),
+                       ("second_photo_encode_and_decode_ms", "a second photo, encoded and decoded (warm)")]:
+        L.append("| %s | %.1f |" % (label, startup[key]))
+    L.append("")
     L.append("Commands: `captioner caption DIR --beam 3 --batch 32 --format json --output F -q`; `PYREF_ENCODER=<the model's encoder> ref.py caption ...` (the same-encoder peer); "
              "`ref.py caption --ckpt ckpt/reference.pt --folder DIR --beam 3 --batch 32 --enc_batch 4 --out F`; "
              "`captioner train ... --epochs 1` (reference recipe: embed 256, raw image into the gates) vs "
-             "`bench.py --only train` (and `bench/pyref_train_bf16.py`, the same under autocast); `captioner_bench --decoder-batch 32 --decoder-repeats 3`. Peak RSS from GNU time.")
+             "`bench.py --only train` (and `bench/pyref_train_bf16.py`, the same under autocast); `captioner_bench --decoder-batch 32 --decoder-repeats 3`; `captioner_bench --startup`. Peak RSS from GNU time.")
     text = "\n".join(L) + "\n"
     # Notes written by people (targets, earlier runs on other CPUs) follow this line and are kept.
     marker = "<!-- notes below are kept by bench/run.sh -->"
