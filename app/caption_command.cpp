@@ -238,7 +238,9 @@ class ReportBuilder {
   // A resumed run's page shows every caption of the output, not only this run's: the earlier
   // rows come from the file, their thumbnails from the photos (none where a photo is gone).
   void add_earlier(const std::vector<CaptionRow>& rows, const CaptionPipelineOptions& po) {
-    ImageLoader thumbnail_loader(PreprocessSpec{}, po.image);
+    ImageLoaderOptions thumbnail_options = po.image;
+    thumbnail_options.min_longer_side = po.thumbnail_size;
+    ImageLoader thumbnail_loader(PreprocessSpec{}, thumbnail_options);
     for (const auto& r : rows) {
       std::string thumbnail;
       try {

@@ -22,6 +22,7 @@ uint64_t inputs_key(const Encoder& encoder, const std::vector<fs::path>& images,
   uint64_t h = fnv1a64(encoder.info().fingerprint());
   h = fnv1a64(encoder.info().weights_hash, h);
   h = fnv1a64(flipped ? "flipped" : "plain", h);
+  h = fnv1a64("jpeg-dct-reduced", h);  // large JPEGs are decoded reduced (ImageLoaderOptions) since 2026-12-07
   for (const auto& p : images) {
     std::error_code ec;
     fs::path abs = fs::absolute(p, ec);

@@ -129,7 +129,7 @@ cv::Mat ImageLoader::decode_bytes(std::string_view bytes, const fs::path& file) 
   try {
     if (h.format == "jpeg") {
       // Ours rather than cv::imdecode's: the same pixels, but a damaged photo is refused.
-      img = shrink_to_working_size(decode_jpeg(bytes, file));
+      img = shrink_to_working_size(decode_jpeg(bytes, file, reduced_jpeg_floor(), options_.min_longer_side));
     } else if (h.format == "bmp") {
       img = shrink_to_working_size(cv::imdecode(raw, cv::IMREAD_COLOR));
     } else {
@@ -182,6 +182,16 @@ cv::Mat ImageLoader::decode(const fs::path& file) const {
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) throw ImageError(file, "read error");
   return decode_bytes(bytes, file);
+}
+
+cv::Size ImageLoader::reduced_jpeg_floor() const {
+  if (!options_.reduced_jpeg_decode) return {};
+  if (spec_.resize == PreprocessSpec::Resize::kStretch) {
+    return {static_cast<int>(spec_.input_width), static_cast<int>(spec_.input_height)};
+  }
+  // Cropping keeps the shorter side at resize_size (at least the input size), whichever side it is.
+  const int side = static_cast<int>(std::max({spec_.resize_size, spec_.input_width, spec_.input_height}));
+  return {side, side};
 }
 
 void ImageLoader::resize_to_planes(const cv::Mat& rgb, uint8_t* planes, bool flip) const {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <opencv2/core/mat.hpp>
+#include <opencv2/core/types.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -34,6 +35,11 @@ class ImageError : public std::runtime_error {
 struct ImageLoaderOptions {
   int64_t max_pixels = 100'000'000;  // refused before decoding: a 20000x20000 image needs 1.2 GB
   int64_t max_file_bytes = 256LL << 20;
+  // JPEGs at least twice what preprocessing needs are decoded at 1/2, 1/4 or 1/8 scale in the DCT
+  // (decode_jpeg's at_least), never below the spec's input (or resize) size nor, for thumbnails,
+  // to a longer side under `min_longer_side`. Off: every JPEG at full size, as cv::imdecode.
+  bool reduced_jpeg_decode = true;
+  int min_longer_side = 0;
 };
 
 class ImageLoader {
@@ -43,7 +49,8 @@ class ImageLoader {
   const PreprocessSpec& spec() const { return spec_; }
   int64_t values_per_image() const { return 3 * spec_.input_height * spec_.input_width; }
 
-  // File -> 8-bit RGB (H, W, 3), upright. Throws ImageError.
+  // File -> 8-bit RGB (H, W, 3), upright; a large JPEG possibly reduced (reduced_jpeg_decode).
+  // Throws ImageError.
   cv::Mat decode(const std::filesystem::path& file) const;
   // Encoded bytes -> 8-bit RGB; `file` only names the source in errors.
   cv::Mat decode_bytes(std::string_view bytes, const std::filesystem::path& file) const;
@@ -58,6 +65,8 @@ class ImageLoader {
   void load_into(const std::filesystem::path& file, float* chw, bool flip = false) const;
 
  private:
+  cv::Size reduced_jpeg_floor() const;  // decode_jpeg's at_least, empty when reducing is off
+
   PreprocessSpec spec_;
   ImageLoaderOptions options_;
 };

@@ -2,6 +2,7 @@
 
 #include <csetjmp>
 #include <cstdio>  // jpeglib.h needs FILE
+#include <algorithm>
 #include <cstring>
 #include <opencv2/core.hpp>
 
@@ -57,6 +58,17 @@ bool read_header(jpeg_decompress_struct* cinfo, ErrorManager* err, const unsigne
   jpeg_read_header(cinfo, TRUE);
   // As OpenCV: four components (CMYK, YCCK) come out as CMYK, everything else straight as BGR.
   cinfo->out_color_space = cinfo->num_components == 4 ? JCS_CMYK : JCS_EXT_BGR;
+  jpeg_calc_output_dimensions(cinfo);
+  return true;
+}
+
+// Output dimensions at scale 1/denom, as libjpeg computes them (rounded up).
+int scaled(JDIMENSION side, int denom) { return static_cast<int>((side + denom - 1) / denom); }
+
+bool set_scale(jpeg_decompress_struct* cinfo, ErrorManager* err, int denom) {
+  if (setjmp(err->jump)) return false;
+  cinfo->scale_num = 1;
+  cinfo->scale_denom = static_cast<unsigned int>(denom);
   jpeg_calc_output_dimensions(cinfo);
   return true;
 }
@@ -139,7 +151,7 @@ void apply_orientation(cv::Mat& img, int orientation) {
 
 }  // namespace
 
-cv::Mat decode_jpeg(std::string_view bytes, const std::filesystem::path& file) {
+cv::Mat decode_jpeg(std::string_view bytes, const std::filesystem::path& file, cv::Size at_least, int longer_side_at_least) {
   jpeg_decompress_struct cinfo = {};
   ErrorManager err;
   cinfo.err = jpeg_std_error(&err.pub);
@@ -154,6 +166,17 @@ cv::Mat decode_jpeg(std::string_view bytes, const std::filesystem::path& file) {
   const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
   if (!read_header(&cinfo, &err, data, bytes.size())) throw ImageError(file, std::string("cannot decode jpeg: ") + err.fatal);
   const int orientation = exif_orientation(cinfo);  // now: finishing the decompression frees the saved markers
+  if (!at_least.empty()) {
+    const bool transposed = orientation >= 5;  // 5-8 swap width and height
+    const int need_w = transposed ? at_least.height : at_least.width, need_h = transposed ? at_least.width : at_least.height;
+    for (int denom : {8, 4, 2}) {
+      const int w = scaled(cinfo.image_width, denom), h = scaled(cinfo.image_height, denom);
+      if (w >= need_w && h >= need_h && std::max(w, h) >= longer_side_at_least) {
+        if (!set_scale(&cinfo, &err, denom)) throw ImageError(file, std::string("cannot decode jpeg: ") + err.fatal);
+        break;
+      }
+    }
+  }
   const int channels = cinfo.out_color_space == JCS_CMYK ? 4 : 3;
   cv::Mat img(static_cast<int>(cinfo.output_height), static_cast<int>(cinfo.output_width), CV_8UC(channels));
   if (!read_pixels(&cinfo, &err, img.data, img.step)) throw ImageError(file, std::string("cannot decode jpeg: ") + err.fatal);

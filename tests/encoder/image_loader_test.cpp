@@ -63,7 +63,9 @@ ImageLoader loader(PreprocessSpec::Resize resize = PreprocessSpec::Resize::kStre
   s.resize_size = 8;
   s.mean = {0, 0, 0};
   s.std = {1, 1, 1};
-  return ImageLoader(s);
+  ImageLoaderOptions full_size;  // these tests look at decoded pixels: no JPEG decoded reduced
+  full_size.reduced_jpeg_decode = false;
+  return ImageLoader(s, full_size);
 }
 
 template <typename Fn>
@@ -314,6 +316,51 @@ TEST(ImageLoader, OurJpegDecodingIsOpenCvsPixelForPixel) {
     same(with_exif_orientation(baseline, orientation), "EXIF orientation " + std::to_string(orientation));
   }
   for (const auto& photo : flickr8k_images(20)) same(read_file(photo), photo.string());
+}
+
+// A JPEG at least twice what is needed decodes reduced in the DCT, pixel for pixel as OpenCV's
+// IMREAD_REDUCED_COLOR_2/4/8, at the smallest scale that keeps the size asked for (upright, and
+// the longer side for thumbnails); ImageLoader asks for its encoder's input unless told not to.
+TEST(ImageLoader, LargeJpegsDecodeReducedNeverBelowWhatIsNeeded) {
+  cv::Mat noise(300, 500, CV_8UC3);
+  cv::randu(noise, 0, 255);
+  const std::string jpeg = encode(noise, ".jpg");
+  struct Case {
+    cv::Size at_least;
+    int longer_side;
+    cv::Size expected;
+    int opencv_flags;
+  };
+  for (const Case& c : {Case{{60, 30}, 0, {63, 38}, cv::IMREAD_REDUCED_COLOR_8},   // 500 / 8 and 300 / 8, rounded up
+                        Case{{60, 40}, 0, {125, 75}, cv::IMREAD_REDUCED_COLOR_4},  // 38 rows are too few at 1/8
+                        Case{{200, 150}, 0, {250, 150}, cv::IMREAD_REDUCED_COLOR_2},
+                        Case{{60, 30}, 200, {250, 150}, cv::IMREAD_REDUCED_COLOR_2},  // a 200-pixel thumbnail
+                        Case{{251, 10}, 0, {500, 300}, cv::IMREAD_COLOR},             // not twice as wide
+                        Case{{}, 0, {500, 300}, cv::IMREAD_COLOR}}) {                 // nothing asked: full size
+    const std::string what = "at least " + std::to_string(c.at_least.width) + "x" + std::to_string(c.at_least.height);
+    const cv::Mat got = decode_jpeg(jpeg, "noise.jpg", c.at_least, c.longer_side);
+    EXPECT_EQ(got.size(), c.expected) << what;
+    expect_opencvs_pixels(got, jpeg, c.opencv_flags, what);
+  }
+  // Turned upright by EXIF (orientation 6: 300 wide, 500 high), the size asked for is upright too.
+  const cv::Mat turned = decode_jpeg(with_exif_orientation(jpeg, 6), "turned.jpg", {30, 60});
+  EXPECT_EQ(turned.size(), cv::Size(38, 63));
+
+  TempDir tmp;
+  write_text(tmp / "large.jpg", encode(cv::Mat(800, 1000, CV_8UC3, cv::Scalar(10, 200, 30)), ".jpg"));
+  PreprocessSpec s;                                                                // 224 x 224, stretched
+  EXPECT_EQ(ImageLoader(s).decode(tmp / "large.jpg").size(), cv::Size(500, 400));  // 1/4 would leave 200 rows
+  ImageLoaderOptions full;
+  full.reduced_jpeg_decode = false;
+  EXPECT_EQ(ImageLoader(s, full).decode(tmp / "large.jpg").size(), cv::Size(1000, 800));
+  ImageLoaderOptions thumbnails;
+  thumbnails.min_longer_side = 600;
+  EXPECT_EQ(ImageLoader(s, thumbnails).decode(tmp / "large.jpg").size(), cv::Size(1000, 800));
+  s.resize = PreprocessSpec::Resize::kShorterSideCrop;  // shorter side 256 before the crop
+  s.resize_size = 256;
+  EXPECT_EQ(ImageLoader(s).decode(tmp / "large.jpg").size(), cv::Size(500, 400));
+  s.resize_size = 401;
+  EXPECT_EQ(ImageLoader(s).decode(tmp / "large.jpg").size(), cv::Size(1000, 800));
 }
 
 namespace {
