@@ -155,10 +155,15 @@ def main():
 
         # 1 + 2: caption folders, whole processes.
         for label, folder, n in [("Flickr8k dev", f1k, len(val_files)), ("COCO (full-size)", cfold, len(coco_files))]:
-            cw, crss, _ = caption_cpp(folder)
-            sw, srss, _ = caption_ref(folder, same_encoder=True)
+            # Best of 2 for captioner and its strongest peer, alternating (wall time; the larger peak RSS).
+            cw, crss, sw, srss = float("inf"), 0.0, float("inf"), 0.0
+            for attempt in range(2):
+                w, rss, _ = caption_cpp(folder)
+                cw, crss = min(cw, w), max(crss, rss)
+                w, rss, _ = caption_ref(folder, same_encoder=True)
+                sw, srss = min(sw, w), max(srss, rss)
             pw, prss, _ = caption_ref(folder)
-            rows.append(("caption %d %s photos, beam 3, **pyref on captioner's int8 encoder** (the strongest peer)" % (n, label),
+            rows.append(("caption %d %s photos, beam 3, **pyref on captioner's int8 encoder** (the strongest peer; best of 2)" % (n, label),
                          n / cw, n / sw, "images/s", True))
             print("  %-50s captioner %7.1f  pyref %7.1f images/s" % (rows[-1][0][:50], n / cw, n / sw), flush=True)
             rows.append(("caption %d %s photos, beam 3, pyref on its float encoder" % (n, label), n / cw, n / pw, "images/s", True))
@@ -198,9 +203,11 @@ def main():
         # 3: training on cached features (the reference's own recipe on both sides).
         if not a.quick:
             subprocess.run([PY, os.path.join(pyref, "ref.py"), "extract"], check=True, env=env, stdout=subprocess.DEVNULL)
-            _, out, _ = run_measured([PY, os.path.join(pyref, "bench.py"), "--only", "train"], env=env)
-            line = [l for l in out.splitlines() if l.startswith("train")][0]
-            ref_train = float(line.split()[2])
+            # Training rates move ~10% between runs on a shared machine: best of 2 on both sides,
+            # alternating, as the issue's own figures were taken.
+            def ref_train_rate():
+                _, out, _ = run_measured([PY, os.path.join(pyref, "bench.py"), "--only", "train"], env=env)
+                return float([l for l in out.splitlines() if l.startswith("train")][0].split()[2])
             # The reference's bench under torch.autocast(bf16): what one line of Python buys. Only where
             # the CPU multiplies bf16 natively: elsewhere autocast emulates it, many times slower.
             native_bf16 = any(f in cpu_flags() for f in ("avx512_bf16", "amx_bf16"))
@@ -220,9 +227,12 @@ def main():
                 bf16 = json.load(open(os.path.join(train_dir, "config.json")))["training"]["options"]["bf16_products"]
                 return epoch["captions_per_second"], bf16
 
-            rate, _ = captioner_train("train", [])  # the default: float32 products
+            ref_train, rate = 0.0, 0.0
+            for attempt in range(2):
+                ref_train = max(ref_train, ref_train_rate())
+                rate = max(rate, captioner_train("train%d" % attempt, [])[0])  # the default: float32 products
             rate_bf16, bf16 = captioner_train("train_bf16", ["--bf16-products", "auto"])
-            rows.append(("training on cached features (batch 64), default (float32)", rate, ref_train, "captions/s", True))
+            rows.append(("training on cached features (batch 64), default (float32), best of 2", rate, ref_train, "captions/s", True))
             auto_kind = "bf16 here" if bf16 else "float32 here: no native bf16"
             rows.append(("training, `--bf16-products auto` (%s)" % auto_kind, rate_bf16, ref_train, "captions/s", True))
             if ref_autocast is not None:
