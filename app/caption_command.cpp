@@ -238,9 +238,7 @@ class ReportBuilder {
   // A resumed run's page shows every caption of the output, not only this run's: the earlier
   // rows come from the file, their thumbnails from the photos (none where a photo is gone).
   void add_earlier(const std::vector<CaptionRow>& rows, const CaptionPipelineOptions& po) {
-    ImageLoaderOptions thumbnail_options = po.image;
-    thumbnail_options.min_longer_side = po.thumbnail_size;
-    ImageLoader thumbnail_loader(PreprocessSpec{}, thumbnail_options);
+    ImageLoader thumbnail_loader(PreprocessSpec{}, po.image);
     for (const auto& r : rows) {
       std::string thumbnail;
       try {

@@ -1,4 +1,4 @@
-// Where captioning time goes, stage by stage, on this machine: JPEG decode, preprocessing, the
+// Where captioning time goes, stage by stage, on this machine: JPEG decode, resizing, the
 // encoder, the decoder at beam 1 and beam 3, and the machine's matrix-multiply peak (the floor
 // under the encoder). Prints one JSON object; bench/run.sh turns it into a table.
 //   captioner_bench --model DIR --images DIR [--limit 200] [--batch 4] [--decoder-batch 32]
@@ -131,13 +131,13 @@ int main(int argc, char** argv) {
     t0 = now();
     for (const auto& f : files) decoded.push_back(loader.decode(f));
     const double decode_s = now() - t0;
-    // Stage 2: resize + normalise into the encoder's layout.
-    auto pixels = torch::empty({n, 3, encoder.info().spec.input_height, encoder.info().spec.input_width});
+    // Stage 2: resize into 8-bit planes, as a loader thread does (the encoder normalises them).
+    auto pixels = torch::empty({n, 3, encoder.info().spec.input_height, encoder.info().spec.input_width}, torch::kByte);
     t0 = now();
-    for (int64_t i = 0; i < n; ++i) loader.preprocess(decoded[static_cast<size_t>(i)], pixels[i].data_ptr<float>());
+    for (int64_t i = 0; i < n; ++i) loader.resize_to_planes(decoded[static_cast<size_t>(i)], pixels[i].data_ptr<uint8_t>());
     const double preprocess_s = now() - t0;
     decoded.clear();
-    // Stage 3: the encoder, all cores, in batches.
+    // Stage 3: the encoder (normalising each call's planes), all cores, in batches.
     torch::Tensor features;
     double encode_s = 0;
     {

@@ -273,8 +273,8 @@ def main():
     L.append("| stage | ms/photo | threads | bound by |")
     L.append("|---|---:|---|---|")
     L.append("| JPEG decode (OpenCV) | %.2f | 1 loader thread | entropy decoding |" % stages["decode_ms"])
-    L.append("| resize + normalise | %.2f | a loader thread, then the encoder's | memory |" % stages["preprocess_ms"])
-    L.append("| encoder (MobileNetV2 %s, batch %d) | %.2f | %d | %s |" % (
+    L.append("| resize to 8-bit planes | %.2f | 1 loader thread | memory |" % stages["preprocess_ms"])
+    L.append("| encoder (normalise, MobileNetV2 %s, batch %d) | %.2f | %d | %s |" % (
         stages["encoder_precision"], stages["encoder_batch"], stages["encoder_ms"], cores,
         ("oneDNN int8 convolutions (u8s8 with VNNI)" if "vnni" in cpu_flags() else "oneDNN int8 convolutions (u8s8 without VNNI)")
         if stages["encoder_precision"] == "int8" else "oneDNN float convolutions"))

@@ -31,7 +31,11 @@ std::string read_file(const fs::path& path) {
   // 7.7 MB encoder's load); a file that grows or shrinks meanwhile is still read to its end.
   std::string bytes;
   const auto size = fs::file_size(path, ec);
-  if (!ec) bytes.resize(static_cast<size_t>(size));
+  try {
+    if (!ec) bytes.resize(static_cast<size_t>(size));
+  } catch (const std::exception&) {  // bad_alloc, length_error: a huge (sparse) file
+    throw std::runtime_error("cannot read " + path.string() + ": " + std::to_string(size) + " bytes do not fit in memory");
+  }
   in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   bytes.resize(static_cast<size_t>(in.gcount()));
   if (in.bad()) throw std::runtime_error("cannot read " + path.string() + ": I/O error");

@@ -129,7 +129,7 @@ cv::Mat ImageLoader::decode_bytes(std::string_view bytes, const fs::path& file) 
   try {
     if (h.format == "jpeg") {
       // Ours rather than cv::imdecode's: the same pixels, but a damaged photo is refused.
-      img = shrink_to_working_size(decode_jpeg(bytes, file, reduced_jpeg_floor(), options_.min_longer_side));
+      img = shrink_to_working_size(decode_jpeg(bytes, file, reduced_jpeg_floor()));
     } else if (h.format == "bmp") {
       img = shrink_to_working_size(cv::imdecode(raw, cv::IMREAD_COLOR));
     } else {

@@ -36,10 +36,11 @@ struct ImageLoaderOptions {
   int64_t max_pixels = 100'000'000;  // refused before decoding: a 20000x20000 image needs 1.2 GB
   int64_t max_file_bytes = 256LL << 20;
   // JPEGs at least twice what preprocessing needs are decoded at 1/2, 1/4 or 1/8 scale in the DCT
-  // (decode_jpeg's at_least), never below the spec's input (or resize) size nor, for thumbnails,
-  // to a longer side under `min_longer_side`. Off: every JPEG at full size, as cv::imdecode.
+  // (decode_jpeg's at_least), never below the spec's input (or resize) size, whatever else the
+  // pixels are for: a report's thumbnails then have at least that longer side, not always 320,
+  // and the encoder's input never depends on whether there is a report. Off: every JPEG at full
+  // size, as cv::imdecode.
   bool reduced_jpeg_decode = true;
-  int min_longer_side = 0;
 };
 
 class ImageLoader {

@@ -2,7 +2,6 @@
 
 #include <csetjmp>
 #include <cstdio>  // jpeglib.h needs FILE
-#include <algorithm>
 #include <cstring>
 #include <opencv2/core.hpp>
 
@@ -151,7 +150,7 @@ void apply_orientation(cv::Mat& img, int orientation) {
 
 }  // namespace
 
-cv::Mat decode_jpeg(std::string_view bytes, const std::filesystem::path& file, cv::Size at_least, int longer_side_at_least) {
+cv::Mat decode_jpeg(std::string_view bytes, const std::filesystem::path& file, cv::Size at_least) {
   jpeg_decompress_struct cinfo = {};
   ErrorManager err;
   cinfo.err = jpeg_std_error(&err.pub);
@@ -167,11 +166,11 @@ cv::Mat decode_jpeg(std::string_view bytes, const std::filesystem::path& file, c
   if (!read_header(&cinfo, &err, data, bytes.size())) throw ImageError(file, std::string("cannot decode jpeg: ") + err.fatal);
   const int orientation = exif_orientation(cinfo);  // now: finishing the decompression frees the saved markers
   if (!at_least.empty()) {
-    const bool transposed = orientation >= 5;  // 5-8 swap width and height
+    const bool transposed = orientation >= 5 && orientation <= 8;  // these swap width and height
     const int need_w = transposed ? at_least.height : at_least.width, need_h = transposed ? at_least.width : at_least.height;
     for (int denom : {8, 4, 2}) {
       const int w = scaled(cinfo.image_width, denom), h = scaled(cinfo.image_height, denom);
-      if (w >= need_w && h >= need_h && std::max(w, h) >= longer_side_at_least) {
+      if (w >= need_w && h >= need_h) {
         if (!set_scale(&cinfo, &err, denom)) throw ImageError(file, std::string("cannot decode jpeg: ") + err.fatal);
         break;
       }

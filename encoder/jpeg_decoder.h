@@ -17,11 +17,9 @@ namespace captioner {
 // (premature end of data, bad Huffman code...), or "cannot decode jpeg: ..." on a fatal error.
 // Harmless warnings (extraneous bytes before a marker, an unknown JFIF revision) are dropped.
 // `at_least` (width, height of the upright photo; empty: full size): decode at the smallest of
-// libjpeg's DCT scales 1/8, 1/4 and 1/2 that keeps the photo at least that large, and its longer
-// side at least `longer_side_at_least`. The inverse DCT then makes the fewer pixels directly, and
-// colour conversion and the later resize touch a quarter of them or less: what a 12 MP photo
-// needs for a 224x224 encoder.
-cv::Mat decode_jpeg(std::string_view bytes, const std::filesystem::path& file, cv::Size at_least = {},
-                    int longer_side_at_least = 0);
+// libjpeg's DCT scales 1/8, 1/4 and 1/2 that keeps the photo at least that large. The inverse DCT
+// then makes the fewer pixels directly, and colour conversion and the later resize touch a quarter
+// of them or less: what a 12 MP photo needs for a 224x224 encoder.
+cv::Mat decode_jpeg(std::string_view bytes, const std::filesystem::path& file, cv::Size at_least = {});
 
 }  // namespace captioner

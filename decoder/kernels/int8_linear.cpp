@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <string>
 
 #include "decoder/kernels/int8_linear_kernel.h"
 
@@ -58,6 +59,39 @@ void use_onednn() {
 
 }  // namespace
 
+std::pair<torch::Tensor, torch::Tensor> quantize_rows(const torch::Tensor& weight, int64_t columns) {
+  if (weight.dim() != 2 || columns < weight.size(1)) throw std::invalid_argument("quantize_rows needs (N, K) and columns >= K");
+  const int64_t N = weight.size(0), K = weight.size(1);
+  const auto w = weight.detach().to(torch::kFloat).contiguous();
+  auto scales = torch::empty({N}, torch::kDouble);
+  auto q = torch::zeros({N, columns}, torch::kChar);
+  const float* wp = w.data_ptr<float>();
+  double* scale_p = scales.data_ptr<double>();
+  int8_t* qp = q.data_ptr<int8_t>();
+  // One pass per row, ~3x faster than the tensor ops (abs, amax, / 127, clamp_min, reciprocal, *,
+  // round_, clamp_) whose float operations it makes: the decoder's tables are built at every start.
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = wp + n * K;
+    float max_abs = 0.0f;
+    for (int64_t k = 0; k < K; ++k) {
+      if (!std::isfinite(row[k])) {
+        throw std::invalid_argument("int8 weights: row " + std::to_string(n) + " holds a non-finite value");
+      }
+      max_abs = std::max(max_abs, std::fabs(row[k]));
+    }
+    const float scale = std::max(max_abs / 127.0f, 1e-12f);
+    const float inverse = 1.0f / scale;
+    scale_p[n] = scale;
+    for (int64_t k = 0; k < K; ++k) {
+      // Clamped, then rounded half to even by adding and removing 1.5 * 2^23 (exact below 2^22;
+      // this file is built without contraction or fast math): the integer rounding first gives.
+      const float x = std::clamp(row[k] * inverse, -127.0f, 127.0f);
+      qp[n * columns + k] = static_cast<int8_t>((x + 12582912.0f) - 12582912.0f);
+    }
+  }
+  return {q, scales};
+}
+
 Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   if (weight.dim() != 2 || weight.size(1) < 1) throw std::invalid_argument("Int8Linear needs a weight of shape (N, K)");
   if (!weight.device().is_cpu()) throw std::invalid_argument("int8 decoding runs on the CPU only");
@@ -68,31 +102,11 @@ Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   // up to a multiple of 16 columns.
   padded_features_ = (in_features_ + 2 + 15) / 16 * 16;
   const int64_t N = weight.size(0), K = in_features_, Kp = padded_features_;
-  const auto w = weight.detach().to(torch::kFloat).contiguous();
-  // Symmetric per output row (oneDNN wants zero points of 0 for weights): scale = max|w| / 127,
-  // q = w * (1 / scale) rounded half to even and clamped to +-127. One pass per row in the float
-  // operations LibTorch's tensor ops made here before (abs, amax, / 127, clamp_min, reciprocal, *,
-  // round_, clamp_), ~3x faster: the tables are built at every start. (quantize_per_channel goes
-  // one element at a time in this LibTorch, no FBGEMM.) The pinning columns stay int8 zeros.
-  auto scales = torch::empty({N}, torch::kDouble);
-  auto q = torch::zeros({N, Kp}, torch::kChar);
-  const float* wp = w.data_ptr<float>();
-  double* scale_p = scales.data_ptr<double>();
-  int8_t* qp = q.data_ptr<int8_t>();
-  for (int64_t n = 0; n < N; ++n) {
-    const float* row = wp + n * K;
-    float max_abs = 0.0f;
-    for (int64_t k = 0; k < K; ++k) max_abs = std::max(max_abs, std::fabs(row[k]));
-    const float scale = std::max(max_abs / 127.0f, 1e-12f);
-    const float inverse = 1.0f / scale;
-    scale_p[n] = scale;
-    for (int64_t k = 0; k < K; ++k) {
-      // Clamped, then rounded half to even by adding and removing 1.5 * 2^23 (exact below 2^22):
-      // the same integer as rounding first, for inputs in [-127, 127] and beyond.
-      const float x = std::clamp(row[k] * inverse, -127.0f, 127.0f);
-      qp[n * Kp + k] = static_cast<int8_t>((x + 12582912.0f) - 12582912.0f);
-    }
-  }
+  // Symmetric per output row: oneDNN wants zero points of 0 for weights. The pinning columns are
+  // zeros. (quantize_per_channel goes one element at a time in this LibTorch, no FBGEMM.)
+  auto [q, scales] = quantize_rows(weight, Kp);
+  const int8_t* qp = q.data_ptr<int8_t>();
+  const double* scale_p = scales.data_ptr<double>();
   auto zero_points = torch::zeros({N}, torch::kLong);
   auto qweight = at::_make_per_channel_quantized_tensor(q, scales, zero_points, 0);
   c10::optional<at::Tensor> b;

@@ -20,9 +20,16 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace captioner {
+
+// Symmetric per-row int8 of `weight` (N, K) float: scale_n = max(max_k |w_nk| / 127, 1e-12) and
+// q_nk = w_nk * (1 / scale_n) clamped to +-127 and rounded half to even, in the float operations
+// LibTorch's tensor ops make for that recipe (the tests hold it to them). Returns q (N, columns)
+// int8, zero past K, and the scales (N) double. Throws std::invalid_argument on non-finite weights.
+std::pair<torch::Tensor, torch::Tensor> quantize_rows(const torch::Tensor& weight, int64_t columns);
 
 class Int8Linear {
  public:

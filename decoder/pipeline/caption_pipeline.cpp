@@ -3,7 +3,6 @@
 #include <ATen/Parallel.h>
 #include <malloc.h>
 
-#include <algorithm>
 #include <condition_variable>
 #include <map>
 #include <exception>
@@ -154,9 +153,7 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
   bo.prefetch = options_.prefetch;
   bo.with_flipped = model_.num_views() > 1;
   bo.thumbnail_size = options_.thumbnail_size;
-  ImageLoaderOptions io = options_.image;
-  io.min_longer_side = std::max(io.min_longer_side, options_.thumbnail_size);  // thumbnails come from the same pixels
-  ImageBatcher batcher(files, ImageLoader(encoder_.info().spec, io), bo, in_memory);
+  ImageBatcher batcher(files, ImageLoader(encoder_.info().spec, options_.image), bo, in_memory);
   auto scorer = model_.make_scorer(options_.search.mi_weight);
   size_t failed = 0, done = 0;
 

@@ -244,6 +244,18 @@ TEST(ImageLoader, NormalisesEightBitPlanesPerChannel) {
     }
   }
 
+  // And the values themselves, ImageNet's mean and std: (0 - 0.485) / 0.229, (128 / 255 - 0.456) /
+  // 0.224, (255 / 255 - 0.406) / 0.225.
+  s.bgr = false;
+  const uint8_t px[3] = {0, 128, 255};
+  std::vector<uint8_t> three(3 * 256);
+  for (int p = 0; p < 3; ++p) std::fill(three.begin() + p * 256, three.begin() + (p + 1) * 256, px[p]);
+  std::vector<float> values(three.size());
+  s.normalise(three.data(), values.data(), 1);
+  EXPECT_NEAR(values[0], -2.1179039f, 2e-6);
+  EXPECT_NEAR(values[256], 0.2051821f, 2e-6);
+  EXPECT_NEAR(values[512], 2.64f, 2e-6);
+
   // resize_to_planes keeps 8-bit values in the network's channel order.
   s.bgr = true;
   std::vector<uint8_t> got(3 * 256);
@@ -319,32 +331,32 @@ TEST(ImageLoader, OurJpegDecodingIsOpenCvsPixelForPixel) {
 }
 
 // A JPEG at least twice what is needed decodes reduced in the DCT, pixel for pixel as OpenCV's
-// IMREAD_REDUCED_COLOR_2/4/8, at the smallest scale that keeps the size asked for (upright, and
-// the longer side for thumbnails); ImageLoader asks for its encoder's input unless told not to.
+// IMREAD_REDUCED_COLOR_2/4/8, at the smallest scale that keeps the size asked for (upright);
+// ImageLoader asks for its encoder's input unless told not to.
 TEST(ImageLoader, LargeJpegsDecodeReducedNeverBelowWhatIsNeeded) {
   cv::Mat noise(300, 500, CV_8UC3);
   cv::randu(noise, 0, 255);
   const std::string jpeg = encode(noise, ".jpg");
   struct Case {
     cv::Size at_least;
-    int longer_side;
     cv::Size expected;
     int opencv_flags;
   };
-  for (const Case& c : {Case{{60, 30}, 0, {63, 38}, cv::IMREAD_REDUCED_COLOR_8},   // 500 / 8 and 300 / 8, rounded up
-                        Case{{60, 40}, 0, {125, 75}, cv::IMREAD_REDUCED_COLOR_4},  // 38 rows are too few at 1/8
-                        Case{{200, 150}, 0, {250, 150}, cv::IMREAD_REDUCED_COLOR_2},
-                        Case{{60, 30}, 200, {250, 150}, cv::IMREAD_REDUCED_COLOR_2},  // a 200-pixel thumbnail
-                        Case{{251, 10}, 0, {500, 300}, cv::IMREAD_COLOR},             // not twice as wide
-                        Case{{}, 0, {500, 300}, cv::IMREAD_COLOR}}) {                 // nothing asked: full size
+  for (const Case& c : {Case{{60, 30}, {63, 38}, cv::IMREAD_REDUCED_COLOR_8},   // 500 / 8 and 300 / 8, rounded up
+                        Case{{60, 40}, {125, 75}, cv::IMREAD_REDUCED_COLOR_4},  // 38 rows are too few at 1/8
+                        Case{{200, 150}, {250, 150}, cv::IMREAD_REDUCED_COLOR_2},
+                        Case{{251, 10}, {500, 300}, cv::IMREAD_COLOR},  // not twice as wide
+                        Case{{}, {500, 300}, cv::IMREAD_COLOR}}) {      // nothing asked: full size
     const std::string what = "at least " + std::to_string(c.at_least.width) + "x" + std::to_string(c.at_least.height);
-    const cv::Mat got = decode_jpeg(jpeg, "noise.jpg", c.at_least, c.longer_side);
+    const cv::Mat got = decode_jpeg(jpeg, "noise.jpg", c.at_least);
     EXPECT_EQ(got.size(), c.expected) << what;
     expect_opencvs_pixels(got, jpeg, c.opencv_flags, what);
   }
   // Turned upright by EXIF (orientation 6: 300 wide, 500 high), the size asked for is upright too.
   const cv::Mat turned = decode_jpeg(with_exif_orientation(jpeg, 6), "turned.jpg", {30, 60});
   EXPECT_EQ(turned.size(), cv::Size(38, 63));
+  // An orientation outside 1-8 turns nothing, so nothing is swapped when choosing the scale.
+  EXPECT_EQ(decode_jpeg(with_exif_orientation(jpeg, 9), "odd.jpg", {30, 60}).size(), cv::Size(125, 75));
 
   TempDir tmp;
   write_text(tmp / "large.jpg", encode(cv::Mat(800, 1000, CV_8UC3, cv::Scalar(10, 200, 30)), ".jpg"));
@@ -353,9 +365,6 @@ TEST(ImageLoader, LargeJpegsDecodeReducedNeverBelowWhatIsNeeded) {
   ImageLoaderOptions full;
   full.reduced_jpeg_decode = false;
   EXPECT_EQ(ImageLoader(s, full).decode(tmp / "large.jpg").size(), cv::Size(1000, 800));
-  ImageLoaderOptions thumbnails;
-  thumbnails.min_longer_side = 600;
-  EXPECT_EQ(ImageLoader(s, thumbnails).decode(tmp / "large.jpg").size(), cv::Size(1000, 800));
   s.resize = PreprocessSpec::Resize::kShorterSideCrop;  // shorter side 256 before the crop
   s.resize_size = 256;
   EXPECT_EQ(ImageLoader(s).decode(tmp / "large.jpg").size(), cv::Size(500, 400));

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <tuple>
 
 #include "decoder/search/caption_search.h"
@@ -18,6 +19,33 @@ torch::Tensor hidden_like(int64_t rows, int64_t width, uint64_t seed) {
   return torch::tanh(torch::randn({rows, width}));
 }
 }  // namespace
+
+// The hand loop makes exactly what LibTorch's tensor ops make for the recipe (it replaced them to
+// cut start-up): random rows at several magnitudes, a zero row, a tiny one, rows whose products
+// land on .5 (ties round to even) and one at the clamp.
+TEST(Int8Linear, QuantizesRowsAsLibTorchsTensorOps) {
+  torch::manual_seed(11);
+  const int64_t N = 64, K = 301, columns = 320;
+  auto w = torch::randn({N, K}) * torch::rand({N, 1}) * 3;
+  w[0].zero_();
+  w[1].fill_(1e-30f);
+  w[2] = (torch::arange(K) % 254).to(torch::kFloat) - 126.5f;  // k + 0.5 at scale 1: every tie
+  w[2][0] = 127.0f;
+  w[3] = torch::linspace(-1, 1, K);
+  auto [q, scales] = quantize_rows(w, columns);
+  auto padded = torch::zeros({N, columns});
+  padded.narrow(1, 0, K).copy_(w);
+  const auto expected_scales = (padded.abs().amax(1) / 127.0).clamp_min(1e-12);
+  const auto expected_q = (padded * expected_scales.reciprocal().unsqueeze(1)).round_().clamp_(-127, 127).to(torch::kChar);
+  EXPECT_TRUE(torch::equal(scales.to(torch::kFloat), expected_scales));
+  EXPECT_TRUE(torch::equal(q, expected_q));
+  EXPECT_EQ(q[2][1].item<int>(), -126);  // -125.5 rounds to even
+  EXPECT_EQ(q[2][2].item<int>(), -124);  // -124.5 too
+
+  w[5][7] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW(quantize_rows(w, columns), std::invalid_argument);
+  EXPECT_THROW(quantize_rows(w, K - 1), std::invalid_argument);
+}
 
 TEST(Int8Linear, IsCloseToTheFloatProduct) {
   torch::manual_seed(3);

@@ -172,7 +172,9 @@ TEST_F(Install, InstallsTheBinaryLibraryHeadersPackageFilesAndModels) {
   r = run_shell("nm -D --defined-only '" + (p / "lib/libcaptioner.so").string() + "' | awk '{print $3}'");
   EXPECT_NE(r.out.find("captioner_caption_file"), std::string::npos);
   for (const auto& symbol : lines(r.out)) {
-    if (!symbol.empty()) EXPECT_EQ(symbol.rfind("captioner_", 0), 0u) << "exported: " << symbol;
+    if (!symbol.empty()) {
+      EXPECT_EQ(symbol.rfind("captioner_", 0), 0u) << "exported: " << symbol;
+    }
   }
   // The public headers include nothing of LibTorch's or OpenCV's: a consumer needs neither.
   const fs::path dir = work("headers");
