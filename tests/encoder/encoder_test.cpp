@@ -6,6 +6,7 @@
 #include <fstream>
 #include <limits>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <nlohmann/json.hpp>
 
 #include "datasets/file_io.h"
@@ -79,6 +80,39 @@ TEST(Encoder, Int8StaysCloseToFloatOnRealPhotos) {
   auto cos = torch::cosine_similarity(f32.encode(x), i8.encode(x), 1);
   EXPECT_GT(cos.mean().item<double>(), 0.95);
   EXPECT_GT(cos.min().item<double>(), 0.7);
+}
+
+// Large JPEGs are decoded reduced in the DCT (ImageLoaderOptions::reduced_jpeg_decode): the
+// encoder then sees a slightly different 224x224 image than full decoding and area resizing give.
+// The features must stay close; held-out captions did not move beyond noise (bench/RESULTS.md,
+// 2026-12-07 21:02: 500 held-out photos upscaled 2x and 4x, BLEU-4 within 0.004).
+TEST(Encoder, ReducedJpegDecodingKeepsFeaturesClose) {
+  REQUIRE_DEFAULT_ENCODER();
+  REQUIRE_SHARED();
+  Encoder i8 = Encoder::load(int8_encoder());
+  const PreprocessSpec& s = i8.info().spec;
+  ImageLoaderOptions full_size;
+  full_size.reduced_jpeg_decode = false;
+  const ImageLoader reduced(s), full(s, full_size);
+  auto files = test::flickr8k_images(16);
+  ASSERT_EQ(files.size(), 16u);
+  auto a = torch::empty({16, 3, s.input_height, s.input_width}, torch::kByte), b = torch::empty_like(a);
+  for (int64_t i = 0; i < 16; ++i) {
+    // Flickr8k's 224-pixel photos, made 2x and 4x larger, as a camera's photo would be.
+    cv::Mat photo = full.decode(files[static_cast<size_t>(i)]), large;
+    cv::resize(photo, large, {}, i % 2 ? 4 : 2, i % 2 ? 4 : 2, cv::INTER_CUBIC);
+    cv::cvtColor(large, large, cv::COLOR_RGB2BGR);
+    std::vector<uchar> jpeg;
+    cv::imencode(".jpg", large, jpeg, {cv::IMWRITE_JPEG_QUALITY, 92});
+    const std::string_view bytes(reinterpret_cast<const char*>(jpeg.data()), jpeg.size());
+    const cv::Mat small = reduced.decode_bytes(bytes, "large.jpg");
+    ASSERT_EQ(small.cols, photo.cols) << "decoded at 1/" << (i % 2 ? 4 : 2);
+    reduced.resize_to_planes(small, a[i].data_ptr<uint8_t>());
+    full.resize_to_planes(full.decode_bytes(bytes, "large.jpg"), b[i].data_ptr<uint8_t>());
+  }
+  auto cos = torch::cosine_similarity(i8.encode(a), i8.encode(b), 1);
+  EXPECT_GT(cos.mean().item<double>(), 0.99) << cos;  // measured 0.9976 on AVX2 (int8 against float: 0.98)
+  EXPECT_GT(cos.min().item<double>(), 0.98) << cos;   // measured 0.9959
 }
 
 // On AVX-512 CPUs a loaded int8 module failed with oneDNN's "could not create a primitive
