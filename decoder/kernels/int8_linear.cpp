@@ -132,6 +132,9 @@ Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
     if (bp) row_bias_[static_cast<size_t>(n)] = bp[n] * bias_scale;
   }
   own_rows_ = own_rows_equal_onednn();
+  // Where the op's result for a row depends on how many rows come with it, our loop takes every
+  // input, so a photo's caption does not depend on its batch.
+  own_rows_always_ = own_rows_ && !onednn_rows_independent_of_count();
   if (!own_rows_) {  // the op is used for every input; the copy is not needed
     row_weights_ = {};
     row_sums_ = {};
@@ -165,13 +168,29 @@ bool Int8Linear::own_rows_equal_onednn() const {
   return true;
 }
 
+bool Int8Linear::onednn_rows_independent_of_count() const {
+  // The probe rows again, alone (padded to one block of 16) and among 48 (a batch's beams): with
+  // VNNI, oneDNN rounds a row's output differently when the call holds more blocks of rows.
+  const int64_t K = in_features_;
+  auto probe = torch::empty({48, K}, torch::kFloat);
+  float* p = probe.data_ptr<float>();
+  std::vector<float> sweep;
+  for (int j = -64; j < 64; ++j) sweep.push_back(static_cast<float>((j + 0.5) / 63.5));
+  for (int64_t i = 0; i < 48 * K; ++i) p[i] = sweep[static_cast<size_t>(i * 7 + i / K) % sweep.size()];
+  const auto many = forward_onednn(probe);
+  for (int64_t r : {0, 1, 47}) {
+    if (!torch::equal(forward_onednn(probe.narrow(0, r, 1)), many.narrow(0, r, 1))) return false;
+  }
+  return true;
+}
+
 torch::Tensor Int8Linear::forward(const torch::Tensor& x) const {
   if (!defined()) throw std::logic_error("Int8Linear used before it was built");
   if (x.dim() != 2 || x.size(1) != in_features_) {
     throw std::invalid_argument("Int8Linear expects (R, " + std::to_string(in_features_) + "), got " + c10::str(x.sizes()));
   }
   const int64_t R = x.size(0);
-  if (!own_rows_ || R == 0 || R >= kOwnRowsBelow || !x.device().is_cpu()) return forward_onednn(x);
+  if (!own_rows_ || R == 0 || (R >= kOwnRowsBelow && !own_rows_always_) || !x.device().is_cpu()) return forward_onednn(x);
   auto xf = x.to(torch::kFloat).contiguous();
   const float* xp = xf.data_ptr<float>();
   // Outside [-1, 1] (or NaN) the op measures its own range: it alone reproduces that.

@@ -13,6 +13,9 @@
 // Few rows (a beam or two: serving one photo) go to our own AVX2 loop instead
 // (decoder/kernels/int8_linear_kernel.h), which the op pads to 16 rows and pays a fixed cost for;
 // it is used only where it gave the op's results bit for bit on this CPU when the layer was built.
+// With VNNI the op rounds a row's output differently in calls of 16 rows and of more, so there
+// our loop takes every input: a row's result must not depend on its batch (+30% decoding time on
+// a 2-core Xeon with AVX-512 VNNI: 2.2-2.4 against 1.8-1.9 ms per photo at beam 3).
 //
 // Shapes: x (R, K) float, W (N, K), b (N) -> y (R, N) float. CPU only (oneDNN quantized engine).
 #pragma once
@@ -42,12 +45,15 @@ class Int8Linear {
   torch::Tensor forward(const torch::Tensor& x) const;
   // Always LibTorch's op (what forward() must equal; tests compare the two).
   torch::Tensor forward_onednn(const torch::Tensor& x) const;
-  // Whether forward() takes inputs of fewer than kOwnRowsBelow rows to our own loop.
+  // Whether forward() takes inputs of fewer than kOwnRowsBelow rows to our own loop, and whether
+  // it takes all of them (where the op's rows depend on their count: oneDNN with VNNI).
   bool own_rows() const { return own_rows_; }
+  bool own_rows_always() const { return own_rows_always_; }
   static constexpr int64_t kOwnRowsBelow = 16;
 
  private:
-  bool own_rows_equal_onednn() const;  // the check at construction, on probe rows
+  bool own_rows_equal_onednn() const;             // the check at construction, on probe rows
+  bool onednn_rows_independent_of_count() const;  // a probe row alone and among 48 agree
 
   c10::IValue packed_;           // LibTorch's packed-weights object for quantized::linear_dynamic
   int64_t in_features_ = 0;      // K
@@ -58,6 +64,7 @@ class Int8Linear {
   std::vector<int32_t> row_sums_;
   std::vector<float> row_bias_, row_scale_;
   bool own_rows_ = false;
+  bool own_rows_always_ = false;
 };
 
 }  // namespace captioner
