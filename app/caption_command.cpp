@@ -196,9 +196,11 @@ std::string describe_search(const SearchOptions& s) {
     std::snprintf(text, sizeof text, "sampled (temperature %g, top-k %d, seed %llu)", s.temperature, s.top_k,
                   static_cast<unsigned long long>(s.seed));
   } else {
+    std::string tags;
+    if (s.tag_threshold > 0) tags += ", tags at confidence " + std::to_string(s.tag_threshold).substr(0, 4);
+    if (s.subject_threshold > 0) tags += ", animal subjects at " + std::to_string(s.subject_threshold).substr(0, 4);
     std::snprintf(text, sizeof text, "beam %d, length penalty %g, at most %d words%s", s.beam_size, s.length_penalty,
-                  s.max_length,
-                  s.tag_threshold > 0 ? (", tags at confidence " + std::to_string(s.tag_threshold).substr(0, 4)).c_str() : "");
+                  s.max_length, tags.c_str());
   }
   return text;
 }
@@ -366,6 +368,10 @@ void run_caption(const CaptionOptions& o) {
     }
   };
   cb.should_stop = [] { return stop_requested().load(); };
+  cb.on_warning = [&](const std::string& w) {
+    bar.finish();
+    std::cerr << "warning: " << w << "\n";
+  };
   const size_t failed = pipeline.run(pending.photos, cb);
   bar.finish();
   writer->finish();

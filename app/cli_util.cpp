@@ -352,6 +352,12 @@ void add_search_overrides(CLI::App& cmd, SearchOverrides& search, const std::str
       ->check(CLI::Range(0.0, 1.0))
       ->group(group);
   add_old_spelling(cmd, "--tags", "--tag-confidence", search.tag_threshold);
+  cmd.add_option("--subject-confidence", search.subject_threshold,
+                 "Animal subjects: when the classifier is at least this sure of an animal the caption does not name "
+                 "(\"bird\" for an eagle), caption the photo again about it (0: off)")
+      ->default_str(defaults_from)
+      ->check(CLI::Range(0.0, 1.0))
+      ->group(group);
   cmd.add_option("--mi-weight", search.mi_weight,
                  "Mutual-information decoding: rank words by log p(w|photo) - L log p(w|mean photo), "
                  "for captions that say what sets a photo apart (0: off; doubles decoding work)")

@@ -100,7 +100,7 @@ std::vector<CaptionResult> caption_dataset(const EvalOptions& o, CaptionDataset&
   std::vector<CaptionResult> results;
   for (size_t k = 0; k < captioned.rows.size(); ++k) {
     kept.push_back(std::move(refs.records[captioned.rows[k]]));
-    results.push_back({kept.back().image_id, model.vocab.decode(captioned.captions[k].tokens)});
+    results.push_back({kept.back().image_id, model.vocab.caption_text(captioned.captions[k].tokens)});
   }
   refs.records = std::move(kept);
   return results;

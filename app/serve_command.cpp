@@ -179,9 +179,12 @@ SearchOptions request_options(const httplib::Request& req, const SearchOptions& 
   // tag_confidence, as the CLI's --tag-confidence; "tags", its old name, still works.
   if (auto v = number("tags", 0, 1)) p.tag_threshold = *v;
   if (auto v = number("tag_confidence", 0, 1)) p.tag_threshold = *v;
+  if (auto v = number("subject_confidence", 0, 1)) p.subject_threshold = *v;
   for (const auto& [name, value] : req.params) {
-    if (name != "beam" && name != "max_len" && name != "length_penalty" && name != "tag_confidence" && name != "tags") {
-      throw std::invalid_argument("unknown option " + name.substr(0, 32) + " (beam, max_len, length_penalty, tag_confidence)");
+    if (name != "beam" && name != "max_len" && name != "length_penalty" && name != "tag_confidence" && name != "tags" &&
+        name != "subject_confidence") {
+      throw std::invalid_argument("unknown option " + name.substr(0, 32) +
+                                  " (beam, max_len, length_penalty, tag_confidence, subject_confidence)");
     }
   }
   return p.applied_to(model_options);

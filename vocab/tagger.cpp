@@ -228,24 +228,35 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
     }
   }
   const auto word_senses = first_noun_senses(vocab, wordnet, is_content_word);
-  for (auto& [id, concepts] : concepts_of_words(word_senses, synset, concept_of)) {
-    for (int64_t k : concepts) {
-      tagger.concepts_[static_cast<size_t>(k)].satisfied_by.push_back(id);
-      tagger.word_concepts_[id].push_back(static_cast<int>(k));
-    }
-  }
-  for (auto& c : tagger.concepts_) std::sort(c.satisfied_by.begin(), c.satisfied_by.end());
   // People words: a most common sense at or below WordNet's person or people ("men"; "crowd" is
-  // not, it is a group). Animal concepts: at or below animal.
+  // not, it is a group), or any sense the tagged corpus uses for a person: "male" is first an
+  // animal, but "a male climbs a rock" is a man. Animal concepts: at or below animal.
   BelowRoots is_people(synset, wordnet, {"person", "people"}), is_animal(synset, wordnet, {"animal"});
+  std::unordered_set<int64_t> people;
   for (const auto& [id, sense] : word_senses) {
-    if (is_people(sense)) tagger.people_.push_back(id);
+    const auto tagged = wordnet.tagged_noun_senses(vocab.token(id));
+    if (is_people(sense) || std::any_of(tagged.begin(), tagged.end(), [&](int64_t s) { return is_people(s); })) {
+      tagger.people_.push_back(id);
+      people.insert(id);
+    }
   }
   tagger.concept_is_people_.assign(tagger.concepts_.size(), false);
   tagger.concept_is_animal_.assign(tagger.concepts_.size(), false);
   for (const auto& [offset, k] : concept_of) {
     tagger.concept_is_people_[static_cast<size_t>(k)] = is_people(offset);
     tagger.concept_is_animal_[static_cast<size_t>(k)] = is_animal(offset);
+  }
+  // A word that may name a person names nothing else for certain: "a male" is no animal.
+  for (auto& [id, concepts] : concepts_of_words(word_senses, synset, concept_of)) {
+    for (int64_t k : concepts) {
+      if (people.count(id) && !tagger.concept_is_people_[static_cast<size_t>(k)]) continue;
+      tagger.concepts_[static_cast<size_t>(k)].satisfied_by.push_back(id);
+      tagger.word_concepts_[id].push_back(static_cast<int>(k));
+    }
+  }
+  for (auto& c : tagger.concepts_) std::sort(c.satisfied_by.begin(), c.satisfied_by.end());
+  for (const auto& [id, sense] : word_senses) {
+    if (concept_of.count(sense) && !(people.count(id) && !is_people(sense))) tagger.names_concept_.insert(id);
   }
   // Each concept's broader words (Tag::broader): the words whose nearest concept lies above it on
   // the chain of a class it gathers. below[f]: the concepts f lies above on some chain.
@@ -282,17 +293,25 @@ std::optional<Tag> Tagger::tag(const std::vector<float>& class_probabilities, do
   }
   if (best < 0) return std::nullopt;
   const Concept& c = concepts_[static_cast<size_t>(best)];
-  Tag tag{c.word, c.word_id, mass[static_cast<size_t>(best)], {}, {}, {}, {}, false};
+  Tag tag{c.word, c.word_id, mass[static_cast<size_t>(best)], {}, {}, {}, {}, {}, false};
   if (!concept_is_people_[static_cast<size_t>(best)]) tag.people = people_;
   tag.animal = concept_is_animal_[static_cast<size_t>(best)];
   tag.broader = c.broader;
   // A broad tag is not met by a kind of it that the classifier rules out: "animal" for a photo
   // of a giraffe is not met by "dog", nor by "puppy", when the dog classes together score below
-  // kRuledOut.
+  // kRuledOut. A caption made to name the tag names it, or a kind the classifier thinks more
+  // likely present than not (the tag's word for the giraffe, not "bird" at 8% of its animal
+  // classes): ImageNet's classes often miss Flickr8k's jumping dogs, so only a caption's own
+  // words are judged at kRuledOut.
   for (int64_t w : c.satisfied_by) {
-    bool ruled_out = false;
-    for (int k : word_concepts_.at(w)) ruled_out = ruled_out || mass[static_cast<size_t>(k)] < kRuledOut;
-    (ruled_out ? tag.ruled_out : tag.satisfied_by).push_back(w);
+    double least = 1;
+    for (int k : word_concepts_.at(w)) least = std::min(least, mass[static_cast<size_t>(k)]);
+    if (least < kRuledOut) {
+      tag.ruled_out.push_back(w);
+      continue;
+    }
+    tag.satisfied_by.push_back(w);
+    if (w == c.word_id || (least >= kKindShare * tag.probability && names_concept_.count(w))) tag.named_by.push_back(w);
   }
   return tag;
 }

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "vocab/vocabulary.h"
@@ -21,6 +22,9 @@ struct Tag {
   double probability = 0;  // summed over the classes that are kinds of it
   std::vector<int64_t> satisfied_by;
   std::vector<int64_t> ruled_out;  // kinds of it the classifier gives less than 2% together
+  // Those of satisfied_by a caption made to name the tag may use: the tag's own words and kinds
+  // holding at least half of its probability.
+  std::vector<int64_t> named_by;
   // Vocabulary words for people ("man", "girls", "people"), which the ImageNet classes cannot
   // vouch for: a caption led by one of them invents a person. Empty when the tag is itself a person.
   std::vector<int64_t> people;
@@ -58,11 +62,15 @@ class Tagger {
     std::vector<int64_t> broader;       // Tag::broader when it is the tag, sorted
   };
   static constexpr double kRuledOut = 0.02;
+  static constexpr double kKindShare = 0.5;       // Tag::named_by: a kind's least share of the tag's probability
   std::vector<std::vector<int>> class_concepts_;  // per class: indices into concepts_, nearest first
   std::vector<Concept> concepts_;
   std::unordered_map<int64_t, std::vector<int>> word_concepts_;  // word id -> concepts at or above its sense
   std::vector<int64_t> people_;                                  // sorted word ids (Tag::people)
-  std::vector<bool> concept_is_people_;                          // per concept: a person or people
+  // Words whose sense is a concept: the classifier can vouch for "dog", not for "deer", which
+  // no class lies under (Tag::named_by).
+  std::unordered_set<int64_t> names_concept_;
+  std::vector<bool> concept_is_people_;  // per concept: a person or people
   std::vector<bool> concept_is_animal_;
 };
 

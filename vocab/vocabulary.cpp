@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <string_view>
 
 #include "datasets/file_io.h"
 #include "datasets/json_util.h"
@@ -86,6 +87,25 @@ std::string Vocabulary::decode(const std::vector<int64_t>& ids) const {
     if (i == kPad || i == kStart) continue;
     if (!out.empty()) out += ' ';
     out += token(i);
+  }
+  return out;
+}
+
+std::string Vocabulary::caption_text(const std::vector<int64_t>& ids) const {
+  std::string out;
+  std::string_view previous;
+  for (int64_t i : ids) {
+    if (i == kEnd) break;
+    if (i == kPad || i == kStart) continue;
+    const std::string& word = token(i);
+    // "a uniform", "a one": u and "one" keep "a"; a, e, i, o take "an".
+    if (previous == "a" && !word.empty() && std::string_view("aeio").find(word[0]) != std::string_view::npos &&
+        word.rfind("one", 0) != 0) {
+      out += 'n';
+    }
+    if (!out.empty()) out += ' ';
+    out += word;
+    previous = word;
   }
   return out;
 }

@@ -45,6 +45,9 @@ class Vocabulary {
   std::vector<int64_t> encode(const std::vector<std::string>& tokens, bool add_start_end = true) const;
   // Words up to the first <end>, specials skipped, joined by spaces.
   std::string decode(const std::vector<int64_t>& ids) const;
+  // decode(), with "a" made "an" before a word that starts with a vowel ("an animal"): a caption
+  // made to name a word (tag guidance) can force it after an article the model chose first.
+  std::string caption_text(const std::vector<int64_t>& ids) const;
 
   nlohmann::json to_json() const;
   static Vocabulary from_json(const nlohmann::json& j, const std::string& origin);

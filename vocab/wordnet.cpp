@@ -59,8 +59,14 @@ WordNet WordNet::open(const std::filesystem::path& dir) {
     if (std::from_chars(tail.data(), tail.data() + tail.size(), count).ec != std::errc()) continue;
     const char pos = line[pct + 1];
     if (pos != '1' && pos != '3' && pos != '5') continue;
-    auto& c = wn.tag_counts_[std::string(line.substr(0, pct))];
+    const std::string word(line.substr(0, pct));
+    auto& c = wn.tag_counts_[word];
     (pos == '1' ? c.first : c.second) += count;
+    int sense = 0;
+    const auto number = line.substr(space + 1, last - space - 1);
+    if (pos == '1' && count > 0 && std::from_chars(number.data(), number.data() + number.size(), sense).ec == std::errc()) {
+      wn.tagged_noun_senses_[word].push_back(sense);
+    }
   }
   // noun.exc: "inflected base" per line ("men man"); optional, the suffix rules work without it.
   if (const auto exceptions = dir / "noun.exc"; std::filesystem::exists(exceptions)) {
@@ -75,25 +81,41 @@ WordNet WordNet::open(const std::filesystem::path& dir) {
   return wn;
 }
 
-std::vector<int64_t> WordNet::noun_senses(std::string_view word) const {
+std::string WordNet::noun_lemma(std::string_view word) const {
   // An irregular plural first: "men" is also a lemma of its own (a workforce), rarely what a
   // caption means.
   const std::string w = index_key(word);
   if (auto it = irregular_plurals_.find(w); it != irregular_plurals_.end()) {
-    if (auto base = synsets(it->second); !base.empty()) return base;
+    if (!synsets(it->second).empty()) return index_key(it->second);
   }
-  auto senses = synsets(word);
-  if (!senses.empty()) return senses;
+  if (!synsets(w).empty()) return w;
   // WordNet's morphy, nouns: the first rule whose base form WordNet knows.
   static const std::pair<const char*, const char*> kRules[] = {{"ses", "s"},   {"xes", "x"},   {"zes", "z"}, {"ches", "ch"},
                                                                {"shes", "sh"}, {"men", "man"}, {"ies", "y"}, {"s", ""}};
   for (const auto& [suffix, ending] : kRules) {
     const std::string_view sfx(suffix);
     if (w.size() <= sfx.size() || w.compare(w.size() - sfx.size(), sfx.size(), sfx) != 0) continue;
-    senses = synsets(w.substr(0, w.size() - sfx.size()) + ending);
-    if (!senses.empty()) return senses;
+    std::string base = w.substr(0, w.size() - sfx.size()) + ending;
+    if (!synsets(base).empty()) return base;
   }
   return {};
+}
+
+std::vector<int64_t> WordNet::noun_senses(std::string_view word) const {
+  const std::string lemma = noun_lemma(word);
+  return lemma.empty() ? std::vector<int64_t>{} : synsets(lemma);
+}
+
+std::vector<int64_t> WordNet::tagged_noun_senses(std::string_view word) const {
+  const std::string lemma = noun_lemma(word);
+  auto it = tagged_noun_senses_.find(lemma);
+  if (lemma.empty() || it == tagged_noun_senses_.end()) return {};
+  const auto senses = synsets(lemma);
+  std::vector<int64_t> out;
+  for (int n : it->second) {
+    if (n >= 1 && static_cast<size_t>(n) <= senses.size()) out.push_back(senses[static_cast<size_t>(n) - 1]);
+  }
+  return out;
 }
 
 std::vector<int64_t> WordNet::synsets(std::string_view lemma) const {

@@ -81,9 +81,23 @@ class EncodedQueue {
 CaptionPipeline::CaptionPipeline(const ModelBundle& model, Encoder& encoder, CaptionPipelineOptions options)
     : model_(model), encoder_(encoder), options_(std::move(options)) {
   check_same_encoder(model_.encoder, encoder_.info(), "the model");
-  if (options_.search.tag_threshold > 0) {
-    tag_guide_.emplace(TagGuide::load(encoder_.info(), model_.vocab, options_.search.tag_threshold));
+  if (uses_tags(options_.search)) {
+    tag_guide_loading_ =
+        std::async(std::launch::async, [info = encoder_.info(), &vocab = model_.vocab, search = options_.search] {
+          std::string warning;
+          auto guide = load_tag_guide(info, vocab, search, warning);
+          return std::make_pair(std::move(guide), warning);
+        });
   }
+}
+
+TagGuide* CaptionPipeline::tag_guide(const CaptionCallbacks& cb) {
+  if (tag_guide_loading_.valid()) {
+    auto [guide, warning] = tag_guide_loading_.get();
+    tag_guide_ = std::move(guide);
+    if (!warning.empty() && cb.on_warning) cb.on_warning(warning);
+  }
+  return tag_guide_ ? &*tag_guide_ : nullptr;
 }
 
 namespace {
@@ -168,7 +182,7 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
       {
         ScopedTorchThreads threads(options_.threads.decoder);
         ScopedBlasThreads blas(options_.threads.decoder_blas);
-        captioned = caption_encoded(model_, *scorer, tag_guide_ ? &*tag_guide_ : nullptr, item.views, options_.search);
+        captioned = caption_encoded(model_, *scorer, tag_guide(cb), item.views, options_.search);
       }
       for (size_t i = 0; i < captioned.size(); ++i) {
         CaptionedImage& out = captioned[i];
@@ -216,11 +230,11 @@ size_t CaptionPipeline::run(const std::vector<std::filesystem::path>& files, con
 std::vector<CaptionedImage> caption_encoded(const ModelBundle& model, SequenceScorer& scorer, TagGuide* tags,
                                             const FeatureViews& views, const SearchOptions& search) {
   ImageTags image_tags;
-  if (tags && search.tag_threshold > 0) image_tags = tags->tags(views.front(), search.tag_threshold);
-  const std::vector<Caption> captions = search_captions(scorer, views, search, word_guides(image_tags));
+  if (tags && uses_tags(search)) image_tags = tags->tags(views.front(), search);
+  const std::vector<Caption> captions = search_captions(scorer, views, search, word_guides(image_tags, search));
   std::vector<CaptionedImage> out(captions.size());
   for (size_t i = 0; i < captions.size(); ++i) {
-    out[i].caption = model.vocab.decode(captions[i].tokens);
+    out[i].caption = model.vocab.caption_text(captions[i].tokens);
     out[i].log_prob = captions[i].log_prob;
     if (i < image_tags.size()) out[i].tag = image_tags[i];
   }
@@ -265,12 +279,14 @@ CaptionedFiles caption_files_cached(const ModelBundle& model, Encoder& encoder, 
   FeatureViews views{feats.features};
   if (fo.with_flipped) views.push_back(feats.flipped);
   ScopedTorchThreads threads(options.threads.decoder);
-  if (options.search.tag_threshold > 0) {
-    out.tags = TagGuide::load(encoder.info(), model.vocab, options.search.tag_threshold).tags(feats.features);
+  std::string warning;
+  if (auto guide = load_tag_guide(encoder.info(), model.vocab, options.search, warning)) {
+    out.tags = guide->tags(feats.features, options.search);
   }
+  if (!warning.empty()) out.warnings.push_back(warning);
   auto scorer = model.make_scorer(options.search.mi_weight);
-  out.captions =
-      caption_features(*scorer, views, options.search, options.decode_chunk, options.decode_progress, word_guides(out.tags));
+  out.captions = caption_features(*scorer, views, options.search, options.decode_chunk, options.decode_progress,
+                                  word_guides(out.tags, options.search));
   return out;
 }
 

@@ -6,8 +6,10 @@
 
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "decoder/bundle/model_bundle.h"
@@ -51,7 +53,8 @@ struct CaptionCallbacks {
   std::function<void(const CaptionedImage&)> on_caption;
   std::function<void(size_t index, const ImageError&)> on_failure;
   std::function<void(size_t done, size_t total)> on_progress;
-  std::function<bool()> should_stop;  // checked between batches: true ends the run early
+  std::function<bool()> should_stop;                   // checked between batches: true ends the run early
+  std::function<void(const std::string&)> on_warning;  // something the run goes on without, in one line
 };
 
 class CaptionPipeline {
@@ -64,11 +67,15 @@ class CaptionPipeline {
 
  private:
   FeatureViews encode_batch(ImageBatch& batch, bool with_flipped);  // frees the batch's pixels
+  TagGuide* tag_guide(const CaptionCallbacks& cb);  // waits for it; null without tags (or, warned, without WordNet)
 
   const ModelBundle& model_;
   Encoder& encoder_;
   CaptionPipelineOptions options_;
-  std::optional<TagGuide> tag_guide_;  // with options_.search.tag_threshold > 0
+  // With uses_tags(options_.search): loaded beside the first photos' reading and encoding (the
+  // classifier, WordNet and the tagger take ~0.1 s), then kept.
+  std::future<std::pair<std::optional<TagGuide>, std::string>> tag_guide_loading_;  // the guide, a warning
+  std::optional<TagGuide> tag_guide_;
 };
 
 // Captions of already-encoded images (views (N, D) each), decoded `chunk` images at a time with

@@ -238,11 +238,13 @@ void CaptionService::decode_loop() {
 }
 
 void CaptionService::prepare() {
-  // The decoder's tables before the first photo arrives rather than on its time. A failure here
-  // is the first batch's to report: it builds them again and answers each caller with the error.
+  // The decoder's tables (and the tag guide, when the model's decoding uses tags) before the
+  // first photo arrives rather than on its time. A failure here is the first batch's to report:
+  // it builds them again and answers each caller with the error.
   try {
     DecoderTurn turn(options_, turns_);
     scorer(model_.search.mi_weight).prepare();
+    tag_guide(model_.search);
   } catch (const std::exception&) {
     // Not lost: the scorer stays without its tables, so the first batch builds them again and
     // answers every caller with this error.
@@ -260,7 +262,7 @@ std::vector<PhotoResult> CaptionService::caption_batch(std::vector<std::unique_p
       for (const auto& job : batch) rows.push_back(job->views[v]);
       views.push_back(torch::stack(rows));
     }
-    TagGuide* guide = search.tag_threshold > 0 ? &tag_guide(search.tag_threshold) : nullptr;
+    TagGuide* guide = tag_guide(search);
     std::vector<CaptionedImage> captioned = caption_encoded(model_, scorer(search.mi_weight), guide, views, search);
     for (size_t i = 0; i < batch.size(); ++i) {
       captioned[i].file = batch[i]->name;
@@ -274,9 +276,16 @@ std::vector<PhotoResult> CaptionService::caption_batch(std::vector<std::unique_p
   return results;
 }
 
-TagGuide& CaptionService::tag_guide(double threshold) {
-  if (!tag_guide_) tag_guide_ = std::make_unique<TagGuide>(TagGuide::load(encoder_.info(), model_.vocab, threshold));
-  return *tag_guide_;
+TagGuide* CaptionService::tag_guide(const SearchOptions& search) {
+  if (!uses_tags(search)) return nullptr;
+  // Loaded once; animal subjects alone go without it (load_tag_guide), tried once.
+  if (!tag_guide_ && !(tag_guide_failed_ && search.tag_threshold == 0)) {
+    std::string warning;
+    auto guide = load_tag_guide(encoder_.info(), model_.vocab, search, warning);
+    if (guide) tag_guide_ = std::make_unique<TagGuide>(std::move(*guide));
+    tag_guide_failed_ = !guide;
+  }
+  return tag_guide_.get();
 }
 
 SequenceScorer& CaptionService::scorer(double mi_weight) {

@@ -81,11 +81,11 @@ class CaptionService {
 
   void encode_loop();
   void decode_loop();
-  void prepare();  // decoder thread, before its first batch: the decoding tables
+  void prepare();  // decoder thread, before its first batch: the decoding tables, the tag guide
   std::vector<PhotoResult> caption_batch(std::vector<std::unique_ptr<Job>>& batch);  // decoder thread only
-  void stop();                               // finishes what was submitted, joins the threads
-  TagGuide& tag_guide(double threshold);     // decoder thread only
-  SequenceScorer& scorer(double mi_weight);  // decoder thread only
+  void stop();                                       // finishes what was submitted, joins the threads
+  TagGuide* tag_guide(const SearchOptions& search);  // decoder thread only; loaded on first use; null: no tags
+  SequenceScorer& scorer(double mi_weight);          // decoder thread only
 
   const ModelBundle& model_;
   Encoder& encoder_;
@@ -103,6 +103,7 @@ class CaptionService {
   int encoders_running_ = 0;
 
   std::unique_ptr<TagGuide> tag_guide_;
+  bool tag_guide_failed_ = false;  // animal subjects went without it (no WordNet or classifier)
   std::map<double, std::unique_ptr<SequenceScorer>> scorers_;
 
   std::vector<std::thread> encoders_;

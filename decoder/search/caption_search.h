@@ -30,6 +30,9 @@ struct WordGuide {
   int within = 0;
   std::vector<int64_t> banned_before;
   std::vector<int64_t> also_met_by;  // words that do not satisfy the search but make a guide unneeded
+  // A caption that says one of these within its first `within` words, before any required word,
+  // and no banned word, makes the guide unneeded too ("a man ..." against an animal tag).
+  std::vector<int64_t> trusted_leads;
   bool empty() const { return required.empty() && banned.empty(); }
 };
 using WordGuides = std::vector<WordGuide>;  // one per image

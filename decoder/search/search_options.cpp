@@ -15,6 +15,7 @@ SearchOptions SearchOverrides::applied_to(SearchOptions o) const {
   if (block_ngram_repeat >= 0) o.block_ngram_repeat = block_ngram_repeat;
   if (max_word_repeats >= 0) o.max_word_repeats = max_word_repeats;
   if (tag_threshold >= 0) o.tag_threshold = tag_threshold;
+  if (subject_threshold >= 0) o.subject_threshold = subject_threshold;
   if (mi_weight >= 0) o.mi_weight = mi_weight;
   return o;
 }
@@ -24,8 +25,8 @@ bool same_decoding(const SearchOptions& a, const SearchOptions& b) {
          a.length_penalty == b.length_penalty && a.block_ngram_repeat == b.block_ngram_repeat &&
          a.block_consecutive_repeat == b.block_consecutive_repeat && a.suppress_unk == b.suppress_unk &&
          a.max_word_repeats == b.max_word_repeats && a.repeat_exempt == b.repeat_exempt && a.tag_threshold == b.tag_threshold &&
-         a.mi_weight == b.mi_weight && a.sample == b.sample && a.temperature == b.temperature && a.top_k == b.top_k &&
-         a.seed == b.seed;
+         a.subject_threshold == b.subject_threshold && a.mi_weight == b.mi_weight && a.sample == b.sample &&
+         a.temperature == b.temperature && a.top_k == b.top_k && a.seed == b.seed;
 }
 
 json search_options_to_json(const SearchOptions& o) {
@@ -38,6 +39,7 @@ json search_options_to_json(const SearchOptions& o) {
               {"suppress_unk", o.suppress_unk},
               {"max_word_repeats", o.max_word_repeats},
               {"tag_threshold", o.tag_threshold},
+              {"subject_threshold", o.subject_threshold},
               {"mi_weight", o.mi_weight}};
 }
 
@@ -53,6 +55,7 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("suppress_unk")) o.suppress_unk = v.at("suppress_unk").as_bool();
   if (v.has("max_word_repeats")) o.max_word_repeats = static_cast<int>(v.at("max_word_repeats").as_int());
   if (v.has("tag_threshold")) o.tag_threshold = v.at("tag_threshold").as_number();
+  if (v.has("subject_threshold")) o.subject_threshold = v.at("subject_threshold").as_number();
   if (v.has("mi_weight")) o.mi_weight = v.at("mi_weight").as_number();
   // The same ranges the command line accepts: a hand-edited 100000-wide beam would otherwise
   // allocate gigabytes before failing inside LibTorch.
@@ -67,8 +70,9 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("length_penalty") && !(o.length_penalty >= 0 && o.length_penalty <= 10)) {
     v.at("length_penalty").fail("must be between 0 and 10");
   }
-  if (v.has("tag_threshold") && !(o.tag_threshold >= 0 && o.tag_threshold <= 1)) {
-    v.at("tag_threshold").fail("must be between 0 and 1");
+  for (const char* key : {"tag_threshold", "subject_threshold"}) {
+    const double t = std::string(key) == "tag_threshold" ? o.tag_threshold : o.subject_threshold;
+    if (v.has(key) && !(t >= 0 && t <= 1)) v.at(key).fail("must be between 0 and 1");
   }
   if (v.has("mi_weight") && !(o.mi_weight >= 0 && o.mi_weight < 1)) v.at("mi_weight").fail("must be at least 0 and below 1");
   return o;

@@ -25,6 +25,10 @@ struct SearchOptions {
   // > 0: tag-guided captioning (decoder/search/tag_guide.h): when the encoder's ImageNet head is this
   // sure of a concept the vocabulary can name, the caption must name it. 0: off.
   double tag_threshold = 0;
+  // > 0: animal subjects, tag guidance for animals alone: when the ImageNet head is this sure of
+  // an animal (and the tag_threshold is off or higher), a caption that does not name it, or names
+  // a kind of it the head rules out, is made again with the animal as its subject. 0: off.
+  double subject_threshold = 0;
   // > 0: mutual-information decoding (Li et al. 2016, "A Diversity-Promoting Objective Function
   // for Neural Conversation Models"): words are ranked by log p(w | photo) - mi_weight *
   // log p(w | mean photo), so a caption says what sets this photo apart rather than what every
@@ -38,13 +42,14 @@ struct SearchOptions {
 
 // What a command line may change in a model's decoding defaults; unset fields keep the model's.
 struct SearchOverrides {
-  int beam_size = 0;            // 0: the model's
-  int max_length = 0;           // 0: the model's
-  double length_penalty = -1;   // < 0: the model's
-  int block_ngram_repeat = -1;  // < 0: the model's
-  int max_word_repeats = -1;    // < 0: the model's
-  double tag_threshold = -1;    // < 0: the model's; 0: off
-  double mi_weight = -1;        // < 0: the model's; 0: off
+  int beam_size = 0;              // 0: the model's
+  int max_length = 0;             // 0: the model's
+  double length_penalty = -1;     // < 0: the model's
+  int block_ngram_repeat = -1;    // < 0: the model's
+  int max_word_repeats = -1;      // < 0: the model's
+  double tag_threshold = -1;      // < 0: the model's; 0: off
+  double subject_threshold = -1;  // < 0: the model's; 0: off
+  double mi_weight = -1;          // < 0: the model's; 0: off
   SearchOptions applied_to(SearchOptions defaults) const;
 };
 

@@ -37,8 +37,8 @@ size_t class_index(const std::vector<std::string>& labels, const std::string& la
 // A caption vocabulary with the words the tests look for, as Flickr8k's has them.
 Vocabulary caption_vocabulary() {
   std::vector<std::vector<std::string>> captions;
-  for (const char* w :
-       {"bird", "eagle", "horse", "cat", "animal", "dog", "dogs", "puppy", "young", "man", "men", "toy", "kite", "piece"}) {
+  for (const char* w : {"bird", "eagle", "horse", "cat", "animal", "dog", "dogs", "puppy", "young", "man", "men", "toy", "kite",
+                        "piece", "male", "female"}) {
     for (int i = 0; i < 5; ++i) captions.push_back({"a", w, "is", "here"});
   }
   return Vocabulary::build(captions, 5);
@@ -77,6 +77,13 @@ TEST(WordNet, PluralsAsCaptionsWriteThemFindTheirSingularsSenses) {
   EXPECT_EQ(wn.noun_senses("churches"), wn.synsets("church"));  // -ches
   EXPECT_EQ(wn.noun_senses("people"), wn.synsets("people"));    // a lemma of its own
   EXPECT_TRUE(wn.noun_senses("xqzzs").empty());
+  // The senses the sense-tagged corpus uses: "male" the animal (6 times) and the man (4); of
+  // "dog", only the animal (its "frump" and "cad" senses never occur).
+  const auto male = wn.synsets("male");
+  ASSERT_GE(male.size(), 2u);
+  EXPECT_EQ(wn.tagged_noun_senses("males"), (std::vector<int64_t>{male[0], male[1]}));
+  EXPECT_EQ(wn.tagged_noun_senses("dogs"), std::vector<int64_t>{wn.synsets("dog").front()});
+  EXPECT_TRUE(wn.tagged_noun_senses("xqzzs").empty());
 }
 
 TEST(WordNet, AMissingDatabaseIsAClearError) {
@@ -175,7 +182,100 @@ TEST(Tagger, TagsTheMostSpecificConceptTheClassifierIsSureOf) {
   EXPECT_FALSE(satisfies(*tag, "puppy"));
   EXPECT_FALSE(satisfies(*tag, "young"));
   EXPECT_NE(std::find(tag->ruled_out.begin(), tag->ruled_out.end(), vocab.id("dog")), tag->ruled_out.end());
+  // "male" is first an animal in WordNet, but a caption's "male" is mostly a man: a word for
+  // people, which names no animal.
+  EXPECT_FALSE(satisfies(*tag, "male"));
+  EXPECT_FALSE(satisfies(*tag, "female"));
+  EXPECT_TRUE(has_word(tag->people, "male"));
+  EXPECT_TRUE(has_word(tag->people, "female"));
+
+  // A kind the classifier does not rule out meets the tag in a caption as the model wrote it, but
+  // a caption made to name the tag names the tag's own word or a kind holding half of it.
+  const auto named = [&](const Tag& t, const std::string& w) {
+    return std::count(t.named_by.begin(), t.named_by.end(), vocab.id(w)) > 0;
+  };
+  EXPECT_TRUE(named(*tag, "animal"));
+  std::fill(p.begin(), p.end(), 0.0f);
+  p[class_index(labels, "zebra")] = 0.5f;
+  p[class_index(labels, "gazelle")] = 0.3f;
+  p[class_index(labels, "Chihuahua")] = 0.15f;  // 16% of the animal classes: possible, not likely
+  tag = tagger.tag(p, 0.9);
+  ASSERT_TRUE(tag);
+  EXPECT_EQ(tag->word, "animal");
+  EXPECT_TRUE(satisfies(*tag, "dog"));
+  EXPECT_FALSE(named(*tag, "dog"));
+  EXPECT_TRUE(named(*tag, "animal"));
+  p[class_index(labels, "Chihuahua")] = 0.5f;  // now the likelier kind
+  p[class_index(labels, "zebra")] = 0.15f;
+  tag = tagger.tag(p, 0.9);
+  ASSERT_TRUE(tag);
+  EXPECT_TRUE(named(*tag, "dog"));
+  EXPECT_TRUE(named(*tag, "dogs"));
   EXPECT_THROW(tagger.tag(std::vector<float>(10, 0.1f), 0.5), std::invalid_argument);
+}
+
+// The default model guides animals alone, at its subject_threshold (0.9): a caption whose animal
+// the classifier rules out is made again about the animal it is sure of ("a brown and white dog"
+// for darknet's giraffe becomes an animal), and a caption about people is left as it is.
+TEST(DefaultModel, AnimalSubjectsReplaceAnAnimalTheClassifierRulesOut) {
+  REQUIRE_WORDNET();
+  const fs::path dir = fs::path(CAPTIONER_SOURCE_DIR) / "models/default";
+  auto model = ModelBundle::load(dir);
+  if (!fs::exists(model.encoder_file.string() + ".classifier.pt")) {
+    GTEST_SKIP() << model.encoder_file << ".classifier.pt missing: run scripts/setup.sh";
+  }
+  const fs::path giraffe = "/usr/share/darknet/data/giraffe.jpg";
+  if (!fs::exists(giraffe)) GTEST_SKIP() << giraffe << " missing: apt-get install darknet (scripts/setup.sh does)";
+  ASSERT_GE(model.search.subject_threshold, 0.5);
+  ASSERT_EQ(model.search.tag_threshold, 0.0);
+  auto encoder = Encoder::load(model.encoder_file);
+  std::vector<CaptionedImage> out(2);
+  for (double subjects : {0.0, model.search.subject_threshold}) {
+    CaptionPipelineOptions o;
+    o.search = model.search;
+    o.search.subject_threshold = subjects;
+    CaptionCallbacks cb;
+    cb.on_caption = [&](const CaptionedImage& c) { out[subjects > 0 ? 1 : 0] = c; };
+    ASSERT_EQ(CaptionPipeline(model, encoder, o).run({giraffe}, cb), 0u);
+  }
+  const auto& [plain, guided] = std::tie(out[0], out[1]);
+  SCOPED_TRACE("\"" + plain.caption + "\" -> \"" + guided.caption + "\"");
+  EXPECT_FALSE(plain.tag);
+  ASSERT_TRUE(guided.tag);
+  EXPECT_TRUE(guided.tag->animal);
+  const auto words = tokenize_caption(guided.caption);
+  const auto said = [&](const std::vector<int64_t>& ids) {
+    return std::any_of(words.begin(), words.end(),
+                       [&](const std::string& w) { return std::find(ids.begin(), ids.end(), model.vocab.id(w)) != ids.end(); });
+  };
+  EXPECT_TRUE(said(guided.tag->named_by));
+  EXPECT_FALSE(said(guided.tag->ruled_out));
+
+  // A cat the classifier is all but certain of (skimage's chelsea, 0.996) is the subject even of
+  // a caption the model began with a man; the eagle (bird 0.97) keeps its "little girl".
+  const fs::path chelsea = "/usr/lib/python3/dist-packages/skimage/data/chelsea.png";
+  const fs::path eagle = "/usr/share/darknet/data/eagle.jpg";
+  if (!fs::exists(chelsea)) GTEST_SKIP() << chelsea << " missing: apt-get install python3-skimage (scripts/setup.sh does)";
+  CaptionPipelineOptions o;
+  o.search = model.search;
+  CaptionCallbacks cb;
+  cb.on_caption = [&](const CaptionedImage& c) { out[c.index] = c; };
+  ASSERT_EQ(CaptionPipeline(model, encoder, o).run({chelsea, eagle}, cb), 0u);
+  ASSERT_TRUE(out[0].tag);
+  EXPECT_EQ(out[0].tag->word, "cat");
+  ASSERT_GE(out[0].tag->probability, kOverridesPeople);
+  const auto cat_words = tokenize_caption(out[0].caption);
+  const auto cat = std::find(cat_words.begin(), cat_words.end(), "cat");
+  ASSERT_NE(cat, cat_words.end()) << out[0].caption;
+  EXPECT_LT(cat - cat_words.begin(), kSubjectWithin) << out[0].caption;
+  if (out[1].tag && out[1].tag->probability < kOverridesPeople) {
+    const auto& people = out[1].tag->people;
+    const auto first = tokenize_caption(out[1].caption);
+    EXPECT_TRUE(std::any_of(
+        first.begin(), first.begin() + std::min<size_t>(first.size(), kSubjectWithin),
+        [&](const std::string& w) { return std::find(people.begin(), people.end(), model.vocab.id(w)) != people.end(); }))
+        << "a caption led by a person was overridden below kOverridesPeople: " << out[1].caption;
+  }
 }
 
 TEST(DefaultModel, TagsMakeItNameTheSubjectOfPhotosOutsideItsTrainingWorld) {
@@ -221,6 +321,27 @@ TEST(DefaultModel, TagsMakeItNameTheSubjectOfPhotosOutsideItsTrainingWorld) {
       return std::find(people.begin(), people.end(), model.vocab.id(w)) != people.end();
     }));
   }
+}
+
+// Animal subjects are a model's default, not a request: without the classifier (or WordNet) they
+// are off with a one-line warning; asked for with --tag-confidence, the same is an error.
+TEST(TagGuide, AnimalSubjectsAloneGoWithoutAMissingClassifierAndSaySo) {
+  test::TempDir dir;
+  EncoderInfo encoder;
+  encoder.model_file = (dir / "encoder.pt").string();
+  encoder.feature_dim = 1280;
+  const auto vocab = caption_vocabulary();
+  SearchOptions search;
+  std::string warning;
+  EXPECT_FALSE(load_tag_guide(encoder, vocab, search, warning));  // no tags asked for
+  EXPECT_EQ(warning, "");
+  search.subject_threshold = 0.9;
+  EXPECT_FALSE(load_tag_guide(encoder, vocab, search, warning));
+  EXPECT_NE(warning.find("animal subjects are off: "), std::string::npos) << warning;
+  EXPECT_NE(warning.find("encoder.pt"), std::string::npos) << warning;
+  EXPECT_EQ(warning.find('\n'), std::string::npos) << warning;
+  search.tag_threshold = 0.7;
+  EXPECT_THROW(load_tag_guide(encoder, vocab, search, warning), std::exception);
 }
 
 TEST(CaptionOutputTags, JsonRowsCarryTheTagAndReadBack) {

@@ -51,6 +51,21 @@ TEST(Vocabulary, EncodeDecodeRoundTrip) {
   EXPECT_THROW(v.token(999), std::out_of_range);
 }
 
+// Tag guidance can force a word after an article the model chose for another: "a animal" is
+// written "an animal"; "a uniform" and "a one" keep theirs.
+TEST(Vocabulary, CaptionTextMakesArticlesAgree) {
+  auto v = Vocabulary::build({{"a", "animal", "in", "a", "uniform", "and", "a", "one", "eagle", "on", "an", "egg"}}, 1);
+  auto ids = [&](std::initializer_list<const char*> words) {
+    std::vector<int64_t> out{Vocabulary::kStart};
+    for (const char* w : words) out.push_back(v.id(w));
+    out.push_back(Vocabulary::kEnd);
+    return out;
+  };
+  EXPECT_EQ(v.caption_text(ids({"a", "animal", "in", "a", "uniform"})), "an animal in a uniform");
+  EXPECT_EQ(v.caption_text(ids({"a", "one", "a", "eagle", "on", "an", "egg"})), "a one an eagle on an egg");
+  EXPECT_EQ(v.decode(ids({"a", "animal"})), "a animal");  // decode() stays the tokens' inverse
+}
+
 TEST(Vocabulary, SaveLoadRoundTrip) {
   TempDir tmp;
   Vocabulary v = Vocabulary::build(corpus(), 1);

@@ -239,6 +239,11 @@ TEST(SearchOverrides, ChangeOnlyWhatWasGiven) {
   EXPECT_EQ(changed.beam_size, 1);
   EXPECT_EQ(changed.block_ngram_repeat, 0);
   EXPECT_EQ(changed.length_penalty, 0.3);
+  SearchOverrides subjects;
+  subjects.subject_threshold = 0;  // off, where the model has it on
+  model.subject_threshold = 0.9;
+  EXPECT_EQ(none.applied_to(model).subject_threshold, 0.9);
+  EXPECT_EQ(subjects.applied_to(model).subject_threshold, 0.0);
 }
 
 TEST(Search, NoWordIsUsedMoreOftenThanAllowedExceptTheExemptOnes) {
@@ -375,6 +380,30 @@ TEST(ConstrainedSearch, ACaptionThatAlreadyMeetsItsGuideIsKept) {
   }
   const auto guided = search_captions(s, f, opts(3), guides);
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(guided[i].tokens, plain[i].tokens) << "image " << i;
+}
+
+// A caption that leads with a trusted word (a person, against an animal guiding as a subject
+// alone) is kept, unless it says a banned word; one whose trusted word comes too late is not.
+TEST(ConstrainedSearch, ACaptionLedByATrustedWordIsKeptUnlessItSaysABannedOne) {
+  auto d = random_decoder("lstm", 46, 30);
+  DecoderScorer s(d);
+  auto f = features(6, 48);
+  const auto plain = search_captions(s, f, opts(3));
+  WordGuides guides(6);
+  for (size_t i = 0; i < 6; ++i) {
+    ASSERT_GE(plain[i].tokens.size(), 2u);
+    guides[i].required = {first_word_not_in(plain[i].tokens)};
+    guides[i].within = 2;
+    guides[i].trusted_leads = {plain[i].tokens[i % 2 == 0 ? 0 : 1]};
+    if (i == 4) guides[i].banned = {plain[i].tokens.back()};
+  }
+  guides[5].within = 1;  // its trusted word is the caption's second: past `within`
+  const auto guided = search_captions(s, f, opts(3), guides);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(guided[i].tokens, plain[i].tokens) << "image " << i;
+  for (size_t i : {4, 5}) {
+    const auto& t = guided[i].tokens;
+    EXPECT_NE(std::find(t.begin(), t.end(), guides[i].required[0]), t.end()) << "image " << i;
+  }
 }
 
 namespace {
