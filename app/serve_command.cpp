@@ -6,7 +6,8 @@
 // photos would pass --max-queue in flight is answered 503.
 //
 //   POST /v1/captions   one photo as the body (Content-Type image/*), or several as multipart/form-data
-//                       ?beam=3&max_len=20&length_penalty=0.5&tag_confidence=0.5 within the bounds below
+//                       ?beam=3&max_len=20&length_penalty=0.5&tag_confidence=0.5&subject_confidence=0.9
+//                       within the bounds below
 //   GET  /health  /metrics (Prometheus text)  /  (a page to drop photos on)
 #include <httplib.h>
 #include <sys/socket.h>

@@ -229,12 +229,13 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
   }
   const auto word_senses = first_noun_senses(vocab, wordnet, is_content_word);
   // People words: a most common sense at or below WordNet's person or people ("men"; "crowd" is
-  // not, it is a group), or any sense the tagged corpus uses for a person: "male" is first an
-  // animal, but "a male climbs a rock" is a man. Animal concepts: at or below animal.
+  // not, it is a group), or a sense the tagged corpus uses for a person kPersonSenseInUse times:
+  // "male" is first an animal, but "a male climbs a rock" is a man (4 of 10 tags); fish's Pisces
+  // and sheep's and bull's people (one tag each) do not count. Animal concepts: at or below animal.
   BelowRoots is_people(synset, wordnet, {"person", "people"}), is_animal(synset, wordnet, {"animal"});
   std::unordered_set<int64_t> people;
   for (const auto& [id, sense] : word_senses) {
-    const auto tagged = wordnet.tagged_noun_senses(vocab.token(id));
+    const auto tagged = wordnet.tagged_noun_senses(vocab.token(id), kPersonSenseInUse);
     if (is_people(sense) || std::any_of(tagged.begin(), tagged.end(), [&](int64_t s) { return is_people(s); })) {
       tagger.people_.push_back(id);
       people.insert(id);
@@ -313,6 +314,7 @@ std::optional<Tag> Tagger::tag(const std::vector<float>& class_probabilities, do
     tag.satisfied_by.push_back(w);
     if (w == c.word_id || (least >= kKindShare * tag.probability && names_concept_.count(w))) tag.named_by.push_back(w);
   }
+  if (tag.named_by.empty()) tag.named_by = tag.satisfied_by;  // the tag's own word is ruled out elsewhere
   return tag;
 }
 

@@ -62,6 +62,7 @@ class Tagger {
     std::vector<int64_t> broader;       // Tag::broader when it is the tag, sorted
   };
   static constexpr double kRuledOut = 0.02;
+  static constexpr int kPersonSenseInUse = 3;     // tags in WordNet's corpus that make a sense of a word a person
   static constexpr double kKindShare = 0.5;       // Tag::named_by: a kind's least share of the tag's probability
   std::vector<std::vector<int>> class_concepts_;  // per class: indices into concepts_, nearest first
   std::vector<Concept> concepts_;

@@ -1,6 +1,7 @@
 #include "vocab/vocabulary.h"
 
 #include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string_view>
@@ -91,21 +92,35 @@ std::string Vocabulary::decode(const std::vector<int64_t>& ids) const {
   return out;
 }
 
+namespace {
+
+// Whether a word is said with a vowel sound first, by its spelling: "animal", "umbrella", but not
+// "uniform", "european", "one" (a consonant sound) nor "hour" (rare in captions; "h" counts as a
+// consonant).
+bool vowel_sound(std::string_view w) {
+  if (w.empty() || std::string_view("aeiou").find(w[0]) == std::string_view::npos) return false;
+  for (std::string_view consonant_sound : {"uni", "use", "usu", "uti", "ure", "eu", "ewe", "one", "once"}) {
+    if (w.substr(0, consonant_sound.size()) == consonant_sound) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::string Vocabulary::caption_text(const std::vector<int64_t>& ids) const {
-  std::string out;
-  std::string_view previous;
+  std::vector<std::string_view> words;
   for (int64_t i : ids) {
     if (i == kEnd) break;
-    if (i == kPad || i == kStart) continue;
-    const std::string& word = token(i);
-    // "a uniform", "a one": u and "one" keep "a"; a, e, i, o take "an".
-    if (previous == "a" && !word.empty() && std::string_view("aeio").find(word[0]) != std::string_view::npos &&
-        word.rfind("one", 0) != 0) {
-      out += 'n';
+    if (i != kPad && i != kStart) words.push_back(token(i));
+  }
+  std::string out;
+  for (size_t k = 0; k < words.size(); ++k) {
+    std::string_view w = words[k];
+    if ((w == "a" || w == "an") && k + 1 < words.size() && std::isalpha(static_cast<unsigned char>(words[k + 1][0]))) {
+      w = vowel_sound(words[k + 1]) ? "an" : "a";
     }
     if (!out.empty()) out += ' ';
-    out += word;
-    previous = word;
+    out += w;
   }
   return out;
 }

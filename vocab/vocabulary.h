@@ -45,8 +45,8 @@ class Vocabulary {
   std::vector<int64_t> encode(const std::vector<std::string>& tokens, bool add_start_end = true) const;
   // Words up to the first <end>, specials skipped, joined by spaces.
   std::string decode(const std::vector<int64_t>& ids) const;
-  // decode(), with "a" made "an" before a word that starts with a vowel ("an animal"): a caption
-  // made to name a word (tag guidance) can force it after an article the model chose first.
+  // decode(), with "a" and "an" made to agree with the next word ("an animal", "a uniform"): a
+  // caption made to name a word (tag guidance) can force it after an article chosen for another.
   std::string caption_text(const std::vector<int64_t>& ids) const;
 
   nlohmann::json to_json() const;

@@ -65,7 +65,7 @@ WordNet WordNet::open(const std::filesystem::path& dir) {
     int sense = 0;
     const auto number = line.substr(space + 1, last - space - 1);
     if (pos == '1' && count > 0 && std::from_chars(number.data(), number.data() + number.size(), sense).ec == std::errc()) {
-      wn.tagged_noun_senses_[word].push_back(sense);
+      wn.tagged_noun_senses_[word].emplace_back(sense, count);
     }
   }
   // noun.exc: "inflected base" per line ("men man"); optional, the suffix rules work without it.
@@ -106,14 +106,17 @@ std::vector<int64_t> WordNet::noun_senses(std::string_view word) const {
   return lemma.empty() ? std::vector<int64_t>{} : synsets(lemma);
 }
 
-std::vector<int64_t> WordNet::tagged_noun_senses(std::string_view word) const {
+std::vector<int64_t> WordNet::tagged_noun_senses(std::string_view word, int min_count) const {
   const std::string lemma = noun_lemma(word);
   auto it = tagged_noun_senses_.find(lemma);
   if (lemma.empty() || it == tagged_noun_senses_.end()) return {};
+  auto numbered = it->second;  // cntlist.rev is sorted by sense key, not by sense number
+  std::sort(numbered.begin(), numbered.end());
   const auto senses = synsets(lemma);
   std::vector<int64_t> out;
-  for (int n : it->second) {
-    if (n >= 1 && static_cast<size_t>(n) <= senses.size()) out.push_back(senses[static_cast<size_t>(n) - 1]);
+  for (const auto& [n, count] : numbered) {
+    if (count >= min_count && n >= 1 && static_cast<size_t>(n) <= senses.size())
+      out.push_back(senses[static_cast<size_t>(n) - 1]);
   }
   return out;
 }

@@ -35,9 +35,10 @@ class WordNet {
   // "men" -> man, though "men" is also a lemma), else synsets(word), else, when WordNet lacks the
   // word, those of the singular by morphy's suffix rules ("dogs" -> dog, "puppies" -> puppy).
   std::vector<int64_t> noun_senses(std::string_view word) const;
-  // Those of noun_senses(word) that the sense-tagged corpus uses at least once ("male": the animal
-  // and the male person), in sense order. Empty when the corpus never tagged the word as a noun.
-  std::vector<int64_t> tagged_noun_senses(std::string_view word) const;
+  // Those of noun_senses(word) that the sense-tagged corpus uses at least `min_count` times
+  // ("male": the animal, 6, and the male person, 4), in sense order. Empty when the corpus never
+  // tagged the word as a noun that often.
+  std::vector<int64_t> tagged_noun_senses(std::string_view word, int min_count = 1) const;
   Synset synset(int64_t offset) const;  // throws std::out_of_range for an offset not in data.noun
   // The synset, then its hypernyms breadth-first, nearest first, each once: bald eagle, eagle,
   // bird of prey, bird, vertebrate, ..., entity.
@@ -47,12 +48,12 @@ class WordNet {
   bool mostly_adjective(std::string_view word) const;
 
  private:
-  std::string noun_lemma(std::string_view word) const;                    // noun_senses' lemma for `word`; empty: none
-  std::string index_;                                                     // index.noun: one line per lemma, sorted
-  std::string data_;                                                      // data.noun: one line per synset, at its offset
-  std::unordered_map<std::string, std::pair<int, int>> tag_counts_;       // word -> (as noun, as adjective)
-  std::unordered_map<std::string, std::vector<int>> tagged_noun_senses_;  // word -> noun sense numbers tagged
-  std::unordered_map<std::string, std::string> irregular_plurals_;        // noun.exc: "men" -> "man"
+  std::string noun_lemma(std::string_view word) const;               // noun_senses' lemma for `word`; empty: none
+  std::string index_;                                                // index.noun: one line per lemma, sorted
+  std::string data_;                                                 // data.noun: one line per synset, at its offset
+  std::unordered_map<std::string, std::pair<int, int>> tag_counts_;  // word -> (as noun, as adjective)
+  std::unordered_map<std::string, std::vector<std::pair<int, int>>> tagged_noun_senses_;  // word -> (sense number, count)
+  std::unordered_map<std::string, std::string> irregular_plurals_;                        // noun.exc: "men" -> "man"
   std::filesystem::path dir_;
 };
 

@@ -81,7 +81,11 @@ class EncodedQueue {
 CaptionPipeline::CaptionPipeline(const ModelBundle& model, Encoder& encoder, CaptionPipelineOptions options)
     : model_(model), encoder_(encoder), options_(std::move(options)) {
   check_same_encoder(model_.encoder, encoder_.info(), "the model");
-  if (uses_tags(options_.search)) {
+  if (options_.search.tag_threshold > 0) {
+    // Tags asked for: a missing classifier or WordNet fails here, before any photo is read.
+    std::string unused;
+    tag_guide_ = load_tag_guide(encoder_.info(), model_.vocab, options_.search, unused);
+  } else if (uses_tags(options_.search)) {
     tag_guide_loading_ =
         std::async(std::launch::async, [info = encoder_.info(), &vocab = model_.vocab, search = options_.search] {
           std::string warning;

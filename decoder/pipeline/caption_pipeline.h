@@ -28,7 +28,7 @@ struct CaptionedImage {
   std::filesystem::path file;
   std::string caption;
   double log_prob = 0;
-  std::optional<Tag> tag;      // what guided the caption, with SearchOptions::tag_threshold > 0
+  std::optional<Tag> tag;      // the tag the caption was checked against (uses_tags(search))
   std::string thumbnail_jpeg;  // when CaptionPipelineOptions::thumbnail_size > 0
 };
 
@@ -72,8 +72,9 @@ class CaptionPipeline {
   const ModelBundle& model_;
   Encoder& encoder_;
   CaptionPipelineOptions options_;
-  // With uses_tags(options_.search): loaded beside the first photos' reading and encoding (the
-  // classifier, WordNet and the tagger take ~0.1 s), then kept.
+  // With tags asked for (tag_threshold > 0), loaded by the constructor; with animal subjects
+  // alone, beside the first photos' reading and encoding (the classifier, WordNet and the tagger
+  // take ~0.1 s; a failure is a warning), then kept.
   std::future<std::pair<std::optional<TagGuide>, std::string>> tag_guide_loading_;  // the guide, a warning
   std::optional<TagGuide> tag_guide_;
 };
@@ -86,7 +87,7 @@ std::vector<Caption> caption_features(SequenceScorer& scorer, const FeatureViews
                                       const WordGuides& guides = {});
 
 // One batch of encoded photos (views (N, D) each) to captions: tags from `tags` when
-// search.tag_threshold > 0 and it is given, the search, the words. What the folder pipeline and
+// uses_tags(search) and it is given, the search, the words. What the folder pipeline and
 // CaptionService both do with a decoder batch; index, file and thumbnail are left to the caller.
 std::vector<CaptionedImage> caption_encoded(const ModelBundle& model, SequenceScorer& scorer, TagGuide* tags,
                                             const FeatureViews& views, const SearchOptions& search);
@@ -102,7 +103,7 @@ struct CachedCaptionOptions {
 struct CaptionedFiles {
   std::vector<size_t> rows;           // input positions of the images that were read, in order
   std::vector<Caption> captions;      // one per entry of rows
-  ImageTags tags;                     // one per entry of rows, with search.tag_threshold > 0
+  ImageTags tags;                     // one per entry of rows, with uses_tags(search)
   std::vector<std::string> failures;  // one line per unreadable image
   std::vector<std::string> warnings;  // e.g. the feature cache could not be written
 };

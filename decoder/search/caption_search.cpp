@@ -547,7 +547,7 @@ bool meets(const Caption& c, const WordGuide& g) {
   };
   if (has(g.banned)) return false;
   if (g.required.empty() || has(g.required) || has(g.also_met_by)) return true;
-  const size_t lead = std::min(c.tokens.size(), static_cast<size_t>(std::max(g.within, 0)));
+  const size_t lead = g.within > 0 ? std::min(c.tokens.size(), static_cast<size_t>(g.within)) : c.tokens.size();
   return std::any_of(c.tokens.begin(), c.tokens.begin() + static_cast<std::ptrdiff_t>(lead), [&](int64_t w) {
     return std::find(g.trusted_leads.begin(), g.trusted_leads.end(), w) != g.trusted_leads.end();
   });

@@ -30,8 +30,8 @@ struct WordGuide {
   int within = 0;
   std::vector<int64_t> banned_before;
   std::vector<int64_t> also_met_by;  // words that do not satisfy the search but make a guide unneeded
-  // A caption that says one of these within its first `within` words, before any required word,
-  // and no banned word, makes the guide unneeded too ("a man ..." against an animal tag).
+  // A caption that says one of these within its first `within` words (0: anywhere), before any
+  // required word, and no banned word, makes the guide unneeded too ("a man ..." against an animal).
   std::vector<int64_t> trusted_leads;
   bool empty() const { return required.empty() && banned.empty(); }
 };

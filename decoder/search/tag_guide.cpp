@@ -39,10 +39,14 @@ ImageTags TagGuide::tags(const torch::Tensor& features, const SearchOptions& sea
   const int64_t C = probs.size(1);
   for (int64_t i = 0; i < probs.size(0); ++i) {
     const float* row = probs[i].data_ptr<float>();
-    auto tag = tagger_.tag(std::vector<float>(row, row + C), threshold);
-    const bool guides =
-        tag && ((all > 0 && tag->probability >= all) || (animals > 0 && tag->animal && tag->probability >= animals));
-    out.push_back(guides ? std::move(tag) : std::nullopt);
+    const std::vector<float> p(row, row + C);
+    auto tag = tagger_.tag(p, threshold);
+    const auto guides = [&](const std::optional<Tag>& t) {
+      return t && ((all > 0 && t->probability >= all) || (animals > 0 && t->animal && t->probability >= animals));
+    };
+    // An object at the lower (animal) threshold guides nothing; a broader concept may at `all`.
+    if (!guides(tag) && all > threshold) tag = tagger_.tag(p, all);
+    out.push_back(guides(tag) ? std::move(tag) : std::nullopt);
   }
   return out;
 }

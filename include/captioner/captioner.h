@@ -44,9 +44,9 @@ typedef struct captioner_params {
 typedef struct captioner_result {
   char* caption;   /* NULL when the photo could not be captioned: then error says why */
   double log_prob; /* the model's log-probability of the caption (a sum over its words) */
-  char* tag;   /* the word that guided the caption (tag_threshold > 0, or an animal the model names at its subject_threshold), or
-                  NULL */
-  char* error; /* one line naming the photo and what is wrong, or NULL */
+  char* tag;       /* the tag the caption was checked against (tag_threshold > 0, or an animal at the model's
+                      subject_threshold; the caption may not name it), or NULL */
+  char* error;     /* one line naming the photo and what is wrong, or NULL */
 } captioner_result;
 
 CAPTIONER_API captioner_params captioner_default_params(void);

@@ -38,7 +38,7 @@ size_t class_index(const std::vector<std::string>& labels, const std::string& la
 Vocabulary caption_vocabulary() {
   std::vector<std::vector<std::string>> captions;
   for (const char* w : {"bird", "eagle", "horse", "cat", "animal", "dog", "dogs", "puppy", "young", "man", "men", "toy", "kite",
-                        "piece", "male", "female"}) {
+                        "piece", "male", "female", "fish", "sheep"}) {
     for (int i = 0; i < 5; ++i) captions.push_back({"a", w, "is", "here"});
   }
   return Vocabulary::build(captions, 5);
@@ -84,6 +84,9 @@ TEST(WordNet, PluralsAsCaptionsWriteThemFindTheirSingularsSenses) {
   EXPECT_EQ(wn.tagged_noun_senses("males"), (std::vector<int64_t>{male[0], male[1]}));
   EXPECT_EQ(wn.tagged_noun_senses("dogs"), std::vector<int64_t>{wn.synsets("dog").front()});
   EXPECT_TRUE(wn.tagged_noun_senses("xqzzs").empty());
+  // Counted: fish's Pisces person is tagged once, its food sense 3 times.
+  const auto fish = wn.tagged_noun_senses("fish", 3);
+  EXPECT_EQ(fish, (std::vector<int64_t>{wn.synsets("fish")[0], wn.synsets("fish")[1]}));
 }
 
 TEST(WordNet, AMissingDatabaseIsAClearError) {
@@ -188,6 +191,10 @@ TEST(Tagger, TagsTheMostSpecificConceptTheClassifierIsSureOf) {
   EXPECT_FALSE(satisfies(*tag, "female"));
   EXPECT_TRUE(has_word(tag->people, "male"));
   EXPECT_TRUE(has_word(tag->people, "female"));
+  // A person sense tagged once in WordNet's corpus (fish's Pisces, sheep's follower) does not count.
+  EXPECT_FALSE(has_word(tag->people, "fish"));
+  EXPECT_FALSE(has_word(tag->people, "sheep"));
+  EXPECT_TRUE(has_word(tag->ruled_out, "sheep"));  // an animal word, ruled out here (no sheep classes)
 
   // A kind the classifier does not rule out meets the tag in a caption as the model wrote it, but
   // a caption made to name the tag names the tag's own word or a kind holding half of it.

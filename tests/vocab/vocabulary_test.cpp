@@ -52,9 +52,10 @@ TEST(Vocabulary, EncodeDecodeRoundTrip) {
 }
 
 // Tag guidance can force a word after an article the model chose for another: "a animal" is
-// written "an animal"; "a uniform" and "a one" keep theirs.
+// written "an animal", "an dog" "a dog"; "a uniform", "a one" and "a european" keep theirs.
 TEST(Vocabulary, CaptionTextMakesArticlesAgree) {
-  auto v = Vocabulary::build({{"a", "animal", "in", "a", "uniform", "and", "a", "one", "eagle", "on", "an", "egg"}}, 1);
+  auto v = Vocabulary::build(
+      {{"a", "animal", "in", "a", "uniform", "and", "one", "eagle", "on", "an", "egg", "dog", "umbrella", "european", "ewe"}}, 1);
   auto ids = [&](std::initializer_list<const char*> words) {
     std::vector<int64_t> out{Vocabulary::kStart};
     for (const char* w : words) out.push_back(v.id(w));
@@ -63,6 +64,8 @@ TEST(Vocabulary, CaptionTextMakesArticlesAgree) {
   };
   EXPECT_EQ(v.caption_text(ids({"a", "animal", "in", "a", "uniform"})), "an animal in a uniform");
   EXPECT_EQ(v.caption_text(ids({"a", "one", "a", "eagle", "on", "an", "egg"})), "a one an eagle on an egg");
+  EXPECT_EQ(v.caption_text(ids({"an", "dog", "and", "a", "umbrella"})), "a dog and an umbrella");
+  EXPECT_EQ(v.caption_text(ids({"a", "european", "and", "a", "ewe", "and", "a"})), "a european and a ewe and a");
   EXPECT_EQ(v.decode(ids({"a", "animal"})), "a animal");  // decode() stays the tokens' inverse
 }
 
