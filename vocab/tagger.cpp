@@ -233,14 +233,13 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
   // "male" is first an animal, but "a male climbs a rock" is a man (4 of 10 tags); fish's Pisces
   // and sheep's and bull's people (one tag each) do not count. Animal concepts: at or below animal.
   BelowRoots is_people(synset, wordnet, {"person", "people"}), is_animal(synset, wordnet, {"animal"});
-  std::unordered_set<int64_t> people;
-  for (const auto& [id, sense] : word_senses) {
+  for (const auto& [id, sense] : word_senses) {  // ids ascending: people_ stays sorted
     const auto tagged = wordnet.tagged_noun_senses(vocab.token(id), kPersonSenseInUse);
     if (is_people(sense) || std::any_of(tagged.begin(), tagged.end(), [&](int64_t s) { return is_people(s); })) {
       tagger.people_.push_back(id);
-      people.insert(id);
     }
   }
+  const auto people_word = [&](int64_t id) { return std::binary_search(tagger.people_.begin(), tagger.people_.end(), id); };
   tagger.concept_is_people_.assign(tagger.concepts_.size(), false);
   tagger.concept_is_animal_.assign(tagger.concepts_.size(), false);
   for (const auto& [offset, k] : concept_of) {
@@ -250,14 +249,14 @@ Tagger Tagger::build(const std::vector<std::string>& class_labels, const WordNet
   // A word that may name a person names nothing else for certain: "a male" is no animal.
   for (auto& [id, concepts] : concepts_of_words(word_senses, synset, concept_of)) {
     for (int64_t k : concepts) {
-      if (people.count(id) && !tagger.concept_is_people_[static_cast<size_t>(k)]) continue;
+      if (people_word(id) && !tagger.concept_is_people_[static_cast<size_t>(k)]) continue;
       tagger.concepts_[static_cast<size_t>(k)].satisfied_by.push_back(id);
       tagger.word_concepts_[id].push_back(static_cast<int>(k));
     }
   }
   for (auto& c : tagger.concepts_) std::sort(c.satisfied_by.begin(), c.satisfied_by.end());
   for (const auto& [id, sense] : word_senses) {
-    if (concept_of.count(sense) && !(people.count(id) && !is_people(sense))) tagger.names_concept_.insert(id);
+    if (concept_of.count(sense) && !(people_word(id) && !is_people(sense))) tagger.names_concept_.insert(id);
   }
   // Each concept's broader words (Tag::broader): the words whose nearest concept lies above it on
   // the chain of a class it gathers. below[f]: the concepts f lies above on some chain.

@@ -68,6 +68,8 @@ WordNet WordNet::open(const std::filesystem::path& dir) {
       wn.tagged_noun_senses_[word].emplace_back(sense, count);
     }
   }
+  // cntlist.rev is sorted by sense key; tagged_noun_senses answers in sense order.
+  for (auto& [word, senses] : wn.tagged_noun_senses_) std::sort(senses.begin(), senses.end());
   // noun.exc: "inflected base" per line ("men man"); optional, the suffix rules work without it.
   if (const auto exceptions = dir / "noun.exc"; std::filesystem::exists(exceptions)) {
     std::istringstream exc(read_file(exceptions));
@@ -81,14 +83,14 @@ WordNet WordNet::open(const std::filesystem::path& dir) {
   return wn;
 }
 
-std::string WordNet::noun_lemma(std::string_view word) const {
+std::pair<std::string, std::vector<int64_t>> WordNet::noun_entry(std::string_view word) const {
   // An irregular plural first: "men" is also a lemma of its own (a workforce), rarely what a
   // caption means.
   const std::string w = index_key(word);
   if (auto it = irregular_plurals_.find(w); it != irregular_plurals_.end()) {
-    if (!synsets(it->second).empty()) return index_key(it->second);
+    if (auto base = synsets(it->second); !base.empty()) return {index_key(it->second), std::move(base)};
   }
-  if (!synsets(w).empty()) return w;
+  if (auto senses = synsets(w); !senses.empty()) return {w, std::move(senses)};
   // WordNet's morphy, nouns: the first rule whose base form WordNet knows.
   static const std::pair<const char*, const char*> kRules[] = {{"ses", "s"},   {"xes", "x"},   {"zes", "z"}, {"ches", "ch"},
                                                                {"shes", "sh"}, {"men", "man"}, {"ies", "y"}, {"s", ""}};
@@ -96,25 +98,19 @@ std::string WordNet::noun_lemma(std::string_view word) const {
     const std::string_view sfx(suffix);
     if (w.size() <= sfx.size() || w.compare(w.size() - sfx.size(), sfx.size(), sfx) != 0) continue;
     std::string base = w.substr(0, w.size() - sfx.size()) + ending;
-    if (!synsets(base).empty()) return base;
+    if (auto senses = synsets(base); !senses.empty()) return {std::move(base), std::move(senses)};
   }
   return {};
 }
 
-std::vector<int64_t> WordNet::noun_senses(std::string_view word) const {
-  const std::string lemma = noun_lemma(word);
-  return lemma.empty() ? std::vector<int64_t>{} : synsets(lemma);
-}
+std::vector<int64_t> WordNet::noun_senses(std::string_view word) const { return noun_entry(word).second; }
 
 std::vector<int64_t> WordNet::tagged_noun_senses(std::string_view word, int min_count) const {
-  const std::string lemma = noun_lemma(word);
+  const auto [lemma, senses] = noun_entry(word);
   auto it = tagged_noun_senses_.find(lemma);
-  if (lemma.empty() || it == tagged_noun_senses_.end()) return {};
-  auto numbered = it->second;  // cntlist.rev is sorted by sense key, not by sense number
-  std::sort(numbered.begin(), numbered.end());
-  const auto senses = synsets(lemma);
+  if (senses.empty() || it == tagged_noun_senses_.end()) return {};
   std::vector<int64_t> out;
-  for (const auto& [n, count] : numbered) {
+  for (const auto& [n, count] : it->second) {
     if (count >= min_count && n >= 1 && static_cast<size_t>(n) <= senses.size())
       out.push_back(senses[static_cast<size_t>(n) - 1]);
   }

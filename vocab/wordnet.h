@@ -48,11 +48,12 @@ class WordNet {
   bool mostly_adjective(std::string_view word) const;
 
  private:
-  std::string noun_lemma(std::string_view word) const;               // noun_senses' lemma for `word`; empty: none
+  // The lemma noun_senses finds for `word` and its senses, looked up once; empty when none.
+  std::pair<std::string, std::vector<int64_t>> noun_entry(std::string_view word) const;
   std::string index_;                                                // index.noun: one line per lemma, sorted
   std::string data_;                                                 // data.noun: one line per synset, at its offset
   std::unordered_map<std::string, std::pair<int, int>> tag_counts_;  // word -> (as noun, as adjective)
-  std::unordered_map<std::string, std::vector<std::pair<int, int>>> tagged_noun_senses_;  // word -> (sense number, count)
+  std::unordered_map<std::string, std::vector<std::pair<int, int>>> tagged_noun_senses_;  // word -> (sense number, count), sorted
   std::unordered_map<std::string, std::string> irregular_plurals_;                        // noun.exc: "men" -> "man"
   std::filesystem::path dir_;
 };

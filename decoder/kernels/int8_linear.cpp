@@ -142,22 +142,29 @@ Int8Linear::Int8Linear(const torch::Tensor& weight, const torch::Tensor& bias) {
   }
 }
 
-bool Int8Linear::own_rows_equal_onednn() const {
-  // Probe rows: every rounding boundary of the input's quantization, (j + 0.5) / 63.5, and the
-  // floats up to 4 ulps either side of it (where a fused multiply-add or another rounding mode
-  // would differ), cycled through six rows; then a row of +1s and a row of -1s.
+torch::Tensor Int8Linear::probe_rows() const {
+  // Every rounding boundary of the input's quantization, (j + 0.5) / 63.5, and the floats up to
+  // 4 ulps either side of it (where a fused multiply-add or another rounding mode would differ),
+  // cycled through six rows; then a row of +1s and a row of -1s.
   std::vector<float> sweep;
   for (int j = -64; j < 64; ++j) {
     float v = static_cast<float>((j + 0.5) / 63.5);
     for (int u = 0; u < 4; ++u) v = std::nextafter(v, -2.0f);
     for (int u = -4; u <= 4; ++u, v = std::nextafter(v, 2.0f)) sweep.push_back(std::clamp(v, -1.0f, 1.0f));
   }
-  const int64_t K = in_features_, R = 8;
-  auto probe = torch::empty({R, K}, torch::kFloat);
+  const int64_t K = in_features_;
+  auto probe = torch::empty({8, K}, torch::kFloat);
   float* p = probe.data_ptr<float>();
   for (int64_t i = 0; i < 6 * K; ++i) p[i] = sweep[static_cast<size_t>(i) % sweep.size()];
   std::fill(p + 6 * K, p + 7 * K, 1.0f);
   std::fill(p + 7 * K, p + 8 * K, -1.0f);
+  return probe;
+}
+
+bool Int8Linear::own_rows_equal_onednn() const {
+  const int64_t K = in_features_, R = 8;
+  const auto probe = probe_rows();
+  const float* p = probe.data_ptr<float>();
   auto own = torch::empty({R, out_features_}, torch::kFloat);
   std::vector<uint8_t> scratch(static_cast<size_t>(R * own_row_width(K)));
   Int8Rows m{row_weights_.data(), row_sums_.data(), row_bias_.data(), row_scale_.data(), out_features_, K, own_row_width(K)};
@@ -169,16 +176,12 @@ bool Int8Linear::own_rows_equal_onednn() const {
 }
 
 bool Int8Linear::onednn_rows_independent_of_count() const {
-  // The probe rows again, alone (padded to one block of 16) and among 48 (a batch's beams): with
-  // VNNI, oneDNN rounds a row's output differently when the call holds more blocks of rows.
-  const int64_t K = in_features_;
-  auto probe = torch::empty({48, K}, torch::kFloat);
-  float* p = probe.data_ptr<float>();
-  std::vector<float> sweep;
-  for (int j = -64; j < 64; ++j) sweep.push_back(static_cast<float>((j + 0.5) / 63.5));
-  for (int64_t i = 0; i < 48 * K; ++i) p[i] = sweep[static_cast<size_t>(i * 7 + i / K) % sweep.size()];
-  const auto many = forward_onednn(probe);
-  for (int64_t r : {0, 1, 47}) {
+  // The probe rows alone (padded to one block of 16) and among 96 (32 photos' beams at beam 3, a
+  // shape decoding builds anyway): with VNNI, oneDNN rounds a row's output differently when the
+  // call holds more blocks of rows.
+  const auto probe = probe_rows();
+  const auto many = forward_onednn(probe.repeat({12, 1}));
+  for (int64_t r = 0; r < probe.size(0); ++r) {
     if (!torch::equal(forward_onednn(probe.narrow(0, r, 1)), many.narrow(0, r, 1))) return false;
   }
   return true;

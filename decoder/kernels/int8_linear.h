@@ -52,8 +52,9 @@ class Int8Linear {
   static constexpr int64_t kOwnRowsBelow = 16;
 
  private:
+  torch::Tensor probe_rows() const;               // (8, K): the quantizer's rounding boundaries, +-1
   bool own_rows_equal_onednn() const;             // the check at construction, on probe rows
-  bool onednn_rows_independent_of_count() const;  // a probe row alone and among 48 agree
+  bool onednn_rows_independent_of_count() const;  // each probe row alone and among 96 agree
 
   c10::IValue packed_;           // LibTorch's packed-weights object for quantized::linear_dynamic
   int64_t in_features_ = 0;      // K

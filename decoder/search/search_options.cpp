@@ -70,10 +70,11 @@ SearchOptions search_options_from_json(const json& j, const std::string& origin)
   if (v.has("length_penalty") && !(o.length_penalty >= 0 && o.length_penalty <= 10)) {
     v.at("length_penalty").fail("must be between 0 and 10");
   }
-  for (const char* key : {"tag_threshold", "subject_threshold"}) {
-    const double t = std::string(key) == "tag_threshold" ? o.tag_threshold : o.subject_threshold;
-    if (v.has(key) && !(t >= 0 && t <= 1)) v.at(key).fail("must be between 0 and 1");
-  }
+  auto unit = [&](const char* key, double value) {
+    if (v.has(key) && !(value >= 0 && value <= 1)) v.at(key).fail("must be between 0 and 1");
+  };
+  unit("tag_threshold", o.tag_threshold);
+  unit("subject_threshold", o.subject_threshold);
   if (v.has("mi_weight") && !(o.mi_weight >= 0 && o.mi_weight < 1)) v.at("mi_weight").fail("must be at least 0 and below 1");
   return o;
 }
